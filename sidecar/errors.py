@@ -1,0 +1,117 @@
+"""The one exception tree of the sidecar.
+
+Every error a caller can see is one of these classes. The gRPC layer
+(``sidecar.api._errors``) maps them to status codes by type, never by message,
+and each class carries the stable ``reason`` string that goes into
+``google.rpc.ErrorInfo``::
+
+    SidecarError
+    ├── InvalidArgument            INVALID_ARGUMENT     (bad request field; names it)
+    │   ├── InvalidDateRange       from_date after to_date
+    │   ├── FutureDateRange        the whole range is in the future
+    │   ├── InvalidDirection       run backwards with depends_on_past tasks
+    │   ├── InvalidReprocess       reprocess "none" with depends_on_past tasks
+    │   ├── InvalidConf            conf fails the DAG's params
+    │   └── NoRunsToCreate         the range holds no run
+    ├── NotFound                   NOT_FOUND
+    │   ├── DagNotFound
+    │   └── BackfillNotFound
+    ├── FailedPrecondition         FAILED_PRECONDITION
+    │   ├── BackfillNotAllowed     the DAG's allowed_run_types lacks "backfill"
+    │   ├── NonPeriodicSchedule    the DAG's timetable cannot be backfilled
+    │   ├── UnsupportedFeature     a DAG feature the sidecar cannot reproduce
+    │   └── InvalidTransition      e.g. pausing a completed backfill
+    ├── AlreadyExists              ALREADY_EXISTS
+    │   └── BackfillAlreadyRunning another backfill of the DAG is active
+    └── Unavailable                UNAVAILABLE (database unreachable, retryable)
+"""
+
+from __future__ import annotations
+
+
+class SidecarError(Exception):
+    """Base of every error the sidecar reports to a caller."""
+
+    reason = "SIDECAR_ERROR"
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        #: The request field at fault, as a field path (e.g. ``from_date``), if any.
+        self.field = field
+
+
+class InvalidArgument(SidecarError):
+    reason = "INVALID_ARGUMENT"
+
+
+class InvalidDateRange(InvalidArgument):
+    reason = "INVALID_DATE_RANGE"
+
+
+class FutureDateRange(InvalidArgument):
+    reason = "FUTURE_DATE_RANGE"
+
+
+class InvalidDirection(InvalidArgument):
+    reason = "INVALID_DIRECTION"
+
+
+class InvalidReprocess(InvalidArgument):
+    reason = "INVALID_REPROCESS_BEHAVIOR"
+
+
+class InvalidConf(InvalidArgument):
+    reason = "INVALID_DAG_RUN_CONF"
+
+
+class NoRunsToCreate(InvalidArgument):
+    reason = "NO_RUNS_TO_CREATE"
+
+
+class NotFound(SidecarError):
+    reason = "NOT_FOUND"
+
+
+class DagNotFound(NotFound):
+    reason = "DAG_NOT_FOUND"
+
+
+class BackfillNotFound(NotFound):
+    reason = "BACKFILL_NOT_FOUND"
+
+
+class FailedPrecondition(SidecarError):
+    reason = "FAILED_PRECONDITION"
+
+
+class BackfillNotAllowed(FailedPrecondition):
+    reason = "BACKFILL_NOT_ALLOWED"
+
+
+class NonPeriodicSchedule(FailedPrecondition):
+    reason = "NON_PERIODIC_SCHEDULE"
+
+
+class UnsupportedFeature(FailedPrecondition):
+    reason = "UNSUPPORTED_FEATURE"
+
+
+class InvalidTransition(FailedPrecondition):
+    reason = "INVALID_STATE_TRANSITION"
+
+
+class AlreadyExists(SidecarError):
+    reason = "ALREADY_EXISTS"
+
+
+class BackfillAlreadyRunning(AlreadyExists):
+    reason = "BACKFILL_ALREADY_RUNNING"
+
+
+class Unavailable(SidecarError):
+    reason = "UNAVAILABLE"
+
+
+class SchemaMismatch(Exception):
+    """The database does not hold the Airflow metadata schema the sidecar needs (start-up only)."""
