@@ -1,0 +1,210 @@
+"""Protobuf messages to and from the engine's domain types."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import json
+from typing import Any
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from sidecar._gen.airflow_sidecar.v1 import backfill_pb2 as pb
+from sidecar.engine import (
+    DEFAULT_MAX_ACTIVE_RUNS,
+    BackfillSpec,
+    BackfillView,
+    Mode,
+    ReprocessBehavior,
+    SlotView,
+    State,
+)
+from sidecar.errors import InvalidArgument
+
+_MODES = {pb.MODE_UNSPECIFIED: Mode.WINDOWED, pb.MODE_WINDOWED: Mode.WINDOWED, pb.MODE_EAGER: Mode.EAGER}
+_MODES_OUT = {Mode.WINDOWED: pb.MODE_WINDOWED, Mode.EAGER: pb.MODE_EAGER}
+_REPROCESS = {
+    pb.REPROCESS_BEHAVIOR_UNSPECIFIED: ReprocessBehavior.NONE,
+    pb.REPROCESS_BEHAVIOR_NONE: ReprocessBehavior.NONE,
+    pb.REPROCESS_BEHAVIOR_FAILED: ReprocessBehavior.FAILED,
+    pb.REPROCESS_BEHAVIOR_COMPLETED: ReprocessBehavior.COMPLETED,
+}
+_REPROCESS_OUT = {
+    "none": pb.REPROCESS_BEHAVIOR_NONE,
+    "failed": pb.REPROCESS_BEHAVIOR_FAILED,
+    "completed": pb.REPROCESS_BEHAVIOR_COMPLETED,
+}
+_STATES = {
+    State.ACTIVE: pb.Backfill.STATE_ACTIVE,
+    State.PAUSED: pb.Backfill.STATE_PAUSED,
+    State.COMPLETED: pb.Backfill.STATE_COMPLETED,
+    State.CANCELLED: pb.Backfill.STATE_CANCELLED,
+}
+STATES_IN = {v: k for k, v in _STATES.items()}
+_DISPOSITIONS = {
+    "create": pb.DISPOSITION_CREATE,
+    "reprocess": pb.DISPOSITION_REPROCESS,
+    "already exists": pb.DISPOSITION_ALREADY_EXISTS,
+    "in flight": pb.DISPOSITION_IN_FLIGHT,
+    "pending": pb.DISPOSITION_PENDING,
+}
+
+MAX_REQUEST_ID_LENGTH = 128
+MAX_DAG_ID_LENGTH = 250
+
+
+def timestamp(value: dt.datetime | None) -> Timestamp | None:
+    """An aware datetime as a Timestamp."""
+    if value is None:
+        return None
+    ts = Timestamp()
+    ts.FromDatetime(value.astimezone(dt.UTC))
+    return ts
+
+
+def datetime_of(ts: Timestamp, field: str) -> dt.datetime:
+    """A required Timestamp field as an aware UTC datetime.
+
+    Raises:
+        InvalidArgument: unset or out of range.
+    """
+    if ts.seconds == 0 and ts.nanos == 0:
+        raise InvalidArgument(f"{field} is required", field=field)
+    try:
+        return ts.ToDatetime(tzinfo=dt.UTC)
+    except (ValueError, OverflowError) as exc:
+        raise InvalidArgument(f"{field} is out of range: {exc}", field=field) from exc
+
+
+def parse_conf(text: str) -> dict[str, Any] | None:
+    """``dag_run_conf`` JSON text as a dict (empty text: none given).
+
+    Raises:
+        InvalidArgument: not JSON, or not a JSON object.
+    """
+    if not text.strip():
+        return None
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise InvalidArgument(f"dag_run_conf is not valid JSON: {exc}", field="backfill.dag_run_conf") from exc
+    if not isinstance(value, dict):
+        raise InvalidArgument("dag_run_conf must be a JSON object", field="backfill.dag_run_conf")
+    return value
+
+
+def spec_of(request: pb.CreateBackfillRequest, principal: str | None) -> BackfillSpec:
+    """A CreateBackfill request as a spec.
+
+    Raises:
+        InvalidArgument: naming the bad field.
+    """
+    b = request.backfill
+    if not request.HasField("backfill"):
+        raise InvalidArgument("backfill is required", field="backfill")
+    if len(b.dag_id) > MAX_DAG_ID_LENGTH:
+        raise InvalidArgument(f"dag_id is longer than {MAX_DAG_ID_LENGTH} characters", field="backfill.dag_id")
+    if len(request.request_id) > MAX_REQUEST_ID_LENGTH:
+        raise InvalidArgument(f"request_id is longer than {MAX_REQUEST_ID_LENGTH} characters", field="request_id")
+    if b.mode not in _MODES:
+        raise InvalidArgument(f"unknown mode {b.mode}", field="backfill.mode")
+    if b.reprocess_behavior not in _REPROCESS:
+        raise InvalidArgument(f"unknown reprocess_behavior {b.reprocess_behavior}", field="backfill.reprocess_behavior")
+    return BackfillSpec(
+        dag_id=b.dag_id,
+        from_date=datetime_of(b.from_date, "backfill.from_date"),
+        to_date=datetime_of(b.to_date, "backfill.to_date"),
+        run_backwards=b.run_backwards,
+        reprocess_behavior=_REPROCESS[b.reprocess_behavior],
+        max_active_runs=b.max_active_runs if b.HasField("max_active_runs") else DEFAULT_MAX_ACTIVE_RUNS,
+        dag_run_conf=parse_conf(b.dag_run_conf),
+        mode=_MODES[b.mode],
+        triggering_user_name=principal,
+    )
+
+
+def backfill_message(view: BackfillView) -> pb.Backfill:
+    """A backfill view as the API resource."""
+    p = view.progress
+    return pb.Backfill(
+        name=f"backfills/{view.id}" if view.id else "",
+        id=view.id,
+        dag_id=view.dag_id,
+        from_date=timestamp(view.from_date),
+        to_date=timestamp(view.to_date),
+        dag_run_conf=json.dumps(view.dag_run_conf) if view.dag_run_conf is not None else "",
+        reprocess_behavior=_REPROCESS_OUT.get(view.reprocess_behavior, pb.REPROCESS_BEHAVIOR_UNSPECIFIED),
+        max_active_runs=view.max_active_runs,
+        run_backwards=view.run_backwards,
+        mode=_MODES_OUT[view.mode],
+        is_paused=view.is_paused,
+        state=_STATES[view.state],
+        progress=pb.Progress(
+            planned=p.planned, written=p.written, queued=p.queued, running=p.running,
+            succeeded=p.succeeded, failed=p.failed, skipped=p.skipped,
+        ),
+        triggering_user_name=view.triggering_user_name or "",
+        create_time=timestamp(view.created_at),
+        update_time=timestamp(view.updated_at),
+        complete_time=timestamp(view.completed_at),
+    )
+
+
+def slot_message(slot: SlotView) -> pb.BackfillRun:
+    """A slot as the API message."""
+    return pb.BackfillRun(
+        sort_ordinal=slot.sort_ordinal,
+        logical_date=timestamp(slot.logical_date),
+        data_interval_start=timestamp(slot.data_interval_start),
+        data_interval_end=timestamp(slot.data_interval_end),
+        run_after=timestamp(slot.run_after),
+        run_id=slot.run_id,
+        disposition=_DISPOSITIONS.get(slot.disposition, pb.DISPOSITION_UNSPECIFIED),
+        dag_run_id=slot.dag_run_id or 0,
+        state=slot.state or "",
+    )
+
+
+def backfill_id_of(name: str, field: str = "name") -> int:
+    """The id in a ``backfills/{id}`` resource name.
+
+    Raises:
+        InvalidArgument: not of that form.
+    """
+    prefix, _, rest = name.partition("/")
+    if prefix != "backfills" or not rest.isdigit() or len(rest) > 10 or int(rest) > 2**31 - 1:
+        raise InvalidArgument(f"{field} must look like backfills/<id>, got {name[:80]!r}", field=field)
+    return int(rest)
+
+
+def encode_token(value: int) -> str:
+    """An opaque page token."""
+    return base64.urlsafe_b64encode(f"v1:{value}".encode()).decode()
+
+
+def decode_token(token: str) -> int | None:
+    """The inverse of :func:`encode_token` (None for an empty token).
+
+    Raises:
+        InvalidArgument: a token this server did not issue.
+    """
+    if not token:
+        return None
+    try:
+        version, _, value = base64.urlsafe_b64decode(token.encode()).decode().partition(":")
+        if version != "v1":
+            raise ValueError(version)
+        return int(value)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidArgument("page_token is not valid", field="page_token") from exc
+
+
+def page_size_of(value: int, default: int, maximum: int) -> int:
+    """A page size clamped to ``[1, maximum]``; 0 means the default.
+
+    Raises:
+        InvalidArgument: a negative size.
+    """
+    if value < 0:
+        raise InvalidArgument("page_size must not be negative", field="page_size")
+    return min(value or default, maximum)

@@ -1,0 +1,150 @@
+"""The gRPC servicers: protobuf in, engine call, protobuf out; errors mapped in ``_errors``."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+
+from sidecar._gen.airflow_sidecar.v1 import backfill_pb2 as pb
+from sidecar._gen.airflow_sidecar.v1 import backfill_pb2_grpc, scheduler_pb2, scheduler_pb2_grpc
+from sidecar.api._convert import (
+    STATES_IN,
+    backfill_id_of,
+    backfill_message,
+    decode_token,
+    encode_token,
+    page_size_of,
+    slot_message,
+    spec_of,
+)
+from sidecar.api._errors import streaming, unary
+from sidecar.engine import BackfillEngine, DryRun, State
+from sidecar.errors import InvalidArgument
+
+log = logging.getLogger(__name__)
+
+Ctx = grpc.aio.ServicerContext[Any, Any]
+
+
+def principal_of(context: Ctx) -> str | None:
+    """The authenticated caller, recorded as the backfill's triggering user.
+
+    There is no authentication yet (every caller is anonymous), so this is None;
+    the auth interceptor will provide the principal.
+    """
+    return None
+
+
+class BackfillServicer(backfill_pb2_grpc.BackfillServiceServicer):
+    """The public BackfillService."""
+
+    def __init__(self, engine: BackfillEngine, *, watch_interval: float = 1.0) -> None:
+        self._engine = engine
+        self._watch_interval = watch_interval
+
+    @unary
+    async def CreateBackfill(self, request: pb.CreateBackfillRequest, context: Ctx) -> pb.CreateBackfillResponse:
+        spec = spec_of(request, principal_of(context))
+        if request.dry_run_page_size < 0:
+            raise InvalidArgument("dry_run_page_size must not be negative", field="dry_run_page_size")
+        result = await self._engine.create(
+            spec, request_id=request.request_id or None, validate_only=request.validate_only,
+            dry_run_limit=request.dry_run_page_size or None,
+        )
+        if isinstance(result, DryRun):
+            return pb.CreateBackfillResponse(
+                backfill=backfill_message(result.backfill),
+                planned_runs=[slot_message(s) for s in result.runs],
+                planned_runs_truncated=result.truncated,
+            )
+        return pb.CreateBackfillResponse(backfill=backfill_message(result))
+
+    @unary
+    async def GetBackfill(self, request: pb.GetBackfillRequest, context: Ctx) -> pb.GetBackfillResponse:
+        view = await self._engine.get(backfill_id_of(request.name))
+        return pb.GetBackfillResponse(backfill=backfill_message(view))
+
+    @unary
+    async def ListBackfills(self, request: pb.ListBackfillsRequest, context: Ctx) -> pb.ListBackfillsResponse:
+        state: State | None = None
+        if request.state:
+            if request.state not in STATES_IN:
+                raise InvalidArgument(f"unknown state {request.state}", field="state")
+            state = STATES_IN[request.state]
+        views, next_before = await self._engine.list(
+            dag_id=request.dag_id or None,
+            state=state,
+            page_size=page_size_of(request.page_size, 50, 500),
+            before_id=decode_token(request.page_token),
+        )
+        return pb.ListBackfillsResponse(
+            backfills=[backfill_message(v) for v in views],
+            next_page_token=encode_token(next_before) if next_before is not None else "",
+        )
+
+    @unary
+    async def PauseBackfill(self, request: pb.PauseBackfillRequest, context: Ctx) -> pb.PauseBackfillResponse:
+        view = await self._engine.set_paused(backfill_id_of(request.name), True)
+        return pb.PauseBackfillResponse(backfill=backfill_message(view))
+
+    @unary
+    async def UnpauseBackfill(self, request: pb.UnpauseBackfillRequest, context: Ctx) -> pb.UnpauseBackfillResponse:
+        view = await self._engine.set_paused(backfill_id_of(request.name), False)
+        return pb.UnpauseBackfillResponse(backfill=backfill_message(view))
+
+    @unary
+    async def CancelBackfill(self, request: pb.CancelBackfillRequest, context: Ctx) -> pb.CancelBackfillResponse:
+        view = await self._engine.cancel(backfill_id_of(request.name))
+        return pb.CancelBackfillResponse(backfill=backfill_message(view))
+
+    @unary
+    async def ListBackfillRuns(
+        self, request: pb.ListBackfillRunsRequest, context: Ctx
+    ) -> pb.ListBackfillRunsResponse:
+        slots, next_after = await self._engine.list_runs(
+            backfill_id_of(request.parent, "parent"),
+            page_size=page_size_of(request.page_size, 100, 1000),
+            after_ordinal=decode_token(request.page_token) or 0,
+        )
+        return pb.ListBackfillRunsResponse(
+            runs=[slot_message(s) for s in slots],
+            next_page_token=encode_token(next_after) if next_after is not None else "",
+        )
+
+    @streaming
+    async def WatchBackfill(
+        self, request: pb.WatchBackfillRequest, context: Ctx
+    ) -> AsyncIterator[pb.WatchBackfillResponse]:
+        backfill_id = backfill_id_of(request.name)
+        last: pb.Backfill | None = None
+        while True:
+            message = backfill_message(await self._engine.get(backfill_id))
+            comparable = pb.Backfill()
+            comparable.CopyFrom(message)
+            comparable.ClearField("update_time")
+            if last is None or comparable != last:
+                yield pb.WatchBackfillResponse(backfill=message)
+                last = comparable
+            if message.state in (pb.Backfill.STATE_COMPLETED, pb.Backfill.STATE_CANCELLED):
+                return
+            await asyncio.sleep(self._watch_interval)
+
+
+class SchedulerServicer(scheduler_pb2_grpc.SchedulerServiceServicer):
+    """The scheduler-facing service the shim calls once per loop."""
+
+    def __init__(self, engine: BackfillEngine) -> None:
+        self._engine = engine
+
+    @unary
+    async def Tick(self, request: scheduler_pb2.TickRequest, context: Ctx) -> scheduler_pb2.TickResponse:
+        result = await asyncio.shield(self._engine.tick_soon())
+        return scheduler_pb2.TickResponse(
+            runs_written=result.runs_written,
+            backfills_completed=result.backfills_completed,
+            materializing_backfill_ids=result.materializing,
+        )

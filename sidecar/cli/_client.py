@@ -1,0 +1,222 @@
+"""The ``airflow-sidecar backfill …`` commands: a gRPC client with table and JSON output."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import grpc
+from google.protobuf import json_format
+
+from sidecar._gen.airflow_sidecar.v1 import backfill_pb2 as pb
+from sidecar._gen.airflow_sidecar.v1 import backfill_pb2_grpc
+
+_REPROCESS = {
+    "none": pb.REPROCESS_BEHAVIOR_NONE,
+    "failed": pb.REPROCESS_BEHAVIOR_FAILED,
+    "completed": pb.REPROCESS_BEHAVIOR_COMPLETED,
+}
+_MODES = {"windowed": pb.MODE_WINDOWED, "eager": pb.MODE_EAGER}
+_STATES = {
+    "active": pb.Backfill.STATE_ACTIVE,
+    "paused": pb.Backfill.STATE_PAUSED,
+    "completed": pb.Backfill.STATE_COMPLETED,
+    "cancelled": pb.Backfill.STATE_CANCELLED,
+}
+_ENDED = (pb.Backfill.STATE_COMPLETED, pb.Backfill.STATE_CANCELLED)
+
+
+class UsageError(Exception):
+    """A bad command-line value; printed as one line."""
+
+
+def parse_when(value: str, flag: str) -> dt.datetime:
+    """An ISO date or datetime; a value without offset is taken as UTC (Airflow's default time zone)."""
+    try:
+        when = dt.datetime.fromisoformat(value)
+    except ValueError as exc:
+        raise UsageError(f"{flag}: {value!r} is not an ISO 8601 date or datetime") from exc
+    return when if when.tzinfo else when.replace(tzinfo=dt.UTC)
+
+
+def _iso(ts: Any) -> str | None:
+    if ts is None or (ts.seconds == 0 and ts.nanos == 0):
+        return None
+    return str(ts.ToDatetime(tzinfo=dt.UTC).isoformat())
+
+
+_DISPOSITION_NAMES = {
+    pb.DISPOSITION_CREATE: "create",
+    pb.DISPOSITION_REPROCESS: "reprocess",
+    pb.DISPOSITION_ALREADY_EXISTS: "skip: already exists",
+    pb.DISPOSITION_IN_FLIGHT: "skip: in flight",
+    pb.DISPOSITION_PENDING: "pending",
+}
+
+
+def run_dict(run: pb.BackfillRun) -> dict[str, Any]:
+    """A planned or written slot as plain JSON."""
+    out: dict[str, Any] = {
+        "sort_ordinal": run.sort_ordinal,
+        "logical_date": _iso(run.logical_date),
+        "data_interval_start": _iso(run.data_interval_start),
+        "data_interval_end": _iso(run.data_interval_end),
+        "run_after": _iso(run.run_after),
+        "run_id": run.run_id,
+        "action": _DISPOSITION_NAMES.get(run.disposition, "unknown"),
+    }
+    if run.dag_run_id:
+        out["existing_dag_run_id" if run.disposition != pb.DISPOSITION_CREATE else "dag_run_id"] = run.dag_run_id
+        out["state"] = run.state
+    return out
+
+
+def backfill_dict(b: pb.Backfill) -> dict[str, Any]:
+    """A backfill as plain JSON (proto3 JSON mapping, field names as in the proto)."""
+    return json_format.MessageToDict(b, preserving_proto_field_name=True, always_print_fields_with_no_presence=True)
+
+
+def _table(rows: Sequence[Sequence[Any]], headers: Sequence[str]) -> str:
+    cells = [[str(h) for h in headers], *[["" if c is None else str(c) for c in r] for r in rows]]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def _state(b: pb.Backfill) -> str:
+    return pb.Backfill.State.Name(b.state).removeprefix("STATE_").lower()
+
+
+def print_backfills(backfills: Sequence[pb.Backfill], output: str) -> None:
+    """Print backfills as a table or JSON."""
+    if output == "json":
+        print(json.dumps([backfill_dict(b) for b in backfills], indent=2))
+        return
+    rows = [
+        (b.id, b.dag_id, _iso(b.from_date), _iso(b.to_date), _state(b), b.max_active_runs,
+         f"{b.progress.succeeded}/{b.progress.planned}", b.progress.running, b.progress.queued, b.progress.failed)
+        for b in backfills
+    ]
+    print(_table(rows, ("id", "dag_id", "from", "to", "state", "max_active", "done", "running", "queued", "failed")))
+
+
+def progress_line(b: pb.Backfill, width: int = 30) -> str:
+    """One line: a progress bar and the counts."""
+    p = b.progress
+    total = max(p.planned - p.skipped, 0)
+    finished = p.succeeded + p.failed
+    frac = finished / total if total else 1.0
+    filled = int(frac * width)
+    bar = "#" * filled + "-" * (width - filled)
+    return (f"backfill {b.id} [{bar}] {finished}/{total} runs  succeeded={p.succeeded} failed={p.failed} "
+            f"running={p.running} queued={p.queued} written={p.written}/{p.planned} skipped={p.skipped} "
+            f"{_state(b)}")
+
+
+def watch(stub: backfill_pb2_grpc.BackfillServiceStub, name: str, output: str) -> pb.Backfill:
+    """Follow a backfill until it ends, with a live progress bar (or JSON lines)."""
+    last = pb.Backfill()
+    tty = sys.stderr.isatty()
+    for update in stub.WatchBackfill(pb.WatchBackfillRequest(name=name)):
+        last = update.backfill
+        if output == "json":
+            print(json.dumps(backfill_dict(last)), flush=True)
+        else:
+            line = progress_line(last)
+            print(("\r" + line) if tty else line, end="" if tty else "\n", file=sys.stderr, flush=True)
+    if tty and output != "json":
+        print(file=sys.stderr)
+    return last
+
+
+def _name(value: str) -> str:
+    return value if value.startswith("backfills/") else f"backfills/{value}"
+
+
+def run_command(args: argparse.Namespace) -> int:
+    """Run one ``backfill`` subcommand; gRPC errors are raised to the caller."""
+    with grpc.insecure_channel(args.target) as channel:
+        stub = backfill_pb2_grpc.BackfillServiceStub(channel)
+        timeout = args.timeout
+        if args.action == "create":
+            return _create(stub, args, timeout)
+        if args.action == "get":
+            b = stub.GetBackfill(pb.GetBackfillRequest(name=_name(args.id)), timeout=timeout).backfill
+            if args.watch and b.state not in _ENDED:
+                b = watch(stub, b.name, args.output)
+            print_backfills([b], args.output)
+            return 0
+        if args.action == "list":
+            request = pb.ListBackfillsRequest(dag_id=args.dag_id or "", page_size=args.limit,
+                                              state=_STATES.get(args.state or "", 0))
+            print_backfills(stub.ListBackfills(request, timeout=timeout).backfills, args.output)
+            return 0
+        if args.action == "runs":
+            response = stub.ListBackfillRuns(
+                pb.ListBackfillRunsRequest(parent=_name(args.id), page_size=args.limit), timeout=timeout
+            )
+            runs = [run_dict(r) for r in response.runs]
+            if args.output == "json":
+                print(json.dumps(runs, indent=2))
+            else:
+                print(_table([(r["sort_ordinal"], r["logical_date"], r["run_id"], r["action"], r.get("state"))
+                              for r in runs], ("ordinal", "logical_date", "run_id", "action", "state")))
+            return 0
+        method = {"pause": stub.PauseBackfill, "unpause": stub.UnpauseBackfill, "cancel": stub.CancelBackfill}
+        request_type = {"pause": pb.PauseBackfillRequest, "unpause": pb.UnpauseBackfillRequest,
+                        "cancel": pb.CancelBackfillRequest}
+        b = method[args.action](request_type[args.action](name=_name(args.id)), timeout=timeout).backfill
+        print_backfills([b], args.output)
+        return 0
+
+
+def _create(stub: backfill_pb2_grpc.BackfillServiceStub, args: argparse.Namespace, timeout: float | None) -> int:
+    conf = ""
+    if args.dag_run_conf is not None:
+        try:
+            parsed = json.loads(args.dag_run_conf)
+        except ValueError as exc:
+            raise UsageError(f"--dag-run-conf is not valid JSON: {exc}") from exc
+        if not isinstance(parsed, dict):
+            raise UsageError("--dag-run-conf must be a JSON object")
+        conf = json.dumps(parsed)
+    backfill = pb.Backfill(
+        dag_id=args.dag_id,
+        run_backwards=args.run_backwards,
+        reprocess_behavior=_REPROCESS[args.reprocess_behavior],
+        mode=_MODES[args.mode],
+        dag_run_conf=conf,
+    )
+    backfill.from_date.FromDatetime(parse_when(args.from_date, "--from-date"))
+    backfill.to_date.FromDatetime(parse_when(args.to_date, "--to-date"))
+    if args.max_active_runs is not None:
+        backfill.max_active_runs = args.max_active_runs
+    request = pb.CreateBackfillRequest(backfill=backfill, validate_only=args.dry_run,
+                                       request_id=args.request_id or "")
+    response = stub.CreateBackfill(request, timeout=timeout)
+    if args.dry_run:
+        runs = [run_dict(r) for r in response.planned_runs]
+        if args.output == "json":
+            print(json.dumps(runs, indent=2))
+        else:
+            print(_table([(r["sort_ordinal"], r["logical_date"], r["data_interval_start"], r["data_interval_end"],
+                           r["run_after"], r["run_id"], r["action"]) for r in runs],
+                         ("ordinal", "logical_date", "interval_start", "interval_end", "run_after", "run_id",
+                          "action")))
+            more = " (truncated)" if response.planned_runs_truncated else ""
+            print(f"{response.backfill.progress.planned} runs planned{more}", file=sys.stderr)
+        return 0
+    b = response.backfill
+    if args.watch:
+        print(f"created backfill {b.id} for {b.dag_id}: {b.progress.planned} runs planned", file=sys.stderr)
+        b = watch(stub, b.name, args.output)
+        if args.output != "json":
+            print_backfills([b], args.output)
+        return 0 if b.progress.failed == 0 and b.state == pb.Backfill.STATE_COMPLETED else 1
+    print_backfills([b], args.output)
+    return 0

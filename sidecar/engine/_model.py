@@ -1,0 +1,135 @@
+"""The engine's domain types: what a caller asks for and what it is shown."""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+from dataclasses import dataclass
+from typing import Any
+
+from sidecar.errors import InvalidTransition
+
+
+class Mode(enum.Enum):
+    """How a backfill's runs are materialised."""
+
+    WINDOWED = "windowed"
+    EAGER = "eager"
+
+
+class ReprocessBehavior(enum.Enum):
+    """Airflow's reprocess behaviours."""
+
+    NONE = "none"
+    FAILED = "failed"
+    COMPLETED = "completed"
+
+
+class Phase(enum.Enum):
+    """The sidecar's own lifecycle of a backfill (``sidecar_backfill.phase``)."""
+
+    MATERIALIZING = "materializing"
+    """Runs remain to be written."""
+    MATERIALIZED = "materialized"
+    """Every slot is written; waiting for the runs to finish."""
+    COMPLETED = "completed"
+    CANCELLED = "cancelled"
+
+
+class State(enum.Enum):
+    """The state a caller sees."""
+
+    ACTIVE = "active"
+    PAUSED = "paused"
+    COMPLETED = "completed"
+    CANCELLED = "cancelled"
+
+
+def check_transition(backfill_id: int, action: str, *, completed: bool, cancelled: bool) -> None:
+    """Guard every user action on a backfill.
+
+    Raises:
+        InvalidTransition: the backfill has ended.
+    """
+    if cancelled:
+        raise InvalidTransition(f"cannot {action}: backfill {backfill_id} is cancelled")
+    if completed:
+        raise InvalidTransition(f"cannot {action}: backfill {backfill_id} is completed")
+
+
+DEFAULT_MAX_ACTIVE_RUNS = 10
+
+
+@dataclass(frozen=True)
+class BackfillSpec:
+    """A request to create a backfill."""
+
+    dag_id: str
+    from_date: dt.datetime
+    to_date: dt.datetime
+    run_backwards: bool = False
+    reprocess_behavior: ReprocessBehavior = ReprocessBehavior.NONE
+    max_active_runs: int = DEFAULT_MAX_ACTIVE_RUNS
+    dag_run_conf: dict[str, Any] | None = None
+    mode: Mode = Mode.WINDOWED
+    triggering_user_name: str | None = None
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Counts of a backfill's slots and runs."""
+
+    planned: int = 0
+    written: int = 0
+    queued: int = 0
+    running: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    skipped: int = 0
+
+
+@dataclass(frozen=True)
+class BackfillView:
+    """A backfill as a caller sees it."""
+
+    id: int
+    dag_id: str
+    from_date: dt.datetime
+    to_date: dt.datetime
+    dag_run_conf: dict[str, Any] | None
+    reprocess_behavior: str
+    max_active_runs: int
+    run_backwards: bool
+    mode: Mode
+    is_paused: bool
+    state: State
+    progress: Progress
+    triggering_user_name: str | None
+    created_at: dt.datetime
+    updated_at: dt.datetime
+    completed_at: dt.datetime | None
+
+
+@dataclass(frozen=True)
+class SlotView:
+    """One slot of a plan: a dry run's planned run, or a written slot."""
+
+    sort_ordinal: int
+    logical_date: dt.datetime
+    data_interval_start: dt.datetime | None
+    data_interval_end: dt.datetime | None
+    run_after: dt.datetime | None
+    run_id: str
+    disposition: str
+    """``create``, ``reprocess``, ``already exists``, ``in flight`` or ``pending``."""
+    dag_run_id: int | None = None
+    state: str | None = None
+
+
+@dataclass(frozen=True)
+class DryRun:
+    """The answer of a dry run."""
+
+    backfill: BackfillView
+    runs: list[SlotView]
+    truncated: bool

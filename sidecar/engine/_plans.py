@@ -1,0 +1,121 @@
+"""Validating a request the way Airflow does, and rebuilding a stored backfill's plan."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from sidecar.catalog import validate_conf
+from sidecar.engine._model import BackfillSpec, ReprocessBehavior
+from sidecar.errors import (
+    BackfillNotAllowed,
+    DagNotFound,
+    InvalidArgument,
+    InvalidDirection,
+    InvalidReprocess,
+)
+from sidecar.planning import BackfillPlan, DagRunInfo, PlannedRun, parse_timetable, validate_range
+from sidecar.store import LoadedDag
+
+#: Upper bound of ``max_active_runs`` (well beyond what a scheduler can run at once).
+MAX_ACTIVE_RUNS_LIMIT = 10_000
+
+
+def check_request_shape(spec: BackfillSpec) -> None:
+    """Checks that need no database: field presence and bounds.
+
+    Raises:
+        InvalidArgument: naming the field.
+    """
+    if not spec.dag_id:
+        raise InvalidArgument("dag_id is required", field="backfill.dag_id")
+    for name in ("from_date", "to_date"):
+        value = getattr(spec, name)
+        if value.tzinfo is None:
+            raise InvalidArgument(f"{name} must carry a time zone", field=f"backfill.{name}")
+    if not 1 <= spec.max_active_runs <= MAX_ACTIVE_RUNS_LIMIT:
+        raise InvalidArgument(
+            f"max_active_runs must be between 1 and {MAX_ACTIVE_RUNS_LIMIT}, got {spec.max_active_runs}",
+            field="backfill.max_active_runs",
+        )
+
+
+def check_dag(spec: BackfillSpec, loaded: LoadedDag | None) -> LoadedDag:
+    """Airflow's first checks, in its order: the DAG exists and allows backfill runs.
+
+    Raises:
+        DagNotFound, BackfillNotAllowed.
+    """
+    if loaded is None:
+        raise DagNotFound(f"Could not find dag {spec.dag_id}", field="backfill.dag_id")
+    allowed = loaded.allowed_run_types
+    if allowed is not None and "backfill" not in allowed:
+        raise BackfillNotAllowed(
+            f"Dag with dag_id: '{spec.dag_id}' does not allow backfill runs", field="backfill.dag_id"
+        )
+    return loaded
+
+
+def check_params(spec: BackfillSpec, loaded: LoadedDag, now: dt.datetime) -> None:
+    """Airflow's ``_validate_backfill_params``: range, future, depends_on_past, conf.
+
+    Raises:
+        InvalidDateRange, FutureDateRange, InvalidDirection, InvalidReprocess, InvalidConf.
+    """
+    validate_range(spec.from_date, spec.to_date, now)
+    if loaded.template.has_depends_on_past:
+        if spec.run_backwards:
+            raise InvalidDirection(
+                "Backfill cannot be run in reverse when the Dag has tasks where depends_on_past=True.",
+                field="backfill.run_backwards",
+            )
+        if spec.reprocess_behavior is ReprocessBehavior.NONE:
+            raise InvalidReprocess(
+                "Dag has tasks for which depends_on_past=True. You must set reprocess behavior to "
+                "reprocess completed or reprocess failed.",
+                field="backfill.reprocess_behavior",
+            )
+    validate_conf(loaded.template, spec.dag_run_conf)
+
+
+def build_plan(
+    timetable_encoded: Any, dag_id: str, spec_from: dt.datetime, spec_to: dt.datetime, reverse: bool, cutoff: dt.datetime
+) -> BackfillPlan:
+    """The plan of a backfill from its stored parameters (stable even if the DAG's schedule changes)."""
+    return BackfillPlan(
+        timetable=parse_timetable(timetable_encoded, dag_id=dag_id),
+        from_date=spec_from,
+        to_date=spec_to,
+        reverse=reverse,
+        cutoff=cutoff,
+    )
+
+
+def cursor_of(run: PlannedRun) -> dict[str, Any]:
+    """A planned run as stored in ``sidecar_backfill.cursor``."""
+    info = run.info
+    return {
+        "sort_ordinal": run.sort_ordinal,
+        "run_id": run.run_id,
+        "logical_date": info.logical_date.isoformat(),
+        "data_interval_start": info.data_interval_start.isoformat(),
+        "data_interval_end": info.data_interval_end.isoformat(),
+        "run_after": info.run_after.isoformat(),
+    }
+
+
+def run_of(cursor: dict[str, Any] | None) -> PlannedRun | None:
+    """The inverse of :func:`cursor_of`."""
+    if not cursor:
+        return None
+    parse = dt.datetime.fromisoformat
+    return PlannedRun(
+        sort_ordinal=int(cursor["sort_ordinal"]),
+        info=DagRunInfo(
+            logical_date=parse(cursor["logical_date"]),
+            data_interval_start=parse(cursor["data_interval_start"]),
+            data_interval_end=parse(cursor["data_interval_end"]),
+            run_after=parse(cursor["run_after"]),
+        ),
+        run_id=str(cursor["run_id"]),
+    )

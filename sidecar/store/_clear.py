@@ -1,0 +1,178 @@
+"""Clearing existing runs for a backfill to reprocess them, set-based, as Airflow's ``dag.clear`` does.
+
+For each run (finished, since unfinished runs are never reprocessed) Airflow's
+``clear_task_instances`` archives every task instance's current try into
+``task_instance_history`` (unfinished ones as ``failed``, with an end date),
+deletes their reschedules, gives each a new uuid7 id, resets its state and
+retry budget and refreshes it from the latest task definition; the run goes back
+to ``queued`` with ``clear_number + 1``, and then the backfill claims it
+(``backfill_id``, ``run_type``, ``triggered_by`` and, when given, ``conf``).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import sqlalchemy as sa
+import uuid6
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from sidecar.store._rows import (
+    RUN_TYPE_BACKFILL,
+    TRIGGERED_BY_BACKFILL,
+    RunContext,
+    new_context_carrier,
+    task_instance_rows,
+)
+from sidecar.store._tables import dag_run, task_instance
+
+if TYPE_CHECKING:
+    from sidecar.store._writer import ExistingRun
+
+_FINISHED_TI_STATES = ("success", "failed", "skipped", "upstream_failed", "removed")
+
+# Columns task_instance_history shares with task_instance (3.3 schema).
+_HISTORY_COLUMNS = (
+    "task_id dag_id run_id map_index try_number start_date duration max_tries hostname unixname pool "
+    "pool_slots queue priority_weight operator custom_operator_name queued_dttm scheduled_dttm "
+    "queued_by_job_id pid executor executor_config updated_at rendered_map_index context_carrier "
+    "span_status external_executor_id trigger_id trigger_timeout next_method next_kwargs "
+    "task_display_name dag_version_id retry_delay_override retry_reason"
+).split()
+
+
+async def _archive_tries(conn: AsyncConnection, dag_id: str, run_ids: Sequence[str], now: dt.datetime) -> None:
+    cols = ", ".join(_HISTORY_COLUMNS)
+    ti_cols = ", ".join(f"ti.{c}" for c in _HISTORY_COLUMNS)
+    finished = ", ".join(f"'{s}'" for s in _FINISHED_TI_STATES)
+    await conn.execute(
+        sa.text(
+            f"INSERT INTO task_instance_history (task_instance_id, {cols}, state, end_date) "
+            f"SELECT ti.id, {ti_cols}, "
+            f"CASE WHEN ti.state IN ({finished}) THEN ti.state ELSE 'failed' END, "
+            f"CASE WHEN ti.state IN ({finished}) THEN ti.end_date ELSE COALESCE(ti.end_date, :now) END "
+            "FROM task_instance ti WHERE ti.dag_id = :dag_id AND ti.run_id IN :run_ids "
+            "AND NOT EXISTS (SELECT 1 FROM task_instance_history h WHERE h.dag_id = ti.dag_id "
+            "AND h.task_id = ti.task_id AND h.run_id = ti.run_id AND h.map_index = ti.map_index "
+            "AND h.try_number = ti.try_number)"
+        ).bindparams(sa.bindparam("run_ids", expanding=True), sa.bindparam("now", type_=task_instance.c.end_date.type)),
+        {"dag_id": dag_id, "run_ids": list(run_ids), "now": now},
+    )
+    await conn.execute(
+        sa.text(
+            "DELETE FROM task_reschedule WHERE ti_id IN "
+            "(SELECT id FROM task_instance WHERE dag_id = :dag_id AND run_id IN :run_ids)"
+        ).bindparams(sa.bindparam("run_ids", expanding=True)),
+        {"dag_id": dag_id, "run_ids": list(run_ids)},
+    )
+
+
+async def clear_runs_for_backfill(
+    conn: AsyncConnection,
+    ctx: RunContext,
+    runs: Sequence[ExistingRun],
+    *,
+    conf_given: bool,
+    now: dt.datetime,
+) -> None:
+    """Clear finished ``runs`` on the latest DAG version and attach them to the backfill."""
+    dag_id = ctx.dag.dag_id
+    run_ids = [r.run_id for r in runs]
+    await _archive_tries(conn, dag_id, run_ids, now)
+
+    tasks = {t.task_id: t for t in ctx.dag.tasks}
+    result = await conn.execute(
+        sa.select(task_instance.c.id, task_instance.c.task_id, task_instance.c.run_id, task_instance.c.try_number)
+        .where(task_instance.c.dag_id == dag_id, task_instance.c.run_id.in_(run_ids))
+    )
+    carriers = {run_id: new_context_carrier() for run_id in run_ids}
+    updates: list[dict[str, Any]] = []
+    for row in result:
+        task = tasks.get(row.task_id)
+        values: dict[str, Any] = {
+            "old_id": row.id,
+            "new_id": uuid6.uuid7(),
+            "b_context_carrier": carriers[row.run_id],
+            "b_dag_version_id": ctx.dag_version_id,
+        }
+        if task is not None:  # refreshed from the latest definition of the task
+            values |= {
+                "b_max_tries": row.try_number + task.max_tries,
+                "b_pool": task.pool,
+                "b_pool_slots": task.pool_slots,
+                "b_queue": task.queue,
+                "b_priority_weight": task.priority_weight,
+                "b_operator": task.operator,
+                "b_custom_operator_name": task.custom_operator_name,
+                "b_executor": task.executor,
+                "b_executor_config": task.executor_config,
+                "b_task_display_name": task.task_display_name,
+            }
+        updates.append(values)
+    refreshed = [u for u in updates if "b_pool" in u]
+    kept = [u for u in updates if "b_pool" not in u]
+    common = {
+        "id": sa.bindparam("new_id", type_=task_instance.c.id.type),
+        "state": None,
+        "external_executor_id": None,
+        "next_method": None,
+        "next_kwargs": None,
+        "updated_at": now,
+        "context_carrier": sa.bindparam("b_context_carrier", type_=task_instance.c.context_carrier.type),
+        "dag_version_id": sa.bindparam("b_dag_version_id", type_=task_instance.c.dag_version_id.type),
+    }
+    where = task_instance.c.id == sa.bindparam("old_id", type_=task_instance.c.id.type)
+    if refreshed:
+        fields = ("max_tries pool pool_slots queue priority_weight operator custom_operator_name executor "
+                  "executor_config task_display_name").split()
+        refresh = {f: sa.bindparam(f"b_{f}", type_=task_instance.c[f].type) for f in fields}
+        await conn.execute(task_instance.update().where(where).values(**common, **refresh), refreshed)
+    if kept:
+        await conn.execute(
+            task_instance.update().where(where).values(**common, max_tries=sa.func.greatest(
+                task_instance.c.max_tries, task_instance.c.try_number) if conn.dialect.name == "postgresql"
+                else sa.func.max(task_instance.c.max_tries, task_instance.c.try_number)),
+            kept,
+        )
+
+    # Tasks added in the latest version get their task instances (verify_integrity).
+    missing: list[dict[str, Any]] = []
+    present = await conn.execute(
+        sa.select(task_instance.c.run_id, task_instance.c.task_id, task_instance.c.map_index).where(
+            task_instance.c.dag_id == dag_id, task_instance.c.run_id.in_(run_ids)
+        )
+    )
+    have = {(r.run_id, r.task_id, r.map_index) for r in present}
+    for run_id in run_ids:
+        for row in task_instance_rows(ctx, run_id, carriers[run_id], now):
+            if (run_id, row["task_id"], row["map_index"]) not in have:
+                missing.append(row)
+    if missing:
+        await conn.execute(task_instance.insert(), missing)
+
+    values: dict[str, Any] = {
+        "state": "queued",
+        "start_date": None,
+        "end_date": None,
+        "last_scheduling_decision": None,
+        "queued_at": now,
+        "updated_at": now,
+        "clear_number": dag_run.c.clear_number + 1,
+        "created_dag_version_id": ctx.dag_version_id,
+        "context_carrier": sa.bindparam("carrier", type_=dag_run.c.context_carrier.type),
+        "backfill_id": ctx.backfill_id,
+        "run_type": RUN_TYPE_BACKFILL,
+        "triggered_by": TRIGGERED_BY_BACKFILL,
+    }
+    if ctx.bundle_version is not None and not ctx.dag.disable_bundle_versioning:
+        values["bundle_version"] = ctx.bundle_version
+    if conf_given:
+        values["conf"] = ctx.conf
+    await conn.execute(
+        dag_run.update()
+        .where(dag_run.c.id == sa.bindparam("run_pk", type_=dag_run.c.id.type))
+        .values(**values),
+        [{"run_pk": r.id, "carrier": carriers[r.run_id]} for r in runs],
+    )

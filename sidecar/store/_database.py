@@ -1,0 +1,119 @@
+"""Connecting to Airflow's metadata database, checking it, and migrating the sidecar's own tables."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from sidecar.errors import SchemaMismatch
+from sidecar.store._tables import AIRFLOW_TABLES, SIDECAR_SCHEMA, sidecar_metadata, sidecar_schema_version
+
+#: Alembic heads of the Airflow releases whose schema the sidecar writes (3.3.0 to 3.3.x).
+SUPPORTED_AIRFLOW_REVISIONS = {"d2f4e1b3c5a7": "3.3"}
+
+
+@dataclass(frozen=True)
+class Database:
+    """An engine on Airflow's metadata database, with what the sidecar needs to know of it."""
+
+    engine: AsyncEngine
+    """The async engine (asyncpg or aiosqlite), with the sidecar schema mapped for the dialect."""
+    dialect: str
+    """``postgresql`` or ``sqlite``."""
+
+    async def dispose(self) -> None:
+        """Close every pooled connection."""
+        await self.engine.dispose()
+
+
+def _sqlite_pragmas(dbapi_connection: object, _record: object) -> None:
+    # Airflow's scheduler and api-server share the file: wait for locks instead of failing at once.
+    cursor = dbapi_connection.cursor()  # type: ignore[attr-defined]
+    cursor.execute("PRAGMA busy_timeout = 30000")
+    cursor.execute("PRAGMA foreign_keys = ON")
+    cursor.close()
+
+
+def connect(url: str, *, pool_size: int = 5) -> Database:
+    """Create the engine for a SQLAlchemy URL (``postgresql+asyncpg://`` or ``sqlite+aiosqlite://``).
+
+    Raises:
+        ValueError: the URL names another driver.
+    """
+    parsed = make_url(url)
+    if parsed.drivername == "postgresql+asyncpg":
+        engine = create_async_engine(
+            parsed,
+            pool_size=pool_size,
+            max_overflow=pool_size,
+            pool_pre_ping=True,
+            connect_args={"server_settings": {"application_name": "airflow-sidecar"}},
+        )
+        return Database(engine=engine, dialect="postgresql")
+    if parsed.drivername == "sqlite+aiosqlite":
+        engine = create_async_engine(
+            parsed,
+            execution_options={"schema_translate_map": {SIDECAR_SCHEMA: None}},
+            connect_args={"timeout": 30},
+        )
+        event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        return Database(engine=engine, dialect="sqlite")
+    raise ValueError(
+        f"unsupported database URL driver {parsed.drivername!r}: use postgresql+asyncpg:// or sqlite+aiosqlite:///"
+    )
+
+
+def _check_airflow_schema(conn: Connection) -> None:
+    inspector = sa.inspect(conn)
+    if not inspector.has_table("alembic_version"):
+        raise SchemaMismatch("the database holds no Airflow metadata schema (no alembic_version table)")
+    revision = conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar()
+    if revision not in SUPPORTED_AIRFLOW_REVISIONS:
+        raise SchemaMismatch(
+            f"the database's Airflow schema is at revision {revision!r}, not an Airflow 3.3 schema "
+            f"(expected {', '.join(SUPPORTED_AIRFLOW_REVISIONS)}); run `airflow db migrate` with Airflow 3.3"
+        )
+    for table in AIRFLOW_TABLES:
+        if not inspector.has_table(table.name):
+            raise SchemaMismatch(f"the Airflow schema lacks table {table.name!r}")
+        live = {c["name"] for c in inspector.get_columns(table.name)}
+        missing = sorted(c.name for c in table.columns if c.name not in live)
+        if missing:
+            raise SchemaMismatch(f"Airflow table {table.name!r} lacks columns {', '.join(missing)}")
+
+
+# Each migration step takes a connection inside the migration transaction.
+_MIGRATIONS: list[Callable[[Connection], None]] = [
+    lambda conn: sidecar_metadata.create_all(conn, checkfirst=True),
+]
+
+
+def _migrate(conn: Connection, dialect: str) -> None:
+    if dialect == "postgresql":
+        conn.execute(sa.text(f"CREATE SCHEMA IF NOT EXISTS {SIDECAR_SCHEMA}"))
+        # One migrator at a time, whatever the number of replicas starting.
+        conn.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext('airflow_sidecar.migrate'))"))
+    sidecar_schema_version.create(conn, checkfirst=True)
+    applied = conn.execute(sa.select(sa.func.max(sidecar_schema_version.c.version))).scalar() or 0
+    for version, step in enumerate(_MIGRATIONS, start=1):
+        if version <= applied:
+            continue
+        step(conn)
+        conn.execute(sidecar_schema_version.insert().values(version=version, applied_at=dt.datetime.now(dt.UTC)))
+
+
+async def prepare(database: Database) -> None:
+    """Check Airflow's schema and bring the sidecar's own tables up to date.
+
+    Raises:
+        SchemaMismatch: the database is not an Airflow 3.3 metadata database.
+    """
+    async with database.engine.begin() as conn:
+        await conn.run_sync(_check_airflow_schema)
+        await conn.run_sync(_migrate, database.dialect)

@@ -1,0 +1,249 @@
+"""Table definitions: the Airflow 3.3 tables the sidecar reads and writes, and its own.
+
+Airflow's tables are declared here with only the columns the sidecar touches, as
+SQLAlchemy Core tables; start-up checks them against the live schema
+(:func:`sidecar.store.check_schema`). The sidecar's own tables live in the
+PostgreSQL schema ``airflow_sidecar`` (on SQLite, in the main database: the
+``sidecar_`` name prefix keeps them apart) and are created by
+:mod:`sidecar.store._migrations`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.engine import Dialect
+from sqlalchemy.types import TypeDecorator
+
+#: The PostgreSQL schema of the sidecar's own tables (mapped to none on SQLite).
+SIDECAR_SCHEMA = "airflow_sidecar"
+
+
+class UtcDateTime(TypeDecorator[dt.datetime]):
+    """A timestamp stored in UTC, as Airflow's ``UtcDateTime`` stores it.
+
+    Naive values are refused; results are always aware (UTC), on SQLite too.
+    """
+
+    impl = sa.TIMESTAMP(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: dt.datetime | None, dialect: Dialect) -> dt.datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime is disallowed")
+        return value.astimezone(dt.UTC)
+
+    def process_result_value(self, value: dt.datetime | None, dialect: Dialect) -> dt.datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=dt.UTC)
+        return value.astimezone(dt.UTC)
+
+
+def _json() -> sa.types.TypeEngine[Any]:
+    """JSON on SQLite, JSONB on PostgreSQL (Airflow's ``dag_run.conf`` and carriers)."""
+    return sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
+
+
+metadata = sa.MetaData()
+
+# ---------------------------------------------------------------- Airflow's tables
+
+dag = sa.Table(
+    "dag",
+    metadata,
+    sa.Column("dag_id", sa.String(250), primary_key=True),
+    sa.Column("is_paused", sa.Boolean),
+    sa.Column("is_stale", sa.Boolean),
+    sa.Column("allowed_run_types", sa.JSON),
+    sa.Column("bundle_name", sa.String(250)),
+    sa.Column("bundle_version", sa.String(200)),
+    sa.Column("dag_display_name", sa.String(2000)),
+)
+
+dag_version = sa.Table(
+    "dag_version",
+    metadata,
+    sa.Column("id", sa.Uuid, primary_key=True),
+    sa.Column("version_number", sa.Integer, nullable=False),
+    sa.Column("dag_id", sa.String(250), nullable=False),
+    sa.Column("bundle_name", sa.String(250)),
+    sa.Column("bundle_version", sa.String(250)),
+)
+
+serialized_dag = sa.Table(
+    "serialized_dag",
+    metadata,
+    sa.Column("id", sa.Uuid, primary_key=True),
+    sa.Column("dag_id", sa.String(250), nullable=False),
+    sa.Column("data", sa.JSON().with_variant(postgresql.JSON(), "postgresql")),
+    sa.Column("data_compressed", sa.LargeBinary),
+    sa.Column("dag_hash", sa.String(32), nullable=False),
+    sa.Column("last_updated", UtcDateTime),
+    sa.Column("dag_version_id", sa.Uuid, nullable=False),
+)
+
+log_template = sa.Table(
+    "log_template",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+)
+
+alembic_version = sa.Table(
+    "alembic_version",
+    metadata,
+    sa.Column("version_num", sa.String(32), primary_key=True),
+)
+
+backfill = sa.Table(
+    "backfill",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("dag_id", sa.String(250), nullable=False),
+    sa.Column("from_date", UtcDateTime, nullable=False),
+    sa.Column("to_date", UtcDateTime, nullable=False),
+    sa.Column("dag_run_conf", sa.JSON(none_as_null=False), nullable=False),
+    sa.Column("is_paused", sa.Boolean),
+    sa.Column("reprocess_behavior", sa.String(250), nullable=False),
+    sa.Column("max_active_runs", sa.Integer, nullable=False),
+    sa.Column("created_at", UtcDateTime, nullable=False),
+    sa.Column("completed_at", UtcDateTime),
+    sa.Column("updated_at", UtcDateTime, nullable=False),
+    sa.Column("triggering_user_name", sa.String(512)),
+)
+
+backfill_dag_run = sa.Table(
+    "backfill_dag_run",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("backfill_id", sa.Integer, nullable=False),
+    sa.Column("dag_run_id", sa.Integer),
+    sa.Column("exception_reason", sa.String(250)),
+    sa.Column("logical_date", UtcDateTime),
+    sa.Column("partition_key", sa.String(250)),
+    sa.Column("sort_ordinal", sa.Integer, nullable=False),
+)
+
+dag_run = sa.Table(
+    "dag_run",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("dag_id", sa.String(250), nullable=False),
+    sa.Column("queued_at", UtcDateTime),
+    sa.Column("logical_date", UtcDateTime),
+    sa.Column("start_date", UtcDateTime),
+    sa.Column("end_date", UtcDateTime),
+    sa.Column("state", sa.String(50)),
+    sa.Column("run_id", sa.String(250), nullable=False),
+    sa.Column("creating_job_id", sa.Integer),
+    sa.Column("run_type", sa.String(50), nullable=False),
+    sa.Column("triggered_by", sa.String(50)),
+    sa.Column("triggering_user_name", sa.String(512)),
+    sa.Column("conf", _json()),
+    sa.Column("data_interval_start", UtcDateTime),
+    sa.Column("data_interval_end", UtcDateTime),
+    sa.Column("run_after", UtcDateTime, nullable=False),
+    sa.Column("last_scheduling_decision", UtcDateTime),
+    sa.Column("log_template_id", sa.Integer),
+    sa.Column("created_at", UtcDateTime),
+    sa.Column("updated_at", UtcDateTime),
+    sa.Column("clear_number", sa.Integer, nullable=False),
+    sa.Column("backfill_id", sa.Integer),
+    sa.Column("bundle_version", sa.String(250)),
+    sa.Column("scheduled_by_job_id", sa.Integer),
+    sa.Column("context_carrier", _json()),
+    sa.Column("span_status", sa.String(250), nullable=False),
+    sa.Column("created_dag_version_id", sa.Uuid),
+    sa.Column("partition_key", sa.String(250)),
+    sa.Column("partition_date", UtcDateTime),
+)
+
+task_instance = sa.Table(
+    "task_instance",
+    metadata,
+    sa.Column("id", sa.Uuid, primary_key=True),
+    sa.Column("task_id", sa.String(250), nullable=False),
+    sa.Column("dag_id", sa.String(250), nullable=False),
+    sa.Column("run_id", sa.String(250), nullable=False),
+    sa.Column("map_index", sa.Integer, nullable=False),
+    sa.Column("start_date", UtcDateTime),
+    sa.Column("end_date", UtcDateTime),
+    sa.Column("duration", sa.Float),
+    sa.Column("state", sa.String(20)),
+    sa.Column("try_number", sa.Integer),
+    sa.Column("max_tries", sa.Integer),
+    sa.Column("hostname", sa.String(1000)),
+    sa.Column("unixname", sa.String(1000)),
+    sa.Column("pool", sa.String(256), nullable=False),
+    sa.Column("pool_slots", sa.Integer, nullable=False),
+    sa.Column("queue", sa.String(256)),
+    sa.Column("priority_weight", sa.Integer),
+    sa.Column("operator", sa.String(1000)),
+    sa.Column("custom_operator_name", sa.String(1000)),
+    sa.Column("queued_dttm", UtcDateTime),
+    sa.Column("scheduled_dttm", UtcDateTime),
+    sa.Column("queued_by_job_id", sa.Integer),
+    sa.Column("last_heartbeat_at", UtcDateTime),
+    sa.Column("pid", sa.Integer),
+    sa.Column("executor", sa.String(1000)),
+    sa.Column("executor_config", sa.LargeBinary),
+    sa.Column("updated_at", UtcDateTime),
+    sa.Column("rendered_map_index", sa.String(250)),
+    sa.Column("context_carrier", _json()),
+    sa.Column("span_status", sa.String(250), nullable=False),
+    sa.Column("external_executor_id", sa.Text),
+    sa.Column("trigger_id", sa.Integer),
+    sa.Column("trigger_timeout", UtcDateTime),
+    sa.Column("next_method", sa.String(1000)),
+    sa.Column("next_kwargs", _json()),
+    sa.Column("task_display_name", sa.String(2000)),
+    sa.Column("dag_version_id", sa.Uuid),
+    sa.Column("retry_delay_override", sa.Float),
+    sa.Column("retry_reason", sa.String(500)),
+)
+
+#: Airflow's tables, checked at start-up.
+AIRFLOW_TABLES = (dag, dag_version, serialized_dag, log_template, backfill, backfill_dag_run, dag_run, task_instance)
+
+# ---------------------------------------------------------------- the sidecar's own
+
+sidecar_metadata = sa.MetaData(schema=SIDECAR_SCHEMA)
+
+sidecar_schema_version = sa.Table(
+    "sidecar_schema_version",
+    sidecar_metadata,
+    sa.Column("version", sa.Integer, primary_key=True),
+    sa.Column("applied_at", UtcDateTime, nullable=False),
+)
+
+#: One row per backfill the sidecar owns: its plan, cursor and options Airflow has no column for.
+sidecar_backfill = sa.Table(
+    "sidecar_backfill",
+    sidecar_metadata,
+    sa.Column("backfill_id", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("dag_id", sa.String(250), nullable=False),
+    # materializing -> materialized -> completed | cancelled
+    sa.Column("phase", sa.String(20), nullable=False),
+    sa.Column("mode", sa.String(10), nullable=False),
+    sa.Column("run_backwards", sa.Boolean, nullable=False),
+    sa.Column("cutoff", UtcDateTime, nullable=False),
+    sa.Column("timetable", sa.JSON, nullable=False),
+    sa.Column("dag_run_conf_given", sa.Boolean, nullable=False),
+    sa.Column("planned_count", sa.BigInteger, nullable=False),
+    sa.Column("written_count", sa.BigInteger, nullable=False),
+    sa.Column("skipped_count", sa.BigInteger, nullable=False),
+    # The last slot written, as ISO strings: resumes the plan strictly after it.
+    sa.Column("cursor", sa.JSON),
+    sa.Column("request_id", sa.String(128), unique=True),
+    sa.Column("request_fingerprint", sa.String(64)),
+    sa.Column("created_at", UtcDateTime, nullable=False),
+    sa.Column("updated_at", UtcDateTime, nullable=False),
+)
+
+SIDECAR_TABLES = (sidecar_schema_version, sidecar_backfill)

@@ -1,0 +1,159 @@
+"""Writing one batch of a backfill's planned runs, in the caller's (short) transaction.
+
+A batch is set-based: one lookup of the existing runs of its dates, one insert of
+the new ``dag_run`` rows (conflicts skipped, then recorded as "in flight" as Airflow
+does on a race), one insert of their task instances, one insert of the
+``backfill_dag_run`` rows, and a set-based clear of the runs to reprocess.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from sidecar.planning import PlannedRun
+from sidecar.store._clear import clear_runs_for_backfill
+from sidecar.store._rows import RunContext, dag_run_row, task_instance_rows
+from sidecar.store._tables import backfill_dag_run, dag_run, task_instance
+
+
+class Disposition(enum.Enum):
+    """What happens to a planned slot (Airflow's reprocess matrix, notes 1.5)."""
+
+    CREATE = "create"
+    REPROCESS = "reprocess"
+    ALREADY_EXISTS = "already exists"
+    IN_FLIGHT = "in flight"
+
+
+@dataclass(frozen=True, slots=True)
+class ExistingRun:
+    """A DAG run already present for a planned logical date."""
+
+    id: int
+    run_id: str
+    state: str | None
+
+
+def decide(existing: ExistingRun | None, reprocess_behavior: str) -> Disposition:
+    """Airflow's ``_get_dag_run_no_create_reason``: create, reprocess or skip (with the reason)."""
+    if existing is None:
+        return Disposition.CREATE
+    if existing.state not in ("success", "failed"):
+        return Disposition.IN_FLIGHT
+    if reprocess_behavior == "completed" or (reprocess_behavior == "failed" and existing.state == "failed"):
+        return Disposition.REPROCESS
+    return Disposition.ALREADY_EXISTS
+
+
+async def find_existing_runs(
+    conn: AsyncConnection, dag_id: str, runs: Sequence[PlannedRun]
+) -> dict[dt.datetime, ExistingRun]:
+    """The existing runs of the batch's logical dates, by logical date, in one query."""
+    if not runs:
+        return {}
+    dates = [r.info.logical_date for r in runs]
+    result = await conn.execute(
+        sa.select(dag_run.c.id, dag_run.c.run_id, dag_run.c.state, dag_run.c.logical_date).where(
+            dag_run.c.dag_id == dag_id,
+            dag_run.c.logical_date >= min(dates),
+            dag_run.c.logical_date <= max(dates),
+        )
+    )
+    wanted = set(dates)
+    return {
+        row.logical_date: ExistingRun(row.id, row.run_id, row.state)
+        for row in result
+        if row.logical_date in wanted
+    }
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    """What a batch wrote."""
+
+    created: int
+    reprocessed: int
+    skipped: int
+
+
+def _insert_ignoring_conflicts(dialect: str) -> Any:
+    if dialect == "postgresql":
+        return postgresql.insert(dag_run).on_conflict_do_nothing()
+    return sqlite.insert(dag_run).on_conflict_do_nothing()
+
+
+async def write_batch(
+    conn: AsyncConnection,
+    ctx: RunContext,
+    runs: Sequence[PlannedRun],
+    *,
+    reprocess_behavior: str,
+    conf_given: bool,
+    now: dt.datetime,
+) -> BatchResult:
+    """Write the rows of ``runs`` (consecutive slots of the plan) inside the caller's transaction.
+
+    Returns:
+        Counts of runs created, existing runs cleared for reprocessing, and slots skipped.
+    """
+    dialect = conn.dialect.name
+    existing = await find_existing_runs(conn, ctx.dag.dag_id, runs)
+    decisions = [(run, decide(existing.get(run.info.logical_date), reprocess_behavior)) for run in runs]
+
+    to_create = [run for run, d in decisions if d is Disposition.CREATE]
+    created_ids: dict[dt.datetime, int] = {}
+    if to_create:
+        rows = [dag_run_row(ctx, run, now) for run in to_create]
+        result = await conn.execute(
+            _insert_ignoring_conflicts(dialect).returning(
+                dag_run.c.id, dag_run.c.logical_date, dag_run.c.run_id, dag_run.c.context_carrier
+            ),
+            rows,
+        )
+        ti_rows: list[dict[str, Any]] = []
+        for row in result:
+            created_ids[row.logical_date] = row.id
+            ti_rows.extend(task_instance_rows(ctx, row.run_id, row.context_carrier, now))
+        if ti_rows:
+            await conn.execute(task_instance.insert(), ti_rows)
+
+    to_reprocess = [existing[run.info.logical_date] for run, d in decisions if d is Disposition.REPROCESS]
+    if to_reprocess:
+        await clear_runs_for_backfill(conn, ctx, to_reprocess, conf_given=conf_given, now=now)
+
+    bdr_rows: list[dict[str, Any]] = []
+    skipped = 0
+    for run, disposition in decisions:
+        dag_run_id: int | None = None
+        reason: str | None = None
+        if disposition is Disposition.CREATE:
+            dag_run_id = created_ids.get(run.info.logical_date)
+            if dag_run_id is None:  # lost a race with another writer of that date
+                reason = Disposition.IN_FLIGHT.value
+        elif disposition is Disposition.REPROCESS:
+            dag_run_id = existing[run.info.logical_date].id
+        else:
+            reason = disposition.value
+        if reason is not None:
+            skipped += 1
+        bdr_rows.append(
+            {
+                "backfill_id": ctx.backfill_id,
+                "dag_run_id": dag_run_id,
+                "exception_reason": reason,
+                "logical_date": run.info.logical_date,
+                "partition_key": None,
+                "sort_ordinal": run.sort_ordinal,
+            }
+        )
+    if bdr_rows:
+        await conn.execute(backfill_dag_run.insert(), bdr_rows)
+    return BatchResult(created=len(created_ids), reprocessed=len(to_reprocess), skipped=skipped)
