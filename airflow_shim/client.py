@@ -67,7 +67,9 @@ class TickClient:
                 log.warning("sidecar tick failed (%s): backfills wait", code.name if code else exc)
             if self._failures >= self.failure_threshold and code != grpc.StatusCode.DEADLINE_EXCEEDED:
                 self._open_until = now + self.cooldown
-                log.warning("sidecar unreachable %s times; not calling it for %.0fs", self._failures, self.cooldown)
+                log.warning(
+                    "sidecar unreachable %s times; not calling it for %.0fs", self._failures, self.cooldown
+                )
             return None
         except Exception:  # never let the sidecar break the scheduler
             log.exception("unexpected error calling the sidecar")

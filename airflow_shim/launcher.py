@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 
 
@@ -16,9 +17,7 @@ def run_scheduler(argv: Sequence[str]) -> int:
 
     from airflow_shim.runner import SidecarSchedulerJobRunner
 
-    scheduler_command.SchedulerJobRunner = SidecarSchedulerJobRunner  # type: ignore[misc]
-    import sys
-
+    setattr(scheduler_command, "SchedulerJobRunner", SidecarSchedulerJobRunner)  # noqa: B010
     sys.argv = ["airflow", "scheduler", *argv]
-    airflow_main()
+    airflow_main()  # type: ignore[no-untyped-call]
     return 0

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from sqlalchemy import text
-
 from airflow.jobs.scheduler_job_runner import SchedulerJobRunner
 from airflow.models.backfill import Backfill
 from airflow.utils.session import NEW_SESSION, provide_session
+from sqlalchemy import text
+
 from airflow_shim.client import TickClient
 
 if TYPE_CHECKING:

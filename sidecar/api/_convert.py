@@ -87,7 +87,9 @@ def parse_conf(text: str) -> dict[str, Any] | None:
     try:
         value = json.loads(text)
     except ValueError as exc:
-        raise InvalidArgument(f"dag_run_conf is not valid JSON: {exc}", field="backfill.dag_run_conf") from exc
+        raise InvalidArgument(
+            f"dag_run_conf is not valid JSON: {exc}", field="backfill.dag_run_conf"
+        ) from exc
     if not isinstance(value, dict):
         raise InvalidArgument("dag_run_conf must be a JSON object", field="backfill.dag_run_conf")
     return value
@@ -103,13 +105,19 @@ def spec_of(request: pb.CreateBackfillRequest, principal: str | None) -> Backfil
     if not request.HasField("backfill"):
         raise InvalidArgument("backfill is required", field="backfill")
     if len(b.dag_id) > MAX_DAG_ID_LENGTH:
-        raise InvalidArgument(f"dag_id is longer than {MAX_DAG_ID_LENGTH} characters", field="backfill.dag_id")
+        raise InvalidArgument(
+            f"dag_id is longer than {MAX_DAG_ID_LENGTH} characters", field="backfill.dag_id"
+        )
     if len(request.request_id) > MAX_REQUEST_ID_LENGTH:
-        raise InvalidArgument(f"request_id is longer than {MAX_REQUEST_ID_LENGTH} characters", field="request_id")
+        raise InvalidArgument(
+            f"request_id is longer than {MAX_REQUEST_ID_LENGTH} characters", field="request_id"
+        )
     if b.mode not in _MODES:
         raise InvalidArgument(f"unknown mode {b.mode}", field="backfill.mode")
     if b.reprocess_behavior not in _REPROCESS:
-        raise InvalidArgument(f"unknown reprocess_behavior {b.reprocess_behavior}", field="backfill.reprocess_behavior")
+        raise InvalidArgument(
+            f"unknown reprocess_behavior {b.reprocess_behavior}", field="backfill.reprocess_behavior"
+        )
     return BackfillSpec(
         dag_id=b.dag_id,
         from_date=datetime_of(b.from_date, "backfill.from_date"),
@@ -140,8 +148,13 @@ def backfill_message(view: BackfillView) -> pb.Backfill:
         is_paused=view.is_paused,
         state=_STATES[view.state],
         progress=pb.Progress(
-            planned=p.planned, written=p.written, queued=p.queued, running=p.running,
-            succeeded=p.succeeded, failed=p.failed, skipped=p.skipped,
+            planned=p.planned,
+            written=p.written,
+            queued=p.queued,
+            running=p.running,
+            succeeded=p.succeeded,
+            failed=p.failed,
+            skipped=p.skipped,
         ),
         triggering_user_name=view.triggering_user_name or "",
         create_time=timestamp(view.created_at),

@@ -101,7 +101,9 @@ def streaming(
     """Map the exceptions of a server-streaming servicer method to statuses."""
 
     @wraps(method)
-    async def wrapper(self: Any, request: Req, context: grpc.aio.ServicerContext[Req, Resp]) -> AsyncIterator[Resp]:
+    async def wrapper(
+        self: Any, request: Req, context: grpc.aio.ServicerContext[Req, Resp]
+    ) -> AsyncIterator[Resp]:
         try:
             async for item in method(self, request, context):
                 yield item

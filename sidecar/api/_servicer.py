@@ -47,12 +47,16 @@ class BackfillServicer(backfill_pb2_grpc.BackfillServiceServicer):
         self._watch_interval = watch_interval
 
     @unary
-    async def CreateBackfill(self, request: pb.CreateBackfillRequest, context: Ctx) -> pb.CreateBackfillResponse:
+    async def CreateBackfill(
+        self, request: pb.CreateBackfillRequest, context: Ctx
+    ) -> pb.CreateBackfillResponse:
         spec = spec_of(request, principal_of(context))
         if request.dry_run_page_size < 0:
             raise InvalidArgument("dry_run_page_size must not be negative", field="dry_run_page_size")
         result = await self._engine.create(
-            spec, request_id=request.request_id or None, validate_only=request.validate_only,
+            spec,
+            request_id=request.request_id or None,
+            validate_only=request.validate_only,
             dry_run_limit=request.dry_run_page_size or None,
         )
         if isinstance(result, DryRun):
@@ -75,7 +79,7 @@ class BackfillServicer(backfill_pb2_grpc.BackfillServiceServicer):
             if request.state not in STATES_IN:
                 raise InvalidArgument(f"unknown state {request.state}", field="state")
             state = STATES_IN[request.state]
-        views, next_before = await self._engine.list(
+        views, next_before = await self._engine.list_backfills(
             dag_id=request.dag_id or None,
             state=state,
             page_size=page_size_of(request.page_size, 50, 500),
@@ -92,12 +96,16 @@ class BackfillServicer(backfill_pb2_grpc.BackfillServiceServicer):
         return pb.PauseBackfillResponse(backfill=backfill_message(view))
 
     @unary
-    async def UnpauseBackfill(self, request: pb.UnpauseBackfillRequest, context: Ctx) -> pb.UnpauseBackfillResponse:
+    async def UnpauseBackfill(
+        self, request: pb.UnpauseBackfillRequest, context: Ctx
+    ) -> pb.UnpauseBackfillResponse:
         view = await self._engine.set_paused(backfill_id_of(request.name), False)
         return pb.UnpauseBackfillResponse(backfill=backfill_message(view))
 
     @unary
-    async def CancelBackfill(self, request: pb.CancelBackfillRequest, context: Ctx) -> pb.CancelBackfillResponse:
+    async def CancelBackfill(
+        self, request: pb.CancelBackfillRequest, context: Ctx
+    ) -> pb.CancelBackfillResponse:
         view = await self._engine.cancel(backfill_id_of(request.name))
         return pb.CancelBackfillResponse(backfill=backfill_message(view))
 

@@ -30,13 +30,20 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     serve = commands.add_parser("serve", help="run the gRPC sidecar")
-    serve.add_argument("--database-url", default=_env("SIDECAR_DATABASE_URL"),
-                       help="SQLAlchemy URL of Airflow's metadata DB (postgresql+asyncpg://… or "
-                            "sqlite+aiosqlite:///…); env SIDECAR_DATABASE_URL")
-    serve.add_argument("--listen", default=_env("SIDECAR_LISTEN", "127.0.0.1:50051"),
-                       help="host:port to listen on (default 127.0.0.1:50051); env SIDECAR_LISTEN")
-    serve.add_argument("--tick-interval", type=float, default=5.0,
-                       help="seconds between the sidecar's own ticks (default 5)")
+    serve.add_argument(
+        "--database-url",
+        default=_env("SIDECAR_DATABASE_URL"),
+        help="SQLAlchemy URL of Airflow's metadata DB (postgresql+asyncpg://… or "
+        "sqlite+aiosqlite:///…); env SIDECAR_DATABASE_URL",
+    )
+    serve.add_argument(
+        "--listen",
+        default=_env("SIDECAR_LISTEN", "127.0.0.1:50051"),
+        help="host:port to listen on (default 127.0.0.1:50051); env SIDECAR_LISTEN",
+    )
+    serve.add_argument(
+        "--tick-interval", type=float, default=5.0, help="seconds between the sidecar's own ticks (default 5)"
+    )
     serve.add_argument("--log-level", default=_env("SIDECAR_LOG_LEVEL", "INFO"))
 
     commands.add_parser(
@@ -44,8 +51,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     backfill = commands.add_parser("backfill", help="create and steer backfills")
-    backfill.add_argument("--target", default=_env("SIDECAR_TARGET", DEFAULT_TARGET),
-                          help="sidecar address (default 127.0.0.1:50051); env SIDECAR_TARGET")
+    backfill.add_argument(
+        "--target",
+        default=_env("SIDECAR_TARGET", DEFAULT_TARGET),
+        help="sidecar address (default 127.0.0.1:50051); env SIDECAR_TARGET",
+    )
     backfill.add_argument("--timeout", type=float, default=600.0, help="seconds per call (default 600)")
     actions = backfill.add_subparsers(dest="action", required=True)
 
@@ -66,8 +76,12 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--watch", action="store_true", help="follow progress until the backfill ends")
     output(create)
 
-    for action, text in (("get", "show a backfill"), ("pause", "pause a backfill"),
-                         ("unpause", "unpause a backfill"), ("cancel", "cancel a backfill")):
+    for action, text in (
+        ("get", "show a backfill"),
+        ("pause", "pause a backfill"),
+        ("unpause", "unpause a backfill"),
+        ("cancel", "cancel a backfill"),
+    ):
         sub = actions.add_parser(action, help=text)
         sub.add_argument("id", help="backfill id (or backfills/<id>)")
         if action == "get":
@@ -88,12 +102,19 @@ def build_parser() -> argparse.ArgumentParser:
 def _serve(args: argparse.Namespace) -> int:
     from sidecar.server import ServerConfig, serve
 
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     if not args.database_url:
         raise UsageError("--database-url (or SIDECAR_DATABASE_URL) is required")
     try:
-        asyncio.run(serve(ServerConfig(database_url=args.database_url, listen=args.listen,
-                                       tick_interval=args.tick_interval)))
+        asyncio.run(
+            serve(
+                ServerConfig(
+                    database_url=args.database_url, listen=args.listen, tick_interval=args.tick_interval
+                )
+            )
+        )
     except SchemaMismatch as exc:
         raise UsageError(f"database check failed: {exc}") from exc
     except ValueError as exc:

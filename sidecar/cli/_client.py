@@ -70,14 +70,18 @@ def run_dict(run: pb.BackfillRun) -> dict[str, Any]:
         "action": _DISPOSITION_NAMES.get(run.disposition, "unknown"),
     }
     if run.dag_run_id:
-        out["existing_dag_run_id" if run.disposition != pb.DISPOSITION_CREATE else "dag_run_id"] = run.dag_run_id
+        out["existing_dag_run_id" if run.disposition != pb.DISPOSITION_CREATE else "dag_run_id"] = (
+            run.dag_run_id
+        )
         out["state"] = run.state
     return out
 
 
 def backfill_dict(b: pb.Backfill) -> dict[str, Any]:
     """A backfill as plain JSON (proto3 JSON mapping, field names as in the proto)."""
-    return json_format.MessageToDict(b, preserving_proto_field_name=True, always_print_fields_with_no_presence=True)
+    return json_format.MessageToDict(
+        b, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
+    )
 
 
 def _table(rows: Sequence[Sequence[Any]], headers: Sequence[str]) -> str:
@@ -98,11 +102,25 @@ def print_backfills(backfills: Sequence[pb.Backfill], output: str) -> None:
         print(json.dumps([backfill_dict(b) for b in backfills], indent=2))
         return
     rows = [
-        (b.id, b.dag_id, _iso(b.from_date), _iso(b.to_date), _state(b), b.max_active_runs,
-         f"{b.progress.succeeded}/{b.progress.planned}", b.progress.running, b.progress.queued, b.progress.failed)
+        (
+            b.id,
+            b.dag_id,
+            _iso(b.from_date),
+            _iso(b.to_date),
+            _state(b),
+            b.max_active_runs,
+            f"{b.progress.succeeded}/{b.progress.planned}",
+            b.progress.running,
+            b.progress.queued,
+            b.progress.failed,
+        )
         for b in backfills
     ]
-    print(_table(rows, ("id", "dag_id", "from", "to", "state", "max_active", "done", "running", "queued", "failed")))
+    print(
+        _table(
+            rows, ("id", "dag_id", "from", "to", "state", "max_active", "done", "running", "queued", "failed")
+        )
+    )
 
 
 def progress_line(b: pb.Backfill, width: int = 30) -> str:
@@ -113,9 +131,11 @@ def progress_line(b: pb.Backfill, width: int = 30) -> str:
     frac = finished / total if total else 1.0
     filled = int(frac * width)
     bar = "#" * filled + "-" * (width - filled)
-    return (f"backfill {b.id} [{bar}] {finished}/{total} runs  succeeded={p.succeeded} failed={p.failed} "
-            f"running={p.running} queued={p.queued} written={p.written}/{p.planned} skipped={p.skipped} "
-            f"{_state(b)}")
+    return (
+        f"backfill {b.id} [{bar}] {finished}/{total} runs  succeeded={p.succeeded} failed={p.failed} "
+        f"running={p.running} queued={p.queued} written={p.written}/{p.planned} skipped={p.skipped} "
+        f"{_state(b)}"
+    )
 
 
 def watch(stub: backfill_pb2_grpc.BackfillServiceStub, name: str, output: str) -> pb.Backfill:
@@ -152,8 +172,11 @@ def run_command(args: argparse.Namespace) -> int:
             print_backfills([b], args.output)
             return 0
         if args.action == "list":
-            request = pb.ListBackfillsRequest(dag_id=args.dag_id or "", page_size=args.limit,
-                                              state=_STATES.get(args.state or "", 0))
+            request = pb.ListBackfillsRequest(
+                dag_id=args.dag_id or "",
+                page_size=args.limit,
+                state=_STATES.get(args.state or "", pb.Backfill.STATE_UNSPECIFIED),
+            )
             print_backfills(stub.ListBackfills(request, timeout=timeout).backfills, args.output)
             return 0
         if args.action == "runs":
@@ -164,18 +187,30 @@ def run_command(args: argparse.Namespace) -> int:
             if args.output == "json":
                 print(json.dumps(runs, indent=2))
             else:
-                print(_table([(r["sort_ordinal"], r["logical_date"], r["run_id"], r["action"], r.get("state"))
-                              for r in runs], ("ordinal", "logical_date", "run_id", "action", "state")))
+                print(
+                    _table(
+                        [
+                            (r["sort_ordinal"], r["logical_date"], r["run_id"], r["action"], r.get("state"))
+                            for r in runs
+                        ],
+                        ("ordinal", "logical_date", "run_id", "action", "state"),
+                    )
+                )
             return 0
-        method = {"pause": stub.PauseBackfill, "unpause": stub.UnpauseBackfill, "cancel": stub.CancelBackfill}
-        request_type = {"pause": pb.PauseBackfillRequest, "unpause": pb.UnpauseBackfillRequest,
-                        "cancel": pb.CancelBackfillRequest}
-        b = method[args.action](request_type[args.action](name=_name(args.id)), timeout=timeout).backfill
+        name = _name(args.id)
+        if args.action == "pause":
+            b = stub.PauseBackfill(pb.PauseBackfillRequest(name=name), timeout=timeout).backfill
+        elif args.action == "unpause":
+            b = stub.UnpauseBackfill(pb.UnpauseBackfillRequest(name=name), timeout=timeout).backfill
+        else:
+            b = stub.CancelBackfill(pb.CancelBackfillRequest(name=name), timeout=timeout).backfill
         print_backfills([b], args.output)
         return 0
 
 
-def _create(stub: backfill_pb2_grpc.BackfillServiceStub, args: argparse.Namespace, timeout: float | None) -> int:
+def _create(
+    stub: backfill_pb2_grpc.BackfillServiceStub, args: argparse.Namespace, timeout: float | None
+) -> int:
     conf = ""
     if args.dag_run_conf is not None:
         try:
@@ -196,18 +231,40 @@ def _create(stub: backfill_pb2_grpc.BackfillServiceStub, args: argparse.Namespac
     backfill.to_date.FromDatetime(parse_when(args.to_date, "--to-date"))
     if args.max_active_runs is not None:
         backfill.max_active_runs = args.max_active_runs
-    request = pb.CreateBackfillRequest(backfill=backfill, validate_only=args.dry_run,
-                                       request_id=args.request_id or "")
+    request = pb.CreateBackfillRequest(
+        backfill=backfill, validate_only=args.dry_run, request_id=args.request_id or ""
+    )
     response = stub.CreateBackfill(request, timeout=timeout)
     if args.dry_run:
         runs = [run_dict(r) for r in response.planned_runs]
         if args.output == "json":
             print(json.dumps(runs, indent=2))
         else:
-            print(_table([(r["sort_ordinal"], r["logical_date"], r["data_interval_start"], r["data_interval_end"],
-                           r["run_after"], r["run_id"], r["action"]) for r in runs],
-                         ("ordinal", "logical_date", "interval_start", "interval_end", "run_after", "run_id",
-                          "action")))
+            print(
+                _table(
+                    [
+                        (
+                            r["sort_ordinal"],
+                            r["logical_date"],
+                            r["data_interval_start"],
+                            r["data_interval_end"],
+                            r["run_after"],
+                            r["run_id"],
+                            r["action"],
+                        )
+                        for r in runs
+                    ],
+                    (
+                        "ordinal",
+                        "logical_date",
+                        "interval_start",
+                        "interval_end",
+                        "run_after",
+                        "run_id",
+                        "action",
+                    ),
+                )
+            )
             more = " (truncated)" if response.planned_runs_truncated else ""
             print(f"{response.backfill.progress.planned} runs planned{more}", file=sys.stderr)
         return 0

@@ -81,7 +81,11 @@ class BackfillEngine:
     # ------------------------------------------------------------------ create
 
     async def create(
-        self, spec: BackfillSpec, *, request_id: str | None = None, validate_only: bool = False,
+        self,
+        spec: BackfillSpec,
+        *,
+        request_id: str | None = None,
+        validate_only: bool = False,
         dry_run_limit: int | None = None,
     ) -> BackfillView | DryRun:
         """Validate, plan and create a backfill (or, with ``validate_only``, return its plan).
@@ -98,8 +102,9 @@ class BackfillEngine:
         now = self._clock()
         async with self.db.engine.connect() as conn:
             loaded = check_dag(spec, await self.catalog.load(conn, spec.dag_id))
-            plan = build_plan(loaded.template.timetable, spec.dag_id, spec.from_date, spec.to_date,
-                              spec.run_backwards, now)
+            plan = build_plan(
+                loaded.template.timetable, spec.dag_id, spec.from_date, spec.to_date, spec.run_backwards, now
+            )
             if not validate_only:
                 await _check_no_active_backfill(conn, spec.dag_id)
             check_params(spec, loaded, now)
@@ -111,22 +116,31 @@ class BackfillEngine:
                 f"No runs to create for Dag {spec.dag_id} in the range [{spec.from_date}, {spec.to_date}]",
                 field="backfill.from_date",
             )
-        backfill_id = await self._insert_backfill(spec, loaded.template.timetable, planned, now, request_id,
-                                                  fingerprint)
+        backfill_id = await self._insert_backfill(
+            spec, loaded.template.timetable, planned, now, request_id, fingerprint
+        )
         wanted = None if spec.mode is Mode.EAGER else spec.max_active_runs + self.config.lookahead
-        await materialize(self.db, self.catalog, backfill_id, runs_wanted=wanted,
-                          batch_size=self.config.batch_size, now=now)
+        await materialize(
+            self.db, self.catalog, backfill_id, runs_wanted=wanted, batch_size=self.config.batch_size, now=now
+        )
         return await self.get(backfill_id)
 
     async def _insert_backfill(
-        self, spec: BackfillSpec, timetable: Any, planned: int, now: dt.datetime,
-        request_id: str | None, fingerprint: str,
+        self,
+        spec: BackfillSpec,
+        timetable: Any,
+        planned: int,
+        now: dt.datetime,
+        request_id: str | None,
+        fingerprint: str,
     ) -> int:
         async with self.db.engine.begin() as conn:
             if conn.dialect.name == "postgresql":
                 # Serialise concurrent creations for one DAG, then check again.
-                await conn.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext(:k))"),
-                                   {"k": f"airflow_sidecar.create:{spec.dag_id}"})
+                await conn.execute(
+                    sa.text("SELECT pg_advisory_xact_lock(hashtext(:k))"),
+                    {"k": f"airflow_sidecar.create:{spec.dag_id}"},
+                )
             await _check_no_active_backfill(conn, spec.dag_id)
             backfill_id = (
                 await conn.execute(
@@ -166,8 +180,13 @@ class BackfillEngine:
                     "updated_at": now,
                 },
             )
-        log.info("backfill %s created for DAG %s: %s slots planned (%s)", backfill_id, spec.dag_id, planned,
-                 spec.mode.value)
+        log.info(
+            "backfill %s created for DAG %s: %s slots planned (%s)",
+            backfill_id,
+            spec.dag_id,
+            planned,
+            spec.mode.value,
+        )
         return int(backfill_id)
 
     async def _by_request_id(self, request_id: str, fingerprint: str) -> BackfillView | None:
@@ -213,11 +232,22 @@ class BackfillEngine:
             )
         planned = plan.count() if truncated else len(runs)
         view = BackfillView(
-            id=0, dag_id=spec.dag_id, from_date=spec.from_date, to_date=spec.to_date,
-            dag_run_conf=spec.dag_run_conf, reprocess_behavior=spec.reprocess_behavior.value,
-            max_active_runs=spec.max_active_runs, run_backwards=spec.run_backwards, mode=spec.mode,
-            is_paused=False, state=State.ACTIVE, progress=Progress(planned=planned),
-            triggering_user_name=spec.triggering_user_name, created_at=now, updated_at=now, completed_at=None,
+            id=0,
+            dag_id=spec.dag_id,
+            from_date=spec.from_date,
+            to_date=spec.to_date,
+            dag_run_conf=spec.dag_run_conf,
+            reprocess_behavior=spec.reprocess_behavior.value,
+            max_active_runs=spec.max_active_runs,
+            run_backwards=spec.run_backwards,
+            mode=spec.mode,
+            is_paused=False,
+            state=State.ACTIVE,
+            progress=Progress(planned=planned),
+            triggering_user_name=spec.triggering_user_name,
+            created_at=now,
+            updated_at=now,
+            completed_at=None,
         )
         return DryRun(backfill=view, runs=slots, truncated=truncated)
 
@@ -236,7 +266,7 @@ class BackfillEngine:
             progress = await progress_of(conn, [row])
         return view_of(row, progress[row.id])
 
-    async def list(
+    async def list_backfills(
         self, *, dag_id: str | None, state: State | None, page_size: int, before_id: int | None
     ) -> tuple[list[BackfillView], int | None]:
         """A page of backfills, newest first, and the id to continue before (None on the last page)."""
@@ -272,7 +302,9 @@ class BackfillEngine:
 
     async def _ended(self, conn: AsyncConnection, backfill_id: int) -> tuple[bool, bool]:
         row = (
-            await conn.execute(backfill_query().where(backfill.c.id == backfill_id).with_for_update(of=backfill))
+            await conn.execute(
+                backfill_query().where(backfill.c.id == backfill_id).with_for_update(of=backfill)
+            )
         ).one_or_none()
         if row is None:
             raise BackfillNotFound(f"Backfill {backfill_id} not found", field="name")
@@ -287,10 +319,12 @@ class BackfillEngine:
         """
         async with self.db.engine.begin() as conn:
             completed, cancelled = await self._ended(conn, backfill_id)
-            check_transition(backfill_id, "pause" if paused else "unpause", completed=completed,
-                             cancelled=cancelled)
+            check_transition(
+                backfill_id, "pause" if paused else "unpause", completed=completed, cancelled=cancelled
+            )
             await conn.execute(
-                backfill.update().where(backfill.c.id == backfill_id, backfill.c.is_paused.is_not(paused))
+                backfill.update()
+                .where(backfill.c.id == backfill_id, backfill.c.is_paused.is_not(paused))
                 .values(is_paused=paused, updated_at=self._clock())
             )
         return await self.get(backfill_id)
@@ -309,7 +343,8 @@ class BackfillEngine:
             completed, cancelled = await self._ended(conn, backfill_id)
             check_transition(backfill_id, "cancel", completed=completed, cancelled=cancelled)
             await conn.execute(
-                sidecar_backfill.update().where(sidecar_backfill.c.backfill_id == backfill_id)
+                sidecar_backfill.update()
+                .where(sidecar_backfill.c.backfill_id == backfill_id)
                 .values(phase=Phase.CANCELLED.value, updated_at=now)
             )
             queued = (
@@ -319,19 +354,26 @@ class BackfillEngine:
             )
             from sidecar.store._tables import task_instance
 
-            dag_id = (await conn.execute(sa.select(backfill.c.dag_id).where(backfill.c.id == backfill_id))).scalar_one()
+            dag_id = (
+                await conn.execute(sa.select(backfill.c.dag_id).where(backfill.c.id == backfill_id))
+            ).scalar_one()
             await conn.execute(
                 task_instance.update()
-                .where(task_instance.c.dag_id == dag_id, task_instance.c.run_id.in_(queued),
-                       task_instance.c.state.is_(None))
+                .where(
+                    task_instance.c.dag_id == dag_id,
+                    task_instance.c.run_id.in_(queued),
+                    task_instance.c.state.is_(None),
+                )
                 .values(state="skipped", updated_at=now)
             )
             await conn.execute(
-                dag_run.update().where(dag_run.c.backfill_id == backfill_id, dag_run.c.state == "queued")
+                dag_run.update()
+                .where(dag_run.c.backfill_id == backfill_id, dag_run.c.state == "queued")
                 .values(state="failed", end_date=now, updated_at=now)
             )
             await conn.execute(
-                backfill.update().where(backfill.c.id == backfill_id)
+                backfill.update()
+                .where(backfill.c.id == backfill_id)
                 .values(completed_at=now, updated_at=now, is_paused=False)
             )
         return await self.get(backfill_id)
@@ -358,10 +400,19 @@ class BackfillEngine:
             async with self.db.engine.connect() as conn:
                 rows = list(
                     await conn.execute(
-                        sa.select(sidecar_backfill.c.backfill_id, sidecar_backfill.c.phase, sidecar_backfill.c.mode,
-                                  backfill.c.max_active_runs, backfill.c.completed_at)
+                        sa.select(
+                            sidecar_backfill.c.backfill_id,
+                            sidecar_backfill.c.phase,
+                            sidecar_backfill.c.mode,
+                            backfill.c.max_active_runs,
+                            backfill.c.completed_at,
+                        )
                         .join(backfill, backfill.c.id == sidecar_backfill.c.backfill_id)
-                        .where(sidecar_backfill.c.phase.in_((Phase.MATERIALIZING.value, Phase.MATERIALIZED.value)))
+                        .where(
+                            sidecar_backfill.c.phase.in_(
+                                (Phase.MATERIALIZING.value, Phase.MATERIALIZED.value)
+                            )
+                        )
                         .order_by(sidecar_backfill.c.backfill_id)
                     )
                 )
@@ -379,8 +430,9 @@ class BackfillEngine:
         if row.completed_at is not None:
             # Airflow's completion timer closed it while runs remain to be written: reopen it.
             async with self.db.engine.begin() as conn:
-                await conn.execute(backfill.update().where(backfill.c.id == row.backfill_id)
-                                   .values(completed_at=None))
+                await conn.execute(
+                    backfill.update().where(backfill.c.id == row.backfill_id).values(completed_at=None)
+                )
             log.warning("backfill %s was completed early by Airflow's timer; reopened", row.backfill_id)
         if row.mode == Mode.EAGER.value:
             wanted = None  # an eager backfill interrupted mid-way: finish it
@@ -390,20 +442,30 @@ class BackfillEngine:
             wanted = row.max_active_runs + self.config.lookahead - unfinished
             if wanted <= 0:
                 return 0
-        return await materialize(self.db, self.catalog, row.backfill_id, runs_wanted=wanted,
-                                 batch_size=self.config.batch_size, now=now)
+        return await materialize(
+            self.db,
+            self.catalog,
+            row.backfill_id,
+            runs_wanted=wanted,
+            batch_size=self.config.batch_size,
+            now=now,
+        )
 
     async def _complete_if_done(self, backfill_id: int, now: dt.datetime) -> bool:
         async with self.db.engine.begin() as conn:
             if await count_unfinished_runs(conn, backfill_id):
                 return False
             await conn.execute(
-                backfill.update().where(backfill.c.id == backfill_id, backfill.c.completed_at.is_(None))
+                backfill.update()
+                .where(backfill.c.id == backfill_id, backfill.c.completed_at.is_(None))
                 .values(completed_at=now, updated_at=now)
             )
             await conn.execute(
-                sidecar_backfill.update().where(sidecar_backfill.c.backfill_id == backfill_id,
-                                                sidecar_backfill.c.phase == Phase.MATERIALIZED.value)
+                sidecar_backfill.update()
+                .where(
+                    sidecar_backfill.c.backfill_id == backfill_id,
+                    sidecar_backfill.c.phase == Phase.MATERIALIZED.value,
+                )
                 .values(phase=Phase.COMPLETED.value, updated_at=now)
             )
         log.info("backfill %s completed", backfill_id)
@@ -412,7 +474,8 @@ class BackfillEngine:
 
 async def _check_no_active_backfill(conn: AsyncConnection, dag_id: str) -> None:
     active = await conn.scalar(
-        sa.select(sa.func.count()).select_from(backfill)
+        sa.select(sa.func.count())
+        .select_from(backfill)
         .where(backfill.c.dag_id == dag_id, backfill.c.completed_at.is_(None))
     )
     if active:

@@ -50,11 +50,20 @@ async def count_unfinished_runs(conn: AsyncConnection, backfill_id: int) -> int:
 
 async def _claim(conn: AsyncConnection, backfill_id: int) -> Any:
     query = (
-        sa.select(sidecar_backfill, backfill.c.max_active_runs, backfill.c.dag_run_conf,
-                  backfill.c.triggering_user_name, backfill.c.from_date, backfill.c.to_date,
-                  backfill.c.reprocess_behavior)
+        sa.select(
+            sidecar_backfill,
+            backfill.c.max_active_runs,
+            backfill.c.dag_run_conf,
+            backfill.c.triggering_user_name,
+            backfill.c.from_date,
+            backfill.c.to_date,
+            backfill.c.reprocess_behavior,
+        )
         .join(backfill, backfill.c.id == sidecar_backfill.c.backfill_id)
-        .where(sidecar_backfill.c.backfill_id == backfill_id, sidecar_backfill.c.phase == Phase.MATERIALIZING.value)
+        .where(
+            sidecar_backfill.c.backfill_id == backfill_id,
+            sidecar_backfill.c.phase == Phase.MATERIALIZING.value,
+        )
     )
     if conn.dialect.name == "postgresql":
         query = query.with_for_update(of=sidecar_backfill, skip_locked=True)
@@ -83,8 +92,9 @@ async def materialize_batch(
         log.warning("backfill %s: DAG %s is gone; stopping creation", backfill_id, state.dag_id)
         await _set_phase(conn, backfill_id, Phase.MATERIALIZED, now)
         return MaterializeResult(0, 0, exhausted=True)
-    plan = build_plan(state.timetable, state.dag_id, state.from_date, state.to_date, state.run_backwards,
-                      state.cutoff)
+    plan = build_plan(
+        state.timetable, state.dag_id, state.from_date, state.to_date, state.run_backwards, state.cutoff
+    )
     batch = list(itertools.islice(plan.runs(after=run_of(state.cursor)), max_runs))
     conf = state.dag_run_conf if isinstance(state.dag_run_conf, dict) else None
     ctx = RunContext(
@@ -97,8 +107,12 @@ async def materialize_batch(
         triggering_user_name=state.triggering_user_name,
     )
     result = await write_batch(
-        conn, ctx, batch, reprocess_behavior=state.reprocess_behavior,
-        conf_given=state.dag_run_conf_given, now=now,
+        conn,
+        ctx,
+        batch,
+        reprocess_behavior=state.reprocess_behavior,
+        conf_given=state.dag_run_conf_given,
+        now=now,
     )
     exhausted = len(batch) < max_runs
     values: dict[str, Any] = {
@@ -116,8 +130,12 @@ async def materialize_batch(
     if batch:
         log.info(
             "backfill %s: wrote slots %s..%s (%s runs created, %s reprocessed, %s skipped)",
-            backfill_id, batch[0].sort_ordinal, batch[-1].sort_ordinal,
-            result.created, result.reprocessed, result.skipped,
+            backfill_id,
+            batch[0].sort_ordinal,
+            batch[-1].sort_ordinal,
+            result.created,
+            result.reprocessed,
+            result.skipped,
         )
     return MaterializeResult(result.created + result.reprocessed, len(batch), exhausted)
 

@@ -79,7 +79,12 @@ def check_params(spec: BackfillSpec, loaded: LoadedDag, now: dt.datetime) -> Non
 
 
 def build_plan(
-    timetable_encoded: Any, dag_id: str, spec_from: dt.datetime, spec_to: dt.datetime, reverse: bool, cutoff: dt.datetime
+    timetable_encoded: Any,
+    dag_id: str,
+    spec_from: dt.datetime,
+    spec_to: dt.datetime,
+    reverse: bool,
+    cutoff: dt.datetime,
 ) -> BackfillPlan:
     """The plan of a backfill from its stored parameters (stable even if the DAG's schedule changes)."""
     return BackfillPlan(

@@ -157,7 +157,9 @@ async def written_slots(
     return slots
 
 
-async def pending_slots(conn: AsyncConnection, backfill_id: int, after_ordinal: int, limit: int) -> list[SlotView]:
+async def pending_slots(
+    conn: AsyncConnection, backfill_id: int, after_ordinal: int, limit: int
+) -> list[SlotView]:
     """Slots of a windowed backfill not written yet, computed from the stored plan."""
     row = (
         await conn.execute(

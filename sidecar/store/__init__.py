@@ -3,7 +3,14 @@
 from sidecar.store._dags import DagCatalog, LoadedDag, latest_log_template_id
 from sidecar.store._database import SUPPORTED_AIRFLOW_REVISIONS, Database, connect, prepare
 from sidecar.store._rows import RunContext
-from sidecar.store._writer import BatchResult, Disposition, ExistingRun, decide, find_existing_runs, write_batch
+from sidecar.store._writer import (
+    BatchResult,
+    Disposition,
+    ExistingRun,
+    decide,
+    find_existing_runs,
+    write_batch,
+)
 
 __all__ = [
     "SUPPORTED_AIRFLOW_REVISIONS",

@@ -34,16 +34,48 @@ if TYPE_CHECKING:
 _FINISHED_TI_STATES = ("success", "failed", "skipped", "upstream_failed", "removed")
 
 # Columns task_instance_history shares with task_instance (3.3 schema).
-_HISTORY_COLUMNS = (
-    "task_id dag_id run_id map_index try_number start_date duration max_tries hostname unixname pool "
-    "pool_slots queue priority_weight operator custom_operator_name queued_dttm scheduled_dttm "
-    "queued_by_job_id pid executor executor_config updated_at rendered_map_index context_carrier "
-    "span_status external_executor_id trigger_id trigger_timeout next_method next_kwargs "
-    "task_display_name dag_version_id retry_delay_override retry_reason"
-).split()
+_HISTORY_COLUMNS = [
+    "task_id",
+    "dag_id",
+    "run_id",
+    "map_index",
+    "try_number",
+    "start_date",
+    "duration",
+    "max_tries",
+    "hostname",
+    "unixname",
+    "pool",
+    "pool_slots",
+    "queue",
+    "priority_weight",
+    "operator",
+    "custom_operator_name",
+    "queued_dttm",
+    "scheduled_dttm",
+    "queued_by_job_id",
+    "pid",
+    "executor",
+    "executor_config",
+    "updated_at",
+    "rendered_map_index",
+    "context_carrier",
+    "span_status",
+    "external_executor_id",
+    "trigger_id",
+    "trigger_timeout",
+    "next_method",
+    "next_kwargs",
+    "task_display_name",
+    "dag_version_id",
+    "retry_delay_override",
+    "retry_reason",
+]
 
 
-async def _archive_tries(conn: AsyncConnection, dag_id: str, run_ids: Sequence[str], now: dt.datetime) -> None:
+async def _archive_tries(
+    conn: AsyncConnection, dag_id: str, run_ids: Sequence[str], now: dt.datetime
+) -> None:
     cols = ", ".join(_HISTORY_COLUMNS)
     ti_cols = ", ".join(f"ti.{c}" for c in _HISTORY_COLUMNS)
     finished = ", ".join(f"'{s}'" for s in _FINISHED_TI_STATES)
@@ -57,7 +89,9 @@ async def _archive_tries(conn: AsyncConnection, dag_id: str, run_ids: Sequence[s
             "AND NOT EXISTS (SELECT 1 FROM task_instance_history h WHERE h.dag_id = ti.dag_id "
             "AND h.task_id = ti.task_id AND h.run_id = ti.run_id AND h.map_index = ti.map_index "
             "AND h.try_number = ti.try_number)"
-        ).bindparams(sa.bindparam("run_ids", expanding=True), sa.bindparam("now", type_=task_instance.c.end_date.type)),
+        ).bindparams(
+            sa.bindparam("run_ids", expanding=True), sa.bindparam("now", type_=task_instance.c.end_date.type)
+        ),
         {"dag_id": dag_id, "run_ids": list(run_ids), "now": now},
     )
     await conn.execute(
@@ -84,8 +118,9 @@ async def clear_runs_for_backfill(
 
     tasks = {t.task_id: t for t in ctx.dag.tasks}
     result = await conn.execute(
-        sa.select(task_instance.c.id, task_instance.c.task_id, task_instance.c.run_id, task_instance.c.try_number)
-        .where(task_instance.c.dag_id == dag_id, task_instance.c.run_id.in_(run_ids))
+        sa.select(
+            task_instance.c.id, task_instance.c.task_id, task_instance.c.run_id, task_instance.c.try_number
+        ).where(task_instance.c.dag_id == dag_id, task_instance.c.run_id.in_(run_ids))
     )
     carriers = {run_id: new_context_carrier() for run_id in run_ids}
     updates: list[dict[str, Any]] = []
@@ -125,15 +160,30 @@ async def clear_runs_for_backfill(
     }
     where = task_instance.c.id == sa.bindparam("old_id", type_=task_instance.c.id.type)
     if refreshed:
-        fields = ("max_tries pool pool_slots queue priority_weight operator custom_operator_name executor "
-                  "executor_config task_display_name").split()
+        fields = [
+            "max_tries",
+            "pool",
+            "pool_slots",
+            "queue",
+            "priority_weight",
+            "operator",
+            "custom_operator_name",
+            "executor",
+            "executor_config",
+            "task_display_name",
+        ]
         refresh = {f: sa.bindparam(f"b_{f}", type_=task_instance.c[f].type) for f in fields}
         await conn.execute(task_instance.update().where(where).values(**common, **refresh), refreshed)
     if kept:
         await conn.execute(
-            task_instance.update().where(where).values(**common, max_tries=sa.func.greatest(
-                task_instance.c.max_tries, task_instance.c.try_number) if conn.dialect.name == "postgresql"
-                else sa.func.max(task_instance.c.max_tries, task_instance.c.try_number)),
+            task_instance.update()
+            .where(where)
+            .values(
+                **common,
+                max_tries=sa.func.greatest(task_instance.c.max_tries, task_instance.c.try_number)
+                if conn.dialect.name == "postgresql"
+                else sa.func.max(task_instance.c.max_tries, task_instance.c.try_number),
+            ),
             kept,
         )
 
@@ -146,13 +196,13 @@ async def clear_runs_for_backfill(
     )
     have = {(r.run_id, r.task_id, r.map_index) for r in present}
     for run_id in run_ids:
-        for row in task_instance_rows(ctx, run_id, carriers[run_id], now):
-            if (run_id, row["task_id"], row["map_index"]) not in have:
-                missing.append(row)
+        for ti_row in task_instance_rows(ctx, run_id, carriers[run_id], now):
+            if (run_id, ti_row["task_id"], ti_row["map_index"]) not in have:
+                missing.append(ti_row)
     if missing:
         await conn.execute(task_instance.insert(), missing)
 
-    values: dict[str, Any] = {
+    run_values: dict[str, Any] = {
         "state": "queued",
         "start_date": None,
         "end_date": None,
@@ -167,12 +217,12 @@ async def clear_runs_for_backfill(
         "triggered_by": TRIGGERED_BY_BACKFILL,
     }
     if ctx.bundle_version is not None and not ctx.dag.disable_bundle_versioning:
-        values["bundle_version"] = ctx.bundle_version
+        run_values["bundle_version"] = ctx.bundle_version
     if conf_given:
-        values["conf"] = ctx.conf
+        run_values["conf"] = ctx.conf
     await conn.execute(
         dag_run.update()
         .where(dag_run.c.id == sa.bindparam("run_pk", type_=dag_run.c.id.type))
-        .values(**values),
+        .values(**run_values),
         [{"run_pk": r.id, "carrier": carriers[r.run_id]} for r in runs],
     )

@@ -54,9 +54,9 @@ class DagCatalog:
                     dag.c.is_paused,
                 )
                 .select_from(
-                    serialized_dag.join(dag_version, dag_version.c.id == serialized_dag.c.dag_version_id).join(
-                        dag, dag.c.dag_id == dag_version.c.dag_id, isouter=True
-                    )
+                    serialized_dag.join(
+                        dag_version, dag_version.c.id == serialized_dag.c.dag_version_id
+                    ).join(dag, dag.c.dag_id == dag_version.c.dag_id, isouter=True)
                 )
                 .where(dag_version.c.dag_id == dag_id)
                 .order_by(dag_version.c.version_number.desc())

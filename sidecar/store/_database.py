@@ -105,7 +105,9 @@ def _migrate(conn: Connection, dialect: str) -> None:
         if version <= applied:
             continue
         step(conn)
-        conn.execute(sidecar_schema_version.insert().values(version=version, applied_at=dt.datetime.now(dt.UTC)))
+        conn.execute(
+            sidecar_schema_version.insert().values(version=version, applied_at=dt.datetime.now(dt.UTC))
+        )
 
 
 async def prepare(database: Database) -> None:

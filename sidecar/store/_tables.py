@@ -209,7 +209,16 @@ task_instance = sa.Table(
 )
 
 #: Airflow's tables, checked at start-up.
-AIRFLOW_TABLES = (dag, dag_version, serialized_dag, log_template, backfill, backfill_dag_run, dag_run, task_instance)
+AIRFLOW_TABLES = (
+    dag,
+    dag_version,
+    serialized_dag,
+    log_template,
+    backfill,
+    backfill_dag_run,
+    dag_run,
+    task_instance,
+)
 
 # ---------------------------------------------------------------- the sidecar's own
 

@@ -1,0 +1,21 @@
+"""Pure backfill planning: Airflow 3.3.2 timetables rebuilt from their serialized form.
+
+No I/O and no Airflow import: given ``serialized_dag.data["dag"]["timetable"]`` and a
+date range, this package yields exactly the runs Airflow's backfill would create,
+forwards or backwards, lazily and resumably.
+"""
+
+from sidecar.planning._model import DagRunInfo, Timetable, run_id_for
+from sidecar.planning._parse import non_periodic_message, parse_timetable
+from sidecar.planning._plan import BackfillPlan, PlannedRun, validate_range
+
+__all__ = [
+    "BackfillPlan",
+    "DagRunInfo",
+    "PlannedRun",
+    "Timetable",
+    "non_periodic_message",
+    "parse_timetable",
+    "run_id_for",
+    "validate_range",
+]

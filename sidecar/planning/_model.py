@@ -1,0 +1,133 @@
+"""Value types shared by the planner: run infos, the timetable interface and run ids.
+
+The shapes mirror what Airflow 3.3.2 stores for a backfill so that the engine
+can write rows without importing Airflow.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import NamedTuple
+
+UTC = dt.UTC
+
+
+def as_utc(value: dt.datetime) -> dt.datetime:
+    """Return ``value`` as an aware UTC datetime (naive values are taken as UTC, like Airflow)."""
+    if value.tzinfo is None or value.utcoffset() is None:
+        return value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)
+
+
+def as_fixed(value: dt.datetime) -> dt.datetime:
+    """Pin ``value`` to a fixed UTC offset, as ``pendulum.instance`` does for foreign tzinfos.
+
+    Airflow coerces request datetimes to pendulum; arithmetic on them (relativedelta
+    steps) then happens in that fixed offset, so we keep the offset rather than UTC.
+    """
+    if value.tzinfo is None or value.utcoffset() is None:
+        return value.replace(tzinfo=UTC)
+    if isinstance(value.tzinfo, dt.timezone):
+        return value
+    offset = value.utcoffset()
+    assert offset is not None
+    return value.astimezone(dt.timezone(offset))
+
+
+@dataclass(frozen=True, slots=True)
+class DagRunInfo:
+    """One run a timetable schedules, in the form the backfill rows need.
+
+    Attributes:
+        logical_date: The run's logical date (the data interval start), aware UTC.
+        data_interval_start: Start of the data interval, aware UTC.
+        data_interval_end: End of the data interval, aware UTC.
+        run_after: Earliest time the run may start, aware UTC; it also names the run id.
+    """
+
+    logical_date: dt.datetime
+    data_interval_start: dt.datetime
+    data_interval_end: dt.datetime
+    run_after: dt.datetime
+
+
+class RawInfo(NamedTuple):
+    """Internal run info that keeps the tzinfo Airflow would compute with.
+
+    Airflow's first run may carry the request's own offset (e.g. when the lower bound
+    is returned unaligned) and later relativedelta steps are taken in that offset, so
+    the raw values are kept until the info is published.
+    """
+
+    start: dt.datetime
+    end: dt.datetime
+    run_after: dt.datetime
+
+    def public(self) -> DagRunInfo:
+        """Convert to the published, all-UTC :class:`DagRunInfo`."""
+        start = as_utc(self.start)
+        return DagRunInfo(
+            logical_date=start,
+            data_interval_start=start,
+            data_interval_end=as_utc(self.end),
+            run_after=as_utc(self.run_after),
+        )
+
+    @staticmethod
+    def from_public(info: DagRunInfo) -> RawInfo:
+        """Rebuild a raw info from a published one (used to resume an iteration)."""
+        return RawInfo(
+            as_utc(info.data_interval_start), as_utc(info.data_interval_end), as_utc(info.run_after)
+        )
+
+
+def run_id_for(info: DagRunInfo) -> str:
+    """Return the run id Airflow gives a new backfill run: ``backfill__`` + run_after in UTC.
+
+    Airflow derives it from ``run_after`` (not the logical date) rendered in UTC, so
+    interval timetables get the interval *end* in their run id.
+    """
+    return "backfill__" + as_utc(info.run_after).isoformat()
+
+
+class Timetable(ABC):
+    """A backfill-capable schedule rebuilt from Airflow's serialized timetable.
+
+    Attributes:
+        periodic: Always True for parsed timetables (non-periodic ones are refused).
+    """
+
+    periodic: bool = True
+
+    @property
+    @abstractmethod
+    def summary(self) -> str:
+        """Human readable schedule, as Airflow's ``Timetable.summary``."""
+
+    @abstractmethod
+    def iter_infos(
+        self, earliest: dt.datetime, latest: dt.datetime, *, after: DagRunInfo | None = None
+    ) -> Iterator[DagRunInfo]:
+        """Yield lazily what ``SerializedDAG.iter_dagrun_infos_between(earliest, latest)`` yields.
+
+        Args:
+            earliest: Inclusive lower bound (aware).
+            latest: Inclusive upper bound (aware).
+            after: If given, resume strictly after this info, as Airflow's
+                ``next_dagrun_info_v2(last_dagrun_info=after, ...)`` would.
+        """
+
+    @abstractmethod
+    def iter_infos_reverse(
+        self, earliest: dt.datetime, latest: dt.datetime, *, before: DagRunInfo | None = None
+    ) -> Iterator[DagRunInfo]:
+        """Yield the same infos as :meth:`iter_infos`, latest first, without a forward pass.
+
+        Args:
+            earliest: Inclusive lower bound (aware).
+            latest: Inclusive upper bound (aware).
+            before: If given, resume strictly before this info.
+        """

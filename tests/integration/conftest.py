@@ -1,0 +1,66 @@
+"""Fixtures for tests that run the sidecar against a real Airflow 3.3.2 schema on PostgreSQL."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+
+import psycopg2
+import pytest
+
+from sidecar.engine import BackfillEngine, EngineConfig
+from sidecar.store import Database, connect, prepare
+from tests.conftest import AirflowDatabase
+
+# Rows a test may leave behind, children first.
+_CLEAN = (
+    "DELETE FROM task_instance_history",
+    "DELETE FROM task_instance",
+    "DELETE FROM backfill_dag_run",
+    "DELETE FROM dag_run",
+    "DELETE FROM backfill",
+)
+
+
+@pytest.fixture
+def clean_db(airflow_db: AirflowDatabase) -> Iterator[AirflowDatabase]:
+    """The module's database with no runs, backfills or sidecar state left by an earlier test."""
+    conn = psycopg2.connect(airflow_db.psycopg2_url.replace("postgresql+psycopg2://", "postgresql://"))
+    try:
+        with conn, conn.cursor() as cur:
+            for statement in _CLEAN:
+                cur.execute(statement)
+            cur.execute("SELECT to_regclass('airflow_sidecar.sidecar_backfill')")
+            if cur.fetchone()[0] is not None:
+                cur.execute("DELETE FROM airflow_sidecar.sidecar_backfill")
+        yield airflow_db
+    finally:
+        conn.close()
+
+
+@pytest.fixture
+def sql(clean_db: AirflowDatabase) -> Iterator[psycopg2.extensions.cursor]:
+    """A psycopg2 cursor (autocommit) on the test database, to arrange and check rows."""
+    conn = psycopg2.connect(clean_db.psycopg2_url.replace("postgresql+psycopg2://", "postgresql://"))
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            yield cur
+    finally:
+        conn.close()
+
+
+@pytest.fixture
+async def database(clean_db: AirflowDatabase) -> AsyncIterator[Database]:
+    """The sidecar's database handle, schema checked and migrated."""
+    db = connect(clean_db.asyncpg_url)
+    await prepare(db)
+    try:
+        yield db
+    finally:
+        await db.dispose()
+
+
+@pytest.fixture
+def engine(database: Database) -> BackfillEngine:
+    """An engine with small batches, so that tests cross batch boundaries."""
+    return BackfillEngine(database, EngineConfig(batch_size=3, lookahead=1))
