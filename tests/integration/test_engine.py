@@ -20,7 +20,12 @@ def day(d: int, month: int = 1, year: int = 2025) -> dt.datetime:
 
 
 def spec(**kw: object) -> BackfillSpec:
-    values: dict[str, object] = {"dag_id": THREE, "from_date": day(1), "to_date": day(10), "max_active_runs": 2}
+    values: dict[str, object] = {
+        "dag_id": THREE,
+        "from_date": day(1),
+        "to_date": day(10),
+        "max_active_runs": 2,
+    }
     values.update(kw)
     return BackfillSpec(**values)  # type: ignore[arg-type]
 
@@ -74,7 +79,9 @@ async def test_windowed_create_writes_first_window_with_airflow_row_contract(
         assert t[13] == t[0]
         assert t[14] == "not_started"
 
-    sql.execute("SELECT sort_ordinal, dag_run_id IS NOT NULL, exception_reason FROM backfill_dag_run ORDER BY 1")
+    sql.execute(
+        "SELECT sort_ordinal, dag_run_id IS NOT NULL, exception_reason FROM backfill_dag_run ORDER BY 1"
+    )
     assert sql.fetchall() == [(1, True, None), (2, True, None), (3, True, None)]
 
 
@@ -103,7 +110,9 @@ async def test_tick_tops_up_as_runs_finish_and_completes(
     assert final.completed_at is not None
 
 
-async def test_never_completed_while_slots_remain(engine: BackfillEngine, sql: psycopg2.extensions.cursor) -> None:
+async def test_never_completed_while_slots_remain(
+    engine: BackfillEngine, sql: psycopg2.extensions.cursor
+) -> None:
     view = await engine.create(spec())
     assert not isinstance(view, DryRun)
     # Airflow's 30 s timer would close it once its written runs finish; the sidecar reopens it.
@@ -115,7 +124,9 @@ async def test_never_completed_while_slots_remain(engine: BackfillEngine, sql: p
     assert (await engine.get(view.id)).state is State.ACTIVE
 
 
-async def test_eager_writes_every_run_before_returning(engine: BackfillEngine, sql: psycopg2.extensions.cursor) -> None:
+async def test_eager_writes_every_run_before_returning(
+    engine: BackfillEngine, sql: psycopg2.extensions.cursor
+) -> None:
     view = await engine.create(spec(mode=Mode.EAGER, run_backwards=True))
     assert not isinstance(view, DryRun)
     assert view.progress.written == view.progress.planned == 10
@@ -130,7 +141,9 @@ async def test_eager_writes_every_run_before_returning(engine: BackfillEngine, s
     assert sql.fetchone() == (30,)
 
 
-async def test_reprocess_matrix_matches_airflow(engine: BackfillEngine, sql: psycopg2.extensions.cursor) -> None:
+async def test_reprocess_matrix_matches_airflow(
+    engine: BackfillEngine, sql: psycopg2.extensions.cursor
+) -> None:
     # Existing scheduled runs on 01-02 (success), 01-03 (failed), 01-04 (running): notes 1.5's example.
     for d, state in ((2, "success"), (3, "failed"), (4, "running")):
         sql.execute(
@@ -146,8 +159,14 @@ async def test_reprocess_matrix_matches_airflow(engine: BackfillEngine, sql: psy
             (THREE, f"scheduled__{day(d).isoformat()}", "success" if state == "success" else "failed"),
         )
     view = await engine.create(
-        spec(from_date=day(1), to_date=day(6), run_backwards=True, reprocess_behavior=ReprocessBehavior.FAILED,
-             mode=Mode.EAGER, dag_run_conf={"k": 1})
+        spec(
+            from_date=day(1),
+            to_date=day(6),
+            run_backwards=True,
+            reprocess_behavior=ReprocessBehavior.FAILED,
+            mode=Mode.EAGER,
+            dag_run_conf={"k": 1},
+        )
     )
     assert not isinstance(view, DryRun)
     sql.execute(
@@ -177,7 +196,9 @@ async def test_reprocess_matrix_matches_airflow(engine: BackfillEngine, sql: psy
     sql.execute("SELECT task_id, state, try_number FROM task_instance_history")
     assert sql.fetchall() == [("first", "failed", 1)]
     # The running and the successful runs are untouched.
-    sql.execute("SELECT state, backfill_id FROM dag_run WHERE run_id LIKE 'scheduled__%%' ORDER BY logical_date")
+    sql.execute(
+        "SELECT state, backfill_id FROM dag_run WHERE run_id LIKE 'scheduled__%%' ORDER BY logical_date"
+    )
     assert sql.fetchall() == [("success", None), ("queued", view.id), ("running", None)]
 
 
@@ -194,8 +215,13 @@ async def test_validations_in_airflow_order(engine: BackfillEngine) -> None:
     with pytest.raises(errors.FutureDateRange):
         await engine.create(spec(from_date=future, to_date=future + dt.timedelta(days=1)))
     with pytest.raises(errors.InvalidDirection):
-        await engine.create(spec(dag_id="sidecar_it_depends_on_past", run_backwards=True,
-                                 reprocess_behavior=ReprocessBehavior.FAILED))
+        await engine.create(
+            spec(
+                dag_id="sidecar_it_depends_on_past",
+                run_backwards=True,
+                reprocess_behavior=ReprocessBehavior.FAILED,
+            )
+        )
     with pytest.raises(errors.InvalidReprocess):
         await engine.create(spec(dag_id="sidecar_it_depends_on_past"))
     with pytest.raises(errors.InvalidConf, match="batch"):
@@ -203,7 +229,9 @@ async def test_validations_in_airflow_order(engine: BackfillEngine) -> None:
     with pytest.raises(errors.InvalidArgument, match="max_active_runs"):
         await engine.create(spec(max_active_runs=0))
     with pytest.raises(errors.NoRunsToCreate):
-        await engine.create(spec(from_date=day(1) + dt.timedelta(hours=1), to_date=day(1) + dt.timedelta(hours=5)))
+        await engine.create(
+            spec(from_date=day(1) + dt.timedelta(hours=1), to_date=day(1) + dt.timedelta(hours=5))
+        )
     # Nothing was written by any of them.
     assert (await engine.list_backfills(dag_id=None, state=None, page_size=10, before_id=None))[0] == []
 
@@ -227,8 +255,10 @@ async def test_dry_run_writes_nothing_and_shows_decisions(
         " VALUES (%s, 'manual__x', %s, %s, 'failed', 'manual', 0, 'not_started')",
         (THREE, day(2), day(2)),
     )
-    result = await engine.create(spec(from_date=day(1), to_date=day(3),
-                                      reprocess_behavior=ReprocessBehavior.FAILED), validate_only=True)
+    result = await engine.create(
+        spec(from_date=day(1), to_date=day(3), reprocess_behavior=ReprocessBehavior.FAILED),
+        validate_only=True,
+    )
     assert isinstance(result, DryRun)
     assert [(s.sort_ordinal, s.run_id, s.disposition) for s in result.runs] == [
         (1, "backfill__2025-01-01T00:00:00+00:00", "create"),
@@ -250,10 +280,15 @@ async def test_pause_unpause_cancel(engine: BackfillEngine, sql: psycopg2.extens
     assert cancelled.state is State.CANCELLED
     assert not cancelled.is_paused
     sql.execute("SELECT logical_date, state, end_date IS NOT NULL FROM dag_run ORDER BY logical_date")
-    assert [(r[0].day, r[1], r[2]) for r in sql.fetchall()] == [(1, "running", False), (2, "failed", True),
-                                                                (3, "failed", True)]
-    sql.execute("SELECT DISTINCT state FROM task_instance WHERE run_id <> %s",
-                ("backfill__2025-01-01T00:00:00+00:00",))
+    assert [(r[0].day, r[1], r[2]) for r in sql.fetchall()] == [
+        (1, "running", False),
+        (2, "failed", True),
+        (3, "failed", True),
+    ]
+    sql.execute(
+        "SELECT DISTINCT state FROM task_instance WHERE run_id <> %s",
+        ("backfill__2025-01-01T00:00:00+00:00",),
+    )
     assert sql.fetchall() == [("skipped",)]
     # Creation stopped: a tick writes nothing more.
     assert (await engine.tick()).runs_written == 0
@@ -270,7 +305,9 @@ async def test_interval_timetable_mapped_tasks_and_time_zone(
         spec(dag_id="sidecar_it_interval", from_date=day(29, 3), to_date=day(31, 3), mode=Mode.EAGER)
     )
     assert not isinstance(view, DryRun)
-    sql.execute("SELECT run_id, logical_date, data_interval_end, run_after FROM dag_run ORDER BY logical_date")
+    sql.execute(
+        "SELECT run_id, logical_date, data_interval_end, run_after FROM dag_run ORDER BY logical_date"
+    )
     rows = sql.fetchall()
     # 03:00 Amsterdam: UTC+1 before the 2025-03-30 DST change, UTC+2 after; run ids use run_after (UTC).
     assert [(r[1].isoformat(), r[2].isoformat()) for r in rows] == [
@@ -296,8 +333,12 @@ async def test_list_runs_shows_written_then_pending(engine: BackfillEngine) -> N
     view = await engine.create(spec(from_date=day(1), to_date=day(6)))
     assert not isinstance(view, DryRun)
     page, after = await engine.list_runs(view.id, page_size=4, after_ordinal=0)
-    assert [(s.sort_ordinal, s.disposition) for s in page] == [(1, "create"), (2, "create"), (3, "create"),
-                                                               (4, "pending")]
+    assert [(s.sort_ordinal, s.disposition) for s in page] == [
+        (1, "create"),
+        (2, "create"),
+        (3, "create"),
+        (4, "pending"),
+    ]
     assert after == 4
     rest, after = await engine.list_runs(view.id, page_size=4, after_ordinal=4)
     assert [(s.sort_ordinal, s.disposition) for s in rest] == [(5, "pending"), (6, "pending")]
