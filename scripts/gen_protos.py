@@ -85,7 +85,12 @@ def main() -> int:
         if args.check:
             differ = _same_tree(fresh, OUT_DIR) if OUT_DIR.exists() else ["sidecar/_gen (missing)"]
             if differ:
-                print("generated code is stale; run scripts/gen_protos.py:", *differ, sep="\n  ", file=sys.stderr)
+                print(
+                    "generated code is stale; run scripts/gen_protos.py:",
+                    *differ,
+                    sep="\n  ",
+                    file=sys.stderr,
+                )
                 return 1
             print("generated code is up to date")
             return 0

@@ -50,19 +50,25 @@ def build_parser() -> argparse.ArgumentParser:
         "scheduler", help="run `airflow scheduler` with the sidecar shim (same arguments)", add_help=False
     )
 
-    backfill = commands.add_parser("backfill", help="create and steer backfills")
-    backfill.add_argument(
+    # --target and --timeout are accepted before or after the action.
+    connection = argparse.ArgumentParser(add_help=False)
+    connection.add_argument(
         "--target",
-        default=_env("SIDECAR_TARGET", DEFAULT_TARGET),
+        default=argparse.SUPPRESS,
         help="sidecar address (default 127.0.0.1:50051); env SIDECAR_TARGET",
     )
-    backfill.add_argument("--timeout", type=float, default=600.0, help="seconds per call (default 600)")
+    connection.add_argument(
+        "--timeout", type=float, default=argparse.SUPPRESS, help="seconds per call (default 600)"
+    )
+    backfill = commands.add_parser("backfill", help="create and steer backfills", parents=[connection])
     actions = backfill.add_subparsers(dest="action", required=True)
 
     def output(p: argparse.ArgumentParser) -> None:
         p.add_argument("--output", "-o", choices=("table", "json"), default="table")
 
-    create = actions.add_parser("create", help="create a backfill (or plan one with --dry-run)")
+    create = actions.add_parser(
+        "create", parents=[connection], help="create a backfill (or plan one with --dry-run)"
+    )
     create.add_argument("--dag-id", required=True)
     create.add_argument("--from-date", required=True, help="ISO date/datetime, inclusive (no offset: UTC)")
     create.add_argument("--to-date", required=True, help="ISO date/datetime, inclusive (no offset: UTC)")
@@ -82,17 +88,17 @@ def build_parser() -> argparse.ArgumentParser:
         ("unpause", "unpause a backfill"),
         ("cancel", "cancel a backfill"),
     ):
-        sub = actions.add_parser(action, help=text)
+        sub = actions.add_parser(action, help=text, parents=[connection])
         sub.add_argument("id", help="backfill id (or backfills/<id>)")
         if action == "get":
             sub.add_argument("--watch", action="store_true")
         output(sub)
-    listing = actions.add_parser("list", help="list backfills, newest first")
+    listing = actions.add_parser("list", parents=[connection], help="list backfills, newest first")
     listing.add_argument("--dag-id", default=None)
     listing.add_argument("--state", choices=("active", "paused", "completed", "cancelled"), default=None)
     listing.add_argument("--limit", type=int, default=50)
     output(listing)
-    runs = actions.add_parser("runs", help="list a backfill's runs in plan order")
+    runs = actions.add_parser("runs", parents=[connection], help="list a backfill's runs in plan order")
     runs.add_argument("id")
     runs.add_argument("--limit", type=int, default=100)
     output(runs)
@@ -133,6 +139,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "serve":
             return _serve(args)
+        args.target = getattr(args, "target", None) or _env("SIDECAR_TARGET", DEFAULT_TARGET)
+        args.timeout = getattr(args, "timeout", None) or 600.0
         return run_command(args)
     except UsageError as exc:
         print(f"airflow-sidecar: error: {exc}", file=sys.stderr)

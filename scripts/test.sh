@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# The project's test command (README, CI): set up the venv, then every check in order.
+#
+#   ./scripts/test.sh [PYTEST ARGS...]
+#
+# Order: generated code is current -> proto lint -> ruff -> mypy -> pytest. CI=true is
+# exported so tests that need PostgreSQL or Airflow fail instead of skipping when the
+# infrastructure is missing. SIDECAR_SKIP_INSTALL=1 skips the pip step (offline reruns).
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+find_python() {
+    local candidate
+    for candidate in python3.13 python3.12 python3.11 python3; do
+        if command -v "$candidate" >/dev/null 2>&1 \
+            && "$candidate" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
+            echo "$candidate"
+            return 0
+        fi
+    done
+    return 1
+}
+
+step() { printf '\n==> %s\n' "$*"; }
+
+if [[ ! -x .venv/bin/python ]]; then
+    PYTHON="$(find_python)" || { echo "error: python >= 3.11 is required" >&2; exit 1; }
+    step "creating .venv with $PYTHON"
+    "$PYTHON" -m venv .venv
+fi
+# shellcheck disable=SC1091
+source .venv/bin/activate
+
+if [[ "${SIDECAR_SKIP_INSTALL:-0}" != "1" ]]; then
+    step "pip install -e '.[shim,dev]'"
+    python -m pip install --quiet --disable-pip-version-check -e '.[shim,dev]'
+fi
+
+export CI=true
+
+if [[ -f scripts/gen_protos.py ]]; then
+    step "generated code is up to date"
+    python scripts/gen_protos.py --check
+fi
+
+if [[ -f buf.yaml ]]; then
+    step "buf lint"
+    buf lint
+fi
+
+step "ruff"
+ruff check .
+ruff format --check .
+
+step "mypy"
+mypy
+
+step "pytest"
+python -m pytest -q "$@"
