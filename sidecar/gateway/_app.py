@@ -1,0 +1,171 @@
+"""The gateway as one ASGI application: body limit, JSON decoding, routing, the OpenAPI document."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import JSONResponse, Response
+from starlette.types import Receive, Scope, Send
+
+from sidecar._gen.airflow_sidecar.v1 import backfill_pb2
+from sidecar.gateway import _airflow, _rest
+from sidecar.gateway._bindings import bindings_of
+from sidecar.gateway._calls import Upstream
+from sidecar.gateway._errors import bad_request, error_body
+from sidecar.gateway._openapi import openapi_document
+
+log = logging.getLogger(__name__)
+
+OPENAPI_PATH = "/openapi.json"
+#: The services whose HTTP bindings the gateway serves (every service of the public proto file).
+SERVICES = tuple(backfill_pb2.DESCRIPTOR.services_by_name.values())
+#: The gRPC methods the gateway routes (``/pkg.Service/Method``), built from those bindings.
+GATEWAY_ROUTES: frozenset[str] = frozenset(b.grpc_path for b in bindings_of(SERVICES))
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    """How the gateway reaches the sidecar and what it accepts."""
+
+    target: str = "127.0.0.1:50051"
+    """host:port of the sidecar's gRPC server."""
+    max_body_bytes: int = 1024 * 1024
+    """Largest request body; larger ones get 413 before anything is called."""
+    timeout: float = 60.0
+    """Seconds per unary gRPC call."""
+    credentials: grpc.ChannelCredentials | None = None
+    """TLS credentials for the sidecar's port; None: plaintext (loopback)."""
+
+
+class _TooLarge(Exception):
+    pass
+
+
+class _BadJson(Exception):
+    def __init__(self, error: json.JSONDecodeError) -> None:
+        super().__init__(error.msg)
+        self.error = error
+
+
+class Gateway:
+    """The ASGI app: ``/v1/...`` from the HTTP bindings, ``/api/v2/backfills...``, ``/openapi.json``."""
+
+    def __init__(self, config: GatewayConfig | None = None) -> None:
+        self.config = config or GatewayConfig()
+        self.upstream = Upstream(
+            self.config.target, timeout=self.config.timeout, credentials=self.config.credentials
+        )
+        self.bindings = bindings_of(SERVICES)
+        self.openapi = openapi_document(self.bindings)
+        self._airflow = _airflow.AirflowRoutes(self.upstream)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """ASGI entry point."""
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+            return
+        if scope["type"] != "http":
+            return
+        request = Request(scope, receive)
+        response = await self._answer(request)
+        await response(scope, receive, send)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.upstream.close()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def _answer(self, request: Request) -> Response:
+        raw_path: bytes = request.scope.get("raw_path") or request.scope["path"].encode()
+        path = raw_path.decode("latin-1").split("?", 1)[0]
+        airflow = path == _airflow.PREFIX or path.startswith(_airflow.PREFIX + "/")
+        if path == OPENAPI_PATH and request.method == "GET":
+            return JSONResponse(self.openapi)
+        try:
+            raw = await self._read_body(request)
+        except _TooLarge:
+            message = f"request body larger than {self.config.max_body_bytes} bytes"
+            if airflow:
+                return JSONResponse({"detail": message}, status_code=413)
+            return JSONResponse(error_body(413, "INVALID_ARGUMENT", message), status_code=413)
+        except ClientDisconnect:
+            return Response(status_code=400)
+        try:
+            body = _decode(raw)
+        except _BadJson as exc:
+            if airflow:
+                return _airflow_json_error(exc.error)
+            return _rest.error_response(
+                bad_request(f"malformed JSON body: {exc.error.msg} at {exc.error.pos}")
+            )
+        if airflow:
+            return await self._airflow.dispatch(request, path, body, bool(raw.strip()))
+        found = _rest.match(self.bindings, request.method, path)
+        if found is None:
+            return JSONResponse(error_body(404, "NOT_FOUND", f"no route for {path[:200]}"), status_code=404)
+        if isinstance(found, str):
+            return JSONResponse(
+                error_body(405, "UNIMPLEMENTED", f"{request.method} is not allowed on {path[:200]}"),
+                status_code=405,
+            )
+        binding, values = found
+        return await _rest.handle(self.upstream, binding, values, request, body)
+
+    async def _read_body(self, request: Request) -> bytes:
+        limit = self.config.max_body_bytes
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isascii() and declared.isdigit() and int(declared) > limit:
+            raise _TooLarge
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise _TooLarge
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+
+def _decode(raw: bytes) -> Any:
+    if not raw.strip():
+        return None
+    try:
+        return json.loads(raw, parse_constant=_reject_constant)
+    except json.JSONDecodeError as exc:
+        raise _BadJson(exc) from None
+    except (UnicodeDecodeError, RecursionError, ValueError) as exc:
+        raise _BadJson(json.JSONDecodeError(str(exc)[:200], "", 0)) from None
+
+
+def _reject_constant(name: str) -> Any:
+    """NaN and Infinity are not JSON (RFC 8259), and PostgreSQL's json types refuse them."""
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _airflow_json_error(error: json.JSONDecodeError) -> JSONResponse:
+    """FastAPI's 422 for a body that is not JSON."""
+    detail = [
+        {
+            "type": "json_invalid",
+            "loc": ["body", error.pos],
+            "msg": "JSON decode error",
+            "input": {},
+            "ctx": {"error": error.msg},
+        }
+    ]
+    return JSONResponse({"detail": detail}, status_code=422)
+
+
+def create_app(config: GatewayConfig | None = None) -> Gateway:
+    """The gateway ASGI application."""
+    return Gateway(config)
