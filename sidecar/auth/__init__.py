@@ -1,0 +1,74 @@
+"""Authentication and authorisation of gRPC calls: bearer tokens, a DAG policy, TLS.
+
+The ``ErrorInfo`` reasons are a contract with every front door (the REST gateway maps them
+to Airflow's exact HTTP answers): an unauthenticated call fails with ``UNAUTHENTICATED`` and
+one of the ``TOKEN_*`` reasons, a call that is not allowed with ``PERMISSION_DENIED`` and the
+reason ``PERMISSION_DENIED``. See the README's "Security" section for the file formats.
+"""
+
+from sidecar.auth._actions import METHOD_RULES, MethodRule, Target
+from sidecar.auth._client import ClientSecurity, open_channel, read_token
+from sidecar.auth._config import (
+    AuthConfig,
+    TlsConfig,
+    build_interceptor,
+    check_auth,
+    is_loopback,
+    server_credentials,
+)
+from sidecar.auth._interceptor import AuthInterceptor, DagResolver, RevocationCheck, current_principal
+from sidecar.auth._policy import SCHEDULER_ROLE, Action, Policy, load_policy, parse_policy
+from sidecar.auth._reasons import (
+    AUTHORIZATION_METADATA,
+    DOMAIN,
+    PERMISSION_DENIED,
+    TOKEN_EXPIRED,
+    TOKEN_INVALID,
+    TOKEN_MISSING,
+)
+from sidecar.auth._revocation import token_revoked
+from sidecar.auth._tokens import (
+    AIRFLOW_AUDIENCE,
+    AuthenticationError,
+    Authenticator,
+    Principal,
+    load_token_file,
+    token_digest,
+)
+
+__all__ = [
+    "AIRFLOW_AUDIENCE",
+    "AUTHORIZATION_METADATA",
+    "DOMAIN",
+    "METHOD_RULES",
+    "PERMISSION_DENIED",
+    "SCHEDULER_ROLE",
+    "TOKEN_EXPIRED",
+    "TOKEN_INVALID",
+    "TOKEN_MISSING",
+    "Action",
+    "AuthConfig",
+    "AuthInterceptor",
+    "AuthenticationError",
+    "Authenticator",
+    "ClientSecurity",
+    "DagResolver",
+    "MethodRule",
+    "Policy",
+    "Principal",
+    "RevocationCheck",
+    "Target",
+    "TlsConfig",
+    "build_interceptor",
+    "check_auth",
+    "current_principal",
+    "is_loopback",
+    "load_policy",
+    "load_token_file",
+    "open_channel",
+    "parse_policy",
+    "read_token",
+    "server_credentials",
+    "token_digest",
+    "token_revoked",
+]

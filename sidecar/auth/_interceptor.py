@@ -1,0 +1,270 @@
+"""The grpc.aio server interceptor that authenticates and authorises every call.
+
+It wraps each method's handler rather than answering from ``intercept_service`` alone,
+because authorisation needs the request: the DAG id of a create, the backfill named by a
+get. The check runs before the servicer, so a refused call writes nothing. The caller is
+published in a context variable for the duration of the call; the servicer records it as
+the backfill's triggering user (:func:`current_principal`).
+"""
+
+from __future__ import annotations
+
+import contextvars
+import inspect
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, NoReturn
+
+import grpc
+from google.protobuf import any_pb2
+from google.protobuf.message import Message
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_status import rpc_status
+
+from sidecar.auth._actions import (
+    AUTHENTICATED_PREFIXES,
+    METHOD_RULES,
+    PUBLIC_PREFIXES,
+    MethodRule,
+    Target,
+)
+from sidecar.auth._policy import Action, Policy
+from sidecar.auth._reasons import AUTHORIZATION_METADATA, DOMAIN, PERMISSION_DENIED, TOKEN_INVALID
+from sidecar.auth._tokens import AuthenticationError, Authenticator, Principal
+
+log = logging.getLogger(__name__)
+
+#: Resolves a backfill resource name to its DAG id; None when there is no such backfill.
+DagResolver = Callable[[str], Awaitable[str | None]]
+#: Whether a JWT id was revoked (Airflow's logout); see ``sidecar.auth._revocation``.
+RevocationCheck = Callable[[str], Awaitable[bool]]
+
+_principal: contextvars.ContextVar[Principal | None] = contextvars.ContextVar(
+    "airflow_sidecar_principal", default=None
+)
+
+
+def current_principal() -> Principal | None:
+    """The authenticated caller of the RPC being served (None without authentication)."""
+    return _principal.get()
+
+
+def _status(code: grpc.StatusCode, reason: str, message: str) -> grpc.Status:
+    info = any_pb2.Any()
+    info.Pack(error_details_pb2.ErrorInfo(reason=reason, domain=DOMAIN))
+    status = status_pb2.Status(code=getattr(code_pb2, code.name), message=message, details=[info])
+    converted: grpc.Status = rpc_status.to_status(status)
+    return converted
+
+
+#: The database could not answer an authorisation question: retry (never allow by default).
+_UNAVAILABLE = _status(
+    grpc.StatusCode.UNAVAILABLE, "UNAVAILABLE", "the metadata database is unreachable; retry"
+)
+
+
+def _field(message: Message, path: str) -> str:
+    value: Any = message
+    for part in path.split("."):
+        value = getattr(value, part)
+    return str(value)
+
+
+class Denied(Exception):
+    """A refused call, with the status to answer it with."""
+
+    def __init__(self, status: grpc.Status) -> None:
+        super().__init__(status.details)
+        self.status = status
+
+
+class AuthInterceptor(grpc.aio.ServerInterceptor):
+    """Authenticates every call by its bearer token and authorises it by the policy.
+
+    Args:
+        authenticator: turns the ``authorization`` metadata into a principal.
+        policy: who may do which action on which DAG.
+        resolve_dag: the DAG of a backfill resource name (the engine's ``get``).
+        is_revoked: whether a JWT id was revoked by Airflow; None checks nothing.
+    """
+
+    def __init__(
+        self,
+        authenticator: Authenticator,
+        policy: Policy,
+        resolve_dag: DagResolver,
+        is_revoked: RevocationCheck | None = None,
+    ) -> None:
+        self._authenticator = authenticator
+        self._policy = policy
+        self._resolve_dag = resolve_dag
+        self._is_revoked = is_revoked
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
+        """Wrap the method's handler with the checks (health checks pass unchecked)."""
+        handler = await continuation(handler_call_details)
+        method = str(handler_call_details.method)
+        if handler is None or method.startswith(PUBLIC_PREFIXES):
+            return handler
+        authorization = None
+        for key, value in handler_call_details.invocation_metadata or ():
+            if key == AUTHORIZATION_METADATA:
+                authorization = value if isinstance(value, str) else value.decode()
+        return _wrap(handler, _Check(self, method, authorization))
+
+    async def check(self, method: str, authorization: str | None, request: Message | None) -> Principal:
+        """The caller, if it may make this call with this request.
+
+        Raises:
+            Denied: unauthenticated, or not allowed.
+        """
+        try:
+            principal = self._authenticator.authenticate(authorization)
+        except AuthenticationError as exc:
+            log.info("unauthenticated call to %s: %s", method, exc.reason)
+            raise Denied(_status(grpc.StatusCode.UNAUTHENTICATED, exc.reason, exc.message)) from exc
+        if principal.jti is not None and self._is_revoked is not None:
+            await self._check_revocation(principal.jti, method)
+        if method.startswith(AUTHENTICATED_PREFIXES):
+            return principal
+        rule = METHOD_RULES.get(method)
+        if rule is None:
+            self._deny(principal, method, None, f"no authorisation rule for {method}")
+        dag_id = await self._dag_of(rule, request)
+        if dag_id is None:
+            # No single DAG: Tick, an unfiltered listing (cut to readable DAGs afterwards), or
+            # a backfill that does not exist, which the servicer answers with NOT_FOUND, but
+            # only to callers who hold the action somewhere, so strangers cannot probe ids.
+            if not self._policy.grants_any(principal, rule.action):
+                self._deny(principal, method, None, f"{principal.name} may not {rule.action.value}")
+        elif not self._policy.allows(principal, rule.action, dag_id):
+            what = f"{principal.name} may not {rule.action.value} backfills of DAG {dag_id}"
+            self._deny(principal, method, dag_id, what)
+        return principal
+
+    async def _dag_of(self, rule: MethodRule, request: Message | None) -> str | None:
+        """The one DAG a call acts on, or None when it names none (or a missing backfill)."""
+        if rule.target is Target.NONE or request is None:
+            return None
+        named = _field(request, rule.field)
+        if rule.target is Target.BACKFILL:
+            try:
+                return await self._resolve_dag(named)
+            except Exception as exc:  # the database, not the caller: retryable, and fail closed
+                log.warning("cannot look up the DAG of %s: %s", named[:80], exc)
+                raise Denied(_UNAVAILABLE) from exc
+        if rule.target is Target.LISTING:
+            return named or None
+        return named
+
+    async def _check_revocation(self, jti: str, method: str) -> None:
+        try:
+            revoked = await self._is_revoked(jti) if self._is_revoked else False
+        except Exception as exc:  # fail closed: an unverifiable token is not accepted
+            log.warning("cannot check token revocation for %s: %s", method, exc)
+            raise Denied(_UNAVAILABLE) from exc
+        if revoked:
+            log.info("revoked token used for %s", method)
+            raise Denied(_status(grpc.StatusCode.UNAUTHENTICATED, TOKEN_INVALID, "token has been revoked"))
+
+    def _deny(self, principal: Principal, method: str, dag_id: str | None, message: str) -> NoReturn:
+        log.info("denied %s to %s (dag %s)", method, principal.name, dag_id)
+        raise Denied(_status(grpc.StatusCode.PERMISSION_DENIED, PERMISSION_DENIED, message))
+
+    def readable(self, principal: Principal, method: str, response: Message) -> Message:
+        """A listing cut to the DAGs ``principal`` may read (a page may come back short)."""
+        rule = METHOD_RULES.get(method)
+        if rule is None or rule.target is not Target.LISTING:
+            return response
+        items = response.backfills  # type: ignore[attr-defined]
+        kept = [item for item in items if self._policy.allows(principal, Action.READ, item.dag_id)]
+        if len(kept) != len(items):
+            del items[:]
+            items.extend(kept)
+        return response
+
+
+class _Check:
+    """One call's check: the interceptor, the method and its authorization metadata."""
+
+    def __init__(self, interceptor: AuthInterceptor, method: str, authorization: str | None) -> None:
+        self.interceptor = interceptor
+        self.method = method
+        self.authorization = authorization
+
+    async def enter(self, request: Message | None, context: grpc.aio.ServicerContext[Any, Any]) -> Principal:
+        try:
+            principal = await self.interceptor.check(self.method, self.authorization, request)
+        except Denied as denied:
+            await context.abort_with_status(denied.status)
+            raise AssertionError("unreachable") from denied
+        _principal.set(principal)
+        return principal
+
+
+async def _result(value: Any) -> Any:
+    return await value if inspect.isawaitable(value) else value
+
+
+async def _items(value: Any) -> AsyncIterator[Any]:
+    if hasattr(value, "__aiter__"):
+        async for item in value:
+            yield item
+    elif inspect.isawaitable(value):
+        await value  # a handler that writes with context.write
+    else:
+        for item in value:
+            yield item
+
+
+def _wrap(handler: grpc.RpcMethodHandler[Any, Any], check: _Check) -> grpc.RpcMethodHandler[Any, Any]:
+    """The same handler, with ``check`` run before the servicer (and listings filtered)."""
+    # Each RPC runs in its own task, so the context variable set here is the call's own.
+    if handler.unary_unary is not None:
+        inner_uu: Any = handler.unary_unary
+
+        async def unary_unary(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+            principal = await check.enter(request, context)
+            response = await _result(inner_uu(request, context))
+            return check.interceptor.readable(principal, check.method, response)
+
+        return grpc.unary_unary_rpc_method_handler(
+            unary_unary, handler.request_deserializer, handler.response_serializer
+        )
+    if handler.unary_stream is not None:
+        inner_us: Any = handler.unary_stream
+
+        async def unary_stream(
+            request: Any, context: grpc.aio.ServicerContext[Any, Any]
+        ) -> AsyncIterator[Any]:
+            await check.enter(request, context)
+            async for item in _items(inner_us(request, context)):
+                yield item
+
+        return grpc.unary_stream_rpc_method_handler(
+            unary_stream, handler.request_deserializer, handler.response_serializer
+        )
+    if handler.stream_unary is not None:
+        inner_su: Any = handler.stream_unary
+
+        async def stream_unary(requests: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+            await check.enter(None, context)
+            return await _result(inner_su(requests, context))
+
+        return grpc.stream_unary_rpc_method_handler(
+            stream_unary, handler.request_deserializer, handler.response_serializer
+        )
+    inner_ss: Any = handler.stream_stream
+
+    async def stream_stream(requests: Any, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
+        await check.enter(None, context)
+        async for item in _items(inner_ss(requests, context)):
+            yield item
+
+    return grpc.stream_stream_rpc_method_handler(
+        stream_stream, handler.request_deserializer, handler.response_serializer
+    )
