@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from sidecar.catalog._model import NOTSET, DagParams, DagTemplate, ParamSpec, TaskTemplate
+from sidecar.catalog._model import NOTSET, DagParams, DagTemplate, MapLength, ParamSpec, TaskTemplate
 from sidecar.catalog._params import validate_conf_params
 from sidecar.catalog._parse import parse_dag
 
@@ -19,6 +19,7 @@ __all__ = [
     "NOTSET",
     "DagParams",
     "DagTemplate",
+    "MapLength",
     "ParamSpec",
     "TaskTemplate",
     "parse_dag",

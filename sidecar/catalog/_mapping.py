@@ -6,9 +6,10 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from sidecar.catalog._decode import TYPE, VAR
+from sidecar.catalog._model import MapLength
 from sidecar.errors import UnsupportedFeature
 
-__all__ = ["GroupInfo", "expand_length", "map_indexes", "walk_task_groups"]
+__all__ = ["GroupInfo", "expand_length", "map_indexes", "map_length", "walk_task_groups"]
 
 #: Tags whose value is resolved at run time (XCom); the count is not known at creation.
 _RUNTIME_TYPES = frozenset({"xcomref"})
@@ -155,3 +156,73 @@ def map_indexes(
         except _NotFullyPopulated:
             return (-1,)
     return _indexes(count)
+
+
+class _Unmeasured(Exception):
+    """An XCom input combined in a way the sidecar does not measure (``zip``, ``concat``)."""
+
+
+def _ref_factor(value: Mapping[str, Any]) -> str:
+    """The upstream task whose ``task_map`` length an XCom reference stands for."""
+    var = value.get(VAR)
+    if not isinstance(var, Mapping):
+        raise _Unmeasured
+    kind = var.get("type") or ""
+    if kind == "" and "task_id" in var:
+        return str(var["task_id"])
+    if kind == "map" and isinstance(var.get("arg"), Mapping):  # map() keeps its source's length
+        return _ref_factor(var["arg"])
+    raise _Unmeasured
+
+
+def _arg_factor(value: Any, where: str) -> int | str:
+    if isinstance(value, Mapping) and value.get(TYPE) in _RUNTIME_TYPES:
+        return _ref_factor(value)
+    return _literal_length(value, where)
+
+
+def _input_factors(expand_input: Mapping[str, Any], where: str) -> list[int | str]:
+    """The factors of one expand input's total length (``get_total_map_length``)."""
+    kind = expand_input.get("type")
+    value = expand_input.get("value")
+    if kind == "dict-of-lists":
+        if isinstance(value, dict) and value.get(TYPE) == "dict":
+            value = value.get(VAR)
+        if not isinstance(value, dict):
+            raise UnsupportedFeature(f"expand input without a dict value ({where})")
+        if not value:
+            return [0]
+        return [_arg_factor(arg, f"{where}, argument {key!r}") for key, arg in value.items()]
+    if kind == "list-of-dicts":
+        return [_arg_factor(value, f"{where}, expand_kwargs argument")]
+    raise UnsupportedFeature(f"expand input type {kind!r} ({where})")
+
+
+def map_length(
+    task_id: str,
+    own_expand_input: Mapping[str, Any] | None,
+    groups: tuple[tuple[str, Mapping[str, Any]], ...],
+) -> MapLength | None:
+    """How a task's map length is known (None for a task that is not mapped at all).
+
+    Args:
+        task_id: The task id (for error messages).
+        own_expand_input: The task's expand input when it is a mapped operator.
+        groups: Enclosing mapped groups, innermost first.
+    """
+    if own_expand_input is None and not groups:
+        return None
+    inputs: list[tuple[str, Mapping[str, Any]]] = []
+    if own_expand_input is not None:
+        inputs.append((f"task {task_id!r}", own_expand_input))
+    inputs.extend((f"task group {group_id!r}", xi) for group_id, xi in groups)
+    try:
+        factors = [f for where, xi in inputs for f in _input_factors(xi, where)]
+    except _Unmeasured:
+        return MapLength(literal=None, factors=None)
+    if all(isinstance(f, int) for f in factors):
+        count = 1
+        for f in factors:
+            count *= int(f)
+        return MapLength(literal=count)
+    return MapLength(literal=None, factors=tuple(factors))

@@ -28,6 +28,9 @@ class TaskTemplate:
         max_tries: ``task.retries``.
         task_display_name: ``task.task_display_name`` (display name or task id).
         depends_on_past: ``task.depends_on_past``.
+        mapping: How the task's map length is known, for clearing an existing run
+            (``DagRun._check_for_removed_or_restored_tasks``): None for a task that is
+            not mapped (neither a mapped operator nor inside a mapped group).
     """
 
     task_id: str
@@ -43,6 +46,24 @@ class TaskTemplate:
     max_tries: int
     task_display_name: str
     depends_on_past: bool
+    mapping: MapLength | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class MapLength:
+    """The map length of a mapped task (its own expand input times its mapped groups').
+
+    Attributes:
+        literal: The parse-time count when every input is a literal
+            (``get_parse_time_mapped_ti_count``), else None.
+        factors: When ``literal`` is None, the factors of the run-time count
+            (``get_mapped_ti_count``): an int is a literal length, a str the id of the
+            upstream task whose ``task_map`` length feeds the mapping. None when an input
+            combines XComs in a way the sidecar does not measure (``zip``, ``concat``).
+    """
+
+    literal: int | None
+    factors: tuple[int | str, ...] | None = ()
 
 
 class _NotSet:
@@ -110,6 +131,8 @@ class DagTemplate:
         disable_bundle_versioning: The DAG's flag.
         params: The DAG params used for conf validation.
         ti_count: Total task instance rows per run.
+        rerun_with_latest_version: The DAG's flag (None when unset): Airflow's API and CLI
+            clear reprocessed runs on their own DAG version when it is False.
     """
 
     dag_id: str
@@ -120,3 +143,4 @@ class DagTemplate:
     disable_bundle_versioning: bool
     params: DagParams
     ti_count: int
+    rerun_with_latest_version: bool | None = None

@@ -13,7 +13,7 @@ from sidecar.errors import InvalidConf, UnsupportedFeature
 
 __all__ = ["parse_params", "validate_conf_params"]
 
-_FIELD = "dag_run_conf"
+_FIELD = "backfill.dag_run_conf"
 
 
 def _is_serialized(val: Any) -> bool:

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from sidecar.catalog._decode import TYPE, VAR, decode, pickle_executor_config
-from sidecar.catalog._mapping import map_indexes, walk_task_groups
+from sidecar.catalog._mapping import map_indexes, map_length, walk_task_groups
 from sidecar.catalog._model import DagTemplate, TaskTemplate
 from sidecar.catalog._params import parse_params
 from sidecar.catalog._weights import normalize_weight_rule, total_weights
@@ -184,6 +184,7 @@ def parse_dag(data: Mapping[str, Any]) -> DagTemplate:
                 max_tries=_as_int(op.task_id, "retries", op.get("retries")),
                 task_display_name=op.display_name,
                 depends_on_past=bool(op.get("depends_on_past")),
+                mapping=map_length(op.task_id, op.expand_input, groups.mapped_groups.get(op.task_id, ())),
             )
         )
     allowed = dag.get("allowed_run_types")
@@ -197,4 +198,7 @@ def parse_dag(data: Mapping[str, Any]) -> DagTemplate:
         disable_bundle_versioning=bool(dag.get("disable_bundle_versioning", False)),
         params=parse_params(dag.get("params")),
         ti_count=sum(len(t.map_indexes) for t in tasks),
+        rerun_with_latest_version=(
+            None if dag.get("rerun_with_latest_version") is None else bool(dag["rerun_with_latest_version"])
+        ),
     )

@@ -19,6 +19,8 @@ import sqlalchemy as sa
 import uuid6
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from sidecar.catalog import MapLength, TaskTemplate
+from sidecar.errors import UnsupportedFeature
 from sidecar.store._rows import (
     RUN_TYPE_BACKFILL,
     TRIGGERED_BY_BACKFILL,
@@ -73,26 +75,58 @@ _HISTORY_COLUMNS = [
 ]
 
 
+_NO_HISTORY_YET = (
+    "NOT EXISTS (SELECT 1 FROM task_instance_history h WHERE h.dag_id = ti.dag_id "
+    "AND h.task_id = ti.task_id AND h.run_id = ti.run_id AND h.map_index = ti.map_index "
+    "AND h.try_number = ti.try_number)"
+)
+
+
+def _seconds_between(dialect: str, later: str, earlier: str) -> str:
+    """SQL for ``(later - earlier).total_seconds()`` (``TaskInstance.set_duration``)."""
+    if dialect == "postgresql":
+        return f"EXTRACT(EPOCH FROM ({later} - {earlier}))"
+    return f"((julianday({later}) - julianday({earlier})) * 86400.0)"
+
+
 async def _archive_tries(
     conn: AsyncConnection, dag_id: str, run_ids: Sequence[str], now: dt.datetime
 ) -> None:
-    cols = ", ".join(_HISTORY_COLUMNS)
-    ti_cols = ", ".join(f"ti.{c}" for c in _HISTORY_COLUMNS)
+    """``TaskInstanceHistory.record_ti`` for every task instance of the runs, set-based.
+
+    An unfinished try is archived as ``failed``; its task instance first gets an end date
+    (now) and a duration when it had no end date, as ``record_ti`` stamps them on the
+    task instance itself. ``rendered_map_index`` is archived as the task instance's
+    hybrid property reads it (the map index as text when nothing was rendered).
+    """
     finished = ", ".join(f"'{s}'" for s in _FINISHED_TI_STATES)
+    unfinished = f"(ti.state IS NULL OR ti.state NOT IN ({finished}))"
+    params = {"dag_id": dag_id, "run_ids": list(run_ids), "now": now}
+    run_ids_bind: sa.BindParameter[Any] = sa.bindparam("run_ids", expanding=True)
+    now_bind: sa.BindParameter[Any] = sa.bindparam("now", type_=task_instance.c.end_date.type)
+    in_runs = "ti.dag_id = :dag_id AND ti.run_id IN :run_ids"
+    duration = _seconds_between(conn.dialect.name, ":now", "ti.start_date")
     await conn.execute(
         sa.text(
-            f"INSERT INTO task_instance_history (task_instance_id, {cols}, state, end_date) "
+            f"UPDATE task_instance AS ti SET end_date = :now, "
+            f"duration = CASE WHEN ti.start_date IS NULL THEN NULL ELSE {duration} END "
+            f"WHERE {in_runs} AND {unfinished} AND ti.end_date IS NULL AND {_NO_HISTORY_YET}"
+        ).bindparams(run_ids_bind, now_bind),
+        params,
+    )
+    columns = [c for c in _HISTORY_COLUMNS if c != "rendered_map_index"]
+    cols = ", ".join(columns)
+    ti_cols = ", ".join(f"ti.{c}" for c in columns)
+    await conn.execute(
+        sa.text(
+            f"INSERT INTO task_instance_history (task_instance_id, {cols}, rendered_map_index, state, end_date) "
             f"SELECT ti.id, {ti_cols}, "
-            f"CASE WHEN ti.state IN ({finished}) THEN ti.state ELSE 'failed' END, "
-            f"CASE WHEN ti.state IN ({finished}) THEN ti.end_date ELSE COALESCE(ti.end_date, :now) END "
-            "FROM task_instance ti WHERE ti.dag_id = :dag_id AND ti.run_id IN :run_ids "
-            "AND NOT EXISTS (SELECT 1 FROM task_instance_history h WHERE h.dag_id = ti.dag_id "
-            "AND h.task_id = ti.task_id AND h.run_id = ti.run_id AND h.map_index = ti.map_index "
-            "AND h.try_number = ti.try_number)"
-        ).bindparams(
-            sa.bindparam("run_ids", expanding=True), sa.bindparam("now", type_=task_instance.c.end_date.type)
-        ),
-        {"dag_id": dag_id, "run_ids": list(run_ids), "now": now},
+            "COALESCE(ti.rendered_map_index, CASE WHEN ti.map_index >= 0 "
+            "THEN CAST(ti.map_index AS VARCHAR(250)) END), "
+            f"CASE WHEN {unfinished} THEN 'failed' ELSE ti.state END, ti.end_date "
+            f"FROM task_instance ti WHERE {in_runs} AND {_NO_HISTORY_YET}"
+        ).bindparams(run_ids_bind),
+        params,
     )
     await conn.execute(
         sa.text(
@@ -101,6 +135,100 @@ async def _archive_tries(
         ).bindparams(sa.bindparam("run_ids", expanding=True)),
         {"dag_id": dag_id, "run_ids": list(run_ids)},
     )
+
+
+def _runtime_length(
+    task_id: str,
+    mapping: MapLength,
+    run_id: str,
+    tasks: dict[str, TaskTemplate],
+    lengths: dict[tuple[str, str], int],
+) -> int | None:
+    """``get_mapped_ti_count`` of a just-cleared run; None where Airflow finds it not fully populated.
+
+    Raises:
+        UnsupportedFeature: For XComs combined with ``zip``/``concat`` (not measured here).
+    """
+    if mapping.factors is None:
+        raise UnsupportedFeature(
+            f"reprocessing a run of task {task_id!r}, mapped over zip() or concat() of XComs"
+        )
+    total = 1
+    for factor in mapping.factors:
+        if isinstance(factor, int):
+            total *= factor
+            continue
+        upstream = tasks.get(factor)
+        if upstream is None or upstream.mapping is not None:
+            # A mapped upstream's task instances were just cleared: unfinished, so unknown.
+            return None
+        length = lengths.get((run_id, factor))
+        if length is None:
+            return None
+        total *= length
+    return total
+
+
+async def _mark_removed(
+    conn: AsyncConnection, ctx: RunContext, run_ids: Sequence[str]
+) -> set[tuple[str, str]]:
+    """Airflow's ``_check_for_removed_or_restored_tasks`` on the cleared runs, set-based.
+
+    Task instances of tasks the latest version no longer has, and map indexes the task's
+    current map length no longer covers (the unmapped ``-1`` instance of a task whose
+    literal length is now known, indexes past the length, every expanded index while an
+    upstream XCom length is unknown) become ``removed``.
+
+    Returns:
+        ``(run_id, task_id)`` of every task instance the runs have.
+    """
+    dag_id = ctx.dag.dag_id
+    tasks = {t.task_id: t for t in ctx.dag.tasks}
+    rows = list(
+        await conn.execute(
+            sa.select(
+                task_instance.c.id, task_instance.c.task_id, task_instance.c.run_id, task_instance.c.map_index
+            ).where(task_instance.c.dag_id == dag_id, task_instance.c.run_id.in_(run_ids))
+        )
+    )
+    upstreams = {
+        factor
+        for t in tasks.values()
+        if t.mapping is not None and t.mapping.factors
+        for factor in t.mapping.factors
+        if isinstance(factor, str)
+    }
+    lengths: dict[tuple[str, str], int] = {}
+    if upstreams:
+        result = await conn.execute(
+            sa.text(
+                "SELECT run_id, task_id, length FROM task_map WHERE dag_id = :dag_id"
+                " AND run_id IN :run_ids AND task_id IN :task_ids AND map_index < 0"
+            ).bindparams(sa.bindparam("run_ids", expanding=True), sa.bindparam("task_ids", expanding=True)),
+            {"dag_id": dag_id, "run_ids": list(run_ids), "task_ids": sorted(upstreams)},
+        )
+        lengths = {(r.run_id, r.task_id): int(r.length) for r in result}
+    removed: list[Any] = []
+    for row in rows:
+        task = tasks.get(row.task_id)
+        if task is None:
+            removed.append(row.id)
+            continue
+        mapping = task.mapping
+        if mapping is None:
+            continue
+        if mapping.literal is not None:
+            if row.map_index < 0 or row.map_index >= mapping.literal:
+                removed.append(row.id)
+            continue
+        total = _runtime_length(row.task_id, mapping, row.run_id, tasks, lengths)
+        if (total is None and row.map_index >= 0) or (total is not None and row.map_index >= total):
+            removed.append(row.id)
+    if removed:
+        await conn.execute(
+            task_instance.update().where(task_instance.c.id.in_(removed)).values(state="removed")
+        )
+    return {(row.run_id, row.task_id) for row in rows}
 
 
 async def clear_runs_for_backfill(
@@ -187,17 +315,14 @@ async def clear_runs_for_backfill(
             kept,
         )
 
-    # Tasks added in the latest version get their task instances (verify_integrity).
+    present = await _mark_removed(conn, ctx, run_ids)
+
+    # Tasks added in the latest version get their task instances (verify_integrity creates
+    # them only for tasks that have no task instance at all in the run).
     missing: list[dict[str, Any]] = []
-    present = await conn.execute(
-        sa.select(task_instance.c.run_id, task_instance.c.task_id, task_instance.c.map_index).where(
-            task_instance.c.dag_id == dag_id, task_instance.c.run_id.in_(run_ids)
-        )
-    )
-    have = {(r.run_id, r.task_id, r.map_index) for r in present}
     for run_id in run_ids:
         for ti_row in task_instance_rows(ctx, run_id, carriers[run_id], now):
-            if (run_id, ti_row["task_id"], ti_row["map_index"]) not in have:
+            if (run_id, ti_row["task_id"]) not in present:
                 missing.append(ti_row)
     if missing:
         await conn.execute(task_instance.insert(), missing)

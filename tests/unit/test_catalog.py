@@ -462,7 +462,7 @@ def test_conf_validation_matches_airflow(conf: Any) -> None:
         with pytest.raises(InvalidConf) as info:
             validate_conf(tpl, conf)
         assert info.value.message == expected
-        assert info.value.field == "dag_run_conf"
+        assert info.value.field == "backfill.dag_run_conf"
 
 
 def test_conf_valid_without_params() -> None:
