@@ -19,6 +19,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from sidecar.planning import PlannedRun
+from sidecar.store._bulk import TaskInstanceMethod, driver_connection, insert_task_instances, unnest_insert
 from sidecar.store._clear import clear_runs_for_backfill
 from sidecar.store._rows import RunContext, dag_run_row, task_instance_rows
 from sidecar.store._tables import backfill_dag_run, dag_run, task_instance
@@ -90,6 +91,29 @@ def _insert_ignoring_conflicts(dialect: str) -> Any:
     return sqlite.insert(dag_run).on_conflict_do_nothing()
 
 
+async def _create_runs_bulk(
+    conn: AsyncConnection,
+    ctx: RunContext,
+    runs: Sequence[PlannedRun],
+    now: dt.datetime,
+    method: TaskInstanceMethod,
+) -> dict[dt.datetime, int]:
+    """Insert new runs (skipping conflicts) and their task instances; return the new ids by logical date."""
+    driver = await driver_connection(conn)
+    rows = [dag_run_row(ctx, run, now) for run in runs]
+    carriers = {row["run_id"]: row["context_carrier"] for row in rows}
+    inserted = await unnest_insert(
+        driver, "dag_run", rows, suffix="ON CONFLICT DO NOTHING RETURNING id, run_id, logical_date"
+    )
+    created: dict[dt.datetime, int] = {}
+    ti_rows: list[dict[str, Any]] = []
+    for record in inserted:
+        created[record["logical_date"]] = record["id"]
+        ti_rows.extend(task_instance_rows(ctx, record["run_id"], carriers[record["run_id"]], now))
+    await insert_task_instances(driver, ti_rows, method)
+    return created
+
+
 async def write_batch(
     conn: AsyncConnection,
     ctx: RunContext,
@@ -98,8 +122,13 @@ async def write_batch(
     reprocess_behavior: str,
     conf_given: bool,
     now: dt.datetime,
+    bulk_method: TaskInstanceMethod | None = "copy",
 ) -> BatchResult:
     """Write the rows of ``runs`` (consecutive slots of the plan) inside the caller's transaction.
+
+    On PostgreSQL the rows go through the bulk path (:mod:`sidecar.store._bulk`) unless
+    ``bulk_method`` is None; SQLite (and ``bulk_method=None``) uses SQLAlchemy's
+    executemany. Both write the same values, built by :mod:`sidecar.store._rows`.
 
     Returns:
         Counts of runs created, existing runs cleared for reprocessing, and slots skipped.
@@ -110,7 +139,10 @@ async def write_batch(
 
     to_create = [run for run, d in decisions if d is Disposition.CREATE]
     created_ids: dict[dt.datetime, int] = {}
-    if to_create:
+    bulk = dialect == "postgresql" and bulk_method is not None
+    if to_create and bulk:
+        created_ids = await _create_runs_bulk(conn, ctx, to_create, now, bulk_method or "copy")
+    elif to_create:
         rows = [dag_run_row(ctx, run, now) for run in to_create]
         result = await conn.execute(
             _insert_ignoring_conflicts(dialect).returning(
@@ -154,6 +186,8 @@ async def write_batch(
                 "sort_ordinal": run.sort_ordinal,
             }
         )
-    if bdr_rows:
+    if bdr_rows and bulk:
+        await unnest_insert(await driver_connection(conn), "backfill_dag_run", bdr_rows)
+    elif bdr_rows:
         await conn.execute(backfill_dag_run.insert(), bdr_rows)
     return BatchResult(created=len(created_ids), reprocessed=len(to_reprocess), skipped=skipped)

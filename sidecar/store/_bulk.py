@@ -1,0 +1,221 @@
+"""PostgreSQL's bulk write path: ``unnest``-array inserts and binary ``COPY`` on the raw asyncpg connection.
+
+The row *values* still come from :mod:`sidecar.store._rows` (the one source of truth);
+this module only changes how they travel. A batch's rows become one column array per
+column (or one scalar where every row shares the value, e.g. ``dag_id`` or ``state``)
+and go to PostgreSQL in one statement per table, instead of SQLAlchemy's
+"insertmanyvalues" pages of bound parameters:
+
+- ``dag_run``: ``INSERT ... SELECT FROM unnest(...) ON CONFLICT DO NOTHING RETURNING``,
+  because a planned date may meet a run written concurrently (the conflict is then
+  recorded as "in flight") and the new ids are needed for ``backfill_dag_run``.
+- ``task_instance``: binary ``COPY`` (no conflict is possible: its run was just created
+  in this transaction), the fastest way into a table with Airflow's indexes and keys.
+- ``backfill_dag_run``: ``unnest`` (small rows, one per slot).
+
+Everything runs on the driver connection underneath the caller's SQLAlchemy
+connection, so it shares the caller's transaction: the batch and its cursor still
+commit or roll back together. Foreign keys and indexes stay exactly as Airflow has them.
+"""
+
+from __future__ import annotations
+
+import json
+import operator
+from collections.abc import Iterable, Mapping, Sequence
+from functools import cache
+from typing import Any, Literal
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from sidecar.store._tables import backfill_dag_run, dag_run, task_instance
+
+#: How ``task_instance`` rows travel: binary ``COPY`` (default) or an ``unnest`` insert.
+TaskInstanceMethod = Literal["copy", "unnest"]
+
+_PG = postgresql.dialect()  # type: ignore[no-untyped-call]
+
+
+class BulkConnection:
+    """The asyncpg connection under a SQLAlchemy connection, sharing its transaction.
+
+    Driver errors are re-raised as SQLAlchemy's ``DBAPIError`` (with the asyncpg error,
+    and its SQLSTATE, as ``orig``'s cause), exactly as statements run through SQLAlchemy
+    fail, so callers classify and map failures in one way whatever the path.
+    """
+
+    def __init__(self, conn: AsyncConnection, fairy: Any) -> None:
+        self._dialect = conn.dialect
+        self._adapted = fairy.dbapi_connection
+        self.driver: Any = fairy.driver_connection
+
+    async def fetch(self, sql: str, *args: Any) -> list[Any]:
+        """Run ``sql`` and return its records."""
+        try:
+            return list(await self.driver.fetch(sql, *args))
+        except Exception as exc:
+            raise self._translate(exc, sql) from exc
+
+    async def copy_records(self, table: str, records: list[tuple[Any, ...]], columns: list[str]) -> None:
+        """Binary ``COPY`` of ``records`` into ``table``."""
+        try:
+            await self.driver.copy_records_to_table(table, records=records, columns=columns)
+        except Exception as exc:
+            raise self._translate(exc, f"COPY {table}") from exc
+
+    def _translate(self, exc: Exception, statement: str) -> Exception:
+        try:
+            self._adapted._handle_exception(exc)  # raises the DB-API form of a driver error
+        except Exception as dbapi_error:
+            dbapi = self._dialect.loaded_dbapi
+            if not isinstance(dbapi_error, dbapi.Error):
+                return dbapi_error
+            return sa.exc.DBAPIError.instance(
+                statement,
+                None,
+                dbapi_error,
+                dbapi.Error,
+                connection_invalidated=self._dialect.is_disconnect(dbapi_error, self._adapted, None),
+            )
+        return exc
+
+
+async def driver_connection(conn: AsyncConnection) -> BulkConnection:
+    """The asyncpg connection under ``conn``, inside ``conn``'s current transaction."""
+    return BulkConnection(conn, await conn.get_raw_connection())
+
+
+@cache
+def _pg_type(table: str, column: str) -> str:
+    """The PostgreSQL type name of a column, for casts of unnest arrays (e.g. ``JSONB``)."""
+    return str(_TABLES[table].c[column].type.compile(dialect=_PG))
+
+
+_TABLES: dict[str, sa.Table] = {t.name: t for t in (dag_run, task_instance, backfill_dag_run)}
+
+
+@cache
+def _is_json(table: str, column: str) -> bool:
+    return _pg_type(table, column) in ("JSON", "JSONB")
+
+
+def _encode(table: str, column: str, value: Any) -> Any:
+    """A value as asyncpg expects it: JSON columns travel as their serialised text.
+
+    ``None`` in a JSON column becomes JSON ``null``, as SQLAlchemy's ``JSON`` type (with
+    ``none_as_null=False``, the tables' setting) writes it on the simple path.
+    """
+    if _is_json(table, column):
+        return json.dumps(value)
+    return value
+
+
+def _split_constant_columns(
+    table: str, columns: Sequence[str], rows: Sequence[Mapping[str, Any]]
+) -> tuple[dict[str, Any], list[str]]:
+    """Columns whose value is the same in every row (sent once) and the varying ones (sent as arrays)."""
+    first = rows[0]
+    constant: dict[str, Any] = {}
+    varying: list[str] = []
+    for column in columns:
+        value = first[column]
+        if all(row[column] == value for row in rows):
+            constant[column] = value
+        else:
+            varying.append(column)
+    return constant, varying
+
+
+def _unnest_insert_sql(
+    table: str, columns: Sequence[str], constant: Mapping[str, Any], varying: Sequence[str], suffix: str
+) -> tuple[str, list[str]]:
+    """``INSERT INTO t (cols) SELECT $1::type, ..., u.* FROM unnest($k::type[], ...) AS u`` and its parameter order."""
+    params: list[str] = []
+    selects: list[str] = []
+    arrays: list[str] = []
+    for column in columns:
+        params.append(column)
+        placeholder = f"${len(params)}::{_pg_type(table, column)}"
+        if column in constant:
+            selects.append(placeholder)
+        else:
+            arrays.append(placeholder + "[]")
+            selects.append(f'u."{column}"')
+    names = ", ".join(f'"{c}"' for c in columns)
+    aliases = ", ".join(f'"{c}"' for c in varying)
+    source = f" FROM unnest({', '.join(arrays)}) AS u({aliases})" if arrays else ""
+    sql = f"INSERT INTO {table} ({names}) SELECT {', '.join(selects)}{source} {suffix}".rstrip()
+    return sql, params
+
+
+async def unnest_insert(
+    driver: BulkConnection,
+    table: str,
+    rows: Sequence[Mapping[str, Any]],
+    *,
+    suffix: str = "",
+) -> list[Any]:
+    """Insert ``rows`` (dicts with the same keys) into ``table`` with one ``unnest`` statement.
+
+    Args:
+        driver: The asyncpg connection (see :func:`driver_connection`).
+        table: An Airflow table this module knows the column types of.
+        rows: The rows, as :mod:`sidecar.store._rows` builds them.
+        suffix: SQL after the ``SELECT`` (``ON CONFLICT ...``, ``RETURNING ...``).
+
+    Returns:
+        The records the statement returns (empty without ``RETURNING``).
+    """
+    if not rows:
+        return []
+    columns = list(rows[0])
+    constant, varying = _split_constant_columns(table, columns, rows)
+    sql, order = _unnest_insert_sql(table, columns, constant, varying, suffix)
+    args: list[Any] = []
+    for column in order:
+        if column in constant:
+            args.append(_encode(table, column, constant[column]))
+        else:
+            args.append([_encode(table, column, row[column]) for row in rows])
+    return await driver.fetch(sql, *args)
+
+
+async def copy_rows(
+    driver: BulkConnection, table: str, rows: Iterable[Mapping[str, Any]], columns: Sequence[str]
+) -> None:
+    """Binary ``COPY`` of ``rows`` into ``table`` (no conflicts may occur)."""
+    json_columns = [i for i, c in enumerate(columns) if _is_json(table, c)]
+    getter = operator.itemgetter(*columns)
+    if json_columns:
+        cache_: dict[int, str] = {}
+
+        def encoded(row: Mapping[str, Any]) -> tuple[Any, ...]:
+            values = list(getter(row))
+            for index in json_columns:
+                value = values[index]
+                # Rows of one run share their carrier object: serialise it once.
+                key = id(value)
+                text = cache_.get(key)
+                if text is None:
+                    text = cache_[key] = json.dumps(value)
+                values[index] = text
+            return tuple(values)
+
+        records: Iterable[tuple[Any, ...]] = (encoded(r) for r in rows)
+    else:
+        records = (getter(r) for r in rows)
+    await driver.copy_records(table, list(records), list(columns))
+
+
+async def insert_task_instances(
+    driver: BulkConnection, rows: Sequence[Mapping[str, Any]], method: TaskInstanceMethod = "copy"
+) -> None:
+    """Insert new task instances (of runs created in this transaction) in one statement."""
+    if not rows:
+        return
+    if method == "copy":
+        await copy_rows(driver, "task_instance", rows, list(rows[0]))
+    else:
+        await unnest_insert(driver, "task_instance", rows)
