@@ -1,0 +1,37 @@
+"""Operations: Prometheus metrics, structured logs, OpenTelemetry traces, health and readiness probes."""
+
+from sidecar.observability._http import OpsServer
+from sidecar.observability._logging import JsonFormatter, configure_logging, log_context
+from sidecar.observability._metrics import (
+    BATCH_SECONDS,
+    DATABASE_ERRORS,
+    REGISTRY,
+    RPC_SECONDS,
+    RUNS_WRITTEN,
+    SLOTS_WRITTEN,
+    TICK_SECONDS,
+    render,
+    set_backfill_counts,
+    set_queue_depths,
+)
+from sidecar.observability._tracing import instrument_database, server_interceptors, setup_tracing
+
+__all__ = [
+    "BATCH_SECONDS",
+    "DATABASE_ERRORS",
+    "REGISTRY",
+    "RPC_SECONDS",
+    "RUNS_WRITTEN",
+    "SLOTS_WRITTEN",
+    "TICK_SECONDS",
+    "JsonFormatter",
+    "OpsServer",
+    "configure_logging",
+    "instrument_database",
+    "log_context",
+    "render",
+    "server_interceptors",
+    "set_backfill_counts",
+    "set_queue_depths",
+    "setup_tracing",
+]
