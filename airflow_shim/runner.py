@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import contextlib
+import os
+import time
+from collections.abc import Collection, Iterable, Iterator
+from typing import TYPE_CHECKING, Any
 
 from airflow.jobs.scheduler_job_runner import SchedulerJobRunner
 from airflow.models.backfill import Backfill
+from airflow.models.dagrun import DagRun
 from airflow.utils.session import NEW_SESSION, provide_session
+from airflow.utils.state import DagRunState
 from sqlalchemy import text
 
+from airflow_shim._fairness import (
+    backfill_runs_left_out,
+    count_running_backfill_runs,
+    max_running_backfill_runs,
+)
 from airflow_shim.client import TickClient
 
 if TYPE_CHECKING:
@@ -20,23 +31,115 @@ def _materializing_query(dialect: str) -> str:
     return f"SELECT backfill_id FROM {table} WHERE phase = 'materializing'"
 
 
+class LoopStats:
+    """Times of the scheduler's own loop (``_do_scheduling``) and of the Tick inside it.
+
+    Logged as one line every ``SIDECAR_SHIM_STATS_INTERVAL`` seconds (default 60), so an
+    operator (and the resilience tests) can see what the sidecar costs the scheduler.
+    """
+
+    def __init__(self, interval: float) -> None:
+        self.interval = interval
+        self._since = time.monotonic()
+        self.loops: list[float] = []
+        self.ticks: list[float] = []
+
+    def add(self, loop: float, tick: float) -> str | None:
+        """Record one loop; return the summary line when one is due."""
+        self.loops.append(loop)
+        self.ticks.append(tick)
+        now = time.monotonic()
+        if now - self._since < self.interval:
+            return None
+        line = (
+            f"sidecar shim loop stats: loops={len(self.loops)} "
+            f"loop_max_ms={max(self.loops) * 1000:.1f} loop_mean_ms={sum(self.loops) / len(self.loops) * 1000:.1f} "
+            f"tick_max_ms={max(self.ticks) * 1000:.1f} tick_mean_ms={sum(self.ticks) / len(self.ticks) * 1000:.1f}"
+        )
+        self._since, self.loops, self.ticks = now, [], []
+        return line
+
+
 class SidecarSchedulerJobRunner(SchedulerJobRunner):
-    """The unmodified scheduler plus two hooks.
+    """The unmodified scheduler plus four hooks.
 
     - Each loop, before scheduling, one Tick with a short deadline lets the sidecar top
       up its backfills' windows of runs. Failures are logged; the loop goes on.
     - Airflow's 30 s completion timer skips backfills that the sidecar is still
       materialising, so a windowed backfill is never completed early.
+    - Running backfill runs that Airflow's per-loop limit left out are examined too
+      (apache/airflow#58554), fairly across backfills.
+    - Queued backfill runs Airflow left out are offered for starting, fairly, unless
+      ``SIDECAR_MAX_RUNNING_BACKFILL_RUNS`` backfill runs are already running; at the cap
+      no backfill run is started, so backfills never crowd out scheduled runs.
+
+    ``SIDECAR_SHIM_FAIRNESS=off`` turns the last two off (Airflow's own choice of runs).
     """
 
     def __init__(self, *args: object, tick_client: TickClient | None = None, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
         self.tick_client = tick_client or TickClient.from_env()
+        self.loop_stats = LoopStats(float(os.environ.get("SIDECAR_SHIM_STATS_INTERVAL", "60")))
+        self.backfill_cap = max_running_backfill_runs()
+        self.fair = os.environ.get("SIDECAR_SHIM_FAIRNESS", "on").lower() not in ("0", "off", "false")
 
     def _do_scheduling(self, session: Session) -> int:
         # Before Airflow's prohibit_commit guard; the RPC never touches the scheduler's session.
+        started = time.monotonic()
         self.tick_client.tick()
-        return super()._do_scheduling(session)
+        ticked = time.monotonic()
+        try:
+            return super()._do_scheduling(session)
+        finally:
+            done = time.monotonic()
+            line = self.loop_stats.add(done - started, ticked - started)
+            if line:
+                self.log.info(line)
+
+    def _schedule_all_dag_runs(self, guard: Any, dag_runs: Iterable[DagRun], session: Session) -> Any:
+        runs = list(dag_runs)
+        if not self.fair:
+            return super()._schedule_all_dag_runs(guard, runs, session)
+        try:
+            extra = backfill_runs_left_out(
+                session, DagRunState.RUNNING, {r.id for r in runs}, DagRun.DEFAULT_DAGRUNS_TO_EXAMINE
+            )
+            self._stamp_team_names(extra, session)  # as Airflow does for its own pick
+        except Exception:
+            self.log.exception("sidecar shim: could not pick left-out backfill runs; Airflow's own pick only")
+            extra = []
+        return super()._schedule_all_dag_runs(guard, runs + extra, session)
+
+    def _start_queued_dagruns(self, session: Session) -> None:
+        if not self.fair:
+            super()._start_queued_dagruns(session)
+            return
+        with self._fair_queued_runs(session):
+            super()._start_queued_dagruns(session)
+
+    @contextlib.contextmanager
+    def _fair_queued_runs(self, session: Session) -> Iterator[None]:
+        """Swap Airflow's queued-run query, for this call only, for one that is fair to backfills."""
+        original = DagRun.__dict__["get_queued_dag_runs_to_set_running"]
+        cap = self.backfill_cap
+
+        def fair(cls: type[DagRun], session: Session) -> Collection[DagRun]:
+            runs = list(original.__func__(cls, session))
+            room = None if cap is None else cap - count_running_backfill_runs(session)
+            if room is not None and room <= 0:
+                return [r for r in runs if r.backfill_id is None]
+            seen = {r.id for r in runs}
+            limit = DagRun.DEFAULT_DAGRUNS_TO_EXAMINE if room is None else room
+            extra = backfill_runs_left_out(session, DagRunState.QUEUED, seen, limit)
+            kept = [r for r in runs if r.backfill_id is None]
+            backfill_runs = [r for r in runs if r.backfill_id is not None] + extra
+            return kept + (backfill_runs if room is None else backfill_runs[:room])
+
+        setattr(DagRun, "get_queued_dag_runs_to_set_running", classmethod(fair))  # noqa: B010
+        try:
+            yield
+        finally:
+            setattr(DagRun, "get_queued_dag_runs_to_set_running", original)  # noqa: B010
 
     @provide_session
     def _mark_backfills_complete(self, *, session: Session = NEW_SESSION) -> None:

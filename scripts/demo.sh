@@ -195,6 +195,11 @@ API_PID="${PIDS[-1]}"
 wait_for api-server "$API_PID" 120 http_ok "http://127.0.0.1:$API_PORT/api/v2/monitor/health"
 
 if ((WITH_SIDECAR)); then
+    # Secure by default: the sidecar accepts JWTs signed with Airflow's own secret; the shim and
+    # the CLI send one (role scheduler, so the shim may Tick) from SIDECAR_TOKEN.
+    export SIDECAR_JWT_SECRET="$AIRFLOW__API_AUTH__JWT_SECRET"
+    SIDECAR_TOKEN="$(airflow-sidecar token jwt --subject demo --role scheduler --valid-for 86400)"
+    export SIDECAR_TOKEN
     start_bg sidecar airflow-sidecar serve --database-url "$SIDECAR_DATABASE_URL" --listen "$SIDECAR_LISTEN"
     SIDECAR_PID="${PIDS[-1]}"
     wait_for sidecar "$SIDECAR_PID" 60 grpc_serving "$SIDECAR_TARGET"

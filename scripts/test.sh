@@ -54,6 +54,11 @@ step "ruff"
 ruff check .
 ruff format --check .
 
+step "deployment files (hadolint, yamllint, values schema)"
+hadolint deploy/Dockerfile deploy/Dockerfile.airflow
+yamllint -c deploy/helm/.yamllint.yaml deploy/helm
+check-jsonschema --schemafile deploy/helm/values.schema.json deploy/helm/values-airflow-sidecar.yaml
+
 step "mypy"
 mypy
 

@@ -23,6 +23,7 @@ and each class carries the stable ``reason`` string that goes into
     │   └── InvalidTransition      e.g. pausing a completed backfill
     ├── AlreadyExists              ALREADY_EXISTS
     │   └── BackfillAlreadyRunning another backfill of the DAG is active
+    ├── ResourceExhausted          RESOURCE_EXHAUSTED (rate limit; carries retry_after)
     └── Unavailable                UNAVAILABLE (database unreachable, retryable)
 """
 
@@ -107,6 +108,15 @@ class AlreadyExists(SidecarError):
 
 class BackfillAlreadyRunning(AlreadyExists):
     reason = "BACKFILL_ALREADY_RUNNING"
+
+
+class ResourceExhausted(SidecarError):
+    reason = "RATE_LIMITED"
+
+    def __init__(self, message: str, *, retry_after: float, field: str | None = None) -> None:
+        super().__init__(message, field=field)
+        #: Seconds after which the same call may succeed.
+        self.retry_after = retry_after
 
 
 class Unavailable(SidecarError):

@@ -7,6 +7,7 @@ import datetime as dt
 import json
 from typing import Any
 
+from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from sidecar._gen.airflow_sidecar.v1 import backfill_pb2 as pb
@@ -62,14 +63,17 @@ def timestamp(value: dt.datetime | None) -> Timestamp | None:
     return ts
 
 
-def datetime_of(ts: Timestamp, field: str) -> dt.datetime:
-    """A required Timestamp field as an aware UTC datetime.
+def datetime_of(message: Message, name: str, field: str) -> dt.datetime:
+    """The required Timestamp field ``name`` of ``message`` as an aware UTC datetime.
+
+    Presence, not value, tells an unset field: 1970-01-01T00:00:00Z is a valid date.
 
     Raises:
         InvalidArgument: unset or out of range.
     """
-    if ts.seconds == 0 and ts.nanos == 0:
+    if not message.HasField(name):
         raise InvalidArgument(f"{field} is required", field=field)
+    ts: Timestamp = getattr(message, name)
     try:
         return ts.ToDatetime(tzinfo=dt.UTC)
     except (ValueError, OverflowError) as exc:
@@ -120,8 +124,8 @@ def spec_of(request: pb.CreateBackfillRequest, principal: str | None) -> Backfil
         )
     return BackfillSpec(
         dag_id=b.dag_id,
-        from_date=datetime_of(b.from_date, "backfill.from_date"),
-        to_date=datetime_of(b.to_date, "backfill.to_date"),
+        from_date=datetime_of(b, "from_date", "backfill.from_date"),
+        to_date=datetime_of(b, "to_date", "backfill.to_date"),
         run_backwards=b.run_backwards,
         reprocess_behavior=_REPROCESS[b.reprocess_behavior],
         max_active_runs=b.max_active_runs if b.HasField("max_active_runs") else DEFAULT_MAX_ACTIVE_RUNS,
@@ -185,7 +189,12 @@ def backfill_id_of(name: str, field: str = "name") -> int:
         InvalidArgument: not of that form.
     """
     prefix, _, rest = name.partition("/")
-    if prefix != "backfills" or not rest.isdigit() or len(rest) > 10 or int(rest) > 2**31 - 1:
+    if (
+        prefix != "backfills"
+        or not (rest.isascii() and rest.isdigit())
+        or len(rest) > 10
+        or int(rest) > 2**31 - 1
+    ):
         raise InvalidArgument(f"{field} must look like backfills/<id>, got {name[:80]!r}", field=field)
     return int(rest)
 

@@ -25,6 +25,7 @@ _CODES: list[tuple[type[errors.SidecarError], grpc.StatusCode]] = [
     (errors.NotFound, grpc.StatusCode.NOT_FOUND),
     (errors.FailedPrecondition, grpc.StatusCode.FAILED_PRECONDITION),
     (errors.AlreadyExists, grpc.StatusCode.ALREADY_EXISTS),
+    (errors.ResourceExhausted, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (errors.Unavailable, grpc.StatusCode.UNAVAILABLE),
 ]
 
@@ -54,6 +55,12 @@ def to_status(error: errors.SidecarError) -> status_pb2.Status:
             )
         )
         details.append(bad)
+    if isinstance(error, errors.ResourceExhausted):
+        retry = any_pb2.Any()
+        retry_info = error_details_pb2.RetryInfo()
+        retry_info.retry_delay.FromMilliseconds(int(error.retry_after * 1000))
+        retry.Pack(retry_info)
+        details.append(retry)
     return status_pb2.Status(code=getattr(code_pb2, code.name), message=error.message, details=details)
 
 

@@ -22,6 +22,8 @@ from sidecar.api._convert import (
     spec_of,
 )
 from sidecar.api._errors import streaming, unary
+from sidecar.api._limits import RateLimiter
+from sidecar.auth import current_principal
 from sidecar.engine import BackfillEngine, DryRun, State
 from sidecar.errors import InvalidArgument
 
@@ -33,24 +35,30 @@ Ctx = grpc.aio.ServicerContext[Any, Any]
 def principal_of(context: Ctx) -> str | None:
     """The authenticated caller, recorded as the backfill's triggering user.
 
-    There is no authentication yet (every caller is anonymous), so this is None;
-    the auth interceptor will provide the principal.
+    The auth interceptor publishes it for the duration of the call; None when the server
+    runs with ``no_auth``.
     """
-    return None
+    principal = current_principal()
+    return principal.name if principal is not None else None
 
 
 class BackfillServicer(backfill_pb2_grpc.BackfillServiceServicer):
     """The public BackfillService."""
 
-    def __init__(self, engine: BackfillEngine, *, watch_interval: float = 1.0) -> None:
+    def __init__(
+        self, engine: BackfillEngine, *, watch_interval: float = 1.0, limiter: RateLimiter | None = None
+    ) -> None:
         self._engine = engine
         self._watch_interval = watch_interval
+        self._limiter = limiter or RateLimiter()
 
     @unary
     async def CreateBackfill(
         self, request: pb.CreateBackfillRequest, context: Ctx
     ) -> pb.CreateBackfillResponse:
         spec = spec_of(request, principal_of(context))
+        if not request.validate_only:
+            self._limiter.check(spec.triggering_user_name, "create")
         if request.dry_run_page_size < 0:
             raise InvalidArgument("dry_run_page_size must not be negative", field="dry_run_page_size")
         result = await self._engine.create(
@@ -92,6 +100,7 @@ class BackfillServicer(backfill_pb2_grpc.BackfillServiceServicer):
 
     @unary
     async def PauseBackfill(self, request: pb.PauseBackfillRequest, context: Ctx) -> pb.PauseBackfillResponse:
+        self._limiter.check(principal_of(context), "pause")
         view = await self._engine.set_paused(backfill_id_of(request.name), True)
         return pb.PauseBackfillResponse(backfill=backfill_message(view))
 
@@ -99,6 +108,7 @@ class BackfillServicer(backfill_pb2_grpc.BackfillServiceServicer):
     async def UnpauseBackfill(
         self, request: pb.UnpauseBackfillRequest, context: Ctx
     ) -> pb.UnpauseBackfillResponse:
+        self._limiter.check(principal_of(context), "unpause")
         view = await self._engine.set_paused(backfill_id_of(request.name), False)
         return pb.UnpauseBackfillResponse(backfill=backfill_message(view))
 
@@ -106,7 +116,10 @@ class BackfillServicer(backfill_pb2_grpc.BackfillServiceServicer):
     async def CancelBackfill(
         self, request: pb.CancelBackfillRequest, context: Ctx
     ) -> pb.CancelBackfillResponse:
-        view = await self._engine.cancel(backfill_id_of(request.name))
+        self._limiter.check(principal_of(context), "cancel")
+        view = await self._engine.cancel(
+            backfill_id_of(request.name), terminate_running=request.terminate_running
+        )
         return pb.CancelBackfillResponse(backfill=backfill_message(view))
 
     @unary
@@ -150,6 +163,7 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServiceServicer):
 
     @unary
     async def Tick(self, request: scheduler_pb2.TickRequest, context: Ctx) -> scheduler_pb2.TickResponse:
+        self._engine.policies.report(request.scheduler_id, request.task_instance_mutation_hook)
         result = await asyncio.shield(self._engine.tick_soon())
         return scheduler_pb2.TickResponse(
             runs_written=result.runs_written,

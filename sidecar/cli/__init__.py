@@ -7,17 +7,33 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import os
 import sys
 from collections.abc import Sequence
 
 import grpc
 
+from sidecar.auth import check_auth
 from sidecar.cli._client import UsageError, run_command
+from sidecar.cli._completion import add_completion_command, autocomplete, completion_script
+from sidecar.cli._security import add_client_flags, add_serve_flags, serve_security
+from sidecar.cli._tokens import TokenUsageError, add_token_command, run_token_command
 from sidecar.errors import SchemaMismatch
 
 DEFAULT_TARGET = "127.0.0.1:50051"
+
+#: Every RPC and the command that reaches it (the contract test holds the two together).
+RPC_COMMANDS: dict[str, tuple[str, ...]] = {
+    "/airflow_sidecar.v1.BackfillService/CreateBackfill": ("backfill", "create"),
+    "/airflow_sidecar.v1.BackfillService/GetBackfill": ("backfill", "get"),
+    "/airflow_sidecar.v1.BackfillService/ListBackfills": ("backfill", "list"),
+    "/airflow_sidecar.v1.BackfillService/PauseBackfill": ("backfill", "pause"),
+    "/airflow_sidecar.v1.BackfillService/UnpauseBackfill": ("backfill", "unpause"),
+    "/airflow_sidecar.v1.BackfillService/CancelBackfill": ("backfill", "cancel"),
+    "/airflow_sidecar.v1.BackfillService/ListBackfillRuns": ("backfill", "runs"),
+    "/airflow_sidecar.v1.BackfillService/WatchBackfill": ("backfill", "get", "--watch"),
+    "/airflow_sidecar.v1.SchedulerService/Tick": ("scheduler",),
+}
 
 
 def _env(name: str, default: str | None = None) -> str | None:
@@ -45,6 +61,30 @@ def build_parser() -> argparse.ArgumentParser:
         "--tick-interval", type=float, default=5.0, help="seconds between the sidecar's own ticks (default 5)"
     )
     serve.add_argument("--log-level", default=_env("SIDECAR_LOG_LEVEL", "INFO"))
+    add_serve_flags(serve)
+    serve.add_argument(
+        "--log-format",
+        choices=("text", "json"),
+        default=_env("SIDECAR_LOG_FORMAT", "text"),
+        help="text, or one JSON object per line with backfill and DAG ids; env SIDECAR_LOG_FORMAT",
+    )
+    serve.add_argument(
+        "--writes-per-minute",
+        type=float,
+        default=float(_env("SIDECAR_WRITES_PER_MINUTE", "60") or 60),
+        help="create/pause/unpause/cancel calls per caller and minute (burst 20; 0: unlimited)",
+    )
+    serve.add_argument(
+        "--ops-listen",
+        default=_env("SIDECAR_OPS_LISTEN"),
+        help="host:port of /metrics, /healthz and /readyz (off unless set); env SIDECAR_OPS_LISTEN",
+    )
+
+    add_completion_command(commands)
+    add_token_command(commands)
+    from sidecar.gateway import add_gateway_parser
+
+    add_gateway_parser(commands)
 
     commands.add_parser(
         "scheduler", help="run `airflow scheduler` with the sidecar shim (same arguments)", add_help=False
@@ -60,6 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     connection.add_argument(
         "--timeout", type=float, default=argparse.SUPPRESS, help="seconds per call (default 600)"
     )
+    add_client_flags(connection)
     backfill = commands.add_parser("backfill", help="create and steer backfills", parents=[connection])
     actions = backfill.add_subparsers(dest="action", required=True)
 
@@ -92,6 +133,12 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("id", help="backfill id (or backfills/<id>)")
         if action == "get":
             sub.add_argument("--watch", action="store_true")
+        if action == "cancel":
+            sub.add_argument(
+                "--terminate-running",
+                action="store_true",
+                help="also stop running runs (running tasks fail, unfinished ones are skipped)",
+            )
         output(sub)
     listing = actions.add_parser("list", parents=[connection], help="list backfills, newest first")
     listing.add_argument("--dag-id", default=None)
@@ -106,18 +153,31 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    from sidecar.observability import configure_logging
     from sidecar.server import ServerConfig, serve
 
-    logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    try:
+        configure_logging(args.log_level, args.log_format)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from exc
     if not args.database_url:
         raise UsageError("--database-url (or SIDECAR_DATABASE_URL) is required")
+    try:
+        auth, tls = serve_security(args)
+        check_auth(auth, args.listen)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from exc
     try:
         asyncio.run(
             serve(
                 ServerConfig(
-                    database_url=args.database_url, listen=args.listen, tick_interval=args.tick_interval
+                    auth=auth,
+                    tls=tls,
+                    database_url=args.database_url,
+                    listen=args.listen,
+                    tick_interval=args.tick_interval,
+                    ops_listen=args.ops_listen,
+                    writes_per_minute=args.writes_per_minute,
                 )
             )
         )
@@ -135,10 +195,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         from airflow_shim.launcher import run_scheduler
 
         return run_scheduler(argv[1:])
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    autocomplete(parser)
+    args = parser.parse_args(argv)
+    if args.command == "completion":
+        print(completion_script(args.shell))
+        return 0
+    if args.command == "token":
+        try:
+            return run_token_command(args)
+        except TokenUsageError as exc:
+            print(f"airflow-sidecar: error: {exc}", file=sys.stderr)
+            return 2
     try:
         if args.command == "serve":
             return _serve(args)
+        if args.command == "gateway":
+            from sidecar.gateway import run_gateway
+
+            try:
+                return run_gateway(args)
+            except ValueError as exc:
+                raise UsageError(str(exc)) from exc
         args.target = getattr(args, "target", None) or _env("SIDECAR_TARGET", DEFAULT_TARGET)
         args.timeout = getattr(args, "timeout", None) or 600.0
         return run_command(args)

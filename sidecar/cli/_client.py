@@ -9,11 +9,12 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-import grpc
 from google.protobuf import json_format
 
 from sidecar._gen.airflow_sidecar.v1 import backfill_pb2 as pb
 from sidecar._gen.airflow_sidecar.v1 import backfill_pb2_grpc
+from sidecar.auth import open_channel
+from sidecar.cli._security import client_security
 
 _REPROCESS = {
     "none": pb.REPROCESS_BEHAVIOR_NONE,
@@ -160,7 +161,12 @@ def _name(value: str) -> str:
 
 def run_command(args: argparse.Namespace) -> int:
     """Run one ``backfill`` subcommand; gRPC errors are raised to the caller."""
-    with grpc.insecure_channel(args.target) as channel:
+    try:
+        security = client_security(args)
+        channel = open_channel(args.target, security)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from exc
+    with channel:
         stub = backfill_pb2_grpc.BackfillServiceStub(channel)
         timeout = args.timeout
         if args.action == "create":
@@ -203,7 +209,9 @@ def run_command(args: argparse.Namespace) -> int:
         elif args.action == "unpause":
             b = stub.UnpauseBackfill(pb.UnpauseBackfillRequest(name=name), timeout=timeout).backfill
         else:
-            b = stub.CancelBackfill(pb.CancelBackfillRequest(name=name), timeout=timeout).backfill
+            b = stub.CancelBackfill(
+                pb.CancelBackfillRequest(name=name, terminate_running=args.terminate_running), timeout=timeout
+            ).backfill
         print_backfills([b], args.output)
         return 0
 

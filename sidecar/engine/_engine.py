@@ -15,6 +15,13 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from sidecar.engine._cancel import fail_runs
+from sidecar.engine._counting import (
+    MAX_RUNS_PER_BACKFILL,
+    BackgroundCounter,
+    in_daemon_thread,
+    size_before_create,
+)
 from sidecar.engine._materialize import count_unfinished_runs, materialize
 from sidecar.engine._model import (
     BackfillSpec,
@@ -28,8 +35,10 @@ from sidecar.engine._model import (
     check_transition,
 )
 from sidecar.engine._plans import build_plan, check_dag, check_params, check_request_shape
+from sidecar.engine._policies import SchedulerPolicies
 from sidecar.engine._views import (
     backfill_query,
+    backfill_stats,
     pending_slots,
     progress_of,
     state_filter,
@@ -37,9 +46,10 @@ from sidecar.engine._views import (
     view_of,
     written_slots,
 )
-from sidecar.errors import BackfillAlreadyRunning, BackfillNotFound, InvalidArgument, NoRunsToCreate
+from sidecar.errors import BackfillAlreadyRunning, BackfillNotFound, InvalidArgument
+from sidecar.observability import TICK_SECONDS, log_context
 from sidecar.store import DagCatalog, Database, decide, find_existing_runs
-from sidecar.store._tables import backfill, dag_run, sidecar_backfill
+from sidecar.store._tables import backfill, sidecar_backfill
 
 log = logging.getLogger(__name__)
 
@@ -48,12 +58,15 @@ log = logging.getLogger(__name__)
 class EngineConfig:
     """Tuning of the materialiser."""
 
-    batch_size: int = 500
-    """Slots written per transaction."""
+    batch_size: int = 1000
+    """Slots written per transaction (fewer for wide DAGs: see ``materialize``'s task-instance
+    budget). Chosen by measurement, docs/adr/0002-bulk-write-path.md."""
     lookahead: int = 2
     """Windowed mode keeps ``max_active_runs + lookahead`` runs queued or running."""
     dry_run_limit: int = 10_000
     """The most planned runs a dry run returns."""
+    max_runs_per_backfill: int = MAX_RUNS_PER_BACKFILL
+    """The most runs one backfill may plan; a larger range is refused before anything is written."""
 
 
 @dataclass(frozen=True)
@@ -74,6 +87,9 @@ class BackfillEngine:
         self.db = db
         self.config = config or EngineConfig()
         self.catalog = DagCatalog()
+        self._counter = BackgroundCounter(db)
+        #: Cluster policies the schedulers' shims report (non-default mutation hooks refuse).
+        self.policies = SchedulerPolicies()
         self._clock = clock
         self._tick_lock = asyncio.Lock()
         self._tick_task: asyncio.Task[TickResult] | None = None
@@ -102,38 +118,49 @@ class BackfillEngine:
         now = self._clock()
         async with self.db.engine.connect() as conn:
             loaded = check_dag(spec, await self.catalog.load(conn, spec.dag_id))
+            if not validate_only:
+                self.policies.check()
             plan = build_plan(
                 loaded.template.timetable, spec.dag_id, spec.from_date, spec.to_date, spec.run_backwards, now
             )
             if not validate_only:
-                await _check_no_active_backfill(conn, spec.dag_id)
+                try:
+                    await _check_no_active_backfill(conn, spec.dag_id)
+                except BackfillAlreadyRunning:
+                    # A concurrent create with the same request_id may have won the race.
+                    if request_id and (previous := await self._by_request_id(request_id, fingerprint)):
+                        return previous
+                    raise
             check_params(spec, loaded, now)
             if validate_only:
                 return await self._dry_run(conn, spec, plan, now, dry_run_limit or self.config.dry_run_limit)
-        planned = plan.count()
-        if planned == 0:
-            raise NoRunsToCreate(
-                f"No runs to create for Dag {spec.dag_id} in the range [{spec.from_date}, {spec.to_date}]",
-                field="backfill.from_date",
-            )
+        planned = await size_before_create(plan, spec.dag_id, self.config.max_runs_per_backfill)
         backfill_id = await self._insert_backfill(
             spec, loaded.template.timetable, planned, now, request_id, fingerprint
         )
+        if backfill_id is None:  # a concurrent create with this request_id won the race
+            assert request_id is not None
+            previous = await self._by_request_id(request_id, fingerprint)
+            assert previous is not None
+            return previous
         wanted = None if spec.mode is Mode.EAGER else spec.max_active_runs + self.config.lookahead
         await materialize(
             self.db, self.catalog, backfill_id, runs_wanted=wanted, batch_size=self.config.batch_size, now=now
         )
+        if planned is None:
+            self._counter.ensure(backfill_id)
         return await self.get(backfill_id)
 
     async def _insert_backfill(
         self,
         spec: BackfillSpec,
         timetable: Any,
-        planned: int,
+        planned: int | None,
         now: dt.datetime,
         request_id: str | None,
         fingerprint: str,
-    ) -> int:
+    ) -> int | None:
+        """Insert the ``backfill`` and ``sidecar_backfill`` rows; None if ``request_id`` is taken."""
         async with self.db.engine.begin() as conn:
             if conn.dialect.name == "postgresql":
                 # Serialise concurrent creations for one DAG, then check again.
@@ -141,6 +168,10 @@ class BackfillEngine:
                     sa.text("SELECT pg_advisory_xact_lock(hashtext(:k))"),
                     {"k": f"airflow_sidecar.create:{spec.dag_id}"},
                 )
+            if request_id and await conn.scalar(
+                sa.select(sidecar_backfill.c.backfill_id).where(sidecar_backfill.c.request_id == request_id)
+            ):
+                return None
             await _check_no_active_backfill(conn, spec.dag_id)
             backfill_id = (
                 await conn.execute(
@@ -230,7 +261,11 @@ class BackfillEngine:
                     state=found.state if found else None,
                 )
             )
-        planned = plan.count() if truncated else len(runs)
+        if truncated:
+            limit = self.config.max_runs_per_backfill
+            planned = await in_daemon_thread(lambda: plan.count_at_most(limit))
+        else:
+            planned = len(runs)
         view = BackfillView(
             id=0,
             dag_id=spec.dag_id,
@@ -329,54 +364,63 @@ class BackfillEngine:
             )
         return await self.get(backfill_id)
 
-    async def cancel(self, backfill_id: int) -> BackfillView:
+    async def cancel(self, backfill_id: int, *, terminate_running: bool = False) -> BackfillView:
         """Stop creating runs, fail the queued ones (with their task instances), complete the backfill.
 
-        Running runs finish. Unlike Airflow, the backfill is not left paused, so a run
-        of it cleared later is not stranded.
+        Running runs finish unless ``terminate_running`` is set: then they are failed the
+        way Airflow's "mark failed" does (running task instances fail, unfinished ones are
+        skipped). Unlike Airflow, the backfill is not left paused, so a run of it cleared
+        later is not stranded. One transaction: a cancel is all or nothing.
 
         Raises:
             BackfillNotFound, InvalidTransition: the backfill has ended.
         """
         now = self._clock()
         async with self.db.engine.begin() as conn:
+            # Lock order as the materialiser's (its own row, then Airflow's ``backfill``):
+            # waits for a batch in flight instead of deadlocking with it.
+            await conn.execute(
+                sa.select(sidecar_backfill.c.backfill_id)
+                .where(sidecar_backfill.c.backfill_id == backfill_id)
+                .with_for_update()
+            )
             completed, cancelled = await self._ended(conn, backfill_id)
             check_transition(backfill_id, "cancel", completed=completed, cancelled=cancelled)
+            # The materialiser claims this row before each batch: once this commits no
+            # batch can start, and one in flight holds the row lock until it commits.
             await conn.execute(
                 sidecar_backfill.update()
                 .where(sidecar_backfill.c.backfill_id == backfill_id)
                 .values(phase=Phase.CANCELLED.value, updated_at=now)
             )
-            queued = (
-                sa.select(dag_run.c.run_id)
-                .where(dag_run.c.backfill_id == backfill_id, dag_run.c.state == "queued")
-                .scalar_subquery()
-            )
-            from sidecar.store._tables import task_instance
-
             dag_id = (
                 await conn.execute(sa.select(backfill.c.dag_id).where(backfill.c.id == backfill_id))
             ).scalar_one()
-            await conn.execute(
-                task_instance.update()
-                .where(
-                    task_instance.c.dag_id == dag_id,
-                    task_instance.c.run_id.in_(queued),
-                    task_instance.c.state.is_(None),
-                )
-                .values(state="skipped", updated_at=now)
-            )
-            await conn.execute(
-                dag_run.update()
-                .where(dag_run.c.backfill_id == backfill_id, dag_run.c.state == "queued")
-                .values(state="failed", end_date=now, updated_at=now)
-            )
+            states = ("queued", "running") if terminate_running else ("queued",)
+            stopped = await fail_runs(conn, backfill_id, dag_id, states, now)
             await conn.execute(
                 backfill.update()
                 .where(backfill.c.id == backfill_id)
                 .values(completed_at=now, updated_at=now, is_paused=False)
             )
+        log.info("backfill %s cancelled: %s runs failed (%s)", backfill_id, stopped, "/".join(states))
         return await self.get(backfill_id)
+
+    # ------------------------------------------------------------------ operations
+
+    async def close(self) -> None:
+        """Stop background work (plan counts); a restart resumes it."""
+        await self._counter.cancel_all()
+
+    async def database_ready(self) -> bool:
+        """Whether the metadata database answers (the readiness probe)."""
+        async with self.db.engine.connect() as conn:
+            return bool(await conn.scalar(sa.select(1)) == 1)
+
+    async def stats(self) -> tuple[dict[str, int], list[tuple[int, str, int]]]:
+        """Backfills by state and queued runs per open backfill, for metrics."""
+        async with self.db.engine.connect() as conn:
+            return await backfill_stats(conn)
 
     # ------------------------------------------------------------------ tick
 
@@ -396,35 +440,47 @@ class BackfillEngine:
         Called by the shim once per scheduler loop, and by the server's own timer.
         """
         async with self._tick_lock:
-            now = self._clock()
-            async with self.db.engine.connect() as conn:
-                rows = list(
-                    await conn.execute(
-                        sa.select(
-                            sidecar_backfill.c.backfill_id,
-                            sidecar_backfill.c.phase,
-                            sidecar_backfill.c.mode,
-                            backfill.c.max_active_runs,
-                            backfill.c.completed_at,
-                        )
-                        .join(backfill, backfill.c.id == sidecar_backfill.c.backfill_id)
-                        .where(
-                            sidecar_backfill.c.phase.in_(
-                                (Phase.MATERIALIZING.value, Phase.MATERIALIZED.value)
-                            )
-                        )
-                        .order_by(sidecar_backfill.c.backfill_id)
+            with TICK_SECONDS.time():
+                return await self._tick_locked()
+
+    async def _tick_locked(self) -> TickResult:
+        now = self._clock()
+        async with self.db.engine.connect() as conn:
+            rows = list(
+                await conn.execute(
+                    sa.select(
+                        sidecar_backfill.c.backfill_id,
+                        sidecar_backfill.c.phase,
+                        sidecar_backfill.c.mode,
+                        sidecar_backfill.c.planned_count,
+                        backfill.c.dag_id,
+                        backfill.c.max_active_runs,
+                        backfill.c.completed_at,
                     )
+                    .join(backfill, backfill.c.id == sidecar_backfill.c.backfill_id)
+                    .where(
+                        sidecar_backfill.c.phase.in_((Phase.MATERIALIZING.value, Phase.MATERIALIZED.value))
+                    )
+                    .order_by(sidecar_backfill.c.backfill_id)
                 )
-            written = completed = 0
-            materializing: list[int] = []
-            for row in rows:
+            )
+        written = completed = 0
+        materializing: list[int] = []
+        # A scheduler reports a mutation hook: write no new runs until it is gone.
+        hooks = self.policies.active_hooks()
+        if hooks:
+            log.warning("not writing backfill runs: task_instance_mutation_hook reported: %s", hooks)
+        for row in rows:
+            with log_context(backfill_id=row.backfill_id, dag_id=row.dag_id):
                 if row.phase == Phase.MATERIALIZING.value:
-                    written += await self._top_up(row, now)
+                    if row.planned_count is None:
+                        self._counter.ensure(row.backfill_id)  # counting was cut short: resume it
+                    if not hooks:
+                        written += await self._top_up(row, now)
                     materializing.append(row.backfill_id)
                 elif await self._complete_if_done(row.backfill_id, now):
                     completed += 1
-            return TickResult(written, completed, materializing)
+        return TickResult(written, completed, materializing)
 
     async def _top_up(self, row: Any, now: dt.datetime) -> int:
         if row.completed_at is not None:

@@ -13,6 +13,8 @@ from sidecar.errors import (
     InvalidArgument,
     InvalidDirection,
     InvalidReprocess,
+    SidecarError,
+    UnsupportedFeature,
 )
 from sidecar.planning import BackfillPlan, DagRunInfo, PlannedRun, parse_timetable, validate_range
 from sidecar.store import LoadedDag
@@ -61,8 +63,12 @@ def check_params(spec: BackfillSpec, loaded: LoadedDag, now: dt.datetime) -> Non
 
     Raises:
         InvalidDateRange, FutureDateRange, InvalidDirection, InvalidReprocess, InvalidConf.
+        UnsupportedFeature: reprocessing a DAG that opts out of rerunning on its latest version.
     """
-    validate_range(spec.from_date, spec.to_date, now)
+    try:
+        validate_range(spec.from_date, spec.to_date, now)
+    except SidecarError as exc:
+        raise _in_request(exc, "from_date") from None
     if loaded.template.has_depends_on_past:
         if spec.run_backwards:
             raise InvalidDirection(
@@ -76,6 +82,28 @@ def check_params(spec: BackfillSpec, loaded: LoadedDag, now: dt.datetime) -> Non
                 field="backfill.reprocess_behavior",
             )
     validate_conf(loaded.template, spec.dag_run_conf)
+    if (
+        loaded.template.rerun_with_latest_version is False
+        and spec.reprocess_behavior is not ReprocessBehavior.NONE
+    ):
+        # Airflow would clear the reprocessed runs on their own (older) DAG versions; the
+        # sidecar's clear always moves them to the latest one.
+        raise UnsupportedFeature(
+            "reprocessing runs of a DAG with rerun_with_latest_version=False "
+            "(Airflow clears them on their own DAG versions)",
+            field="backfill.reprocess_behavior",
+        )
+
+
+def _in_request(exc: SidecarError, default_field: str) -> SidecarError:
+    """``exc`` with its field as a path in ``CreateBackfillRequest`` (``backfill.<field>``).
+
+    The planning layer names bare fields (it knows no request); the API reports field
+    violations as paths from the request, like every other check here.
+    """
+    field = exc.field or default_field
+    exc.field = field if field.startswith("backfill.") else f"backfill.{field}"
+    return exc
 
 
 def build_plan(
@@ -87,8 +115,12 @@ def build_plan(
     cutoff: dt.datetime,
 ) -> BackfillPlan:
     """The plan of a backfill from its stored parameters (stable even if the DAG's schedule changes)."""
+    try:
+        timetable = parse_timetable(timetable_encoded, dag_id=dag_id)
+    except SidecarError as exc:  # NonPeriodicSchedule, UnsupportedFeature: the DAG is at fault
+        raise _in_request(exc, "dag_id") from None
     return BackfillPlan(
-        timetable=parse_timetable(timetable_encoded, dag_id=dag_id),
+        timetable=timetable,
         from_date=spec_from,
         to_date=spec_to,
         reverse=reverse,

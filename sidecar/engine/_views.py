@@ -74,8 +74,10 @@ async def progress_of(conn: AsyncConnection, rows: Sequence[Any]) -> dict[int, P
     for row in rows:
         c = counts[row.id]
         planned = row.planned_count
-        if planned is None:  # a backfill Airflow made: its slots are its backfill_dag_run rows
+        if planned is None and row.phase is None:  # Airflow made it: its slots are its runs
             planned = sum(c.values())
+        elif planned is None:  # still being counted: what is written is a lower bound
+            planned = int(row.written_count or 0)
         out[row.id] = Progress(
             planned=int(planned),
             written=int(row.written_count if row.written_count is not None else planned),
@@ -190,3 +192,28 @@ async def pending_slots(
 def utcnow() -> dt.datetime:
     """The current time, aware UTC."""
     return dt.datetime.now(dt.UTC)
+
+
+async def backfill_stats(conn: AsyncConnection) -> tuple[dict[str, int], list[tuple[int, str, int]]]:
+    """Backfills by caller-facing state, and the queued runs of each open backfill (for metrics)."""
+    counts: dict[str, int] = {}
+    for state in State:
+        value = await conn.scalar(
+            sa.select(sa.func.count())
+            .select_from(
+                backfill.outerjoin(sidecar_backfill, sidecar_backfill.c.backfill_id == backfill.c.id)
+            )
+            .where(state_filter(state))
+        )
+        counts[state.value] = int(value or 0)
+    result = await conn.execute(
+        sa.select(backfill.c.id, backfill.c.dag_id, sa.func.count(dag_run.c.id))
+        .select_from(
+            backfill.outerjoin(
+                dag_run, sa.and_(dag_run.c.backfill_id == backfill.c.id, dag_run.c.state == "queued")
+            )
+        )
+        .where(backfill.c.completed_at.is_(None))
+        .group_by(backfill.c.id, backfill.c.dag_id)
+    )
+    return counts, [(int(i), str(d), int(n)) for i, d, n in result]

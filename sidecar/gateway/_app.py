@@ -18,6 +18,7 @@ from sidecar.gateway._bindings import bindings_of
 from sidecar.gateway._calls import Upstream
 from sidecar.gateway._errors import bad_request, error_body
 from sidecar.gateway._openapi import openapi_document
+from sidecar.gateway._tracing import request_trace
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +41,8 @@ class GatewayConfig:
     """Seconds per unary gRPC call."""
     credentials: grpc.ChannelCredentials | None = None
     """TLS credentials for the sidecar's port; None: plaintext (loopback)."""
+    tracer_provider: Any | None = None
+    """An OpenTelemetry tracer provider: a span per request; None passes trace headers through."""
 
 
 class _TooLarge(Exception):
@@ -71,9 +74,10 @@ class Gateway:
             return
         if scope["type"] != "http":
             return
-        request = Request(scope, receive)
-        response = await self._answer(request)
-        await response(scope, receive, send)
+        with request_trace(scope, self.config.tracer_provider):
+            request = Request(scope, receive)
+            response = await self._answer(request)
+            await response(scope, receive, send)
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:

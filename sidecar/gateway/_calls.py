@@ -13,6 +13,7 @@ import grpc
 from google.protobuf.message import Message
 
 from sidecar.auth import AUTHORIZATION_METADATA
+from sidecar.gateway._tracing import trace_metadata
 
 
 class Upstream:
@@ -88,9 +89,10 @@ def _serialize(message: Message) -> bytes:
 
 
 def _metadata(authorization: str | None) -> tuple[tuple[str, str], ...]:
+    trace = trace_metadata()
     if not authorization:
-        return ()
+        return trace
     # gRPC metadata values must be printable ASCII; anything else cannot be a valid token.
     if not authorization.isascii() or not authorization.isprintable():
-        return ((AUTHORIZATION_METADATA, "Bearer invalid"),)
-    return ((AUTHORIZATION_METADATA, authorization),)
+        return ((AUTHORIZATION_METADATA, "Bearer invalid"), *trace)
+    return ((AUTHORIZATION_METADATA, authorization), *trace)

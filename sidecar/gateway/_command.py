@@ -9,6 +9,7 @@ from pathlib import Path
 
 from sidecar.auth import ClientSecurity
 from sidecar.gateway._app import GatewayConfig, create_app
+from sidecar.observability import setup_tracing
 
 DEFAULT_LISTEN = "127.0.0.1:8080"
 
@@ -89,6 +90,7 @@ def run_gateway(args: argparse.Namespace) -> int:
             max_body_bytes=args.max_body_bytes,
             timeout=args.timeout,
             credentials=credentials,
+            tracer_provider=setup_tracing(),
         )
     )
     uvicorn.run(app, host=host, port=port, log_level=args.log_level.lower(), lifespan="on")

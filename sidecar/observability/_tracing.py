@@ -65,7 +65,8 @@ def instrument_database(engine: AsyncEngine, provider: TracerProvider | None) ->
         return
     from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
 
+    instrumentor = SQLAlchemyInstrumentor()  # a singleton: a new engine replaces the last one
+    if instrumentor.is_instrumented_by_opentelemetry:
+        instrumentor.uninstrument()
     # The instrumentation declares SQLAlchemy < 2.1 but uses only its stable event API.
-    SQLAlchemyInstrumentor().instrument(
-        engine=engine.sync_engine, tracer_provider=provider, skip_dep_check=True
-    )
+    instrumentor.instrument(engine=engine.sync_engine, tracer_provider=provider, skip_dep_check=True)

@@ -40,33 +40,55 @@ def _sqlite_pragmas(dbapi_connection: object, _record: object) -> None:
     cursor.close()
 
 
+#: Drivers a user may name (Airflow's own ``sql_alchemy_conn`` included), mapped to the async ones.
+_ASYNC_DRIVERS = {
+    "postgresql": "postgresql+asyncpg",
+    "postgres": "postgresql+asyncpg",
+    "postgresql+psycopg2": "postgresql+asyncpg",
+    "postgresql+psycopg": "postgresql+asyncpg",
+    "postgresql+asyncpg": "postgresql+asyncpg",
+    "sqlite": "sqlite+aiosqlite",
+    "sqlite+pysqlite": "sqlite+aiosqlite",
+    "sqlite+aiosqlite": "sqlite+aiosqlite",
+}
+
+
 def connect(url: str, *, pool_size: int = 5) -> Database:
-    """Create the engine for a SQLAlchemy URL (``postgresql+asyncpg://`` or ``sqlite+aiosqlite://``).
+    """Create the engine for a SQLAlchemy URL.
+
+    ``postgresql+asyncpg://`` and ``sqlite+aiosqlite:///`` are used as they are; Airflow's
+    own synchronous URLs (``postgresql://``, ``postgresql+psycopg2://``, ``sqlite:///``) are
+    accepted too and switched to the async driver, with libpq's ``sslmode`` carried over.
 
     Raises:
-        ValueError: the URL names another driver.
+        ValueError: the URL names another database.
     """
-    parsed = make_url(url)
-    if parsed.drivername == "postgresql+asyncpg":
+    try:
+        parsed = make_url(url)
+    except Exception as exc:  # SQLAlchemy raises ArgumentError with the URL in the message
+        raise ValueError("the database URL is not a valid SQLAlchemy URL") from exc
+    driver = _ASYNC_DRIVERS.get(parsed.drivername)
+    if driver is None:
+        raise ValueError(
+            f"unsupported database {parsed.drivername!r}: use postgresql+asyncpg://… or sqlite+aiosqlite:///…"
+        )
+    parsed = parsed.set(drivername=driver)
+    if driver == "postgresql+asyncpg":
+        connect_args: dict[str, object] = {"server_settings": {"application_name": "airflow-sidecar"}}
+        if "sslmode" in parsed.query:
+            connect_args["ssl"] = parsed.query["sslmode"]
+            parsed = parsed.difference_update_query(["sslmode"])
         engine = create_async_engine(
-            parsed,
-            pool_size=pool_size,
-            max_overflow=pool_size,
-            pool_pre_ping=True,
-            connect_args={"server_settings": {"application_name": "airflow-sidecar"}},
+            parsed, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True, connect_args=connect_args
         )
         return Database(engine=engine, dialect="postgresql")
-    if parsed.drivername == "sqlite+aiosqlite":
-        engine = create_async_engine(
-            parsed,
-            execution_options={"schema_translate_map": {SIDECAR_SCHEMA: None}},
-            connect_args={"timeout": 30},
-        )
-        event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
-        return Database(engine=engine, dialect="sqlite")
-    raise ValueError(
-        f"unsupported database URL driver {parsed.drivername!r}: use postgresql+asyncpg:// or sqlite+aiosqlite:///"
+    engine = create_async_engine(
+        parsed,
+        execution_options={"schema_translate_map": {SIDECAR_SCHEMA: None}},
+        connect_args={"timeout": 30},
     )
+    event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+    return Database(engine=engine, dialect="sqlite")
 
 
 def _check_airflow_schema(conn: Connection) -> None:

@@ -244,7 +244,8 @@ sidecar_backfill = sa.Table(
     sa.Column("cutoff", UtcDateTime, nullable=False),
     sa.Column("timetable", sa.JSON, nullable=False),
     sa.Column("dag_run_conf_given", sa.Boolean, nullable=False),
-    sa.Column("planned_count", sa.BigInteger, nullable=False),
+    # NULL while a slow-to-count plan is counted in the background.
+    sa.Column("planned_count", sa.BigInteger),
     sa.Column("written_count", sa.BigInteger, nullable=False),
     sa.Column("skipped_count", sa.BigInteger, nullable=False),
     # The last slot written, as ISO strings: resumes the plan strictly after it.

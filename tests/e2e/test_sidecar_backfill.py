@@ -10,15 +10,17 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import grpc
+import jwt
 import psycopg2
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from tests.conftest import AirflowDatabase
-from tests.support.airflow_env import AirflowProcess, airflow_stack, free_port, process_environ
+from tests.support.airflow_env import JWT_SECRET, AirflowProcess, airflow_stack, free_port, process_environ
 
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres, pytest.mark.airflow]
 
@@ -49,7 +51,28 @@ def test_grpc_backfill_runs_to_success_in_the_real_scheduler(
     airflow_db: AirflowDatabase, tmp_path: Path
 ) -> None:
     target = f"127.0.0.1:{free_port()}"
-    env = {**airflow_db.env, "SIDECAR_TARGET": target, "SIDECAR_TICK_DEADLINE": "1.0"}
+    # Secure by default: the sidecar shares Airflow's JWT secret, and the shim and the CLI send an
+    # Airflow-style HS512 token whose role lets the shim call Tick.
+    now = int(time.time())
+    token = jwt.encode(
+        {
+            "sub": "e2e",
+            "role": "scheduler",
+            "aud": "apache-airflow",
+            "iat": now,
+            "nbf": now,
+            "exp": now + 3600,
+        },
+        JWT_SECRET,
+        algorithm="HS512",
+    )
+    env = {
+        **airflow_db.env,
+        "SIDECAR_TARGET": target,
+        "SIDECAR_TICK_DEADLINE": "1.0",
+        "SIDECAR_JWT_SECRET": JWT_SECRET,
+        "SIDECAR_TOKEN": token,
+    }
     sidecar = AirflowProcess(
         "sidecar",
         [

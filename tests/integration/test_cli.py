@@ -143,6 +143,7 @@ def test_serve_exits_non_zero_with_one_line_on_a_non_airflow_database(tmp_path: 
         f"sqlite+aiosqlite:///{tmp_path / 'x.db'}",
         "--listen",
         f"127.0.0.1:{free_port()}",
+        "--no-auth",
     )
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1].startswith("airflow-sidecar: error: database check failed")

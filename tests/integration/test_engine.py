@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import pickle
 
@@ -9,7 +10,8 @@ import psycopg2.extensions
 import pytest
 
 from sidecar import errors
-from sidecar.engine import BackfillEngine, BackfillSpec, DryRun, Mode, ReprocessBehavior, State
+from sidecar.engine import BackfillEngine, BackfillSpec, DryRun, EngineConfig, Mode, ReprocessBehavior, State
+from sidecar.store import Database
 
 UTC = dt.UTC
 THREE = "sidecar_e2e_three"
@@ -343,3 +345,46 @@ async def test_list_runs_shows_written_then_pending(engine: BackfillEngine) -> N
     rest, after = await engine.list_runs(view.id, page_size=4, after_ordinal=4)
     assert [(s.sort_ordinal, s.disposition) for s in rest] == [(5, "pending"), (6, "pending")]
     assert after is None
+
+
+async def test_slow_to_count_plans_are_counted_after_the_first_runs(
+    engine: BackfillEngine, sql: psycopg2.extensions.cursor
+) -> None:
+    # 03:00 Amsterdam is not evenly spaced in UTC: the plan is stepped, so it is counted later.
+    view = await engine.create(
+        spec(
+            dag_id="sidecar_it_interval",
+            from_date=day(1, 1, 2023),
+            to_date=day(1, 1, 2025),
+            max_active_runs=1,
+        )
+    )
+    assert not isinstance(view, DryRun)
+    assert view.progress.written == 2
+
+    async def counted() -> int:
+        while True:
+            sql.execute(
+                "SELECT planned_count FROM airflow_sidecar.sidecar_backfill WHERE backfill_id = %s",
+                (view.id,),
+            )
+            (planned,) = sql.fetchone()
+            if planned is not None:
+                return int(planned)
+            await asyncio.sleep(0.05)
+
+    assert await asyncio.wait_for(counted(), 60) == 731  # 2023-01-01 .. 2024-12-31, one a day
+    assert (await engine.get(view.id)).progress.planned == 731
+
+
+@pytest.mark.parametrize("dag_id", [THREE, "sidecar_it_interval"])  # counted arithmetically / by stepping
+async def test_too_many_runs_are_refused_before_anything_is_written(
+    database: Database, sql: psycopg2.extensions.cursor, dag_id: str
+) -> None:
+    small = BackfillEngine(database, EngineConfig(max_runs_per_backfill=100))
+    with pytest.raises(errors.InvalidArgument, match="more than 100 runs") as excinfo:
+        await small.create(spec(dag_id=dag_id, from_date=day(1, 1, 2024), to_date=day(1, 1, 2025)))
+    assert excinfo.value.field == "backfill.to_date"
+    assert not isinstance(await small.create(spec(dag_id=dag_id, from_date=day(1), to_date=day(20))), DryRun)
+    sql.execute("SELECT count(*) FROM backfill")
+    assert sql.fetchone() == (1,)

@@ -17,6 +17,7 @@ from grpc_status import rpc_status
 
 from sidecar._gen.airflow_sidecar.v1 import backfill_pb2 as pb
 from sidecar._gen.airflow_sidecar.v1 import backfill_pb2_grpc, scheduler_pb2, scheduler_pb2_grpc
+from sidecar.auth import AuthConfig
 from sidecar.errors import SchemaMismatch
 from sidecar.server import ServerConfig, SidecarServer
 from tests.conftest import AirflowDatabase
@@ -33,7 +34,12 @@ def ts(year: int, month: int, day: int) -> Timestamp:
 @pytest.fixture
 async def server(clean_db: AirflowDatabase) -> AsyncIterator[SidecarServer]:
     srv = SidecarServer(
-        ServerConfig(database_url=clean_db.asyncpg_url, listen="127.0.0.1:0", tick_interval=3600)
+        ServerConfig(
+            database_url=clean_db.asyncpg_url,
+            listen="127.0.0.1:0",
+            tick_interval=3600,
+            auth=AuthConfig(no_auth=True),
+        )
     )
     await srv.start()
     try:
@@ -156,9 +162,14 @@ async def test_dry_run_returns_the_plan_and_writes_nothing(
             "INVALID_ARGUMENT",
             "backfill.dag_run_conf",
         ),
-        ({"from_date": ts(2025, 2, 1)}, grpc.StatusCode.INVALID_ARGUMENT, "INVALID_DATE_RANGE", "from_date"),
         (
-            {"from_date": Timestamp()},
+            {"from_date": ts(2025, 2, 1)},
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "INVALID_DATE_RANGE",
+            "backfill.from_date",
+        ),
+        (
+            {"from_date": None},  # unset
             grpc.StatusCode.INVALID_ARGUMENT,
             "INVALID_ARGUMENT",
             "backfill.from_date",
@@ -177,7 +188,9 @@ async def test_errors_carry_rich_status_and_write_nothing(
     stub = backfill_pb2_grpc.BackfillServiceStub(channel)
     request = create_request()
     for key, value in fields.items():
-        if isinstance(value, Timestamp):
+        if value is None:
+            request.backfill.ClearField(key)
+        elif isinstance(value, Timestamp):
             getattr(request.backfill, key).CopyFrom(value)
         else:
             setattr(request.backfill, key, value)
@@ -251,7 +264,11 @@ async def test_tick_health_and_reflection(channel: grpc.aio.Channel) -> None:
 
 async def test_start_refuses_a_database_without_airflow_schema(tmp_path: Path) -> None:
     server = SidecarServer(
-        ServerConfig(database_url=f"sqlite+aiosqlite:///{tmp_path / 'empty.db'}", listen="127.0.0.1:0")
+        ServerConfig(
+            database_url=f"sqlite+aiosqlite:///{tmp_path / 'empty.db'}",
+            listen="127.0.0.1:0",
+            auth=AuthConfig(no_auth=True),
+        )
     )
     with pytest.raises(SchemaMismatch, match="no Airflow metadata schema"):
         await server.start()

@@ -10,6 +10,7 @@ import logging
 from collections.abc import AsyncIterator
 
 import grpc
+import httpx
 import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 from opentelemetry.sdk.trace import TracerProvider
@@ -21,6 +22,7 @@ from sidecar._gen.airflow_sidecar.v1 import backfill_pb2 as pb
 from sidecar._gen.airflow_sidecar.v1 import backfill_pb2_grpc
 from sidecar.auth import AuthConfig
 from sidecar.engine import BackfillEngine
+from sidecar.gateway import GatewayConfig, create_app
 from sidecar.observability import JsonFormatter, OpsServer, log_context, setup_tracing
 from sidecar.server import ServerConfig, SidecarServer
 from sidecar.store import connect
@@ -155,3 +157,38 @@ async def test_traces_continue_the_callers_trace_down_to_the_database(
     assert rpc, [s.name for s in spans]
     assert f"{rpc[0].context.trace_id:032x}" == trace_id
     assert any(s.context.trace_id == rpc[0].context.trace_id for s in sql), [s.name for s in spans]
+
+
+async def test_one_trace_from_the_gateway_through_grpc_to_the_database(
+    clean_db: AirflowDatabase, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    monkeypatch.setattr(server_module, "setup_tracing", lambda: setup_tracing(provider))
+    srv = SidecarServer(
+        ServerConfig(
+            database_url=clean_db.asyncpg_url, listen="127.0.0.1:0", tick_interval=3600, auth=NO_AUTH
+        )
+    )
+    await srv.start()
+    gateway = create_app(GatewayConfig(target=f"127.0.0.1:{srv.port}", tracer_provider=provider))
+    trace_id = "0af7651916cd43dd8448eb211c80319c"
+    try:
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=gateway), base_url="http://gw"
+        ) as http:
+            response = await http.get(
+                "/v1/backfills", headers={"traceparent": f"00-{trace_id}-b7ad6b7169203331-01"}
+            )
+        assert response.status_code == 200
+    finally:
+        await gateway.upstream.close()
+        await srv.stop()
+    spans = {s.name: s for s in exporter.get_finished_spans()}
+    http_span = spans["GET /v1/backfills"]
+    rpc_span = spans["/airflow_sidecar.v1.BackfillService/ListBackfills"]
+    sql_spans = [s for s in exporter.get_finished_spans() if s.attributes and "db.statement" in s.attributes]
+    assert f"{http_span.context.trace_id:032x}" == trace_id
+    assert rpc_span.parent is not None and rpc_span.parent.span_id == http_span.context.span_id
+    assert any(s.context.trace_id == http_span.context.trace_id for s in sql_spans)

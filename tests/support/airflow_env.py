@@ -865,6 +865,7 @@ def start_sidecar(
     env: Mapping[str, str] | None = None,
     command: Sequence[str] | None = None,
     timeout: float = 60.0,
+    auth_args: Sequence[str] = ("--no-auth",),
 ) -> tuple[AirflowProcess, str]:
     """Start ``airflow-sidecar serve`` and wait until its gRPC health check says SERVING.
 
@@ -875,6 +876,7 @@ def start_sidecar(
         env: extra environment (e.g. an Airflow env for shared secrets).
         command: replaces ``python -m sidecar`` (the arguments ``serve --database-url
             ... --listen ...`` are appended).
+        auth_args: the security flags; ``--no-auth`` (loopback) unless a test is about auth.
 
     Returns:
         ``(process, target)`` where ``target`` is ``127.0.0.1:PORT`` (for ``SIDECAR_TARGET``).
@@ -887,6 +889,7 @@ def start_sidecar(
         database_url,
         "--listen",
         target,
+        *auth_args,
     ]
     process = AirflowProcess("sidecar", argv, dict(env or {}), log_dir / "sidecar.log").start()
     try:

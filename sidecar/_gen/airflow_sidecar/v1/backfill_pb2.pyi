@@ -637,16 +637,23 @@ class CancelBackfillRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     NAME_FIELD_NUMBER: _builtins.int
+    TERMINATE_RUNNING_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """`backfills/{id}`."""
+    terminate_running: _builtins.bool
+    """Also stop the backfill's running runs, the way Airflow's "mark failed" does:
+    running task instances fail, unfinished ones are skipped, the run ends failed.
+    By default running runs finish on their own.
+    """
     def __init__(
         self,
         *,
         name: _builtins.str = ...,
+        terminate_running: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "terminate_running", b"terminate_running"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

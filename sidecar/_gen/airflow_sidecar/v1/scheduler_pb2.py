@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"airflow_sidecar/v1/scheduler.proto\x12\x12\x61irflow_sidecar.v1\"#\n\x0bTickRequest\x12\x14\n\x0cscheduler_id\x18\x01 \x01(\t\"e\n\x0cTickResponse\x12\x14\n\x0cruns_written\x18\x01 \x01(\x03\x12\x1b\n\x13\x62\x61\x63kfills_completed\x18\x02 \x01(\x03\x12\"\n\x1amaterializing_backfill_ids\x18\x03 \x03(\x03\x32]\n\x10SchedulerService\x12I\n\x04Tick\x12\x1f.airflow_sidecar.v1.TickRequest\x1a .airflow_sidecar.v1.TickResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"airflow_sidecar/v1/scheduler.proto\x12\x12\x61irflow_sidecar.v1\"H\n\x0bTickRequest\x12\x14\n\x0cscheduler_id\x18\x01 \x01(\t\x12#\n\x1btask_instance_mutation_hook\x18\x02 \x01(\t\"e\n\x0cTickResponse\x12\x14\n\x0cruns_written\x18\x01 \x01(\x03\x12\x1b\n\x13\x62\x61\x63kfills_completed\x18\x02 \x01(\x03\x12\"\n\x1amaterializing_backfill_ids\x18\x03 \x03(\x03\x32]\n\x10SchedulerService\x12I\n\x04Tick\x12\x1f.airflow_sidecar.v1.TickRequest\x1a .airflow_sidecar.v1.TickResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,9 +33,9 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'airflow_sidecar.v1.schedule
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_TICKREQUEST']._serialized_start=58
-  _globals['_TICKREQUEST']._serialized_end=93
-  _globals['_TICKRESPONSE']._serialized_start=95
-  _globals['_TICKRESPONSE']._serialized_end=196
-  _globals['_SCHEDULERSERVICE']._serialized_start=198
-  _globals['_SCHEDULERSERVICE']._serialized_end=291
+  _globals['_TICKREQUEST']._serialized_end=130
+  _globals['_TICKRESPONSE']._serialized_start=132
+  _globals['_TICKRESPONSE']._serialized_end=233
+  _globals['_SCHEDULERSERVICE']._serialized_start=235
+  _globals['_SCHEDULERSERVICE']._serialized_end=328
 # @@protoc_insertion_point(module_scope)

@@ -26,16 +26,24 @@ class TickRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     SCHEDULER_ID_FIELD_NUMBER: _builtins.int
+    TASK_INSTANCE_MUTATION_HOOK_FIELD_NUMBER: _builtins.int
     scheduler_id: _builtins.str
     """Identifies the calling scheduler (hostname and job id), for logs."""
+    task_instance_mutation_hook: _builtins.str
+    """The dotted name of the scheduler's `task_instance_mutation_hook` cluster policy
+    when it is not Airflow's default no-op; empty for the default. While a scheduler
+    reports one, the sidecar refuses to create backfills (FAILED_PRECONDITION) and
+    writes no new runs: it cannot run the hook on the task instances it writes.
+    """
     def __init__(
         self,
         *,
         scheduler_id: _builtins.str = ...,
+        task_instance_mutation_hook: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["scheduler_id", b"scheduler_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["scheduler_id", b"scheduler_id", "task_instance_mutation_hook", b"task_instance_mutation_hook"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
