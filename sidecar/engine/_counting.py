@@ -17,13 +17,11 @@ import threading
 from collections.abc import Callable
 from typing import TypeVar
 
-import sqlalchemy as sa
-
-from sidecar.engine._plans import build_plan
+from sidecar.engine._views import stored_plan
 from sidecar.errors import InvalidArgument, NoRunsToCreate
 from sidecar.planning import BackfillPlan
 from sidecar.store import Database
-from sidecar.store._tables import backfill, sidecar_backfill
+from sidecar.store._tables import sidecar_backfill
 
 log = logging.getLogger(__name__)
 
@@ -95,16 +93,10 @@ async def size_before_create(plan: BackfillPlan, dag_id: str, limit: int) -> int
 async def count_in_background(db: Database, backfill_id: int) -> None:
     """Count a stored backfill's plan in a worker thread and record it (if still unknown)."""
     async with db.engine.connect() as conn:
-        row = (
-            await conn.execute(
-                sa.select(sidecar_backfill, backfill.c.from_date, backfill.c.to_date)
-                .join(backfill, backfill.c.id == sidecar_backfill.c.backfill_id)
-                .where(sidecar_backfill.c.backfill_id == backfill_id)
-            )
-        ).one_or_none()
-    if row is None or row.planned_count is not None:
+        stored = await stored_plan(conn, backfill_id)
+    if stored is None or stored[0].planned_count is not None:
         return
-    plan = build_plan(row.timetable, row.dag_id, row.from_date, row.to_date, row.run_backwards, row.cutoff)
+    plan = stored[1]
     planned = await in_daemon_thread(plan.count)
     async with db.engine.begin() as conn:
         await conn.execute(

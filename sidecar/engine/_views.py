@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from sidecar.engine._model import BackfillView, Mode, Phase, Progress, SlotView, State
 from sidecar.engine._plans import build_plan, run_of
+from sidecar.planning import BackfillPlan
 from sidecar.store._tables import backfill, backfill_dag_run, dag_run, sidecar_backfill
 
 _COLUMNS = (
@@ -159,10 +160,8 @@ async def written_slots(
     return slots
 
 
-async def pending_slots(
-    conn: AsyncConnection, backfill_id: int, after_ordinal: int, limit: int
-) -> list[SlotView]:
-    """Slots of a windowed backfill not written yet, computed from the stored plan."""
+async def stored_plan(conn: AsyncConnection, backfill_id: int) -> tuple[Any, BackfillPlan] | None:
+    """A sidecar backfill's own row (with its range) and the plan rebuilt from it; None if none."""
     row = (
         await conn.execute(
             sa.select(sidecar_backfill, backfill.c.from_date, backfill.c.to_date)
@@ -170,9 +169,20 @@ async def pending_slots(
             .where(sidecar_backfill.c.backfill_id == backfill_id)
         )
     ).one_or_none()
-    if row is None or row.phase != Phase.MATERIALIZING.value or limit <= 0:
-        return []
+    if row is None:
+        return None
     plan = build_plan(row.timetable, row.dag_id, row.from_date, row.to_date, row.run_backwards, row.cutoff)
+    return row, plan
+
+
+async def pending_slots(
+    conn: AsyncConnection, backfill_id: int, after_ordinal: int, limit: int
+) -> list[SlotView]:
+    """Slots of a windowed backfill not written yet, computed from the stored plan."""
+    stored = await stored_plan(conn, backfill_id)
+    if stored is None or stored[0].phase != Phase.MATERIALIZING.value or limit <= 0:
+        return []
+    row, plan = stored
     runs = plan.runs(after=run_of(row.cursor))
     pending = (r for r in runs if r.sort_ordinal > after_ordinal)
     return [

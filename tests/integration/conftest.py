@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import psycopg2
 import pytest
 
+from sidecar.auth import AuthConfig
 from sidecar.engine import BackfillEngine, EngineConfig
+from sidecar.server import ServerConfig, SidecarServer
 from sidecar.store import Database, connect, prepare
 from tests.conftest import AirflowDatabase
 
@@ -64,3 +68,31 @@ async def database(clean_db: AirflowDatabase) -> AsyncIterator[Database]:
 def engine(database: Database) -> BackfillEngine:
     """An engine with small batches, so that tests cross batch boundaries."""
     return BackfillEngine(database, EngineConfig(batch_size=3, lookahead=1))
+
+
+@contextlib.asynccontextmanager
+async def running_server(db: AirflowDatabase, **config: Any) -> AsyncIterator[SidecarServer]:
+    """A started in-process server on ``db`` (loopback, any free port), stopped afterwards.
+
+    Defaults: no authentication (tests about auth pass ``auth=``) and no timer ticks, so
+    that only what a test does writes rows; ``config`` overrides any ServerConfig field.
+    """
+    settings: dict[str, Any] = {
+        "listen": "127.0.0.1:0",
+        "tick_interval": 3600,
+        "auth": AuthConfig(no_auth=True),
+    }
+    settings.update(config)
+    srv = SidecarServer(ServerConfig(database_url=db.asyncpg_url, **settings))
+    await srv.start()
+    try:
+        yield srv
+    finally:
+        await srv.stop()
+
+
+@pytest.fixture
+async def server(clean_db: AirflowDatabase) -> AsyncIterator[SidecarServer]:
+    """A running server without authentication on the module's database."""
+    async with running_server(clean_db) as srv:
+        yield srv

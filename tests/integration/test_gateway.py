@@ -11,30 +11,11 @@ import httpx
 import psycopg2.extensions
 import pytest
 
-from sidecar.auth import AuthConfig
 from sidecar.gateway import Gateway, GatewayConfig, create_app
-from sidecar.server import ServerConfig, SidecarServer
-from tests.conftest import AirflowDatabase
+from sidecar.server import SidecarServer
 
 THREE = "sidecar_e2e_three"
 RANGE = {"from_date": "2025-01-01T00:00:00Z", "to_date": "2025-01-05T00:00:00Z"}
-
-
-@pytest.fixture
-async def server(clean_db: AirflowDatabase) -> AsyncIterator[SidecarServer]:
-    srv = SidecarServer(
-        ServerConfig(
-            database_url=clean_db.asyncpg_url,
-            listen="127.0.0.1:0",
-            tick_interval=3600,
-            auth=AuthConfig(no_auth=True),
-        )
-    )
-    await srv.start()
-    try:
-        yield srv
-    finally:
-        await srv.stop()
 
 
 @pytest.fixture

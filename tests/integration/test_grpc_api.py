@@ -20,7 +20,6 @@ from sidecar._gen.airflow_sidecar.v1 import backfill_pb2_grpc, scheduler_pb2, sc
 from sidecar.auth import AuthConfig
 from sidecar.errors import SchemaMismatch
 from sidecar.server import ServerConfig, SidecarServer
-from tests.conftest import AirflowDatabase
 
 THREE = "sidecar_e2e_three"
 
@@ -29,23 +28,6 @@ def ts(year: int, month: int, day: int) -> Timestamp:
     out = Timestamp()
     out.FromDatetime(dt.datetime(year, month, day, tzinfo=dt.UTC))
     return out
-
-
-@pytest.fixture
-async def server(clean_db: AirflowDatabase) -> AsyncIterator[SidecarServer]:
-    srv = SidecarServer(
-        ServerConfig(
-            database_url=clean_db.asyncpg_url,
-            listen="127.0.0.1:0",
-            tick_interval=3600,
-            auth=AuthConfig(no_auth=True),
-        )
-    )
-    await srv.start()
-    try:
-        yield srv
-    finally:
-        await srv.stop()
 
 
 @pytest.fixture

@@ -24,9 +24,10 @@ from sidecar.auth import AuthConfig
 from sidecar.engine import BackfillEngine
 from sidecar.gateway import GatewayConfig, create_app
 from sidecar.observability import JsonFormatter, OpsServer, log_context, setup_tracing
-from sidecar.server import ServerConfig, SidecarServer
+from sidecar.server import SidecarServer
 from sidecar.store import connect
 from tests.conftest import AirflowDatabase
+from tests.integration.conftest import running_server
 from tests.support.airflow_env import free_port
 
 NO_AUTH = AuthConfig(no_auth=True)
@@ -44,20 +45,8 @@ async def http_get(port: int, path: str) -> tuple[int, str]:
 
 @pytest.fixture
 async def server(clean_db: AirflowDatabase) -> AsyncIterator[SidecarServer]:
-    srv = SidecarServer(
-        ServerConfig(
-            database_url=clean_db.asyncpg_url,
-            listen="127.0.0.1:0",
-            tick_interval=0.2,
-            ops_listen="127.0.0.1:0",
-            auth=NO_AUTH,
-        )
-    )
-    await srv.start()
-    try:
+    async with running_server(clean_db, tick_interval=0.2, ops_listen="127.0.0.1:0") as srv:
         yield srv
-    finally:
-        await srv.stop()
 
 
 def timestamp(day: int) -> Timestamp:
@@ -134,23 +123,17 @@ async def test_traces_continue_the_callers_trace_down_to_the_database(
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     monkeypatch.setattr(server_module, "setup_tracing", lambda: setup_tracing(provider))
-    srv = SidecarServer(
-        ServerConfig(
-            database_url=clean_db.asyncpg_url, listen="127.0.0.1:0", tick_interval=3600, auth=NO_AUTH
-        )
-    )
     trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
-    try:
-        await srv.start()
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{srv.port}") as channel:
-            stub = backfill_pb2_grpc.BackfillServiceStub(channel)
-            with pytest.raises(grpc.aio.AioRpcError):
-                await stub.GetBackfill(
-                    pb.GetBackfillRequest(name="backfills/1"),
-                    metadata=(("traceparent", f"00-{trace_id}-00f067aa0ba902b7-01"),),
-                )
-    finally:
-        await srv.stop()
+    async with (
+        running_server(clean_db) as srv,
+        grpc.aio.insecure_channel(f"127.0.0.1:{srv.port}") as channel,
+    ):
+        stub = backfill_pb2_grpc.BackfillServiceStub(channel)
+        with pytest.raises(grpc.aio.AioRpcError):
+            await stub.GetBackfill(
+                pb.GetBackfillRequest(name="backfills/1"),
+                metadata=(("traceparent", f"00-{trace_id}-00f067aa0ba902b7-01"),),
+            )
     spans = exporter.get_finished_spans()
     rpc = [s for s in spans if s.name.endswith("GetBackfill")]
     sql = [s for s in spans if s.attributes and "db.statement" in s.attributes]
@@ -166,25 +149,17 @@ async def test_one_trace_from_the_gateway_through_grpc_to_the_database(
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     monkeypatch.setattr(server_module, "setup_tracing", lambda: setup_tracing(provider))
-    srv = SidecarServer(
-        ServerConfig(
-            database_url=clean_db.asyncpg_url, listen="127.0.0.1:0", tick_interval=3600, auth=NO_AUTH
-        )
-    )
-    await srv.start()
-    gateway = create_app(GatewayConfig(target=f"127.0.0.1:{srv.port}", tracer_provider=provider))
     trace_id = "0af7651916cd43dd8448eb211c80319c"
-    try:
+    async with running_server(clean_db) as srv:
+        gateway = create_app(GatewayConfig(target=f"127.0.0.1:{srv.port}", tracer_provider=provider))
         async with httpx.AsyncClient(
             transport=httpx.ASGITransport(app=gateway), base_url="http://gw"
         ) as http:
             response = await http.get(
                 "/v1/backfills", headers={"traceparent": f"00-{trace_id}-b7ad6b7169203331-01"}
             )
-        assert response.status_code == 200
-    finally:
         await gateway.upstream.close()
-        await srv.stop()
+    assert response.status_code == 200
     spans = {s.name: s for s in exporter.get_finished_spans()}
     http_span = spans["GET /v1/backfills"]
     rpc_span = spans["/airflow_sidecar.v1.BackfillService/ListBackfills"]
