@@ -100,6 +100,7 @@ class SidecarSchedulerJobRunner(SchedulerJobRunner):
         runs = list(dag_runs)
         if not self.fair:
             return super()._schedule_all_dag_runs(guard, runs, session)
+        # No savepoint here: Airflow's prohibit_commit guard counts releasing one as a commit.
         try:
             extra = backfill_runs_left_out(
                 session, DagRunState.RUNNING, {r.id for r in runs}, DagRun.DEFAULT_DAGRUNS_TO_EXAMINE
@@ -123,14 +124,21 @@ class SidecarSchedulerJobRunner(SchedulerJobRunner):
         original = DagRun.__dict__["get_queued_dag_runs_to_set_running"]
         cap = self.backfill_cap
 
+        log = self.log
+
         def fair(cls: type[DagRun], session: Session) -> Collection[DagRun]:
             runs = list(original.__func__(cls, session))
-            room = None if cap is None else cap - count_running_backfill_runs(session)
-            if room is not None and room <= 0:
-                return [r for r in runs if r.backfill_id is None]
-            seen = {r.id for r in runs}
-            limit = DagRun.DEFAULT_DAGRUNS_TO_EXAMINE if room is None else room
-            extra = backfill_runs_left_out(session, DagRunState.QUEUED, seen, limit)
+            # No savepoint here: Airflow's prohibit_commit guard counts releasing one as a commit.
+            try:
+                room = None if cap is None else cap - count_running_backfill_runs(session)
+                if room is not None and room <= 0:
+                    return [r for r in runs if r.backfill_id is None]
+                seen = {r.id for r in runs}
+                limit = DagRun.DEFAULT_DAGRUNS_TO_EXAMINE if room is None else room
+                extra = backfill_runs_left_out(session, DagRunState.QUEUED, seen, limit)
+            except Exception:
+                log.exception("sidecar shim: could not pick left-out backfill runs; Airflow's own pick only")
+                return runs
             kept = [r for r in runs if r.backfill_id is None]
             backfill_runs = [r for r in runs if r.backfill_id is not None] + extra
             return kept + (backfill_runs if room is None else backfill_runs[:room])
