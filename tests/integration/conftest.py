@@ -6,11 +6,13 @@ import contextlib
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
+import httpx
 import psycopg2
 import pytest
 
 from sidecar.auth import AuthConfig
 from sidecar.engine import BackfillEngine, EngineConfig
+from sidecar.gateway import Gateway, GatewayConfig, create_app
 from sidecar.server import ServerConfig, SidecarServer
 from sidecar.store import Database, connect, prepare
 from tests.conftest import AirflowDatabase
@@ -96,3 +98,21 @@ async def server(clean_db: AirflowDatabase) -> AsyncIterator[SidecarServer]:
     """A running server without authentication on the module's database."""
     async with running_server(clean_db) as srv:
         yield srv
+
+
+@pytest.fixture
+async def gateway(server: SidecarServer) -> AsyncIterator[Gateway]:
+    """The REST gateway in-process, calling the running ``server``."""
+    app = create_app(GatewayConfig(target=f"127.0.0.1:{server.port}", max_body_bytes=64 * 1024))
+    try:
+        yield app
+    finally:
+        await app.upstream.close()
+
+
+@pytest.fixture
+async def http(gateway: Gateway) -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client talking to the in-process gateway (httpx.ASGITransport)."""
+    transport = httpx.ASGITransport(app=gateway)
+    async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as client:
+        yield client

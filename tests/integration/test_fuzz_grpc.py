@@ -27,8 +27,6 @@ from sidecar.server import SidecarServer
 from tests.conftest import AirflowDatabase
 from tests.integration import test_gateway as base
 
-server = base.server
-
 EXAMPLES_PER_METHOD = 100
 CRASHES = {grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN, grpc.StatusCode.DATA_LOSS}
 _FD = descriptor.FieldDescriptor

@@ -17,10 +17,6 @@ from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error, response_schema_conformance
 
 from sidecar.gateway import OPENAPI_PATH, Gateway
-from tests.integration import test_gateway as base
-
-server = base.server
-gateway = base.gateway
 
 EXAMPLES_PER_OPERATION = 30
 

@@ -3,35 +3,16 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import psycopg2.extensions
-import pytest
 
-from sidecar.gateway import Gateway, GatewayConfig, create_app
-from sidecar.server import SidecarServer
+from sidecar.gateway import Gateway
 
 THREE = "sidecar_e2e_three"
 RANGE = {"from_date": "2025-01-01T00:00:00Z", "to_date": "2025-01-05T00:00:00Z"}
-
-
-@pytest.fixture
-async def gateway(server: SidecarServer) -> AsyncIterator[Gateway]:
-    app = create_app(GatewayConfig(target=f"127.0.0.1:{server.port}", max_body_bytes=64 * 1024))
-    try:
-        yield app
-    finally:
-        await app.upstream.close()
-
-
-@pytest.fixture
-async def http(gateway: Gateway) -> AsyncIterator[httpx.AsyncClient]:
-    transport = httpx.ASGITransport(app=gateway)
-    async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as client:
-        yield client
 
 
 def reasons(body: dict[str, Any]) -> list[str]:

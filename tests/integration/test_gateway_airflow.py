@@ -20,9 +20,6 @@ from tests.integration import test_gateway as base
 from tests.support.airflow_env import wait_until
 
 # The gRPC server, gateway and httpx client fixtures of the /v1 tests.
-server = base.server
-gateway = base.gateway
-http = base.http
 THREE = base.THREE
 count_backfills = base.count_backfills
 
