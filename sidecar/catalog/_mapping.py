@@ -58,10 +58,7 @@ def expand_length(expand_input: Mapping[str, Any], where: str) -> int:
     kind = expand_input.get("type")
     value = expand_input.get("value")
     if kind == "dict-of-lists":
-        if isinstance(value, dict) and value.get(TYPE) == "dict":
-            value = value.get(VAR)
-        if not isinstance(value, dict):
-            raise UnsupportedFeature(f"expand input without a dict value ({where})")
+        value = _expand_kwargs(value, where)
         if not value:
             return 0
         total = 1
@@ -181,15 +178,25 @@ def _arg_factor(value: Any, where: str) -> int | str:
     return _literal_length(value, where)
 
 
+def _expand_kwargs(value: Any, where: str) -> dict[str, Any]:
+    """The keyword arguments of a ``dict-of-lists`` expand input, unwrapped from Airflow's encoding.
+
+    Raises:
+        UnsupportedFeature: The value is not a dict.
+    """
+    if isinstance(value, dict) and value.get(TYPE) == "dict":
+        value = value.get(VAR)
+    if not isinstance(value, dict):
+        raise UnsupportedFeature(f"expand input without a dict value ({where})")
+    return value
+
+
 def _input_factors(expand_input: Mapping[str, Any], where: str) -> list[int | str]:
     """The factors of one expand input's total length (``get_total_map_length``)."""
     kind = expand_input.get("type")
     value = expand_input.get("value")
     if kind == "dict-of-lists":
-        if isinstance(value, dict) and value.get(TYPE) == "dict":
-            value = value.get(VAR)
-        if not isinstance(value, dict):
-            raise UnsupportedFeature(f"expand input without a dict value ({where})")
+        value = _expand_kwargs(value, where)
         if not value:
             return [0]
         return [_arg_factor(arg, f"{where}, argument {key!r}") for key, arg in value.items()]
