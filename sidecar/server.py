@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import signal
+import socket
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -110,18 +112,19 @@ class SidecarServer:
             (*SERVICE_NAMES, reflection.SERVICE_NAME, health.SERVICE_NAME), server
         )
         self.port = _bind(server, self.config.listen, credentials)
-        await server.start()
-        self._server = server
         if self.config.ops_listen:
             host, _, port = self.config.ops_listen.rpartition(":")
-            self._ops = OpsServer(host or "127.0.0.1", int(port), self.engine.database_ready)
+            ops = OpsServer(host or "127.0.0.1", int(port), self.engine.database_ready)
             try:
-                await self._ops.start()
+                await ops.start()
             except OSError as exc:
                 raise ValueError(
                     f"cannot listen on --ops-listen {self.config.ops_listen}: {exc.strerror or exc}"
                 ) from exc
-            self.ops_port = self._ops.port
+            self._ops = ops
+            self.ops_port = ops.port
+        await server.start()  # after every port is bound: a refused start serves nothing
+        self._server = server
         self._ticker = asyncio.create_task(self._tick_forever(), name="sidecar-ticker")
         log.info("airflow-sidecar serving on %s (%s)", self.config.listen, self.db.dialect)
 
@@ -177,12 +180,48 @@ class SidecarServer:
             await self._server.wait_for_termination()
 
 
+def _in_use_error(listen: str) -> ValueError:
+    return ValueError(
+        f"cannot listen on {listen}: the address is in use (another sidecar?) or not on this host; "
+        "stop the other process or choose another --listen"
+    )
+
+
+def _refuse_if_in_use(listen: str) -> None:
+    """Fail on a port another process listens on before gRPC tries (and logs its own lines to stderr).
+
+    gRPC's own bind (with ``so_reuseport`` off) remains the real guard; this only makes the
+    common case one clean line.
+
+    Raises:
+        ValueError: some address ``listen`` resolves to is in use.
+    """
+    host, _, port = listen.rpartition(":")
+    if not (port.isascii() and port.isdigit()) or int(port) == 0:
+        return
+    try:
+        addresses = socket.getaddrinfo(
+            host.strip("[]") or None, int(port), type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )
+    except OSError:
+        return  # gRPC reports a name it cannot resolve
+    for family, kind, proto, _, address in addresses:
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as gRPC does: TIME_WAIT is no owner
+            try:
+                probe.bind(address)
+            except OSError as exc:
+                if exc.errno == errno.EADDRINUSE:
+                    raise _in_use_error(listen) from None
+
+
 def _bind(server: grpc.aio.Server, listen: str, credentials: grpc.ServerCredentials | None) -> int:
     """Bind ``listen`` (with ``so_reuseport`` off, a port in use fails here) and return the port.
 
     Raises:
         ValueError: the address is in use or not this host's (one line).
     """
+    _refuse_if_in_use(listen)
     try:
         if credentials is not None:
             port = server.add_secure_port(listen, credentials)
@@ -191,10 +230,7 @@ def _bind(server: grpc.aio.Server, listen: str, credentials: grpc.ServerCredenti
     except RuntimeError:  # grpcio >= 1.60 raises where older versions returned 0
         port = 0
     if port == 0:
-        raise ValueError(
-            f"cannot listen on {listen}: the address is in use (another sidecar?) or not on this host; "
-            "stop the other process or choose another --listen"
-        )
+        raise _in_use_error(listen)
     return port
 
 
