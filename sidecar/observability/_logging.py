@@ -2,6 +2,12 @@
 
 The ids come from a context variable bound around work on one backfill
 (:func:`log_context`), so every line logged inside, by any module, carries them.
+
+Values that callers send (DAG ids, request ids, principal names) reach log lines, so neither
+format lets them forge one: JSON escapes every control character, and the text format escapes
+control and other non-printable characters (a newline becomes a backslash and an ``n``),
+quotes context values that hold spaces, ``=`` or quotes, and indents every line of a traceback,
+so that each record starts exactly one line that is not indented.
 """
 
 from __future__ import annotations
@@ -50,15 +56,52 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(payload, default=str)
 
 
+def escape(text: str) -> str:
+    """``text`` with control and other non-printable characters escaped as Python escapes them."""
+    if text.isprintable():
+        return text
+    return "".join(char if char.isprintable() else _escaped(char) for char in text)
+
+
+def _escaped(char: str) -> str:
+    code = ord(char)
+    named = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}.get(char)
+    if named:
+        return named
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
+
+
+def _context_value(value: Any) -> str:
+    text = str(value)
+    if not text or any(char in text for char in ' ="'):
+        return json.dumps(text)  # ASCII only: every control character escaped
+    return escape(text)
+
+
 class ContextTextFormatter(logging.Formatter):
-    """Plain text, with the bound context appended as ``key=value``."""
+    """Plain text, with the bound context appended as ``key=value``; one line per record.
+
+    The message and the context are escaped (:func:`escape`); a traceback follows on lines of
+    its own, each indented, so no value a caller sent can start a line that looks like a record.
+    """
 
     def format(self, record: logging.LogRecord) -> str:
-        text = super().format(record)
+        record.message = escape(record.getMessage())
+        if self.usesTime():
+            record.asctime = self.formatTime(record, self.datefmt)
+        text = self.formatMessage(record)
         context = _CONTEXT.get()
         if context:
-            text += " " + " ".join(f"{k}={v}" for k, v in context.items())
+            text += " " + " ".join(f"{escape(str(k))}={_context_value(v)}" for k, v in context.items())
+        if record.exc_info:
+            text += "\n" + _indented(self.formatException(record.exc_info))
+        if record.stack_info:
+            text += "\n" + _indented(self.formatStack(record.stack_info))
         return text
+
+
+def _indented(block: str) -> str:
+    return "\n".join("    " + escape(line) for line in block.splitlines())
 
 
 def configure_logging(level: str = "INFO", fmt: str = "text") -> None:
