@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 from pathlib import Path
 
 from sidecar.auth import ClientSecurity
 from sidecar.gateway._app import GatewayConfig, create_app
-from sidecar.observability import setup_tracing
+from sidecar.gateway._header_timeout import header_timeout_protocol
+from sidecar.observability import configure_logging, setup_tracing
 
 DEFAULT_LISTEN = "127.0.0.1:8080"
 
@@ -74,9 +74,7 @@ def run_gateway(args: argparse.Namespace) -> int:
     host, port = split_listen(args.listen)
     if args.max_body_bytes < 1:
         raise ValueError("--max-body-bytes must be positive")
-    logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging(args.log_level, "text")  # escapes what callers send (no forged lines)
     security = ClientSecurity(
         tls=args.tls,
         ca=Path(args.tls_ca) if args.tls_ca else None,
@@ -93,5 +91,12 @@ def run_gateway(args: argparse.Namespace) -> int:
             tracer_provider=setup_tracing(),
         )
     )
-    uvicorn.run(app, host=host, port=port, log_level=args.log_level.lower(), lifespan="on")
+    uvicorn.run(
+        app,
+        host=host,
+        port=port,
+        log_level=args.log_level.lower(),
+        lifespan="on",
+        http=header_timeout_protocol(),  # uvicorn has no deadline for request headers of its own
+    )
     return 0
