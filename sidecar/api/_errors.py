@@ -216,6 +216,15 @@ def _malformed(method: str) -> grpc.Status:
     return status
 
 
+def _aborting(status: grpc.Status) -> grpc.RpcMethodHandler[Any, Any]:
+    """A handler that answers ``status`` (unary; the request bytes are left undecoded)."""
+
+    async def abort(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        await context.abort_with_status(status)
+
+    return grpc.unary_unary_rpc_method_handler(abort)
+
+
 class ErrorBoundary(grpc.aio.ServerInterceptor):
     """The outermost interceptor: no exception text and no decoding error reaches a caller.
 
@@ -230,8 +239,11 @@ class ErrorBoundary(grpc.aio.ServerInterceptor):
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler[Any, Any] | None:
         """Wrap unary and server-streaming handlers; stream-request ones pass unchanged."""
-        handler = await continuation(handler_call_details)
         method = str(handler_call_details.method)
+        try:
+            handler = await continuation(handler_call_details)
+        except Exception as exc:  # an inner interceptor failed before the call: answer it anyway
+            return _aborting(internal_status(exc, method))
         if handler is None:
             return None
         if handler.unary_unary is not None:

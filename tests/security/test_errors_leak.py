@@ -409,9 +409,14 @@ async def test_untranslated_failures_on_every_method(
 
 
 class _Exploding(grpc.aio.ServerInterceptor):
-    """An interceptor that fails inside the call, as a broken auth check would."""
+    """An interceptor that fails inside the call, as a broken auth check would (or before it)."""
+
+    def __init__(self, *, early: bool = False) -> None:
+        self._early = early
 
     async def intercept_service(self, continuation: Any, handler_call_details: Any) -> Any:
+        if self._early:
+            raise RuntimeError("UPDATE airflow_sidecar.sidecar_backfill SET x = $1")
         handler = await continuation(handler_call_details)
 
         async def unary(request: Any, context: Any) -> Any:
@@ -430,10 +435,11 @@ class _Exploding(grpc.aio.ServerInterceptor):
         )
 
 
+@pytest.mark.parametrize("early", [False, True], ids=["in-call", "in-intercept-service"])
 async def test_interceptor_failures_are_internal(
-    engine: BackfillEngine, caplog: pytest.LogCaptureFixture
+    early: bool, engine: BackfillEngine, caplog: pytest.LogCaptureFixture
 ) -> None:
-    server = grpc.aio.server(interceptors=[ErrorBoundary(), _Exploding()])
+    server = grpc.aio.server(interceptors=[ErrorBoundary(), _Exploding(early=early)])
     backfill_pb2_grpc.add_BackfillServiceServicer_to_server(BackfillServicer(engine), server)
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
@@ -444,7 +450,8 @@ async def test_interceptor_failures_are_internal(
             )
             assert isinstance(error, grpc.aio.AioRpcError)
             record = assert_internal(error, caplog)
-            assert "SELECT secret" in str(record.exc_info[1]) if record.exc_info else False
+            assert record.exc_info is not None
+            assert "airflow_sidecar.sidecar_backfill" in str(record.exc_info[1])
             watch = channel.unary_stream(
                 SERVICE + "WatchBackfill",
                 request_serializer=lambda m: m.SerializeToString(),

@@ -71,6 +71,10 @@ async def test_infinite_max_active_runs_is_airflows_422(http: httpx.AsyncClient)
     assert detail["loc"] == ["body", "max_active_runs"]
     assert detail["type"] == "finite_number"
     assert detail["input"] == "inf"
+    v1_raw = json.dumps(V1_BODY)[:-1] + ', "maxActiveRuns": 1e400}'
+    v1 = await http.post("/v1/backfills", content=v1_raw, headers={"content-type": "application/json"})
+    assert v1.status_code == 400, v1.text
+    assert v1.json()["error"]["status"] == "INVALID_ARGUMENT"
     for conf in ('{"a": 1e400}', '{"a": NaN}'):
         body = json.dumps(V2_BODY)[:-1] + f', "dag_run_conf": {conf}}}'
         refused = await http.post(
