@@ -11,9 +11,9 @@ outside the servicers (interceptors) and answers undecodable request bytes with
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import logging
-import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from functools import wraps
@@ -26,14 +26,13 @@ from grpc_status import rpc_status
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from sidecar import errors
+from sidecar.observability import CORRELATION_KEY, log_failure
 
 log = logging.getLogger(__name__)
 
 DOMAIN = "airflow-sidecar.apache.org"
 #: ErrorInfo reason of an unexpected failure (its metadata holds :data:`CORRELATION_KEY`).
 INTERNAL_REASON = "INTERNAL"
-#: ErrorInfo metadata key of the correlation id (the REST gateway reads it under this name).
-CORRELATION_KEY = "correlation_id"
 #: Trailing metadata key carrying the correlation id of an INTERNAL answer.
 CORRELATION_METADATA = "correlation-id"
 
@@ -114,15 +113,7 @@ def internal_status(exc: BaseException, where: str) -> grpc.Status:
     Returns:
         ``INTERNAL`` with the id in its message, ErrorInfo metadata and trailing metadata.
     """
-    correlation_id = secrets.token_hex(8)
-    log.error(
-        "internal error in %s (correlation id %s): %s",
-        where,
-        correlation_id,
-        type(exc).__name__,
-        exc_info=exc,
-        extra={CORRELATION_KEY: correlation_id},
-    )
+    correlation_id = log_failure(log, exc, where)
     info = any_pb2.Any()
     info.Pack(
         error_details_pb2.ErrorInfo(
@@ -216,6 +207,21 @@ def _malformed(method: str) -> grpc.Status:
     return status
 
 
+@contextlib.asynccontextmanager
+async def _answering(
+    request: Any, context: grpc.aio.ServicerContext[Any, Any], method: str
+) -> AsyncIterator[None]:
+    """Refuse undecodable bytes before the block; answer INTERNAL for whatever escapes it."""
+    if request is _UNDECODABLE:
+        await context.abort_with_status(_malformed(method))
+    try:
+        yield
+    except grpc.aio.AbortError:
+        raise
+    except Exception as exc:
+        await context.abort_with_status(internal_status(exc, method))
+
+
 def _aborting(status: grpc.Status) -> grpc.RpcMethodHandler[Any, Any]:
     """A handler that answers ``status`` (unary; the request bytes are left undecoded)."""
 
@@ -250,15 +256,9 @@ class ErrorBoundary(grpc.aio.ServerInterceptor):
             inner_unary: Any = handler.unary_unary
 
             async def unary_unary(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-                if request is _UNDECODABLE:
-                    await context.abort_with_status(_malformed(method))
-                try:
+                async with _answering(request, context, method):
                     result = inner_unary(request, context)
                     return await result if inspect.isawaitable(result) else result
-                except grpc.aio.AbortError:
-                    raise
-                except Exception as exc:
-                    await context.abort_with_status(internal_status(exc, method))
 
             return grpc.unary_unary_rpc_method_handler(
                 unary_unary, _lenient(handler.request_deserializer), handler.response_serializer
@@ -269,22 +269,9 @@ class ErrorBoundary(grpc.aio.ServerInterceptor):
             async def unary_stream(
                 request: Any, context: grpc.aio.ServicerContext[Any, Any]
             ) -> AsyncIterator[Any]:
-                if request is _UNDECODABLE:
-                    await context.abort_with_status(_malformed(method))
-                try:
-                    result = inner_stream(request, context)
-                    if hasattr(result, "__aiter__"):
-                        async for item in result:
-                            yield item
-                    elif inspect.isawaitable(result):
-                        await result  # a handler that writes with context.write
-                    else:
-                        for item in result:
-                            yield item
-                except grpc.aio.AbortError:
-                    raise
-                except Exception as exc:
-                    await context.abort_with_status(internal_status(exc, method))
+                async with _answering(request, context, method):
+                    async for item in inner_stream(request, context):  # as the metrics interceptor
+                        yield item
 
             return grpc.unary_stream_rpc_method_handler(
                 unary_stream, _lenient(handler.request_deserializer), handler.response_serializer

@@ -19,6 +19,8 @@ from google.protobuf import json_format
 from google.protobuf.message import DecodeError
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 
+from sidecar.observability import CORRELATION_KEY, log_failure
+
 #: ``google.rpc.Code`` -> HTTP status, as ``google/rpc/code.proto`` documents it.
 HTTP_STATUS: dict[grpc.StatusCode, int] = {
     grpc.StatusCode.OK: 200,
@@ -42,8 +44,6 @@ HTTP_STATUS: dict[grpc.StatusCode, int] = {
 
 _STATUS_DETAILS_KEY = "grpc-status-details-bin"
 DOMAIN = "airflow-sidecar.apache.org"
-#: ErrorInfo metadata key of the correlation id (the same as ``sidecar.api._errors``').
-CORRELATION_KEY = "correlation_id"
 #: Failures that are the server's, not the caller's: their text is never passed on.
 _SERVER_FAULTS = frozenset({grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN, grpc.StatusCode.DATA_LOSS})
 #: What a 5xx answer says when its text did not come from the sidecar itself.
@@ -119,16 +119,7 @@ def internal_error(correlation_id: str) -> CallError:
 
 def unexpected(exc: BaseException, where: str) -> CallError:
     """A failure of the gateway itself: logged in full under a new correlation id, answered with only the id."""
-    correlation_id = secrets.token_hex(8)
-    log.error(
-        "internal error in %s (correlation id %s): %s",
-        where,
-        correlation_id,
-        type(exc).__name__,
-        exc_info=exc,
-        extra={CORRELATION_KEY: correlation_id},
-    )
-    return internal_error(correlation_id)
+    return internal_error(log_failure(log, exc, where))
 
 
 def from_rpc_error(error: grpc.RpcError) -> CallError:

@@ -17,11 +17,15 @@ import contextvars
 import datetime as dt
 import json
 import logging
+import secrets
 import sys
 from collections.abc import Iterator
 from typing import Any
 
 _CONTEXT: contextvars.ContextVar[dict[str, Any]] = contextvars.ContextVar("sidecar_log_context", default={})  # noqa: B039
+
+#: The ``extra`` field (a JSON log key) and ``ErrorInfo`` metadata key of a correlation id.
+CORRELATION_KEY = "correlation_id"
 
 # Attributes every LogRecord has; anything else was passed with ``extra=``.
 _STANDARD = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime", "taskName"}
@@ -35,6 +39,32 @@ def log_context(**fields: Any) -> Iterator[None]:
         yield
     finally:
         _CONTEXT.reset(token)
+
+
+def log_failure(logger: logging.Logger, exc: BaseException, where: str) -> str:
+    """Log an unexpected failure in full (type, text, traceback) under a new correlation id.
+
+    The caller is answered with the returned id only, so that the details, which may hold SQL,
+    parameters or schema names, stay in this log line.
+
+    Args:
+        logger: the module's logger.
+        exc: the failure.
+        where: what failed (an RPC method, a route), for the log line.
+
+    Returns:
+        The correlation id (16 hex digits), also in the line's message and its ``correlation_id`` field.
+    """
+    correlation_id = secrets.token_hex(8)
+    logger.error(
+        "internal error in %s (correlation id %s): %s",
+        where,
+        correlation_id,
+        type(exc).__name__,
+        exc_info=exc,
+        extra={CORRELATION_KEY: correlation_id},
+    )
+    return correlation_id
 
 
 class JsonFormatter(logging.Formatter):

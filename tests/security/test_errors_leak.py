@@ -27,10 +27,10 @@ from sidecar._gen.airflow_sidecar.v1 import backfill_pb2 as pb
 from sidecar._gen.airflow_sidecar.v1 import backfill_pb2_grpc, scheduler_pb2
 from sidecar.api import BackfillServicer, ErrorBoundary
 from sidecar.api._convert import MAX_CONF_DEPTH
-from sidecar.api._errors import CORRELATION_KEY, CORRELATION_METADATA
+from sidecar.api._errors import CORRELATION_METADATA
 from sidecar.engine import BackfillEngine
 from sidecar.gateway import GatewayConfig, create_app
-from sidecar.gateway._errors import CORRELATION_KEY as GATEWAY_CORRELATION_KEY
+from sidecar.observability import CORRELATION_KEY
 from sidecar.server import SidecarServer
 
 THREE = "sidecar_e2e_three"
@@ -165,7 +165,7 @@ def assert_http_safe(response: httpx.Response, caplog: pytest.LogCaptureFixture)
     else:
         assert body["error"]["status"] == "INTERNAL"
         (info,) = [d for d in body["error"]["details"] if d["@type"].endswith("ErrorInfo")]
-        correlation_id = info["metadata"][GATEWAY_CORRELATION_KEY]
+        correlation_id = info["metadata"][CORRELATION_KEY]
         assert correlation_id in body["error"]["message"]
     logged(caplog, correlation_id)
 
@@ -185,10 +185,6 @@ def nested(depth: int) -> Any:
 def count_backfills(sql: psycopg2.extensions.cursor) -> int:
     sql.execute("SELECT count(*) FROM backfill")
     return int(sql.fetchone()[0])
-
-
-def test_correlation_key_is_one_contract() -> None:
-    assert CORRELATION_KEY == GATEWAY_CORRELATION_KEY
 
 
 async def test_nul_in_ids_and_filters(
