@@ -14,7 +14,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from sidecar._gen.airflow_sidecar.v1 import backfill_pb2, backfill_pb2_grpc, scheduler_pb2, scheduler_pb2_grpc
-from sidecar.api import BackfillServicer, SchedulerServicer
+from sidecar.api import BackfillServicer, ErrorBoundary, SchedulerServicer
 from sidecar.api._limits import RateLimiter
 from sidecar.auth import (
     build_interceptor,
@@ -89,6 +89,7 @@ class SidecarServer:
         server = grpc.aio.server(
             options=options,
             interceptors=[
+                ErrorBoundary(),  # outermost: no exception text or decoding error reaches a caller
                 *server_interceptors(tracer_provider),
                 MetricsInterceptor(),
                 *([interceptor] if interceptor else []),  # innermost: metrics see refused calls

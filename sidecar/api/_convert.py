@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import json
+import math
 from typing import Any
 
 from google.protobuf.message import Message
@@ -53,6 +54,11 @@ _DISPOSITIONS = {
 
 MAX_REQUEST_ID_LENGTH = 128
 MAX_DAG_ID_LENGTH = 250
+#: Deepest nesting of objects and arrays accepted in ``dag_run_conf`` (deeper documents are
+#: refused at the edge: serialising them again would overflow Python's recursion limit).
+MAX_CONF_DEPTH = 64
+#: Page tokens carry a backfill id or a run's sort ordinal: both are 32-bit integer columns.
+_MAX_TOKEN_VALUE = 2**31 - 1
 
 
 def timestamp(value: dt.datetime | None) -> Timestamp | None:
@@ -84,20 +90,53 @@ def datetime_of(message: Message, name: str, field: str) -> dt.datetime:
 def parse_conf(text: str) -> dict[str, Any] | None:
     """``dag_run_conf`` JSON text as a dict (empty text: none given).
 
+    Only what every database's JSON column can store is accepted: no NaN or Infinity (nor a
+    number that overflows a double), and no more than :data:`MAX_CONF_DEPTH` levels of nesting.
+
     Raises:
-        InvalidArgument: not JSON, or not a JSON object.
+        InvalidArgument: not JSON, not a JSON object, a non-finite number, or too deep.
     """
     if not text.strip():
         return None
     try:
-        value = json.loads(text)
+        value = json.loads(text, parse_constant=_non_finite, parse_float=_finite_float)
+    except RecursionError as exc:
+        raise _conf_too_deep() from exc
     except ValueError as exc:
         raise InvalidArgument(
             f"dag_run_conf is not valid JSON: {exc}", field="backfill.dag_run_conf"
         ) from exc
     if not isinstance(value, dict):
         raise InvalidArgument("dag_run_conf must be a JSON object", field="backfill.dag_run_conf")
+    if _too_deep(value):
+        raise _conf_too_deep()
     return value
+
+
+def _non_finite(name: str) -> Any:
+    """NaN and Infinity are not JSON (RFC 8259): Airflow's JSON columns cannot hold them."""
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text[:40]} is out of the range of a double")
+    return value
+
+
+def _too_deep(value: Any, level: int = 1) -> bool:
+    """Whether ``value`` nests objects and arrays deeper than :data:`MAX_CONF_DEPTH` (bounded recursion)."""
+    children = value.values() if isinstance(value, dict) else value if isinstance(value, list) else None
+    if children is None:
+        return False
+    return level > MAX_CONF_DEPTH or any(_too_deep(child, level + 1) for child in children)
+
+
+def _conf_too_deep() -> InvalidArgument:
+    return InvalidArgument(
+        f"dag_run_conf nests deeper than {MAX_CONF_DEPTH} levels", field="backfill.dag_run_conf"
+    )
 
 
 def spec_of(request: pb.CreateBackfillRequest, principal: str | None) -> BackfillSpec:
@@ -212,7 +251,10 @@ def decode_token(token: str) -> int | None:
         version, _, value = base64.urlsafe_b64decode(token.encode()).decode().partition(":")
         if version != "v1":
             raise ValueError(version)
-        return int(value)
+        number = int(value)
+        if not 0 <= number <= _MAX_TOKEN_VALUE:
+            raise ValueError(value)
+        return number
     except (ValueError, UnicodeDecodeError) as exc:
         raise InvalidArgument("page_token is not valid", field="page_token") from exc
 

@@ -37,6 +37,21 @@ from sidecar.config import AIRFLOW_AUDIENCE
 JWT_ALGORITHMS = ("HS512", "HS256")
 #: Claims every accepted JWT must carry (Airflow also requires ``iat`` and ``nbf`` of its own).
 REQUIRED_CLAIMS = ("exp", "sub")
+#: Longest principal name: it is recorded as the backfill's ``triggering_user_name``, a
+#: ``String(512)`` column in Airflow's schema.
+MAX_PRINCIPAL_LENGTH = 512
+#: Longest JWT id looked up in Airflow's ``revoked_token`` table (its ``jti`` is ``String(32)``;
+#: anything longer cannot have been revoked there, but is still refused as malformed past this).
+MAX_JTI_LENGTH = 256
+
+
+def _name_problem(name: str, what: str) -> str | None:
+    """Why ``name`` cannot be a principal's name (None: it can): Airflow's column, no control characters."""
+    if len(name) > MAX_PRINCIPAL_LENGTH:
+        return f"{what} is longer than {MAX_PRINCIPAL_LENGTH} characters (Airflow's triggering_user_name)"
+    if not name.isprintable():
+        return f"{what} must not contain control or other non-printable characters"
+    return None
 
 
 @dataclass(frozen=True)
@@ -108,6 +123,9 @@ def load_token_file(path: Path) -> list[StaticToken]:
             raise ValueError(f"{where}: unknown keys {sorted(extra)}")
         if not isinstance(name, str) or not name:
             raise ValueError(f"{where}: principal must be a non-empty string")
+        problem = _name_problem(name, "principal")
+        if problem:
+            raise ValueError(f"{where}: {problem}")
         try:
             raw = bytes.fromhex(digest) if isinstance(digest, str) else b""
         except ValueError:
@@ -190,9 +208,14 @@ class Authenticator:
         subject = claims.get("sub")
         if not isinstance(subject, str) or not subject:
             raise AuthenticationError(TOKEN_INVALID, "invalid token: sub must be a non-empty string")
+        problem = _name_problem(subject, "sub")
+        if problem:
+            raise AuthenticationError(TOKEN_INVALID, f"invalid token: {problem}")
         try:
             roles = _roles(claims.get("role"), "role claim") | _roles(claims.get("roles"), "roles claim")
         except ValueError as exc:
             raise AuthenticationError(TOKEN_INVALID, f"invalid token: {exc}") from exc
         jti = claims.get("jti")
+        if isinstance(jti, str) and (len(jti) > MAX_JTI_LENGTH or not jti.isprintable()):
+            raise AuthenticationError(TOKEN_INVALID, "invalid token: malformed jti")
         return Principal(subject, roles, jti if isinstance(jti, str) and jti else None)

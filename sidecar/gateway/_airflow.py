@@ -31,7 +31,7 @@ from starlette.responses import JSONResponse
 from sidecar._gen.airflow_sidecar.v1 import backfill_pb2 as pb
 from sidecar.auth import TOKEN_EXPIRED, TOKEN_INVALID
 from sidecar.gateway._calls import Upstream
-from sidecar.gateway._errors import CallError, from_rpc_error
+from sidecar.gateway._errors import CallError, from_rpc_error, unexpected
 
 PREFIX = "/api/v2/backfills"
 _SERVICE = "/airflow_sidecar.v1.BackfillService/"
@@ -168,8 +168,8 @@ def _validation_errors(exc: ValidationError, where: str) -> list[dict[str, Any]]
 
 def _jsonable(value: Any) -> Any:
     try:
-        json.dumps(value)
-    except (TypeError, ValueError):
+        json.dumps(value, allow_nan=False)  # what the response will do: no NaN or Infinity
+    except (TypeError, ValueError, RecursionError):
         return str(value)
     return value
 
@@ -259,8 +259,8 @@ def _create_request(body: BackfillPostBody, *, dry_run: bool) -> pb.CreateBackfi
     )
     if body.dag_run_conf is not None:
         try:
-            backfill.dag_run_conf = json.dumps(body.dag_run_conf)
-        except (TypeError, ValueError) as exc:
+            backfill.dag_run_conf = json.dumps(body.dag_run_conf, allow_nan=False)
+        except (TypeError, ValueError, RecursionError) as exc:
             raise _LocalError(422, f"dag_run_conf is not serialisable: {exc}") from None
     return pb.CreateBackfillRequest(
         backfill=backfill, validate_only=dry_run, dry_run_page_size=_DRY_RUN_LIMIT if dry_run else 0
@@ -294,7 +294,14 @@ def airflow_error(error: CallError, *, dag_id: str = "") -> HttpError:
         return HttpError(429, message)
     if code == grpc.StatusCode.UNAVAILABLE:
         return HttpError(503, message)
-    return HttpError(500, "Internal Server Error")
+    if not error.correlation_id:
+        error = unexpected(RuntimeError(f"{code.name}: {message[:2000]}"), "an /api/v2 call")
+    return internal_server_error(error.correlation_id)
+
+
+def internal_server_error(correlation_id: str) -> HttpError:
+    """Airflow's 500, naming only the correlation id of the log line that holds the details."""
+    return HttpError(500, f"Internal Server Error (correlation id {correlation_id})")
 
 
 class AirflowRoutes:

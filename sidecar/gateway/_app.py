@@ -1,7 +1,16 @@
-"""The gateway as one ASGI application: body limit, JSON decoding, routing, the OpenAPI document."""
+"""The gateway as one ASGI application: body limits, JSON decoding, routing, the OpenAPI document.
+
+A request body must be ``application/json`` (415 otherwise), at most ``max_body_bytes`` (413)
+and arrive within ``body_timeout`` seconds (408); each refusal is answered in the error format
+of its route family (AIP-193 on ``/v1``, Airflow's ``{"detail": ...}`` on ``/api/v2``). Nothing
+the gateway raises reaches a caller as text: an unexpected failure is logged under a
+correlation id and answered 500 with only that id.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import email.message
 import json
 import logging
 from dataclasses import dataclass
@@ -17,7 +26,7 @@ from sidecar.config import DEFAULT_TARGET
 from sidecar.gateway import _airflow, _rest
 from sidecar.gateway._bindings import bindings_of
 from sidecar.gateway._calls import Upstream
-from sidecar.gateway._errors import bad_request, error_body
+from sidecar.gateway._errors import CallError, bad_request, error_body, unexpected
 from sidecar.gateway._openapi import openapi_document
 from sidecar.gateway._tracing import request_trace
 
@@ -40,6 +49,8 @@ class GatewayConfig:
     """Largest request body; larger ones get 413 before anything is called."""
     timeout: float = 60.0
     """Seconds per unary gRPC call."""
+    body_timeout: float = 30.0
+    """Seconds a client has to send the whole request body; slower ones get 408."""
     credentials: grpc.ChannelCredentials | None = None
     """TLS credentials for the sidecar's port; None: plaintext (loopback)."""
     tracer_provider: Any | None = None
@@ -47,6 +58,10 @@ class GatewayConfig:
 
 
 class _TooLarge(Exception):
+    pass
+
+
+class _TooSlow(Exception):
     pass
 
 
@@ -77,7 +92,12 @@ class Gateway:
             return
         with request_trace(scope, self.config.tracer_provider):
             request = Request(scope, receive)
-            response = await self._answer(request)
+            try:
+                response = await self._answer(request)
+            except Exception as exc:
+                response = _internal_response(
+                    unexpected(exc, f"{request.method} request"), _is_airflow(scope)
+                )
             await response(scope, receive, send)
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
@@ -91,20 +111,23 @@ class Gateway:
                 return
 
     async def _answer(self, request: Request) -> Response:
-        raw_path: bytes = request.scope.get("raw_path") or request.scope["path"].encode()
-        path = raw_path.decode("latin-1").split("?", 1)[0]
-        airflow = path == _airflow.PREFIX or path.startswith(_airflow.PREFIX + "/")
+        path = _path_of(request.scope)
+        airflow = _is_airflow(request.scope)
         if path == OPENAPI_PATH and request.method == "GET":
             return JSONResponse(self.openapi)
         try:
             raw = await self._read_body(request)
         except _TooLarge:
             message = f"request body larger than {self.config.max_body_bytes} bytes"
-            if airflow:
-                return JSONResponse({"detail": message}, status_code=413)
-            return JSONResponse(error_body(413, "INVALID_ARGUMENT", message), status_code=413)
+            return _refusal(413, "INVALID_ARGUMENT", message, airflow)
+        except _TooSlow:
+            message = f"request body not received within {self.config.body_timeout:g} seconds"
+            return _refusal(408, "DEADLINE_EXCEEDED", message, airflow)
         except ClientDisconnect:
             return Response(status_code=400)
+        if raw.strip() and not _is_json(request.headers.get("content-type")):
+            message = "request bodies must be JSON: send Content-Type: application/json"
+            return _refusal(415, "INVALID_ARGUMENT", message, airflow, close=False)
         try:
             body = _decode(raw)
         except _BadJson as exc:
@@ -133,12 +156,51 @@ class Gateway:
             raise _TooLarge
         chunks: list[bytes] = []
         size = 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise _TooLarge
-            chunks.append(chunk)
+        try:
+            async with asyncio.timeout(self.config.body_timeout):
+                async for chunk in request.stream():
+                    size += len(chunk)
+                    if size > limit:
+                        raise _TooLarge
+                    chunks.append(chunk)
+        except TimeoutError:
+            raise _TooSlow from None
         return b"".join(chunks)
+
+
+def _path_of(scope: Scope) -> str:
+    raw_path: bytes = scope.get("raw_path") or scope["path"].encode()
+    return raw_path.decode("latin-1").split("?", 1)[0]
+
+
+def _is_airflow(scope: Scope) -> bool:
+    path = _path_of(scope)
+    return path == _airflow.PREFIX or path.startswith(_airflow.PREFIX + "/")
+
+
+def _is_json(content_type: str | None) -> bool:
+    """``application/json`` or ``application/<anything>+json``, with any parameters."""
+    if not content_type:
+        return False
+    header = email.message.Message()
+    header["content-type"] = content_type
+    subtype = header.get_content_subtype()
+    return header.get_content_maintype() == "application" and (subtype == "json" or subtype.endswith("+json"))
+
+
+def _refusal(status: int, code: str, message: str, airflow: bool, *, close: bool = True) -> JSONResponse:
+    """A refusal of the body, in the route family's format.
+
+    ``close``: the body was not read in full, so the connection cannot carry another request.
+    """
+    body = {"detail": message} if airflow else error_body(status, code, message)
+    return JSONResponse(body, status_code=status, headers={"connection": "close"} if close else None)
+
+
+def _internal_response(error: CallError, airflow: bool) -> JSONResponse:
+    if airflow:
+        return _airflow.internal_server_error(error.correlation_id).response()
+    return _rest.error_response(error)
 
 
 def _decode(raw: bytes) -> Any:

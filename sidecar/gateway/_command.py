@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import logging
 
 from sidecar.auth import is_loopback
 from sidecar.config import GatewaySettings, add_gateway_arguments
 from sidecar.gateway._app import GatewayConfig, create_app
 from sidecar.gateway._exposure import RequireAuthenticatedSidecar
-from sidecar.observability import setup_tracing
+from sidecar.gateway._header_timeout import header_timeout_protocol
+from sidecar.observability import configure_logging, setup_tracing
 
 
 def add_gateway_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -41,9 +41,7 @@ def run_gateway(args: argparse.Namespace) -> int:
 
     settings = GatewaySettings.from_args(args)
     host, port = split_listen(settings.listen)
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging(settings.log_level, "text")  # escapes what callers send (no forged lines)
     security = settings.client.security
     credentials = security.channel_credentials() if security.uses_tls else None
     gateway = create_app(
@@ -57,5 +55,12 @@ def run_gateway(args: argparse.Namespace) -> int:
     )
     exposed = not (is_loopback(settings.listen) and is_loopback(settings.client.target))
     app = RequireAuthenticatedSidecar(gateway, gateway.upstream) if exposed else gateway
-    uvicorn.run(app, host=host, port=port, log_level=settings.log_level.lower(), lifespan="on")
+    uvicorn.run(
+        app,
+        host=host,
+        port=port,
+        log_level=settings.log_level.lower(),
+        lifespan="on",
+        http=header_timeout_protocol(),  # uvicorn has no deadline for request headers of its own
+    )
     return 0

@@ -4,7 +4,8 @@ Responses use the canonical proto3 JSON mapping (``lowerCamelCase`` names, int64
 Timestamps as RFC 3339, enums by name); requests accept both ``lowerCamelCase`` and the proto
 field names. Errors are AIP-193 bodies. The server-streaming ``WatchBackfill`` is answered as
 newline-delimited JSON (``application/x-ndjson``): one ``{"result": {...}}`` object per line,
-and, should the stream fail after it started, a last ``{"error": {...}}`` line.
+and, should the stream fail after it started, a last ``{"error": {...}}`` line. A failure of the
+gateway itself is answered 500 with a correlation id (``_errors.unexpected``), never its text.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from sidecar.gateway._bindings import Binding, RequestError, build_request
 from sidecar.gateway._calls import Upstream
-from sidecar.gateway._errors import CallError, bad_request, from_rpc_error
+from sidecar.gateway._errors import CallError, bad_request, from_rpc_error, unexpected
 
 NDJSON = "application/x-ndjson"
 
@@ -88,6 +89,8 @@ async def _stream(
                 yield _line({"result": to_json(item)})
         except grpc.RpcError as exc:
             yield _line(from_rpc_error(exc).body())
+        except Exception as exc:  # the gateway's own failure, after the 200 went out
+            yield _line(unexpected(exc, binding.grpc_path).body())
         finally:
             cancel = getattr(stream, "cancel", None)
             if cancel is not None:

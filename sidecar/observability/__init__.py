@@ -1,7 +1,13 @@
 """Operations: Prometheus metrics, structured logs, OpenTelemetry traces, health and readiness probes."""
 
 from sidecar.observability._http import OpsServer
-from sidecar.observability._logging import JsonFormatter, configure_logging, log_context
+from sidecar.observability._logging import (
+    CORRELATION_KEY,
+    JsonFormatter,
+    configure_logging,
+    log_context,
+    log_failure,
+)
 from sidecar.observability._metrics import (
     BATCH_SECONDS,
     DATABASE_ERRORS,
@@ -18,6 +24,7 @@ from sidecar.observability._tracing import instrument_database, server_intercept
 
 __all__ = [
     "BATCH_SECONDS",
+    "CORRELATION_KEY",
     "DATABASE_ERRORS",
     "REGISTRY",
     "RPC_SECONDS",
@@ -29,6 +36,7 @@ __all__ = [
     "configure_logging",
     "instrument_database",
     "log_context",
+    "log_failure",
     "render",
     "server_interceptors",
     "set_backfill_counts",
