@@ -21,7 +21,6 @@ from sidecar.auth import (
     build_interceptor,
     check_auth,
     server_credentials,
-    token_revoked,
 )
 from sidecar.engine import BackfillEngine, EngineConfig
 from sidecar.errors import SidecarError
@@ -34,7 +33,7 @@ from sidecar.observability import (
     setup_tracing,
 )
 from sidecar.observability._grpc import MetricsInterceptor
-from sidecar.store import Database, connect, prepare
+from sidecar.store import Database, connect, prepare, token_revoked
 
 log = logging.getLogger(__name__)
 
