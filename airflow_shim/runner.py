@@ -12,19 +12,14 @@ from airflow.models.backfill import Backfill
 from airflow.models.dagrun import DagRun
 from airflow.utils.session import NEW_SESSION, provide_session
 from airflow.utils.state import DagRunState
-from sqlalchemy import text
 
+from airflow_shim._completion import CompletionHold
 from airflow_shim._fairness import backfill_runs_left_out, count_running_backfill_runs
 from airflow_shim.client import TickClient
 from sidecar.config import ShimSettings
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
-
-
-def _materializing_query(dialect: str) -> str:
-    table = "airflow_sidecar.sidecar_backfill" if dialect == "postgresql" else "sidecar_backfill"
-    return f"SELECT backfill_id FROM {table} WHERE phase = 'materializing'"
 
 
 class LoopStats:
@@ -61,8 +56,9 @@ class SidecarSchedulerJobRunner(SchedulerJobRunner):
 
     - Each loop, before scheduling, one Tick with a short deadline lets the sidecar top
       up its backfills' windows of runs. Failures are logged; the loop goes on.
-    - Airflow's 30 s completion timer skips backfills that the sidecar is still
-      materialising, so a windowed backfill is never completed early.
+    - Airflow's 30 s completion timer skips the backfills the last Tick said the sidecar
+      is still materialising (and those created since), so a windowed backfill is never
+      completed early; with no Tick answered recently it completes none (backfills wait).
     - Running backfill runs that Airflow's per-loop limit left out are examined too
       (apache/airflow#58554), fairly across backfills.
     - Queued backfill runs Airflow left out are offered for starting, fairly, unless
@@ -72,9 +68,16 @@ class SidecarSchedulerJobRunner(SchedulerJobRunner):
     ``SIDECAR_SHIM_FAIRNESS=off`` turns the last two off (Airflow's own choice of runs).
     """
 
-    def __init__(self, *args: object, tick_client: TickClient | None = None, **kwargs: object) -> None:
+    def __init__(
+        self,
+        *args: object,
+        tick_client: TickClient | None = None,
+        completion_hold: CompletionHold | None = None,
+        **kwargs: object,
+    ) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
         self.tick_client = tick_client or TickClient.from_env()
+        self.completion_hold = completion_hold or CompletionHold()
         settings = ShimSettings.from_env()
         self.loop_stats = LoopStats(settings.stats_interval)
         self.backfill_cap = settings.max_running_backfill_runs
@@ -83,7 +86,7 @@ class SidecarSchedulerJobRunner(SchedulerJobRunner):
     def _do_scheduling(self, session: Session) -> int:
         # Before Airflow's prohibit_commit guard; the RPC never touches the scheduler's session.
         started = time.monotonic()
-        self.tick_client.tick()
+        self._tick()
         ticked = time.monotonic()
         try:
             return super()._do_scheduling(session)
@@ -92,6 +95,13 @@ class SidecarSchedulerJobRunner(SchedulerJobRunner):
             line = self.loop_stats.add(done - started, ticked - started)
             if line:
                 self.log.info(line)
+
+    def _tick(self) -> None:
+        """One Tick; its answer (if any) says which backfills the sidecar is still writing."""
+        sent_at = self.completion_hold.sending()
+        response = self.tick_client.tick()
+        if response is not None:
+            self.completion_hold.answered(response.materializing_backfill_ids, sent_at)
 
     def _schedule_all_dag_runs(self, guard: Any, dag_runs: Iterable[DagRun], session: Session) -> Any:
         runs = list(dag_runs)
@@ -156,18 +166,15 @@ class SidecarSchedulerJobRunner(SchedulerJobRunner):
 
     @provide_session
     def _mark_backfills_complete(self, *, session: Session = NEW_SESSION) -> None:
-        held = self._materializing_ids(session)
+        hold = self.completion_hold
+        if not hold.fresh():
+            age = hold.age()
+            self.log.info(
+                "sidecar shim: %s; no backfill is marked complete until the sidecar answers",
+                "no Tick answered yet" if age is None else f"no Tick answered for {age:.0f}s",
+            )
+            return
         super()._mark_backfills_complete(session=session)
         for obj in list(session.dirty):
-            if isinstance(obj, Backfill) and obj.id in held:
+            if isinstance(obj, Backfill) and hold.holds(obj.id, obj.created_at):
                 obj.completed_at = None
-
-    def _materializing_ids(self, session: Session) -> set[int]:
-        try:
-            with session.begin_nested():
-                dialect = session.get_bind().dialect.name
-                return {row[0] for row in session.execute(text(_materializing_query(dialect)))}
-        except Exception:
-            # No sidecar tables yet (the sidecar never ran): nothing to hold back.
-            self.log.debug("sidecar tables not readable", exc_info=True)
-            return set()

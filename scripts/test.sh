@@ -3,7 +3,7 @@
 #
 #   ./scripts/test.sh [PYTEST ARGS...]
 #
-# Order: generated code is current -> proto lint -> ruff -> mypy -> pytest. CI=true is
+# Order: generated code is current -> proto lint -> ruff -> import contracts -> mypy -> pytest. CI=true is
 # exported so tests that need PostgreSQL or Airflow fail instead of skipping when the
 # infrastructure is missing. SIDECAR_SKIP_INSTALL=1 skips the pip step (offline reruns).
 set -euo pipefail
@@ -44,6 +44,9 @@ fi
 step "ruff"
 ruff check .
 ruff format --check .
+
+step "import contracts (lint-imports: the layers in pyproject's [tool.importlinter])"
+lint-imports --no-logo --no-cache
 
 step "deployment files (hadolint, yamllint, values schema)"
 hadolint deploy/Dockerfile deploy/Dockerfile.airflow

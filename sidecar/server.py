@@ -20,7 +20,6 @@ from sidecar.auth import (
     build_interceptor,
     check_auth,
     server_credentials,
-    token_revoked,
 )
 from sidecar.config import ServerSettings
 from sidecar.engine import BackfillEngine, EngineConfig
@@ -35,7 +34,7 @@ from sidecar.observability import (
     setup_tracing,
 )
 from sidecar.observability._grpc import MetricsInterceptor
-from sidecar.store import Database, connect, prepare
+from sidecar.store import Database, connect, prepare, token_revoked
 
 log = logging.getLogger(__name__)
 

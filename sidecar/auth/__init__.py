@@ -16,7 +16,7 @@ from sidecar.auth._config import (
     is_loopback,
     server_credentials,
 )
-from sidecar.auth._interceptor import AuthInterceptor, DagResolver, RevocationCheck, current_principal
+from sidecar.auth._interceptor import AuthInterceptor, DagResolver, current_principal
 from sidecar.auth._policy import SCHEDULER_ROLE, Action, Policy, load_policy, parse_policy
 from sidecar.auth._reasons import (
     AUTHORIZATION_METADATA,
@@ -26,7 +26,7 @@ from sidecar.auth._reasons import (
     TOKEN_INVALID,
     TOKEN_MISSING,
 )
-from sidecar.auth._revocation import token_revoked
+from sidecar.auth._revocation import RevocationCheck
 from sidecar.auth._tokens import (
     AuthenticationError,
     Authenticator,
@@ -72,5 +72,4 @@ __all__ = [
     "read_token",
     "server_credentials",
     "token_digest",
-    "token_revoked",
 ]

@@ -13,8 +13,9 @@ from pathlib import Path
 
 import grpc
 
-from sidecar.auth._interceptor import AuthInterceptor, DagResolver, RevocationCheck
+from sidecar.auth._interceptor import AuthInterceptor, DagResolver
 from sidecar.auth._policy import Policy, load_policy
+from sidecar.auth._revocation import RevocationCheck
 from sidecar.auth._tokens import Authenticator, StaticToken, load_token_file
 from sidecar.config import AuthConfig, TlsConfig
 

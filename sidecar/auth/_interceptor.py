@@ -30,14 +30,13 @@ from sidecar.auth._actions import (
 )
 from sidecar.auth._policy import Action, Policy
 from sidecar.auth._reasons import AUTHORIZATION_METADATA, DOMAIN, PERMISSION_DENIED, TOKEN_INVALID
+from sidecar.auth._revocation import RevocationCheck
 from sidecar.auth._tokens import AuthenticationError, Authenticator, Principal
 
 log = logging.getLogger(__name__)
 
 #: Resolves a backfill resource name to its DAG id; None when there is no such backfill.
 DagResolver = Callable[[str], Awaitable[str | None]]
-#: Whether a JWT id was revoked (Airflow's logout); see ``sidecar.auth._revocation``.
-RevocationCheck = Callable[[str], Awaitable[bool]]
 
 _principal: contextvars.ContextVar[Principal | None] = contextvars.ContextVar(
     "airflow_sidecar_principal", default=None

@@ -1,19 +1,17 @@
-"""Airflow's token revocation: a JWT whose ``jti`` is in ``revoked_token`` is refused.
+"""Token revocation as a seam: the interceptor asks a callable whether a JWT id was revoked.
 
-Airflow's API server writes a token's ``jti`` there on logout and refuses it from then on;
-the sidecar reads the same table, so a logged-out token stops working here too.
+Airflow's API server writes a token's ``jti`` to its ``revoked_token`` table on logout and
+refuses the token from then on; the sidecar must refuse it too. Reading that table is the
+store's business (``sidecar.store.token_revoked``); the server binds it to its database
+and hands the bound check to :func:`sidecar.auth.build_interceptor`. Auth itself never
+imports the store, so a client of the sidecar (the shim inside Airflow's scheduler) that
+imports ``sidecar.auth`` loads no database code.
 """
 
 from __future__ import annotations
 
-import sqlalchemy as sa
+from collections.abc import Awaitable, Callable
 
-from sidecar.store import Database
-
-_REVOKED = sa.text("SELECT 1 FROM revoked_token WHERE jti = :jti")
-
-
-async def token_revoked(db: Database, jti: str) -> bool:
-    """Whether Airflow has revoked the JWT with this ``jti``."""
-    async with db.engine.connect() as conn:
-        return (await conn.execute(_REVOKED, {"jti": jti[:32]})).first() is not None
+#: Whether the JWT with this ``jti`` was revoked (Airflow's logout). An exception means
+#: "cannot tell": the interceptor then refuses the call with ``UNAVAILABLE`` (fail closed).
+RevocationCheck = Callable[[str], Awaitable[bool]]

@@ -8,10 +8,10 @@ from typing import Any
 import jsonschema
 
 from sidecar.catalog._decode import TYPE, contains_opaque, decode
-from sidecar.catalog._model import NOTSET, DagParams, ParamSpec
+from sidecar.catalog._model import NOTSET, DagParams, DagTemplate, ParamSpec
 from sidecar.errors import InvalidConf, UnsupportedFeature
 
-__all__ = ["parse_params", "validate_conf_params"]
+__all__ = ["parse_params", "validate_conf", "validate_conf_params"]
 
 _FIELD = "backfill.dag_run_conf"
 
@@ -114,3 +114,17 @@ def validate_conf_params(params: DagParams, conf: Mapping[str, Any] | None) -> N
                 merged[key] = (ParamSpec(name=key, value=value, schema={}), value)
     for spec, value in merged.values():
         _check_one(spec, value)
+
+
+def validate_conf(dag: DagTemplate, conf: Mapping[str, Any] | None) -> None:
+    """Validate a run conf against the DAG's params.
+
+    Args:
+        dag: The parsed DAG.
+        conf: The run conf (a JSON object) or None.
+
+    Raises:
+        InvalidConf: When the conf is not an object or fails a param (Airflow's message).
+        UnsupportedFeature: When validation needs a value only Airflow can build.
+    """
+    validate_conf_params(dag.params, conf)

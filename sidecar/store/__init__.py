@@ -2,6 +2,7 @@
 
 from sidecar.store._dags import DagCatalog, LoadedDag, latest_log_template_id
 from sidecar.store._database import SUPPORTED_AIRFLOW_REVISIONS, Database, connect, prepare
+from sidecar.store._revocations import token_revoked
 from sidecar.store._rows import RunContext
 from sidecar.store._writer import (
     BatchResult,
@@ -26,5 +27,6 @@ __all__ = [
     "find_existing_runs",
     "latest_log_template_id",
     "prepare",
+    "token_revoked",
     "write_batch",
 ]

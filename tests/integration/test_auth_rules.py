@@ -73,7 +73,6 @@ def test_public_surface_is_frozen() -> None:
         "read_token",
         "server_credentials",
         "token_digest",
-        "token_revoked",
     ]
     for name in (
         "TOKEN_MISSING",

@@ -146,7 +146,8 @@ async def test_eager_writes_every_run_before_returning(
 async def test_reprocess_matrix_matches_airflow(
     engine: BackfillEngine, sql: psycopg2.extensions.cursor
 ) -> None:
-    # Existing scheduled runs on 01-02 (success), 01-03 (failed), 01-04 (running): notes 1.5's example.
+    # Existing scheduled runs on 01-02 (success), 01-03 (failed), 01-04 (running): the cases of Airflow's
+    # reprocess matrix (``_get_dag_run_no_create_reason`` in airflow/models/backfill.py).
     for d, state in ((2, "success"), (3, "failed"), (4, "running")):
         sql.execute(
             "INSERT INTO dag_run (dag_id, run_id, logical_date, run_after, data_interval_start, data_interval_end,"

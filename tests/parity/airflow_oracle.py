@@ -119,7 +119,8 @@ def _backfill(op: dict[str, Any]) -> dict[str, Any]:
             dag_run_conf=op.get("dag_run_conf"),
             triggering_user_name=op.get("triggering_user_name"),
             reprocess_behavior=ReprocessBehavior(behavior) if behavior else None,
-            # What the API and CLI resolve by default (notes 1.7).
+            # What the API and CLI resolve by default (``resolve_run_on_latest_version`` in Airflow's
+            # api_fastapi/common/dagbag.py, used by the backfills route and ``airflow backfill create``).
             run_on_latest_version=True,
         )
     except Exception as exc:  # the oracle reports every refusal, whatever its type

@@ -144,6 +144,11 @@ def test_a_slow_erroring_or_stopped_sidecar_costs_the_scheduler_at_most_the_dead
             sidecar.stop()
     print(f"scheduler loop under sidecar faults (Tick deadline {DEADLINE}s): {json.dumps(figures)}")
     assert _backfill_runs(module_db) == 30 > stalled
+    # While the sidecar was slow, failing or gone, the shim held Airflow's completion timer back
+    # (the last Tick's list, then every backfill once no Tick had answered for a minute):
+    # the sidecar never had to reopen a backfill Airflow closed early.
+    for log in ("sidecar.log", "sidecar-2.log"):
+        assert "completed early" not in (tmp_path / log).read_text(errors="replace"), log
     for name, f in figures.items():
         # A Tick never costs the loop much more than its deadline (generous margin: a shared 2-core box).
         assert f["tick_max_ms"] <= DEADLINE * 1000 + 1500, (name, f)
