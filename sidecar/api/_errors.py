@@ -14,10 +14,9 @@ from grpc_status import rpc_status
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from sidecar import errors
+from sidecar.errors import DOMAIN
 
 log = logging.getLogger(__name__)
-
-DOMAIN = "airflow-sidecar.apache.org"
 
 #: By type, most specific first: the first match wins.
 _CODES: list[tuple[type[errors.SidecarError], grpc.StatusCode]] = [
