@@ -1,7 +1,7 @@
 """What the benchmark scripts share: fresh Airflow 3.3.2 databases, the sidecar's eager path, Airflow's own path.
 
 Every database is a clone of the migrated Airflow template with ``bench/dags``
-serialized (the same machinery as the tests: ``tests/support/airflow_env.py``), so a
+serialized (the same machinery as the tests: :mod:`tests.support.templates`), so a
 measurement starts from an empty, analysed schema with Airflow's indexes and keys.
 """
 
@@ -20,21 +20,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from sidecar.engine import BackfillEngine, BackfillSpec, EngineConfig, Mode
+from sidecar.store import connect, prepare
+from tests.support.airflow import airflow_environ, process_environ
+from tests.support.postgres import drop_database, fresh_airflow_database
+from tests.support.templates import migrate_template, serialized_dags_template
+
 ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from sidecar.engine import BackfillEngine, BackfillSpec, EngineConfig, Mode  # noqa: E402
-from sidecar.store import connect, prepare  # noqa: E402
-from tests.support.airflow_env import (  # noqa: E402
-    airflow_environ,
-    drop_database,
-    fresh_airflow_database,
-    migrate_template,
-    process_environ,
-    serialized_dags_template,
-)
-
 DAGS = ROOT / "bench" / "dags"
 UTC = dt.UTC
 _WORK = Path(tempfile.gettempdir()) / "airflow-sidecar-bench"

@@ -3,8 +3,8 @@
 Same PostgreSQL, same schema (fresh clone each time), same DAG and range. Prints the
 median seconds of each and the ratio Airflow / sidecar.
 
-    python bench/a_vs_airflow.py            # 5,000 daily runs x 10 tasks, 1,000 runs x 50 tasks
-    python bench/a_vs_airflow.py --quick    # 500 x 10 and 100 x 50
+    python -m bench.a_vs_airflow            # 5,000 daily runs x 10 tasks, 1,000 runs x 50 tasks
+    python -m bench.a_vs_airflow --quick    # 500 x 10 and 100 x 50
 """
 
 from __future__ import annotations
@@ -13,7 +13,16 @@ import argparse
 import datetime as dt
 from functools import partial
 
-from _common import UTC, FreshDatabase, airflow_create, bench_template, days, median_of, row, sidecar_create
+from bench._common import (
+    UTC,
+    FreshDatabase,
+    airflow_create,
+    bench_template,
+    days,
+    median_of,
+    row,
+    sidecar_create,
+)
 
 
 def _airflow(template: str, dag_id: str, start: dt.datetime, end: dt.datetime) -> float:

@@ -12,9 +12,9 @@ The sidecar runs ``BackfillEngine.create`` in eager mode (batches of ``--batch-s
 runs, each batch and its cursor in one transaction). Prints medians and the ratio
 sidecar / fastest ceiling (target: <= 1.25).
 
-    python bench/b_vs_ceiling.py                 # 5,000 x 10 and 100,000 x 10
-    python bench/b_vs_ceiling.py --quick         # 5,000 x 10 only
-    python bench/b_vs_ceiling.py --batch-sizes 250,500,1000,2000,5000 --quick   # batch size sweep
+    python -m bench.b_vs_ceiling                 # 5,000 x 10 and 100,000 x 10
+    python -m bench.b_vs_ceiling --quick         # 5,000 x 10 only
+    python -m bench.b_vs_ceiling --batch-sizes 250,500,1000,2000,5000 --quick   # batch size sweep
 """
 
 from __future__ import annotations
@@ -30,7 +30,8 @@ from functools import partial
 
 import asyncpg
 import uuid6
-from _common import UTC, FreshDatabase, bench_template, days, median_of, row, sidecar_create
+
+from bench._common import UTC, FreshDatabase, bench_template, days, median_of, row, sidecar_create
 
 TASKS = 10
 

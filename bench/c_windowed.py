@@ -10,8 +10,8 @@
    runs (every row written) on a fresh server; memory must not grow with the size.
 3. The scheduler loop time with the backfill active is not measured here (see README).
 
-    python bench/c_windowed.py            # 100,000-run first-run latency, 1M windowed + 100k eager RSS
-    python bench/c_windowed.py --quick    # 10,000 runs, 1M windowed + 10k eager RSS
+    python -m bench.c_windowed            # 100,000-run first-run latency, 1M windowed + 100k eager RSS
+    python -m bench.c_windowed --quick    # 10,000 runs, 1M windowed + 10k eager RSS
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from _common import (
+from bench._common import (
     ROOT,
     UTC,
     FreshDatabase,
@@ -34,9 +34,8 @@ from _common import (
     row,
     sidecar_create,
 )
-
 from sidecar.engine import Mode
-from tests.support.airflow_env import start_sidecar
+from tests.support.processes import start_sidecar
 
 DAG = "bench_hourly_10"
 DST_DAG = "bench_hourly_10_amsterdam"

@@ -26,8 +26,8 @@ situations 2 and 3 does the same real work; situation 1 is the scheduler with no
 do. Besides the loop time (Tick included, what the scheduler pays) the script prints the
 Airflow part (loop minus Tick) and how many backfill runs finished in the window.
 
-    python bench/d_scheduler_loop.py            # 100,000 runs, 60 s per situation after 20 s warm-up
-    python bench/d_scheduler_loop.py --quick    # 5,000 runs, 20 s after 10 s warm-up
+    python -m bench.d_scheduler_loop            # 100,000 runs, 60 s per situation after 20 s warm-up
+    python -m bench.d_scheduler_loop --quick    # 5,000 runs, 20 s after 10 s warm-up
 """
 
 from __future__ import annotations
@@ -41,10 +41,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import UTC, FreshDatabase, bench_template, days, row, sidecar_create
-
+from bench._common import UTC, FreshDatabase, bench_template, days, row, sidecar_create
 from sidecar.engine import Mode
-from tests.support.airflow_env import metadata_query, set_dags_paused, start_scheduler, start_sidecar
+from tests.support.dags import metadata_query, set_dags_paused
+from tests.support.processes import start_sidecar
+from tests.support.stack import start_scheduler
 
 DAG = "bench_daily_10"
 DAY = dt.timedelta(days=1)

@@ -15,8 +15,11 @@ from pathlib import Path
 import psycopg2
 import pytest
 
-from tests.conftest import AirflowDatabase
-from tests.support.airflow_env import airflow_stack, run_airflow, set_dags_paused, wait_until
+from tests.support.airflow import run_airflow
+from tests.support.dags import set_dags_paused
+from tests.support.fixtures import AirflowDatabase
+from tests.support.stack import airflow_stack
+from tests.support.waiting import wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres, pytest.mark.airflow]
 

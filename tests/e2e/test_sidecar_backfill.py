@@ -19,8 +19,11 @@ import psycopg2
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from tests.conftest import AirflowDatabase
-from tests.support.airflow_env import JWT_SECRET, AirflowProcess, airflow_stack, free_port, process_environ
+from tests.support.airflow import JWT_SECRET, process_environ
+from tests.support.fixtures import AirflowDatabase
+from tests.support.ports import free_port
+from tests.support.processes import AirflowProcess
+from tests.support.stack import airflow_stack
 
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres, pytest.mark.airflow]
 

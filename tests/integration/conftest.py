@@ -15,7 +15,7 @@ from sidecar.engine import BackfillEngine, EngineConfig
 from sidecar.gateway import Gateway, GatewayConfig, create_app
 from sidecar.server import ServerConfig, SidecarServer
 from sidecar.store import Database, connect, prepare
-from tests.conftest import AirflowDatabase
+from tests.support.fixtures import AirflowDatabase
 
 # Rows a test may leave behind, children first.
 _CLEAN = (

@@ -13,8 +13,8 @@ import sys
 import psycopg2
 import pytest
 
-from tests.conftest import AirflowDatabase
-from tests.support.airflow_env import process_environ
+from tests.support.airflow import process_environ
+from tests.support.fixtures import AirflowDatabase
 
 pytestmark = [pytest.mark.postgres, pytest.mark.airflow]
 

@@ -28,8 +28,8 @@ from sidecar._gen.airflow_sidecar.v1 import backfill_pb2 as pb
 from sidecar._gen.airflow_sidecar.v1 import backfill_pb2_grpc, scheduler_pb2, scheduler_pb2_grpc
 from sidecar.auth import AuthConfig, token_digest
 from sidecar.server import ServerConfig, SidecarServer
-from tests.conftest import AirflowDatabase
-from tests.support.airflow_env import JWT_SECRET, process_environ
+from tests.support.airflow import JWT_SECRET, process_environ
+from tests.support.fixtures import AirflowDatabase
 
 ALLOWED = "sidecar_e2e_three"  # alice's DAG (policy glob sidecar_e2e_*)
 FORBIDDEN = "sidecar_it_interval"  # not alice's

@@ -16,8 +16,10 @@ from pathlib import Path
 import pytest
 
 from sidecar.auth import token_digest
-from tests.conftest import AirflowDatabase
-from tests.support.airflow_env import JWT_SECRET, free_port, start_sidecar
+from tests.support.airflow import JWT_SECRET
+from tests.support.fixtures import AirflowDatabase
+from tests.support.ports import free_port
+from tests.support.processes import start_sidecar
 
 NOWHERE = "postgresql+asyncpg://nobody@127.0.0.1:1/none"
 

@@ -26,7 +26,7 @@ from sidecar._gen.airflow_sidecar.v1 import backfill_pb2 as pb
 from sidecar._gen.airflow_sidecar.v1 import backfill_pb2_grpc
 from sidecar.auth import AuthConfig, ClientSecurity, TlsConfig, open_channel, token_digest
 from sidecar.server import ServerConfig, SidecarServer
-from tests.conftest import AirflowDatabase
+from tests.support.fixtures import AirflowDatabase
 
 TOKEN = "svc-tls-0123456789abcdef"
 

@@ -11,8 +11,9 @@ from pathlib import Path
 import psycopg2.extensions
 import pytest
 
-from tests.conftest import AirflowDatabase
-from tests.support.airflow_env import free_port, start_sidecar
+from tests.support.fixtures import AirflowDatabase
+from tests.support.ports import free_port
+from tests.support.processes import start_sidecar
 
 THREE = "sidecar_e2e_three"
 

@@ -12,8 +12,9 @@ import pytest
 
 from sidecar.engine import BackfillEngine, BackfillSpec, DryRun, EngineConfig, Mode, ReprocessBehavior, State
 from sidecar.store import connect, prepare
-from tests.conftest import DAGS_FOLDER
-from tests.support.airflow_env import airflow_environ, run_airflow, serialize_dags
+from tests.support.airflow import airflow_environ, run_airflow
+from tests.support.dags import serialize_dags
+from tests.support.fixtures import DAGS_FOLDER
 
 pytestmark = [pytest.mark.airflow]
 

@@ -24,8 +24,8 @@ from hypothesis import strategies as st
 
 from sidecar._gen.airflow_sidecar.v1 import backfill_pb2, scheduler_pb2
 from sidecar.server import SidecarServer
-from tests.conftest import AirflowDatabase
 from tests.integration import test_gateway as base
+from tests.support.fixtures import AirflowDatabase
 
 EXAMPLES_PER_METHOD = 100
 CRASHES = {grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN, grpc.StatusCode.DATA_LOSS}

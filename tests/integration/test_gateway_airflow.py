@@ -17,7 +17,7 @@ import uvicorn
 
 from sidecar.gateway import Gateway
 from tests.integration import test_gateway as base
-from tests.support.airflow_env import wait_until
+from tests.support.waiting import wait_until
 
 # The gRPC server, gateway and httpx client fixtures of the /v1 tests.
 THREE = base.THREE

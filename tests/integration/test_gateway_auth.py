@@ -14,7 +14,7 @@ import pytest
 from sidecar.auth import AuthConfig
 from sidecar.gateway import GatewayConfig, create_app
 from sidecar.server import ServerConfig, SidecarServer
-from tests.conftest import AirflowDatabase
+from tests.support.fixtures import AirflowDatabase
 
 SECRET = "gateway-test-secret-of-at-least-64-bytes-for-hs512-0123456789abcdef"
 POLICY = """

@@ -26,9 +26,9 @@ from sidecar.gateway import GatewayConfig, create_app
 from sidecar.observability import JsonFormatter, OpsServer, log_context, setup_tracing
 from sidecar.server import SidecarServer
 from sidecar.store import connect
-from tests.conftest import AirflowDatabase
 from tests.integration.conftest import running_server
-from tests.support.airflow_env import free_port
+from tests.support.fixtures import AirflowDatabase
+from tests.support.ports import free_port
 
 NO_AUTH = AuthConfig(no_auth=True)
 

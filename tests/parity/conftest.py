@@ -16,16 +16,10 @@ import pytest
 
 from tests.parity.cases import EVOLVING_EXISTING, EVOLVING_RANGE, SCRIPT
 from tests.parity.harness import Outcome, finish_oracle, run_script, start_oracle
-from tests.support.airflow_env import (
-    TemplateInfo,
-    airflow_environ,
-    drop_database,
-    fresh_airflow_database,
-    pg_connect,
-    psycopg2_url,
-    serialize_dags,
-    serialized_dags_template,
-)
+from tests.support.airflow import airflow_environ
+from tests.support.dags import serialize_dags
+from tests.support.postgres import drop_database, fresh_airflow_database, pg_connect, psycopg2_url
+from tests.support.templates import TemplateInfo, serialized_dags_template
 
 PARITY_DAGS = Path(__file__).resolve().parent / "dags"
 

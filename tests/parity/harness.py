@@ -22,7 +22,8 @@ from typing import Any
 from sidecar import errors
 from sidecar.engine import BackfillEngine, BackfillSpec, DryRun, EngineConfig, Mode, ReprocessBehavior
 from sidecar.store import connect, prepare
-from tests.support.airflow_env import pg_connect, process_environ
+from tests.support.airflow import process_environ
+from tests.support.postgres import pg_connect
 
 ORACLE = Path(__file__).resolve().parent / "airflow_oracle.py"
 UTC = dt.UTC

@@ -22,7 +22,7 @@ from typing import Any
 import psycopg2.extensions
 import psycopg2.extras
 
-from tests.support.airflow_env import pg_connect
+from tests.support.postgres import pg_connect
 
 TABLES = ("backfill", "backfill_dag_run", "dag_run", "task_instance", "task_instance_history")
 

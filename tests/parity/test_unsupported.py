@@ -25,7 +25,7 @@ from sidecar.store import connect, prepare
 from tests.parity.cases import REFUSED_CASES
 from tests.parity.conftest import ParityRun
 from tests.parity.harness import Request
-from tests.support.airflow_env import pg_connect
+from tests.support.postgres import pg_connect
 
 UTC = dt.UTC
 

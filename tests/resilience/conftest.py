@@ -6,9 +6,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.conftest import AirflowDatabase
 from tests.integration.conftest import clean_db, database, engine, sql  # noqa: F401  (re-exported fixtures)
 from tests.resilience.helpers import query
+from tests.support.fixtures import AirflowDatabase
 
 
 @pytest.fixture

@@ -18,8 +18,10 @@ import psycopg2
 
 from sidecar._gen.airflow_sidecar.v1 import backfill_pb2 as pb
 from sidecar._gen.airflow_sidecar.v1 import backfill_pb2_grpc, scheduler_pb2, scheduler_pb2_grpc
-from tests.conftest import AirflowDatabase
-from tests.support.airflow_env import AirflowProcess, free_port, grpc_serving, wait_until
+from tests.support.fixtures import AirflowDatabase
+from tests.support.ports import free_port
+from tests.support.processes import AirflowProcess, grpc_serving
+from tests.support.waiting import wait_until
 
 #: A one-task @daily DAG: 20,000 runs are 1970-01-02 .. 2024-10-04 (the epoch itself reads as
 #: "unset" in proto3, so the range starts a day later).

@@ -18,7 +18,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.support.airflow_env import PG_HOST, PG_PORT, PG_USER, free_port
+from tests.support.ports import free_port
+from tests.support.postgres import PG_HOST, PG_PORT, PG_USER
 
 BIN = Path(os.environ.get("SIDECAR_TEST_PG_BIN", "/usr/lib/postgresql/15/bin"))
 

@@ -15,7 +15,6 @@ from pathlib import Path
 import pytest
 
 from sidecar._gen.airflow_sidecar.v1 import backfill_pb2 as pb
-from tests.conftest import AirflowDatabase, running_on_ci
 from tests.resilience.helpers import (
     FROM_20K,
     ONE_TASK_DAG,
@@ -29,8 +28,11 @@ from tests.resilience.helpers import (
     wait_for_runs,
 )
 from tests.resilience.private_pg import private_postgres_with, unavailable_reason
-from tests.support.airflow_env import PG_HOST, PG_PORT, PG_USER, AirflowProcess, wait_until
+from tests.support.fixtures import AirflowDatabase, running_on_ci
+from tests.support.postgres import PG_HOST, PG_PORT, PG_USER
+from tests.support.processes import AirflowProcess
 from tests.support.tcp_proxy import tcp_proxy
+from tests.support.waiting import wait_until
 
 pytestmark = [pytest.mark.postgres, pytest.mark.airflow]
 

@@ -16,7 +16,6 @@ from pathlib import Path
 import pytest
 
 from sidecar._gen.airflow_sidecar.v1 import backfill_pb2 as pb
-from tests.conftest import AirflowDatabase
 from tests.resilience.helpers import (
     FROM_20K,
     ONE_TASK_DAG,
@@ -32,7 +31,9 @@ from tests.resilience.helpers import (
     tick,
     wait_for_runs,
 )
-from tests.support.airflow_env import AirflowProcess, wait_until
+from tests.support.fixtures import AirflowDatabase
+from tests.support.processes import AirflowProcess
+from tests.support.waiting import wait_until
 
 pytestmark = [pytest.mark.postgres, pytest.mark.airflow]
 

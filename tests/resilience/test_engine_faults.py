@@ -16,7 +16,7 @@ import pytest
 from sidecar.engine import BackfillEngine, BackfillSpec, DryRun, EngineConfig, Mode
 from sidecar.engine._materialize import materialize_batch
 from sidecar.store import Database, connect
-from tests.conftest import AirflowDatabase
+from tests.support.fixtures import AirflowDatabase
 
 pytestmark = [pytest.mark.postgres, pytest.mark.airflow]
 

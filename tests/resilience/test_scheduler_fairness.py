@@ -30,16 +30,12 @@ import pytest
 
 from sidecar._gen.airflow_sidecar.v1 import backfill_pb2 as pb
 from sidecar._gen.airflow_sidecar.v1 import backfill_pb2_grpc
-from tests.conftest import AirflowDatabase
 from tests.resilience.helpers import completed, create_request, query, start_serve
-from tests.support.airflow_env import (
-    AirflowProcess,
-    AirflowStack,
-    airflow_stack,
-    free_port,
-    start_scheduler,
-    wait_until,
-)
+from tests.support.fixtures import AirflowDatabase
+from tests.support.ports import free_port
+from tests.support.processes import AirflowProcess
+from tests.support.stack import AirflowStack, airflow_stack, start_scheduler
+from tests.support.waiting import wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres, pytest.mark.airflow]
 

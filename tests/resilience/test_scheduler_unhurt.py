@@ -22,10 +22,12 @@ import pytest
 
 from sidecar._gen.airflow_sidecar.v1 import backfill_pb2 as pb
 from sidecar._gen.airflow_sidecar.v1 import backfill_pb2_grpc
-from tests.conftest import AirflowDatabase
 from tests.resilience.helpers import completed, create_request, query, start_serve
-from tests.support.airflow_env import PG_HOST, PG_PORT, PG_USER, AirflowStack, airflow_stack, wait_until
+from tests.support.fixtures import AirflowDatabase
+from tests.support.postgres import PG_HOST, PG_PORT, PG_USER
+from tests.support.stack import AirflowStack, airflow_stack
 from tests.support.tcp_proxy import tcp_proxy
+from tests.support.waiting import wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres, pytest.mark.airflow]
 

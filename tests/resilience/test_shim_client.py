@@ -17,7 +17,7 @@ import pytest
 from airflow_shim._breaker import CircuitBreaker
 from airflow_shim.client import TickClient, channel_target
 from sidecar._gen.airflow_sidecar.v1 import scheduler_pb2, scheduler_pb2_grpc
-from tests.support.airflow_env import free_port
+from tests.support.ports import free_port
 
 
 class FakeClock:

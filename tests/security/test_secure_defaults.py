@@ -26,14 +26,11 @@ import pytest
 
 from sidecar._gen.airflow_sidecar.v1 import backfill_pb2 as pb
 from sidecar._gen.airflow_sidecar.v1 import backfill_pb2_grpc
-from tests.conftest import AirflowDatabase
-from tests.support.airflow_env import (
-    JWT_SECRET,
-    AirflowProcess,
-    free_port,
-    start_sidecar,
-    wait_until,
-)
+from tests.support.airflow import JWT_SECRET
+from tests.support.fixtures import AirflowDatabase
+from tests.support.ports import free_port
+from tests.support.processes import AirflowProcess, start_sidecar
+from tests.support.waiting import wait_until
 
 #: A database URL that cannot be reached: the checks under test run before any connection.
 NOWHERE = "postgresql+asyncpg://nobody@127.0.0.1:1/none"
