@@ -21,9 +21,10 @@ import pytest
 
 from sidecar._gen.airflow_sidecar.v1 import backfill_pb2 as pb
 from sidecar._gen.airflow_sidecar.v1 import backfill_pb2_grpc
-from tests.conftest import AirflowDatabase
 from tests.resilience.helpers import ONE_TASK_DAG, create_request, query, start_serve
-from tests.support.airflow_env import free_port, process_environ
+from tests.support.airflow import process_environ
+from tests.support.fixtures import AirflowDatabase
+from tests.support.ports import free_port
 
 pytestmark = [pytest.mark.postgres, pytest.mark.airflow]
 

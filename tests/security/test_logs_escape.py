@@ -25,10 +25,10 @@ from sidecar._gen.airflow_sidecar.v1 import backfill_pb2 as pb
 from sidecar.auth import AuthConfig
 from sidecar.observability import configure_logging, log_context
 from sidecar.server import SidecarServer
-from tests.conftest import AirflowDatabase
 from tests.integration.conftest import running_server
 from tests.security.test_errors_leak import create_request
-from tests.support.airflow_env import JWT_SECRET
+from tests.support.airflow import JWT_SECRET
+from tests.support.fixtures import AirflowDatabase
 
 FORGED = "2099-01-01 00:00:00,000 ERROR sidecar.forged: pwned"
 #: Sent as DAG ids: each tries to start a line of its own.

@@ -24,7 +24,6 @@ from sidecar.auth import TOKEN_INVALID, AuthConfig, AuthenticationError, Authent
 from sidecar.auth._tokens import MAX_PRINCIPAL_LENGTH
 from sidecar.gateway import GatewayConfig, create_app
 from sidecar.server import SidecarServer
-from tests.conftest import AirflowDatabase
 from tests.integration.conftest import running_server
 from tests.security.test_errors_leak import (
     FROM,
@@ -36,7 +35,8 @@ from tests.security.test_errors_leak import (
     create_request,
     error_info,
 )
-from tests.support.airflow_env import JWT_SECRET
+from tests.support.airflow import JWT_SECRET
+from tests.support.fixtures import AirflowDatabase
 
 
 def token(subject: str, **claims: object) -> str:
