@@ -15,6 +15,7 @@ from sidecar.engine import (
     DEFAULT_MAX_ACTIVE_RUNS,
     BackfillSpec,
     BackfillView,
+    Disposition,
     Mode,
     ReprocessBehavior,
     SlotView,
@@ -31,9 +32,9 @@ _REPROCESS = {
     pb.REPROCESS_BEHAVIOR_COMPLETED: ReprocessBehavior.COMPLETED,
 }
 _REPROCESS_OUT = {
-    "none": pb.REPROCESS_BEHAVIOR_NONE,
-    "failed": pb.REPROCESS_BEHAVIOR_FAILED,
-    "completed": pb.REPROCESS_BEHAVIOR_COMPLETED,
+    ReprocessBehavior.NONE: pb.REPROCESS_BEHAVIOR_NONE,
+    ReprocessBehavior.FAILED: pb.REPROCESS_BEHAVIOR_FAILED,
+    ReprocessBehavior.COMPLETED: pb.REPROCESS_BEHAVIOR_COMPLETED,
 }
 _STATES = {
     State.ACTIVE: pb.Backfill.STATE_ACTIVE,
@@ -43,15 +44,12 @@ _STATES = {
 }
 STATES_IN = {v: k for k, v in _STATES.items()}
 _DISPOSITIONS = {
-    "create": pb.DISPOSITION_CREATE,
-    "reprocess": pb.DISPOSITION_REPROCESS,
-    "already exists": pb.DISPOSITION_ALREADY_EXISTS,
-    "in flight": pb.DISPOSITION_IN_FLIGHT,
-    "pending": pb.DISPOSITION_PENDING,
+    Disposition.CREATE: pb.DISPOSITION_CREATE,
+    Disposition.REPROCESS: pb.DISPOSITION_REPROCESS,
+    Disposition.ALREADY_EXISTS: pb.DISPOSITION_ALREADY_EXISTS,
+    Disposition.IN_FLIGHT: pb.DISPOSITION_IN_FLIGHT,
+    Disposition.PENDING: pb.DISPOSITION_PENDING,
 }
-
-MAX_REQUEST_ID_LENGTH = 128
-MAX_DAG_ID_LENGTH = 250
 
 
 def timestamp(value: dt.datetime | None) -> Timestamp | None:
@@ -100,22 +98,14 @@ def parse_conf(text: str) -> dict[str, Any] | None:
 
 
 def spec_of(request: pb.CreateBackfillRequest, principal: str | None) -> BackfillSpec:
-    """A CreateBackfill request as a spec.
+    """A CreateBackfill request as a spec (the engine checks its fields' bounds).
 
     Raises:
-        InvalidArgument: naming the bad field.
+        InvalidArgument: naming the field that cannot be converted.
     """
     b = request.backfill
     if not request.HasField("backfill"):
         raise InvalidArgument("backfill is required", field="backfill")
-    if len(b.dag_id) > MAX_DAG_ID_LENGTH:
-        raise InvalidArgument(
-            f"dag_id is longer than {MAX_DAG_ID_LENGTH} characters", field="backfill.dag_id"
-        )
-    if len(request.request_id) > MAX_REQUEST_ID_LENGTH:
-        raise InvalidArgument(
-            f"request_id is longer than {MAX_REQUEST_ID_LENGTH} characters", field="request_id"
-        )
     if b.mode not in _MODES:
         raise InvalidArgument(f"unknown mode {b.mode}", field="backfill.mode")
     if b.reprocess_behavior not in _REPROCESS:
@@ -145,7 +135,11 @@ def backfill_message(view: BackfillView) -> pb.Backfill:
         from_date=timestamp(view.from_date),
         to_date=timestamp(view.to_date),
         dag_run_conf=json.dumps(view.dag_run_conf) if view.dag_run_conf is not None else "",
-        reprocess_behavior=_REPROCESS_OUT.get(view.reprocess_behavior, pb.REPROCESS_BEHAVIOR_UNSPECIFIED),
+        reprocess_behavior=(
+            _REPROCESS_OUT[view.reprocess_behavior]
+            if view.reprocess_behavior is not None
+            else pb.REPROCESS_BEHAVIOR_UNSPECIFIED
+        ),
         max_active_runs=view.max_active_runs,
         run_backwards=view.run_backwards,
         mode=_MODES_OUT[view.mode],
@@ -176,7 +170,9 @@ def slot_message(slot: SlotView) -> pb.BackfillRun:
         data_interval_end=timestamp(slot.data_interval_end),
         run_after=timestamp(slot.run_after),
         run_id=slot.run_id,
-        disposition=_DISPOSITIONS.get(slot.disposition, pb.DISPOSITION_UNSPECIFIED),
+        disposition=_DISPOSITIONS[slot.disposition]
+        if slot.disposition is not None
+        else pb.DISPOSITION_UNSPECIFIED,
         dag_run_id=slot.dag_run_id or 0,
         state=slot.state or "",
     )

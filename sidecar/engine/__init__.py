@@ -1,10 +1,12 @@
-"""The engine: validating, planning, materialising and steering backfills."""
+"""The engine: validating, planning, materialising and steering backfills (orchestration; the store runs the SQL)."""
 
-from sidecar.engine._engine import BackfillEngine, EngineConfig, TickResult
+from sidecar.engine._config import EngineConfig
+from sidecar.engine._engine import BackfillEngine
 from sidecar.engine._model import (
     DEFAULT_MAX_ACTIVE_RUNS,
     BackfillSpec,
     BackfillView,
+    Disposition,
     DryRun,
     Mode,
     Phase,
@@ -13,12 +15,14 @@ from sidecar.engine._model import (
     SlotView,
     State,
 )
+from sidecar.engine._tick import TickResult
 
 __all__ = [
     "DEFAULT_MAX_ACTIVE_RUNS",
     "BackfillEngine",
     "BackfillSpec",
     "BackfillView",
+    "Disposition",
     "DryRun",
     "EngineConfig",
     "Mode",

@@ -3,59 +3,25 @@
 from __future__ import annotations
 
 import datetime as dt
-import enum
 from dataclasses import dataclass
 from typing import Any
 
-from sidecar.errors import InvalidTransition
+from sidecar.store import Phase
+from sidecar.vocabulary import Disposition, Mode, ReprocessBehavior, State
 
-
-class Mode(enum.Enum):
-    """How a backfill's runs are materialised."""
-
-    WINDOWED = "windowed"
-    EAGER = "eager"
-
-
-class ReprocessBehavior(enum.Enum):
-    """Airflow's reprocess behaviours."""
-
-    NONE = "none"
-    FAILED = "failed"
-    COMPLETED = "completed"
-
-
-class Phase(enum.Enum):
-    """The sidecar's own lifecycle of a backfill (``sidecar_backfill.phase``)."""
-
-    MATERIALIZING = "materializing"
-    """Runs remain to be written."""
-    MATERIALIZED = "materialized"
-    """Every slot is written; waiting for the runs to finish."""
-    COMPLETED = "completed"
-    CANCELLED = "cancelled"
-
-
-class State(enum.Enum):
-    """The state a caller sees."""
-
-    ACTIVE = "active"
-    PAUSED = "paused"
-    COMPLETED = "completed"
-    CANCELLED = "cancelled"
-
-
-def check_transition(backfill_id: int, action: str, *, completed: bool, cancelled: bool) -> None:
-    """Guard every user action on a backfill.
-
-    Raises:
-        InvalidTransition: the backfill has ended.
-    """
-    if cancelled:
-        raise InvalidTransition(f"cannot {action}: backfill {backfill_id} is cancelled")
-    if completed:
-        raise InvalidTransition(f"cannot {action}: backfill {backfill_id} is completed")
-
+__all__ = [
+    "DEFAULT_MAX_ACTIVE_RUNS",
+    "BackfillSpec",
+    "BackfillView",
+    "Disposition",
+    "DryRun",
+    "Mode",
+    "Phase",
+    "Progress",
+    "ReprocessBehavior",
+    "SlotView",
+    "State",
+]
 
 DEFAULT_MAX_ACTIVE_RUNS = 10
 
@@ -97,7 +63,8 @@ class BackfillView:
     from_date: dt.datetime
     to_date: dt.datetime
     dag_run_conf: dict[str, Any] | None
-    reprocess_behavior: str
+    reprocess_behavior: ReprocessBehavior | None
+    """None for a value this release does not know (a backfill Airflow made)."""
     max_active_runs: int
     run_backwards: bool
     mode: Mode
@@ -120,8 +87,8 @@ class SlotView:
     data_interval_end: dt.datetime | None
     run_after: dt.datetime | None
     run_id: str
-    disposition: str
-    """``create``, ``reprocess``, ``already exists``, ``in flight`` or ``pending``."""
+    disposition: Disposition | None
+    """None for a skip reason this release does not know (a backfill Airflow made)."""
     dag_run_id: int | None = None
     state: str | None = None
 
