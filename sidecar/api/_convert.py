@@ -23,18 +23,17 @@ from sidecar.engine import (
 )
 from sidecar.errors import InvalidArgument
 
-_MODES = {pb.MODE_UNSPECIFIED: Mode.WINDOWED, pb.MODE_WINDOWED: Mode.WINDOWED, pb.MODE_EAGER: Mode.EAGER}
-_MODES_OUT = {Mode.WINDOWED: pb.MODE_WINDOWED, Mode.EAGER: pb.MODE_EAGER}
+# One table per enum, vocabulary -> proto; requests are read through its inverse, with
+# UNSPECIFIED meaning the default.
+_MODES = {Mode.WINDOWED: pb.MODE_WINDOWED, Mode.EAGER: pb.MODE_EAGER}
+_MODES_IN = {v: k for k, v in _MODES.items()} | {pb.MODE_UNSPECIFIED: Mode.WINDOWED}
 _REPROCESS = {
-    pb.REPROCESS_BEHAVIOR_UNSPECIFIED: ReprocessBehavior.NONE,
-    pb.REPROCESS_BEHAVIOR_NONE: ReprocessBehavior.NONE,
-    pb.REPROCESS_BEHAVIOR_FAILED: ReprocessBehavior.FAILED,
-    pb.REPROCESS_BEHAVIOR_COMPLETED: ReprocessBehavior.COMPLETED,
-}
-_REPROCESS_OUT = {
     ReprocessBehavior.NONE: pb.REPROCESS_BEHAVIOR_NONE,
     ReprocessBehavior.FAILED: pb.REPROCESS_BEHAVIOR_FAILED,
     ReprocessBehavior.COMPLETED: pb.REPROCESS_BEHAVIOR_COMPLETED,
+}
+_REPROCESS_IN = {v: k for k, v in _REPROCESS.items()} | {
+    pb.REPROCESS_BEHAVIOR_UNSPECIFIED: ReprocessBehavior.NONE
 }
 _STATES = {
     State.ACTIVE: pb.Backfill.STATE_ACTIVE,
@@ -106,9 +105,9 @@ def spec_of(request: pb.CreateBackfillRequest, principal: str | None) -> Backfil
     b = request.backfill
     if not request.HasField("backfill"):
         raise InvalidArgument("backfill is required", field="backfill")
-    if b.mode not in _MODES:
+    if b.mode not in _MODES_IN:
         raise InvalidArgument(f"unknown mode {b.mode}", field="backfill.mode")
-    if b.reprocess_behavior not in _REPROCESS:
+    if b.reprocess_behavior not in _REPROCESS_IN:
         raise InvalidArgument(
             f"unknown reprocess_behavior {b.reprocess_behavior}", field="backfill.reprocess_behavior"
         )
@@ -117,10 +116,10 @@ def spec_of(request: pb.CreateBackfillRequest, principal: str | None) -> Backfil
         from_date=datetime_of(b, "from_date", "backfill.from_date"),
         to_date=datetime_of(b, "to_date", "backfill.to_date"),
         run_backwards=b.run_backwards,
-        reprocess_behavior=_REPROCESS[b.reprocess_behavior],
+        reprocess_behavior=_REPROCESS_IN[b.reprocess_behavior],
         max_active_runs=b.max_active_runs if b.HasField("max_active_runs") else DEFAULT_MAX_ACTIVE_RUNS,
         dag_run_conf=parse_conf(b.dag_run_conf),
-        mode=_MODES[b.mode],
+        mode=_MODES_IN[b.mode],
         triggering_user_name=principal,
     )
 
@@ -136,13 +135,13 @@ def backfill_message(view: BackfillView) -> pb.Backfill:
         to_date=timestamp(view.to_date),
         dag_run_conf=json.dumps(view.dag_run_conf) if view.dag_run_conf is not None else "",
         reprocess_behavior=(
-            _REPROCESS_OUT[view.reprocess_behavior]
+            _REPROCESS[view.reprocess_behavior]
             if view.reprocess_behavior is not None
             else pb.REPROCESS_BEHAVIOR_UNSPECIFIED
         ),
         max_active_runs=view.max_active_runs,
         run_backwards=view.run_backwards,
-        mode=_MODES_OUT[view.mode],
+        mode=_MODES[view.mode],
         is_paused=view.is_paused,
         state=_STATES[view.state],
         progress=pb.Progress(

@@ -11,9 +11,11 @@ table :data:`TRANSITIONS`, the way asyncpg's ``transaction.py`` guards its state
           +------------cancel--------------+-----------------> cancelled
 
 Pausing and unpausing keep the phase (they flip ``backfill.is_paused``) but are guarded
-the same way. A new phase is one member of :class:`Phase`, its rows in
-:data:`TRANSITIONS`, and, if the tick must visit it, an entry in :data:`TICKED`; the
-caller-facing state of each phase is :data:`SHOWN_AS`.
+the same way. A new phase is added here and nowhere else: a member of :class:`Phase`,
+its rows in :data:`TRANSITIONS` (and the :class:`Event` that leads to it), and, as the
+case may be, an entry in :data:`TICKED` (the tick visits it), :data:`SHOWN_AS` (a
+caller sees a state of its own) and :data:`AIRFLOW_COMPLETES` (Airflow's timer may
+complete it).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from sidecar.store._tables import backfill, sidecar_backfill
 from sidecar.vocabulary import State
 
 __all__ = [
+    "AIRFLOW_COMPLETES",
     "SHOWN_AS",
     "TICKED",
     "TRANSITIONS",
@@ -82,8 +85,12 @@ TRANSITIONS: Mapping[Phase, Mapping[Event, Phase]] = {
     Phase.CANCELLED: {},
 }
 
-#: Phases the tick visits (stored phase), in the order of this tuple's meaning: write, or complete.
+#: Phases the tick visits (stored phase): it writes the next runs of one, completes the other.
 TICKED = (Phase.MATERIALIZING, Phase.MATERIALIZED)
+
+#: Phases in which Airflow's ``completed_at`` means completed (its scheduler's timer may set it).
+#: Not MATERIALIZING: runs remain to be written, and the tick reopens it.
+AIRFLOW_COMPLETES = frozenset({Phase.MATERIALIZED, Phase.COMPLETED})
 
 #: The caller-facing state of each ended phase; the others show ACTIVE or PAUSED (``is_paused``).
 SHOWN_AS: Mapping[Phase, State] = {Phase.COMPLETED: State.COMPLETED, Phase.CANCELLED: State.CANCELLED}
@@ -105,14 +112,12 @@ def lifecycle_of(stored: Phase | None, completed_at: dt.datetime | None) -> Phas
     """A backfill's phase from its sidecar row's phase and Airflow's ``completed_at``.
 
     A backfill Airflow made has no sidecar row (``stored`` None): its runs are all
-    written, so it is materialized until Airflow completes it. Airflow's completion of
-    a backfill with runs left to write is undone by the next tick, so it does not count.
+    written, so it is materialized until Airflow completes it.
     """
-    if stored is Phase.CANCELLED:
-        return Phase.CANCELLED
-    if completed_at is not None and stored is not Phase.MATERIALIZING:
+    phase = Phase.MATERIALIZED if stored is None else stored
+    if completed_at is not None and phase in AIRFLOW_COMPLETES:
         return Phase.COMPLETED
-    return Phase.MATERIALIZING if stored is Phase.MATERIALIZING else Phase.MATERIALIZED
+    return phase
 
 
 def state_of(phase: Phase, is_paused: bool | None) -> State:
@@ -122,16 +127,9 @@ def state_of(phase: Phase, is_paused: bool | None) -> State:
 
 def _lifecycle_sql() -> sa.ColumnElement[str]:
     """:func:`lifecycle_of` in SQL, over ``backfill`` outer-joined with ``sidecar_backfill``."""
-    stored = sa.func.coalesce(sidecar_backfill.c.phase, "")
-    return sa.case(
-        (stored == Phase.CANCELLED.value, Phase.CANCELLED.value),
-        (
-            sa.and_(backfill.c.completed_at.is_not(None), stored != Phase.MATERIALIZING.value),
-            Phase.COMPLETED.value,
-        ),
-        (stored == Phase.MATERIALIZING.value, Phase.MATERIALIZING.value),
-        else_=Phase.MATERIALIZED.value,
-    )
+    phase = sa.func.coalesce(sidecar_backfill.c.phase, Phase.MATERIALIZED.value)
+    completed = sa.and_(backfill.c.completed_at.is_not(None), phase.in_([p.value for p in AIRFLOW_COMPLETES]))
+    return sa.case((completed, Phase.COMPLETED.value), else_=phase)
 
 
 def state_filter(state: State) -> sa.ColumnElement[bool]:

@@ -72,7 +72,7 @@ NOW = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
         (D, None, D),
         (D, NOW, C),  # Airflow's timer completed it: done
         (C, NOW, C),
-        (C, None, D),  # never written so; shown open, as before the ledger
+        (C, None, C),
         (X, NOW, X),
         (X, None, X),
         (None, None, D),  # Airflow made it: all its runs are written
