@@ -11,7 +11,6 @@ running backfill runs so that backfills never crowd out scheduled runs.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Collection
 from typing import TYPE_CHECKING
 
@@ -24,12 +23,6 @@ from sqlalchemy import false, func, select, text
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
-
-
-def max_running_backfill_runs() -> int | None:
-    """``SIDECAR_MAX_RUNNING_BACKFILL_RUNS``: the most backfill runs running at once (unset: no cap)."""
-    value = os.environ.get("SIDECAR_MAX_RUNNING_BACKFILL_RUNS", "").strip()
-    return int(value) if value else None
 
 
 #: Serialises the cap check between schedulers (pg_advisory_xact_lock key: "sidecar cap").

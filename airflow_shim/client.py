@@ -14,7 +14,8 @@ import grpc
 from airflow_shim._breaker import CircuitBreaker
 from airflow_shim._policies import mutation_hook_name
 from sidecar._gen.airflow_sidecar.v1 import scheduler_pb2, scheduler_pb2_grpc
-from sidecar.auth import ClientSecurity, open_channel
+from sidecar.channel import open_channel
+from sidecar.config import ClientSecurity, Environ, ShimSettings
 
 log = logging.getLogger(__name__)
 
@@ -51,14 +52,14 @@ def channel_target(target: str) -> str:
     return "ipv4:" + ",".join(part.strip() for part in target.split(",") if part.strip())
 
 
-def _security_from_env() -> ClientSecurity:
+def _security_from_env(environ: Environ | None = None) -> ClientSecurity:
     """The shim's token (SIDECAR_TOKEN or SIDECAR_TOKEN_FILE) and TLS (SIDECAR_TLS_*) settings.
 
     A token file that cannot be read is logged, not raised: the scheduler keeps running and
     the sidecar refuses the ticks (backfills wait) until the file is fixed.
     """
     try:
-        return ClientSecurity.from_env()
+        return ClientSecurity.from_env(environ)
     except ValueError as exc:
         log.error("sidecar token not loaded (%s): ticks will be refused", exc)
         return ClientSecurity()
@@ -100,14 +101,17 @@ class TickClient:
         self.failures = 0
 
     @classmethod
-    def from_env(cls) -> TickClient:
-        """Configured by SIDECAR_TARGET (one or several replicas), SIDECAR_TICK_DEADLINE (seconds),
-        SIDECAR_BREAKER_THRESHOLD and SIDECAR_BREAKER_COOLDOWN (seconds)."""
+    def from_env(cls, environ: Environ | None = None) -> TickClient:
+        """Configured by :class:`~sidecar.config.ShimSettings`: SIDECAR_TARGET (one or several
+        replicas), SIDECAR_TICK_DEADLINE (seconds), SIDECAR_BREAKER_THRESHOLD and
+        SIDECAR_BREAKER_COOLDOWN (seconds), and the token and TLS variables."""
+        settings = ShimSettings.from_env(environ)
         return cls(
-            os.environ.get("SIDECAR_TARGET", "127.0.0.1:50051"),
-            deadline=float(os.environ.get("SIDECAR_TICK_DEADLINE", "0.5")),
-            failure_threshold=int(os.environ.get("SIDECAR_BREAKER_THRESHOLD", "3")),
-            cooldown=float(os.environ.get("SIDECAR_BREAKER_COOLDOWN", "30")),
+            settings.target,
+            deadline=settings.tick_deadline,
+            failure_threshold=settings.breaker_threshold,
+            cooldown=settings.breaker_cooldown,
+            security=_security_from_env(environ),
         )
 
     def tick(self) -> scheduler_pb2.TickResponse | None:

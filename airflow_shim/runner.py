@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import os
 import time
 from collections.abc import Collection, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
@@ -15,12 +14,9 @@ from airflow.utils.session import NEW_SESSION, provide_session
 from airflow.utils.state import DagRunState
 from sqlalchemy import text
 
-from airflow_shim._fairness import (
-    backfill_runs_left_out,
-    count_running_backfill_runs,
-    max_running_backfill_runs,
-)
+from airflow_shim._fairness import backfill_runs_left_out, count_running_backfill_runs
 from airflow_shim.client import TickClient
+from sidecar.config import ShimSettings
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
@@ -79,9 +75,10 @@ class SidecarSchedulerJobRunner(SchedulerJobRunner):
     def __init__(self, *args: object, tick_client: TickClient | None = None, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
         self.tick_client = tick_client or TickClient.from_env()
-        self.loop_stats = LoopStats(float(os.environ.get("SIDECAR_SHIM_STATS_INTERVAL", "60")))
-        self.backfill_cap = max_running_backfill_runs()
-        self.fair = os.environ.get("SIDECAR_SHIM_FAIRNESS", "on").lower() not in ("0", "off", "false")
+        settings = ShimSettings.from_env()
+        self.loop_stats = LoopStats(settings.stats_interval)
+        self.backfill_cap = settings.max_running_backfill_runs
+        self.fair = settings.fairness
 
     def _do_scheduling(self, session: Session) -> int:
         # Before Airflow's prohibit_commit guard; the RPC never touches the scheduler's session.

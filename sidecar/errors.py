@@ -30,6 +30,9 @@ and each class carries the stable ``reason`` string that goes into
 
 from __future__ import annotations
 
+#: The ``google.rpc.ErrorInfo.domain`` of every error the sidecar reports (gRPC, REST, auth).
+DOMAIN = "airflow-sidecar.apache.org"
+
 
 class SidecarError(Exception):
     """Base of every error the sidecar reports to a caller."""

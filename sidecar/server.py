@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import signal
-from dataclasses import dataclass, field
+import socket
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -16,15 +17,15 @@ from sidecar._gen.airflow_sidecar.v1 import backfill_pb2, backfill_pb2_grpc, sch
 from sidecar.api import BackfillServicer, SchedulerServicer
 from sidecar.api._limits import RateLimiter
 from sidecar.auth import (
-    AuthConfig,
-    TlsConfig,
     build_interceptor,
     check_auth,
     server_credentials,
     token_revoked,
 )
+from sidecar.config import ServerSettings
 from sidecar.engine import BackfillEngine, EngineConfig
 from sidecar.errors import SidecarError
+from sidecar.names import parse_backfill_name
 from sidecar.observability import (
     OpsServer,
     instrument_database,
@@ -44,36 +45,14 @@ SERVICE_NAMES = (
 )
 
 
-@dataclass(frozen=True)
-class ServerConfig:
-    """How the server listens and runs."""
-
-    database_url: str
-    """SQLAlchemy URL of Airflow's metadata database."""
-    listen: str = "127.0.0.1:50051"
-    """host:port; loopback unless set otherwise."""
-    tick_interval: float = 5.0
-    """Seconds between the server's own ticks (the shim ticks on every scheduler loop too)."""
-    grace: float = 10.0
-    """Seconds in-flight calls get to finish on shutdown."""
-    max_message_bytes: int = 4 * 1024 * 1024
-    """Largest request or response message."""
-    auth: AuthConfig = field(default_factory=AuthConfig)
-    """Who may call; the default (nothing configured) is refused at start: secure by default."""
-    tls: TlsConfig | None = None
-    """TLS (and mutual TLS) on the gRPC port; None = plaintext."""
-    ops_listen: str | None = None
-    """host:port of the operator endpoint (/metrics, /healthz, /readyz); None: off."""
-    writes_per_minute: float = 60.0
-    """Sustained create/pause/unpause/cancel calls per principal and minute; 0: unlimited."""
-    write_burst: int = 20
-    """Such calls a principal may make at once."""
+#: The name embedders and tests use for the server's settings (one class: ``sidecar.config``).
+ServerConfig = ServerSettings
 
 
 class SidecarServer:
     """The running sidecar: database, engine, gRPC server and the background ticker."""
 
-    def __init__(self, config: ServerConfig, engine_config: EngineConfig | None = None) -> None:
+    def __init__(self, config: ServerSettings, engine_config: EngineConfig | None = None) -> None:
         self.config = config
         self._engine_config = engine_config
         self.db: Database | None = None
@@ -103,6 +82,9 @@ class SidecarServer:
         options = [
             ("grpc.max_receive_message_length", self.config.max_message_bytes),
             ("grpc.max_send_message_length", self.config.max_message_bytes),
+            # gRPC shares a bound port by default (SO_REUSEPORT): a second server would then
+            # silently take half the calls. One port, one server.
+            ("grpc.so_reuseport", 0),
         ]
         server = grpc.aio.server(
             options=options,
@@ -129,19 +111,20 @@ class SidecarServer:
         reflection.enable_server_reflection(
             (*SERVICE_NAMES, reflection.SERVICE_NAME, health.SERVICE_NAME), server
         )
-        if credentials is not None:
-            self.port = server.add_secure_port(self.config.listen, credentials)
-        else:
-            self.port = server.add_insecure_port(self.config.listen)
-        if self.port == 0:
-            raise OSError(f"cannot listen on {self.config.listen}")
-        await server.start()
-        self._server = server
+        self.port = _bind(server, self.config.listen, credentials)
         if self.config.ops_listen:
             host, _, port = self.config.ops_listen.rpartition(":")
-            self._ops = OpsServer(host or "127.0.0.1", int(port), self.engine.database_ready)
-            await self._ops.start()
-            self.ops_port = self._ops.port
+            ops = OpsServer(host or "127.0.0.1", int(port), self.engine.database_ready)
+            try:
+                await ops.start()
+            except OSError as exc:
+                raise ValueError(
+                    f"cannot listen on --ops-listen {self.config.ops_listen}: {exc.strerror or exc}"
+                ) from exc
+            self._ops = ops
+            self.ops_port = ops.port
+        await server.start()  # after every port is bound: a refused start serves nothing
+        self._server = server
         self._ticker = asyncio.create_task(self._tick_forever(), name="sidecar-ticker")
         log.info("airflow-sidecar serving on %s (%s)", self.config.listen, self.db.dialect)
 
@@ -151,18 +134,11 @@ class SidecarServer:
 
     async def _dag_of_backfill(self, name: str) -> str | None:
         """The DAG of a ``backfills/{id}`` name, for authorisation; None if there is none."""
-        prefix, _, rest = name.partition("/")
-        if (
-            self.engine is None
-            or prefix != "backfills"
-            or not (rest.isascii() and rest.isdigit())
-            or len(rest) > 10
-        ):
-            return None
-        if int(rest) > 2**31 - 1:  # not a backfill id: the servicer answers INVALID_ARGUMENT
+        backfill_id = parse_backfill_name(name)
+        if self.engine is None or backfill_id is None:  # not a name: the servicer answers INVALID_ARGUMENT
             return None
         try:
-            return (await self.engine.get(int(rest))).dag_id
+            return (await self.engine.get(backfill_id)).dag_id
         except SidecarError:
             return None
 
@@ -195,7 +171,8 @@ class SidecarServer:
             await self.engine.close()
         if self.db is not None:
             await self.db.dispose()
-        log.info("airflow-sidecar stopped")
+        if self._server is not None:  # a start that failed has said why already
+            log.info("airflow-sidecar stopped")
 
     async def wait(self) -> None:
         """Wait until the gRPC server terminates."""
@@ -203,10 +180,73 @@ class SidecarServer:
             await self._server.wait_for_termination()
 
 
-async def serve(config: ServerConfig) -> None:
-    """Run until SIGTERM or SIGINT, then shut down gracefully."""
+def _in_use_error(listen: str) -> ValueError:
+    return ValueError(
+        f"cannot listen on {listen}: the address is in use (another sidecar?) or not on this host; "
+        "stop the other process or choose another --listen"
+    )
+
+
+def _refuse_if_in_use(listen: str) -> None:
+    """Fail on a port another process listens on before gRPC tries (and logs its own lines to stderr).
+
+    gRPC's own bind (with ``so_reuseport`` off) remains the real guard; this only makes the
+    common case one clean line.
+
+    Raises:
+        ValueError: some address ``listen`` resolves to is in use.
+    """
+    host, _, port = listen.rpartition(":")
+    if not (port.isascii() and port.isdigit()) or int(port) == 0:
+        return
+    try:
+        addresses = socket.getaddrinfo(
+            host.strip("[]") or None, int(port), type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )
+    except OSError:
+        return  # gRPC reports a name it cannot resolve
+    for family, kind, proto, _, address in addresses:
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as gRPC does: TIME_WAIT is no owner
+            try:
+                probe.bind(address)
+            except OSError as exc:
+                if exc.errno == errno.EADDRINUSE:
+                    raise _in_use_error(listen) from None
+
+
+def _bind(server: grpc.aio.Server, listen: str, credentials: grpc.ServerCredentials | None) -> int:
+    """Bind ``listen`` (with ``so_reuseport`` off, a port in use fails here) and return the port.
+
+    Raises:
+        ValueError: the address is in use or not this host's (one line).
+    """
+    _refuse_if_in_use(listen)
+    try:
+        if credentials is not None:
+            port = server.add_secure_port(listen, credentials)
+        else:
+            port = server.add_insecure_port(listen)
+    except RuntimeError:  # grpcio >= 1.60 raises where older versions returned 0
+        port = 0
+    if port == 0:
+        raise _in_use_error(listen)
+    return port
+
+
+async def serve(config: ServerSettings) -> None:
+    """Run until SIGTERM or SIGINT, then shut down gracefully.
+
+    Raises:
+        ValueError: the server cannot start as configured (one line; nothing is left running).
+        SchemaMismatch: not an Airflow 3.3 metadata database.
+    """
     server = SidecarServer(config)
-    await server.start()
+    try:
+        await server.start()
+    except BaseException:
+        await server.stop()
+        raise
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -22,6 +22,7 @@ from sidecar.engine import (
     State,
 )
 from sidecar.errors import InvalidArgument
+from sidecar.names import backfill_name, parse_backfill_name
 
 # One table per enum, vocabulary -> proto; requests are read through its inverse, with
 # UNSPECIFIED meaning the default.
@@ -128,7 +129,7 @@ def backfill_message(view: BackfillView) -> pb.Backfill:
     """A backfill view as the API resource."""
     p = view.progress
     return pb.Backfill(
-        name=f"backfills/{view.id}" if view.id else "",
+        name=backfill_name(view.id) if view.id else "",
         id=view.id,
         dag_id=view.dag_id,
         from_date=timestamp(view.from_date),
@@ -183,15 +184,10 @@ def backfill_id_of(name: str, field: str = "name") -> int:
     Raises:
         InvalidArgument: not of that form.
     """
-    prefix, _, rest = name.partition("/")
-    if (
-        prefix != "backfills"
-        or not (rest.isascii() and rest.isdigit())
-        or len(rest) > 10
-        or int(rest) > 2**31 - 1
-    ):
+    backfill_id = parse_backfill_name(name)
+    if backfill_id is None:
         raise InvalidArgument(f"{field} must look like backfills/<id>, got {name[:80]!r}", field=field)
-    return int(rest)
+    return backfill_id
 
 
 def encode_token(value: int) -> str:

@@ -13,11 +13,10 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from sidecar import errors
+from sidecar.errors import DOMAIN
 from sidecar.store import error_for
 
 log = logging.getLogger(__name__)
-
-DOMAIN = "airflow-sidecar.apache.org"
 
 #: By type, most specific first: the first match wins.
 _CODES: list[tuple[type[errors.SidecarError], grpc.StatusCode]] = [

@@ -7,12 +7,12 @@ reason ``PERMISSION_DENIED``. See the README's "Security" section for the file f
 """
 
 from sidecar.auth._actions import METHOD_RULES, MethodRule, Target
-from sidecar.auth._client import ClientSecurity, open_channel, read_token
 from sidecar.auth._config import (
     AuthConfig,
     TlsConfig,
     build_interceptor,
     check_auth,
+    check_jwt_secret,
     is_loopback,
     server_credentials,
 )
@@ -28,13 +28,14 @@ from sidecar.auth._reasons import (
 )
 from sidecar.auth._revocation import token_revoked
 from sidecar.auth._tokens import (
-    AIRFLOW_AUDIENCE,
     AuthenticationError,
     Authenticator,
     Principal,
     load_token_file,
     token_digest,
 )
+from sidecar.channel import open_channel
+from sidecar.config import AIRFLOW_AUDIENCE, ClientSecurity, read_token
 
 __all__ = [
     "AIRFLOW_AUDIENCE",
@@ -61,6 +62,7 @@ __all__ = [
     "TlsConfig",
     "build_interceptor",
     "check_auth",
+    "check_jwt_secret",
     "current_principal",
     "is_loopback",
     "load_policy",

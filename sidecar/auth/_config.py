@@ -1,52 +1,36 @@
 """How the server is locked: authentication, authorisation and TLS settings, checked up front.
 
 Secure by default: with no JWT secret, no token file and no explicit ``no_auth`` the server
-refuses to start, and ``no_auth`` is refused on an address other than loopback.
+refuses to start; ``no_auth`` is refused on an address other than loopback; a JWT secret
+shorter than HS512's key size is refused unless ``allow_weak_jwt_secret`` says otherwise.
+The settings themselves (:class:`AuthConfig`, :class:`TlsConfig`) live in ``sidecar.config``.
 """
 
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
 
 from sidecar.auth._interceptor import AuthInterceptor, DagResolver, RevocationCheck
 from sidecar.auth._policy import Policy, load_policy
-from sidecar.auth._tokens import AIRFLOW_AUDIENCE, Authenticator, StaticToken, load_token_file
+from sidecar.auth._tokens import Authenticator, StaticToken, load_token_file
+from sidecar.config import AuthConfig, TlsConfig
 
+__all__ = [
+    "MIN_JWT_SECRET_BYTES",
+    "AuthConfig",
+    "TlsConfig",
+    "build_interceptor",
+    "check_auth",
+    "check_jwt_secret",
+    "is_loopback",
+    "server_credentials",
+]
 
-@dataclass(frozen=True)
-class AuthConfig:
-    """Who may call the server, and what they may do."""
-
-    jwt_secret: str | None = None
-    """Secret shared with Airflow's ``[api_auth] jwt_secret``; accepts HS512 and HS256 JWTs."""
-    token_file: Path | None = None
-    """TOML file of service-account tokens, by SHA-256 (see ``sidecar.auth._tokens``)."""
-    policy_file: Path | None = None
-    """TOML policy; None lets every authenticated caller do every DAG action."""
-    jwt_audience: str = AIRFLOW_AUDIENCE
-    """Required ``aud`` claim (Airflow's ``[api_auth] jwt_audience``)."""
-    jwt_issuer: str | None = None
-    """Required ``iss`` claim, when Airflow sets ``[api_auth] jwt_issuer``."""
-    jwt_leeway: float = 10.0
-    """Seconds of clock skew allowed (Airflow's ``[api_auth] jwt_leeway`` default)."""
-    no_auth: bool = False
-    """Serve without authentication: local development only, loopback only."""
-
-
-@dataclass(frozen=True)
-class TlsConfig:
-    """TLS on the gRPC port; with ``client_ca``, mutual TLS (clients must present a certificate)."""
-
-    cert: Path
-    """PEM certificate chain of the server."""
-    key: Path
-    """PEM private key of the server."""
-    client_ca: Path | None = None
-    """PEM CA bundle that client certificates must chain to; None = server-side TLS only."""
+#: The shortest secret each HMAC algorithm may use: its hash's output size (RFC 7518 section 3.2).
+MIN_JWT_SECRET_BYTES = {"HS256": 32, "HS512": 64}
 
 
 def is_loopback(listen: str) -> bool:
@@ -79,6 +63,28 @@ def check_auth(config: AuthConfig, listen: str) -> None:
         raise ValueError(
             "no authentication configured: set --jwt-secret (or SIDECAR_JWT_SECRET) and/or --token-file, "
             "or --no-auth for local development on loopback"
+        )
+    if config.jwt_secret and not config.allow_weak_jwt_secret:
+        # The server verifies HS512 (what Airflow signs with), so the secret must suit HS512.
+        check_jwt_secret(config.jwt_secret, "HS512")
+
+
+def check_jwt_secret(secret: str, algorithm: str) -> None:
+    """Refuse a secret shorter than ``algorithm``'s key size (RFC 7518 section 3.2).
+
+    A short HMAC secret can be brute-forced offline from any one token it signed, after
+    which anyone can mint tokens for any principal.
+
+    Raises:
+        ValueError: one line saying how long the secret must be and how to make one.
+    """
+    needed = MIN_JWT_SECRET_BYTES[algorithm]
+    length = len(secret.encode())
+    if length < needed:
+        raise ValueError(
+            f"the JWT secret is {length} bytes; {algorithm} needs at least {needed} (RFC 7518 3.2): "
+            f"set Airflow's [api_auth] jwt_secret and SIDECAR_JWT_SECRET to e.g. `openssl rand -hex {needed // 2}`, "
+            "or pass --allow-weak-jwt-secret (tests only)"
         )
 
 

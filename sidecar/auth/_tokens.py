@@ -31,9 +31,8 @@ from typing import Any
 import jwt
 
 from sidecar.auth._reasons import TOKEN_EXPIRED, TOKEN_INVALID, TOKEN_MISSING
+from sidecar.config import AIRFLOW_AUDIENCE
 
-#: Airflow's default ``[api_auth] jwt_audience``.
-AIRFLOW_AUDIENCE = "apache-airflow"
 #: HS512 is what Airflow signs with a shared secret; HS256 is what most scripts produce.
 JWT_ALGORITHMS = ("HS512", "HS256")
 #: Claims every accepted JWT must carry (Airflow also requires ``iat`` and ``nbf`` of its own).

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import sys
 from collections.abc import Sequence
 
@@ -16,11 +15,9 @@ import grpc
 from sidecar.auth import check_auth
 from sidecar.cli._client import UsageError, run_command
 from sidecar.cli._completion import add_completion_command, autocomplete, completion_script
-from sidecar.cli._security import add_client_flags, add_serve_flags, serve_security
 from sidecar.cli._tokens import TokenUsageError, add_token_command, run_token_command
+from sidecar.config import ServerSettings, add_connection_arguments, add_server_arguments
 from sidecar.errors import SchemaMismatch
-
-DEFAULT_TARGET = "127.0.0.1:50051"
 
 #: Every RPC and the command that reaches it (the contract test holds the two together).
 RPC_COMMANDS: dict[str, tuple[str, ...]] = {
@@ -36,49 +33,13 @@ RPC_COMMANDS: dict[str, tuple[str, ...]] = {
 }
 
 
-def _env(name: str, default: str | None = None) -> str | None:
-    return os.environ.get(name, default)
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The whole command line."""
     parser = argparse.ArgumentParser(prog="airflow-sidecar", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
 
     serve = commands.add_parser("serve", help="run the gRPC sidecar")
-    serve.add_argument(
-        "--database-url",
-        default=_env("SIDECAR_DATABASE_URL"),
-        help="SQLAlchemy URL of Airflow's metadata DB (postgresql+asyncpg://… or "
-        "sqlite+aiosqlite:///…); env SIDECAR_DATABASE_URL",
-    )
-    serve.add_argument(
-        "--listen",
-        default=_env("SIDECAR_LISTEN", "127.0.0.1:50051"),
-        help="host:port to listen on (default 127.0.0.1:50051); env SIDECAR_LISTEN",
-    )
-    serve.add_argument(
-        "--tick-interval", type=float, default=5.0, help="seconds between the sidecar's own ticks (default 5)"
-    )
-    serve.add_argument("--log-level", default=_env("SIDECAR_LOG_LEVEL", "INFO"))
-    add_serve_flags(serve)
-    serve.add_argument(
-        "--log-format",
-        choices=("text", "json"),
-        default=_env("SIDECAR_LOG_FORMAT", "text"),
-        help="text, or one JSON object per line with backfill and DAG ids; env SIDECAR_LOG_FORMAT",
-    )
-    serve.add_argument(
-        "--writes-per-minute",
-        type=float,
-        default=float(_env("SIDECAR_WRITES_PER_MINUTE", "60") or 60),
-        help="create/pause/unpause/cancel calls per caller and minute (burst 20; 0: unlimited)",
-    )
-    serve.add_argument(
-        "--ops-listen",
-        default=_env("SIDECAR_OPS_LISTEN"),
-        help="host:port of /metrics, /healthz and /readyz (off unless set); env SIDECAR_OPS_LISTEN",
-    )
+    add_server_arguments(serve)
 
     add_completion_command(commands)
     add_token_command(commands)
@@ -90,17 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
         "scheduler", help="run `airflow scheduler` with the sidecar shim (same arguments)", add_help=False
     )
 
-    # --target and --timeout are accepted before or after the action.
+    # The connection options are accepted before or after the action.
     connection = argparse.ArgumentParser(add_help=False)
-    connection.add_argument(
-        "--target",
-        default=argparse.SUPPRESS,
-        help="sidecar address (default 127.0.0.1:50051); env SIDECAR_TARGET",
-    )
-    connection.add_argument(
-        "--timeout", type=float, default=argparse.SUPPRESS, help="seconds per call (default 600)"
-    )
-    add_client_flags(connection)
+    add_connection_arguments(connection)
     backfill = commands.add_parser("backfill", help="create and steer backfills", parents=[connection])
     actions = backfill.add_subparsers(dest="action", required=True)
 
@@ -154,33 +107,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _serve(args: argparse.Namespace) -> int:
     from sidecar.observability import configure_logging
-    from sidecar.server import ServerConfig, serve
+    from sidecar.server import serve
 
     try:
-        configure_logging(args.log_level, args.log_format)
-    except ValueError as exc:
-        raise UsageError(str(exc)) from exc
-    if not args.database_url:
-        raise UsageError("--database-url (or SIDECAR_DATABASE_URL) is required")
-    try:
-        auth, tls = serve_security(args)
-        check_auth(auth, args.listen)
+        settings = ServerSettings.from_args(args)
+        configure_logging(settings.log_level, settings.log_format)
+        check_auth(settings.auth, settings.listen)
     except ValueError as exc:
         raise UsageError(str(exc)) from exc
     try:
-        asyncio.run(
-            serve(
-                ServerConfig(
-                    auth=auth,
-                    tls=tls,
-                    database_url=args.database_url,
-                    listen=args.listen,
-                    tick_interval=args.tick_interval,
-                    ops_listen=args.ops_listen,
-                    writes_per_minute=args.writes_per_minute,
-                )
-            )
-        )
+        asyncio.run(serve(settings))
     except SchemaMismatch as exc:
         raise UsageError(f"database check failed: {exc}") from exc
     except ValueError as exc:
@@ -217,8 +153,6 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return run_gateway(args)
             except ValueError as exc:
                 raise UsageError(str(exc)) from exc
-        args.target = getattr(args, "target", None) or _env("SIDECAR_TARGET", DEFAULT_TARGET)
-        args.timeout = getattr(args, "timeout", None) or 600.0
         return run_command(args)
     except UsageError as exc:
         print(f"airflow-sidecar: error: {exc}", file=sys.stderr)

@@ -13,8 +13,9 @@ from google.protobuf import json_format
 
 from sidecar._gen.airflow_sidecar.v1 import backfill_pb2 as pb
 from sidecar._gen.airflow_sidecar.v1 import backfill_pb2_grpc
-from sidecar.auth import open_channel
-from sidecar.cli._security import client_security
+from sidecar.channel import open_channel
+from sidecar.config import ClientSettings
+from sidecar.names import BACKFILLS, backfill_name
 
 _REPROCESS = {
     "none": pb.REPROCESS_BEHAVIOR_NONE,
@@ -156,19 +157,19 @@ def watch(stub: backfill_pb2_grpc.BackfillServiceStub, name: str, output: str) -
 
 
 def _name(value: str) -> str:
-    return value if value.startswith("backfills/") else f"backfills/{value}"
+    return value if value.startswith(f"{BACKFILLS}/") else backfill_name(value)
 
 
 def run_command(args: argparse.Namespace) -> int:
     """Run one ``backfill`` subcommand; gRPC errors are raised to the caller."""
     try:
-        security = client_security(args)
-        channel = open_channel(args.target, security)
+        settings = ClientSettings.from_args(args)
+        channel = open_channel(settings.target, settings.security)
     except ValueError as exc:
         raise UsageError(str(exc)) from exc
     with channel:
         stub = backfill_pb2_grpc.BackfillServiceStub(channel)
-        timeout = args.timeout
+        timeout = settings.timeout
         if args.action == "create":
             return _create(stub, args, timeout)
         if args.action == "get":

@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 import uuid
 
 import jwt
 
-from sidecar.auth import AIRFLOW_AUDIENCE, token_digest
+from sidecar.auth import AIRFLOW_AUDIENCE, check_jwt_secret, token_digest
+from sidecar.config import add_jwt_secret_arguments
 
 
 class TokenUsageError(ValueError):
@@ -35,9 +35,7 @@ def add_token_command(commands: argparse._SubParsersAction[argparse.ArgumentPars
     mint.add_argument("--valid-for", type=int, default=3600, help="seconds (default 3600)")
     mint.add_argument("--algorithm", choices=("HS512", "HS256"), default="HS512")
     mint.add_argument("--audience", default=AIRFLOW_AUDIENCE)
-    mint.add_argument(
-        "--jwt-secret", default=os.environ.get("SIDECAR_JWT_SECRET"), help="env SIDECAR_JWT_SECRET"
-    )
+    add_jwt_secret_arguments(mint)
     hashed = actions.add_parser("hash", help="print the token-file entry of a token read on stdin")
     hashed.add_argument("--principal", required=True)
     hashed.add_argument("--role", action="append", default=[], help="a role (repeatable)")
@@ -59,11 +57,17 @@ def run_token_command(args: argparse.Namespace) -> int:
     """Run ``token jwt`` or ``token hash``.
 
     Raises:
-        TokenUsageError: no secret for ``jwt``, or an empty token on stdin for ``hash``.
+        TokenUsageError: no secret (or one too short for the algorithm) for ``jwt``, or an
+            empty token on stdin for ``hash``.
     """
     if args.token_action == "jwt":
         if not args.jwt_secret:
             raise TokenUsageError("--jwt-secret (or SIDECAR_JWT_SECRET) is required")
+        if not args.allow_weak_jwt_secret:
+            try:
+                check_jwt_secret(args.jwt_secret, args.algorithm)
+            except ValueError as exc:
+                raise TokenUsageError(str(exc)) from exc
         print(
             mint_jwt(
                 args.jwt_secret,

@@ -13,6 +13,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.types import Receive, Scope, Send
 
 from sidecar._gen.airflow_sidecar.v1 import backfill_pb2
+from sidecar.config import DEFAULT_TARGET
 from sidecar.gateway import _airflow, _rest
 from sidecar.gateway._bindings import bindings_of
 from sidecar.gateway._calls import Upstream
@@ -33,7 +34,7 @@ GATEWAY_ROUTES: frozenset[str] = frozenset(b.grpc_path for b in bindings_of(SERV
 class GatewayConfig:
     """How the gateway reaches the sidecar and what it accepts."""
 
-    target: str = "127.0.0.1:50051"
+    target: str = DEFAULT_TARGET
     """host:port of the sidecar's gRPC server."""
     max_body_bytes: int = 1024 * 1024
     """Largest request body; larger ones get 413 before anything is called."""

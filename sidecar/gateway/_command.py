@@ -4,55 +4,23 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
-from pathlib import Path
 
-from sidecar.auth import ClientSecurity
+from sidecar.auth import is_loopback
+from sidecar.config import GatewaySettings, add_gateway_arguments
 from sidecar.gateway._app import GatewayConfig, create_app
+from sidecar.gateway._exposure import RequireAuthenticatedSidecar
 from sidecar.observability import setup_tracing
-
-DEFAULT_LISTEN = "127.0.0.1:8080"
 
 
 def add_gateway_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Register the ``gateway`` subcommand."""
     gateway = commands.add_parser(
-        "gateway", help="serve the REST gateway (HTTP/JSON) in front of the sidecar"
+        "gateway",
+        help="serve the REST gateway (HTTP/JSON) in front of the sidecar",
+        description="Serve the REST gateway. Unless both --listen and --target are loopback, it "
+        "forwards only to a sidecar that requires authentication (it answers 503 otherwise).",
     )
-    gateway.add_argument(
-        "--listen",
-        default=os.environ.get("SIDECAR_GATEWAY_LISTEN", DEFAULT_LISTEN),
-        help="host:port to listen on (default 127.0.0.1:8080); env SIDECAR_GATEWAY_LISTEN",
-    )
-    gateway.add_argument(
-        "--target",
-        default=os.environ.get("SIDECAR_TARGET", "127.0.0.1:50051"),
-        help="the sidecar's gRPC address (default 127.0.0.1:50051); env SIDECAR_TARGET",
-    )
-    gateway.add_argument(
-        "--max-body-bytes", type=int, default=1024 * 1024, help="largest request body (default 1 MiB)"
-    )
-    gateway.add_argument("--timeout", type=float, default=60.0, help="seconds per gRPC call (default 60)")
-    gateway.add_argument("--log-level", default=os.environ.get("SIDECAR_LOG_LEVEL", "INFO"))
-    gateway.add_argument(
-        "--tls",
-        action="store_true",
-        default=os.environ.get("SIDECAR_TLS", "").lower() in {"1", "true", "yes"},
-        help="reach the sidecar over TLS (system roots); env SIDECAR_TLS=1",
-    )
-    gateway.add_argument(
-        "--tls-ca",
-        default=os.environ.get("SIDECAR_TLS_CA"),
-        help="PEM CA bundle of the sidecar; env SIDECAR_TLS_CA",
-    )
-    gateway.add_argument(
-        "--tls-cert",
-        default=os.environ.get("SIDECAR_TLS_CLIENT_CERT"),
-        help="PEM client certificate for mutual TLS; env SIDECAR_TLS_CLIENT_CERT",
-    )
-    gateway.add_argument(
-        "--tls-key", default=os.environ.get("SIDECAR_TLS_CLIENT_KEY"), help="PEM key of --tls-cert"
-    )
+    add_gateway_arguments(gateway)
 
 
 def split_listen(listen: str) -> tuple[str, int]:
@@ -71,27 +39,23 @@ def run_gateway(args: argparse.Namespace) -> int:
     """Serve until SIGINT/SIGTERM (uvicorn handles both and drains open requests)."""
     import uvicorn
 
-    host, port = split_listen(args.listen)
-    if args.max_body_bytes < 1:
-        raise ValueError("--max-body-bytes must be positive")
+    settings = GatewaySettings.from_args(args)
+    host, port = split_listen(settings.listen)
     logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    security = ClientSecurity(
-        tls=args.tls,
-        ca=Path(args.tls_ca) if args.tls_ca else None,
-        cert=Path(args.tls_cert) if args.tls_cert else None,
-        key=Path(args.tls_key) if args.tls_key else None,
-    )
+    security = settings.client.security
     credentials = security.channel_credentials() if security.uses_tls else None
-    app = create_app(
+    gateway = create_app(
         GatewayConfig(
-            target=args.target,
-            max_body_bytes=args.max_body_bytes,
-            timeout=args.timeout,
+            target=settings.client.target,
+            max_body_bytes=settings.max_body_bytes,
+            timeout=settings.client.timeout,
             credentials=credentials,
             tracer_provider=setup_tracing(),
         )
     )
-    uvicorn.run(app, host=host, port=port, log_level=args.log_level.lower(), lifespan="on")
+    exposed = not (is_loopback(settings.listen) and is_loopback(settings.client.target))
+    app = RequireAuthenticatedSidecar(gateway, gateway.upstream) if exposed else gateway
+    uvicorn.run(app, host=host, port=port, log_level=settings.log_level.lower(), lifespan="on")
     return 0

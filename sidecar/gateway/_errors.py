@@ -12,6 +12,8 @@ import grpc
 from google.protobuf import json_format
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 
+from sidecar.errors import DOMAIN
+
 #: ``google.rpc.Code`` -> HTTP status, as ``google/rpc/code.proto`` documents it.
 HTTP_STATUS: dict[grpc.StatusCode, int] = {
     grpc.StatusCode.OK: 200,
@@ -70,7 +72,7 @@ def bad_request(message: str, field_path: str = "") -> CallError:
         {
             "@type": "type.googleapis.com/google.rpc.ErrorInfo",
             "reason": "INVALID_ARGUMENT",
-            "domain": "airflow-sidecar.apache.org",
+            "domain": DOMAIN,
         }
     ]
     if field_path:

@@ -63,6 +63,7 @@ def test_public_surface_is_frozen() -> None:
         "TlsConfig",
         "build_interceptor",
         "check_auth",
+        "check_jwt_secret",
         "current_principal",
         "is_loopback",
         "load_policy",

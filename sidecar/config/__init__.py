@@ -1,0 +1,51 @@
+"""One configuration: frozen settings built from flags and ``SIDECAR_*`` variables in one place.
+
+* :class:`ServerSettings` (with :class:`AuthConfig` and :class:`TlsConfig`): ``serve``.
+* :class:`ClientSettings` (with :class:`ClientSecurity`): the CLI's ``backfill`` commands;
+  :func:`add_connection_arguments` is the one parser of connection options (target, timeout,
+  token, TLS) that the CLI and the gateway share, and the shim reads the same variables.
+* :class:`GatewaySettings`: ``gateway``.
+* :class:`ShimSettings`: the scheduler shim (environment only).
+
+Nothing else in the sidecar reads the environment (OpenTelemetry's own ``OTEL_*`` variables
+aside, which its SDK defines). The package is a leaf: importing it loads ``grpc`` and nothing
+of the server, so the scheduler shim can use it.
+"""
+
+from sidecar.config._client import (
+    DEFAULT_TARGET,
+    ClientSecurity,
+    ClientSettings,
+    add_connection_arguments,
+    read_token,
+)
+from sidecar.config._env import Environ
+from sidecar.config._gateway import DEFAULT_GATEWAY_LISTEN, GatewaySettings, add_gateway_arguments
+from sidecar.config._server import (
+    AIRFLOW_AUDIENCE,
+    AuthConfig,
+    ServerSettings,
+    TlsConfig,
+    add_jwt_secret_arguments,
+    add_server_arguments,
+)
+from sidecar.config._shim import ShimSettings
+
+__all__ = [
+    "AIRFLOW_AUDIENCE",
+    "DEFAULT_GATEWAY_LISTEN",
+    "DEFAULT_TARGET",
+    "AuthConfig",
+    "ClientSecurity",
+    "ClientSettings",
+    "Environ",
+    "GatewaySettings",
+    "ServerSettings",
+    "ShimSettings",
+    "TlsConfig",
+    "add_connection_arguments",
+    "add_gateway_arguments",
+    "add_jwt_secret_arguments",
+    "add_server_arguments",
+    "read_token",
+]

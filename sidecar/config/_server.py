@@ -1,0 +1,230 @@
+"""How ``airflow-sidecar serve`` runs: listen addresses, database, auth, TLS, logging and limits.
+
+The flags of ``serve`` and their ``SIDECAR_*`` variables are declared here and turned into one
+frozen :class:`ServerSettings`; the server never reads the environment itself. Every default
+is the safe one: loopback only, authentication required, rate limits and message sizes on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+
+from sidecar.config import _env
+from sidecar.config._client import DEFAULT_TARGET
+from sidecar.config._env import Environ
+
+#: Airflow's default ``[api_auth] jwt_audience``.
+AIRFLOW_AUDIENCE = "apache-airflow"
+
+
+@dataclass(frozen=True)
+class AuthConfig:
+    """Who may call the server, and what they may do."""
+
+    jwt_secret: str | None = None
+    """Secret shared with Airflow's ``[api_auth] jwt_secret``; accepts HS512 and HS256 JWTs."""
+    token_file: Path | None = None
+    """TOML file of service-account tokens, by SHA-256 (see ``sidecar.auth._tokens``)."""
+    policy_file: Path | None = None
+    """TOML policy; None lets every authenticated caller do every DAG action."""
+    jwt_audience: str = AIRFLOW_AUDIENCE
+    """Required ``aud`` claim (Airflow's ``[api_auth] jwt_audience``)."""
+    jwt_issuer: str | None = None
+    """Required ``iss`` claim, when Airflow sets ``[api_auth] jwt_issuer``."""
+    jwt_leeway: float = 10.0
+    """Seconds of clock skew allowed (Airflow's ``[api_auth] jwt_leeway`` default)."""
+    no_auth: bool = False
+    """Serve without authentication: local development only, loopback only."""
+    allow_weak_jwt_secret: bool = False
+    """Accept a ``jwt_secret`` shorter than HS512's key size (RFC 7518 section 3.2): tests only."""
+
+
+@dataclass(frozen=True)
+class TlsConfig:
+    """TLS on the gRPC port; with ``client_ca``, mutual TLS (clients must present a certificate)."""
+
+    cert: Path
+    """PEM certificate chain of the server."""
+    key: Path
+    """PEM private key of the server."""
+    client_ca: Path | None = None
+    """PEM CA bundle that client certificates must chain to; None = server-side TLS only."""
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """How the server listens and runs."""
+
+    database_url: str
+    """SQLAlchemy URL of Airflow's metadata database."""
+    listen: str = DEFAULT_TARGET
+    """host:port; loopback unless set otherwise. A port already bound is refused."""
+    tick_interval: float = 5.0
+    """Seconds between the server's own ticks (the shim ticks on every scheduler loop too)."""
+    grace: float = 10.0
+    """Seconds in-flight calls get to finish on shutdown."""
+    max_message_bytes: int = 4 * 1024 * 1024
+    """Largest request or response message."""
+    auth: AuthConfig = dataclasses.field(default_factory=AuthConfig)
+    """Who may call; the default (nothing configured) is refused at start: secure by default."""
+    tls: TlsConfig | None = None
+    """TLS (and mutual TLS) on the gRPC port; None = plaintext."""
+    ops_listen: str | None = None
+    """host:port of the operator endpoint (/metrics, /healthz, /readyz); None: off."""
+    writes_per_minute: float = 60.0
+    """Sustained create/pause/unpause/cancel calls per principal and minute; 0: unlimited."""
+    write_burst: int = 20
+    """Such calls a principal may make at once."""
+    log_level: str = "INFO"
+    """Level of the server's log (a ``logging`` level name)."""
+    log_format: str = "text"
+    """``text``, or ``json``: one object per line with backfill and DAG ids."""
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> ServerSettings:
+        """Settings from the options of :func:`add_server_arguments` (their defaults hold the environment).
+
+        Raises:
+            ValueError: no database URL, or TLS half configured (one line).
+        """
+        if not args.database_url:
+            raise ValueError("--database-url (or SIDECAR_DATABASE_URL) is required")
+        if (args.tls_cert is None) != (args.tls_key is None):
+            raise ValueError("--tls-cert and --tls-key go together")
+        if args.tls_client_ca and not args.tls_cert:
+            raise ValueError("--tls-client-ca needs --tls-cert and --tls-key")
+        auth = AuthConfig(
+            jwt_secret=args.jwt_secret,
+            token_file=_path(args.token_file),
+            policy_file=_path(args.policy),
+            jwt_audience=args.jwt_audience,
+            jwt_issuer=args.jwt_issuer,
+            no_auth=args.no_auth,
+            allow_weak_jwt_secret=args.allow_weak_jwt_secret,
+        )
+        tls = (
+            TlsConfig(Path(args.tls_cert), Path(args.tls_key), _path(args.tls_client_ca))
+            if args.tls_cert
+            else None
+        )
+        return cls(
+            database_url=args.database_url,
+            listen=args.listen,
+            tick_interval=args.tick_interval,
+            auth=auth,
+            tls=tls,
+            ops_listen=args.ops_listen,
+            writes_per_minute=args.writes_per_minute,
+            log_level=args.log_level,
+            log_format=args.log_format,
+        )
+
+
+def _path(value: str | None) -> Path | None:
+    return Path(value) if value else None
+
+
+def add_jwt_secret_arguments(parser: argparse._ActionsContainer, environ: Environ | None = None) -> None:
+    """``--jwt-secret`` (env ``SIDECAR_JWT_SECRET``) and ``--allow-weak-jwt-secret``, for ``serve`` and ``token jwt``."""
+    env = _env.environment(environ)
+    parser.add_argument(
+        "--jwt-secret",
+        default=_env.text(env, "SIDECAR_JWT_SECRET"),
+        help="the secret shared with Airflow's [api_auth] jwt_secret (HS512 or HS256; at least 64 bytes); "
+        "env SIDECAR_JWT_SECRET (preferred: flags show in ps)",
+    )
+    parser.add_argument(
+        "--allow-weak-jwt-secret",
+        action="store_true",
+        default=_env.enabled(env, "SIDECAR_ALLOW_WEAK_JWT_SECRET"),
+        help="accept a JWT secret shorter than the algorithm's key size (RFC 7518 3.2; "
+        "tests only); env SIDECAR_ALLOW_WEAK_JWT_SECRET=1",
+    )
+
+
+def add_server_arguments(serve: argparse.ArgumentParser, environ: Environ | None = None) -> None:
+    """Every option of ``serve``, each with its ``SIDECAR_*`` variable as the default."""
+    env = _env.environment(environ)
+    serve.add_argument(
+        "--database-url",
+        default=_env.text(env, "SIDECAR_DATABASE_URL"),
+        help="SQLAlchemy URL of Airflow's metadata DB (postgresql+asyncpg://… or "
+        "sqlite+aiosqlite:///…); env SIDECAR_DATABASE_URL",
+    )
+    serve.add_argument(
+        "--listen",
+        default=_env.text(env, "SIDECAR_LISTEN", DEFAULT_TARGET),
+        help=f"host:port to listen on (default {DEFAULT_TARGET}; refused if already bound); env SIDECAR_LISTEN",
+    )
+    serve.add_argument(
+        "--tick-interval", type=float, default=5.0, help="seconds between the sidecar's own ticks (default 5)"
+    )
+    serve.add_argument(
+        "--log-level",
+        default=_env.text(env, "SIDECAR_LOG_LEVEL", "INFO"),
+        help="default INFO; env SIDECAR_LOG_LEVEL",
+    )
+    _add_security_arguments(serve, env)
+    serve.add_argument(
+        "--log-format",
+        choices=("text", "json"),
+        default=_env.text(env, "SIDECAR_LOG_FORMAT", "text"),
+        help="text, or one JSON object per line with backfill and DAG ids; env SIDECAR_LOG_FORMAT",
+    )
+    serve.add_argument(
+        "--writes-per-minute",
+        type=float,
+        default=_env.number(env, "SIDECAR_WRITES_PER_MINUTE", 60.0, float),
+        help="create/pause/unpause/cancel calls per caller and minute (burst 20; 0: unlimited); "
+        "env SIDECAR_WRITES_PER_MINUTE",
+    )
+    serve.add_argument(
+        "--ops-listen",
+        default=_env.text(env, "SIDECAR_OPS_LISTEN"),
+        help="host:port of /metrics, /healthz and /readyz (off unless set); env SIDECAR_OPS_LISTEN",
+    )
+
+
+def _add_security_arguments(serve: argparse.ArgumentParser, env: Environ) -> None:
+    group = serve.add_argument_group("security (one of --jwt-secret, --token-file or --no-auth is required)")
+    add_jwt_secret_arguments(group, env)
+    group.add_argument(
+        "--jwt-audience",
+        default=_env.text(env, "SIDECAR_JWT_AUDIENCE", AIRFLOW_AUDIENCE),
+        help=f"required aud claim (default {AIRFLOW_AUDIENCE}); env SIDECAR_JWT_AUDIENCE",
+    )
+    group.add_argument(
+        "--jwt-issuer",
+        default=_env.text(env, "SIDECAR_JWT_ISSUER"),
+        help="required iss claim; env SIDECAR_JWT_ISSUER",
+    )
+    group.add_argument(
+        "--token-file",
+        default=_env.text(env, "SIDECAR_TOKEN_FILE"),
+        help="TOML file of service-account tokens by SHA-256 (see README, Security); env SIDECAR_TOKEN_FILE",
+    )
+    group.add_argument(
+        "--policy",
+        default=_env.text(env, "SIDECAR_POLICY"),
+        help="TOML policy: principals/roles -> DAG globs -> actions (default: any authenticated caller "
+        "may do any DAG action); env SIDECAR_POLICY",
+    )
+    group.add_argument(
+        "--no-auth",
+        action="store_true",
+        help="no authentication, for local development; refused unless --listen is loopback",
+    )
+    group.add_argument(
+        "--tls-cert", default=_env.text(env, "SIDECAR_TLS_CERT"), help="PEM certificate; env SIDECAR_TLS_CERT"
+    )
+    group.add_argument(
+        "--tls-key", default=_env.text(env, "SIDECAR_TLS_KEY"), help="PEM private key; env SIDECAR_TLS_KEY"
+    )
+    group.add_argument(
+        "--tls-client-ca",
+        default=_env.text(env, "SIDECAR_TLS_CLIENT_CA"),
+        help="PEM CA bundle: require client certificates signed by it (mutual TLS); env SIDECAR_TLS_CLIENT_CA",
+    )
