@@ -6,16 +6,13 @@ from sidecar.engine._model import (
     DEFAULT_MAX_ACTIVE_RUNS,
     BackfillSpec,
     BackfillView,
-    Disposition,
     DryRun,
-    Mode,
-    Phase,
     Progress,
-    ReprocessBehavior,
     SlotView,
-    State,
 )
 from sidecar.engine._tick import TickResult
+from sidecar.store import Phase
+from sidecar.vocabulary import Disposition, Mode, ReprocessBehavior, State
 
 __all__ = [
     "DEFAULT_MAX_ACTIVE_RUNS",

@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from sidecar.engine._config import Parts
 from sidecar.engine._counting import BackgroundCounter, in_daemon_thread, size_before_create
 from sidecar.engine._materialize import materialize
-from sidecar.engine._model import BackfillSpec, BackfillView, DryRun, Mode, Progress, SlotView, State
+from sidecar.engine._model import BackfillSpec, BackfillView, DryRun, Progress, SlotView
 from sidecar.engine._plans import build_plan, check_dag, check_params
 from sidecar.engine._policies import SchedulerPolicies
 from sidecar.engine._reads import get
@@ -31,6 +31,7 @@ from sidecar.store import (
     find_request,
     insert_backfill,
 )
+from sidecar.vocabulary import Mode, State
 
 log = logging.getLogger(__name__)
 

@@ -13,11 +13,12 @@ from collections.abc import Callable
 from sidecar.engine import _create, _reads, _steer, _tick
 from sidecar.engine._config import EngineConfig, Parts, utcnow
 from sidecar.engine._counting import BackgroundCounter
-from sidecar.engine._model import BackfillSpec, BackfillView, DryRun, SlotView, State
+from sidecar.engine._model import BackfillSpec, BackfillView, DryRun, SlotView
 from sidecar.engine._policies import SchedulerPolicies
 from sidecar.engine._tick import TickResult
 from sidecar.observability import DATABASE_ERRORS, TICK_SECONDS
 from sidecar.store import DagCatalog, Database, Failure, Transactions, backfill_stats
+from sidecar.vocabulary import State
 
 __all__ = ["BackfillEngine"]
 

@@ -6,22 +6,8 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Any
 
-from sidecar.store import Phase
-from sidecar.vocabulary import Disposition, Mode, ReprocessBehavior, State
-
-__all__ = [
-    "DEFAULT_MAX_ACTIVE_RUNS",
-    "BackfillSpec",
-    "BackfillView",
-    "Disposition",
-    "DryRun",
-    "Mode",
-    "Phase",
-    "Progress",
-    "ReprocessBehavior",
-    "SlotView",
-    "State",
-]
+from sidecar.store import Slot
+from sidecar.vocabulary import Mode, ReprocessBehavior, State
 
 DEFAULT_MAX_ACTIVE_RUNS = 10
 
@@ -77,20 +63,8 @@ class BackfillView:
     completed_at: dt.datetime | None
 
 
-@dataclass(frozen=True)
-class SlotView:
-    """One slot of a plan: a dry run's planned run, or a written slot."""
-
-    sort_ordinal: int
-    logical_date: dt.datetime
-    data_interval_start: dt.datetime | None
-    data_interval_end: dt.datetime | None
-    run_after: dt.datetime | None
-    run_id: str
-    disposition: Disposition | None
-    """None for a skip reason this release does not know (a backfill Airflow made)."""
-    dag_run_id: int | None = None
-    state: str | None = None
+#: One slot of a plan as a caller sees it: exactly as the store reads it back.
+SlotView = Slot
 
 
 @dataclass(frozen=True)

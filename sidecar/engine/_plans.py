@@ -6,7 +6,7 @@ import datetime as dt
 from typing import Any
 
 from sidecar.catalog import validate_conf
-from sidecar.engine._model import BackfillSpec, ReprocessBehavior
+from sidecar.engine._model import BackfillSpec
 from sidecar.errors import (
     BackfillNotAllowed,
     DagNotFound,
@@ -17,6 +17,7 @@ from sidecar.errors import (
 )
 from sidecar.planning import BackfillPlan, DagRunInfo, PlannedRun, parse_timetable, validate_range
 from sidecar.store import LoadedDag
+from sidecar.vocabulary import ReprocessBehavior
 
 
 def check_dag(spec: BackfillSpec, loaded: LoadedDag | None) -> LoadedDag:

@@ -9,18 +9,18 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from sidecar.engine._config import Parts
 from sidecar.engine._counting import plan_of
-from sidecar.engine._model import BackfillView, Disposition, Mode, Progress, SlotView, State
+from sidecar.engine._model import BackfillView, Progress, SlotView
 from sidecar.engine._plans import run_of
 from sidecar.store import (
     BackfillRecord,
     Phase,
-    WrittenSlot,
     get_backfill,
     list_backfills,
     plan_record,
     run_state_counts,
     written_slots,
 )
+from sidecar.vocabulary import Disposition, Mode, State
 
 
 async def progress_of(conn: AsyncConnection, records: Sequence[BackfillRecord]) -> dict[int, Progress]:
@@ -96,20 +96,6 @@ async def list_views(
     return [view_of(r, progress[r.id]) for r in records], (records[-1].id if more else None)
 
 
-def _slot_view(slot: WrittenSlot) -> SlotView:
-    return SlotView(
-        sort_ordinal=slot.sort_ordinal,
-        logical_date=slot.logical_date,
-        data_interval_start=slot.data_interval_start,
-        data_interval_end=slot.data_interval_end,
-        run_after=slot.run_after,
-        run_id=slot.run_id,
-        disposition=slot.disposition,
-        dag_run_id=slot.dag_run_id,
-        state=slot.state,
-    )
-
-
 async def pending_slots(
     conn: AsyncConnection, backfill_id: int, after_ordinal: int, limit: int
 ) -> list[SlotView]:
@@ -140,7 +126,7 @@ async def list_slots(
     await get(parts, backfill_id)
 
     async def read(conn: AsyncConnection) -> list[SlotView]:
-        slots = [_slot_view(s) for s in await written_slots(conn, backfill_id, after_ordinal, page_size + 1)]
+        slots = await written_slots(conn, backfill_id, after_ordinal, page_size + 1)
         if len(slots) <= page_size:
             last = slots[-1].sort_ordinal if slots else after_ordinal
             slots += await pending_slots(conn, backfill_id, last, page_size + 1 - len(slots))

@@ -9,10 +9,17 @@ from dataclasses import dataclass
 from sidecar.engine._config import Parts
 from sidecar.engine._counting import BackgroundCounter
 from sidecar.engine._materialize import materialize
-from sidecar.engine._model import Mode, Phase
 from sidecar.engine._policies import SchedulerPolicies
 from sidecar.observability import log_context
-from sidecar.store import TickEntry, complete_if_done, count_unfinished_runs, reopen_backfill, tick_entries
+from sidecar.store import (
+    Phase,
+    TickEntry,
+    complete_if_done,
+    count_unfinished_runs,
+    reopen_backfill,
+    tick_entries,
+)
+from sidecar.vocabulary import Mode
 
 log = logging.getLogger(__name__)
 

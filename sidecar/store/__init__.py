@@ -38,7 +38,7 @@ from sidecar.store._retry import RetryPolicy, Transactions
 from sidecar.store._rows import RunContext
 from sidecar.store._runs import (
     UNFINISHED_RUN_STATES,
-    WrittenSlot,
+    Slot,
     analyze_written_tables,
     count_unfinished_runs,
     fail_runs,
@@ -74,9 +74,9 @@ __all__ = [
     "RequestRecord",
     "RetryPolicy",
     "RunContext",
+    "Slot",
     "TickEntry",
     "Transactions",
-    "WrittenSlot",
     "advance_cursor",
     "analyze_written_tables",
     "backfill_stats",

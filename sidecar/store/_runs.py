@@ -21,7 +21,7 @@ from sidecar.vocabulary import Disposition
 
 __all__ = [
     "UNFINISHED_RUN_STATES",
-    "WrittenSlot",
+    "Slot",
     "analyze_written_tables",
     "count_unfinished_runs",
     "fail_runs",
@@ -107,9 +107,10 @@ async def fail_runs(
     return int(result.rowcount or 0)
 
 
-@dataclass(frozen=True, slots=True)
-class WrittenSlot:
-    """A written slot (``backfill_dag_run``) with its run, if one was made."""
+@dataclass(frozen=True)
+class Slot:
+    """One slot of a plan: a written one (``backfill_dag_run``, with its run if one was made),
+    a dry run's planned run, or one not written yet."""
 
     sort_ordinal: int
     logical_date: dt.datetime
@@ -118,9 +119,9 @@ class WrittenSlot:
     run_after: dt.datetime | None
     run_id: str
     disposition: Disposition | None
-    """None for an ``exception_reason`` the sidecar does not know."""
-    dag_run_id: int | None
-    state: str | None
+    """None for a skip reason (``exception_reason``) this release does not know."""
+    dag_run_id: int | None = None
+    state: str | None = None
 
 
 def _disposition(exception_reason: str | None, clear_number: int | None) -> Disposition | None:
@@ -136,7 +137,7 @@ def _disposition(exception_reason: str | None, clear_number: int | None) -> Disp
 
 async def written_slots(
     conn: AsyncConnection, backfill_id: int, after_ordinal: int, limit: int
-) -> list[WrittenSlot]:
+) -> list[Slot]:
     """Written slots in plan order, each with its run or the reason none was made."""
     result = await conn.execute(
         sa.select(
@@ -157,7 +158,7 @@ async def written_slots(
         .limit(limit)
     )
     return [
-        WrittenSlot(
+        Slot(
             sort_ordinal=r.sort_ordinal,
             logical_date=r.logical_date,
             data_interval_start=r.data_interval_start,
