@@ -16,10 +16,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from sidecar.engine._config import Parts
 from sidecar.engine._counting import BackgroundCounter, in_daemon_thread, size_before_create
 from sidecar.engine._materialize import materialize
-from sidecar.engine._model import BackfillSpec, BackfillView, DryRun, Progress, SlotView
+from sidecar.engine._model import BackfillSpec, BackfillView, DryRun, Progress
 from sidecar.engine._plans import build_plan, check_dag, check_params
 from sidecar.engine._policies import SchedulerPolicies
-from sidecar.engine._reads import get
+from sidecar.engine._reads import get, planned_slot
 from sidecar.engine._requests import check_request
 from sidecar.errors import BackfillAlreadyRunning, InvalidArgument
 from sidecar.planning import BackfillPlan
@@ -163,19 +163,7 @@ async def dry_run(
     slots = []
     for run in runs:
         found = existing.get(run.info.logical_date)
-        slots.append(
-            SlotView(
-                sort_ordinal=run.sort_ordinal,
-                logical_date=run.info.logical_date,
-                data_interval_start=run.info.data_interval_start,
-                data_interval_end=run.info.data_interval_end,
-                run_after=run.info.run_after,
-                run_id=found.run_id if found else run.run_id,
-                disposition=decide(found, spec.reprocess_behavior),
-                dag_run_id=found.id if found else None,
-                state=found.state if found else None,
-            )
-        )
+        slots.append(planned_slot(run, decide(found, spec.reprocess_behavior), found))
     if truncated:
         most = parts.config.max_runs_per_backfill
         planned = await in_daemon_thread(lambda: plan.count_at_most(most))

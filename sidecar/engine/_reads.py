@@ -11,8 +11,10 @@ from sidecar.engine._config import Parts
 from sidecar.engine._counting import plan_of
 from sidecar.engine._model import BackfillView, Progress, SlotView
 from sidecar.engine._plans import run_of
+from sidecar.planning import PlannedRun
 from sidecar.store import (
     BackfillRecord,
+    ExistingRun,
     Phase,
     get_backfill,
     list_backfills,
@@ -96,6 +98,21 @@ async def list_views(
     return [view_of(r, progress[r.id]) for r in records], (records[-1].id if more else None)
 
 
+def planned_slot(run: PlannedRun, disposition: Disposition, existing: ExistingRun | None = None) -> SlotView:
+    """A slot of the plan not written yet (with the run already there for its date, if any)."""
+    return SlotView(
+        sort_ordinal=run.sort_ordinal,
+        logical_date=run.info.logical_date,
+        data_interval_start=run.info.data_interval_start,
+        data_interval_end=run.info.data_interval_end,
+        run_after=run.info.run_after,
+        run_id=existing.run_id if existing else run.run_id,
+        disposition=disposition,
+        dag_run_id=existing.id if existing else None,
+        state=existing.state if existing else None,
+    )
+
+
 async def pending_slots(
     conn: AsyncConnection, backfill_id: int, after_ordinal: int, limit: int
 ) -> list[SlotView]:
@@ -105,18 +122,7 @@ async def pending_slots(
         return []
     runs = plan_of(record).runs(after=run_of(record.cursor))
     pending = (r for r in runs if r.sort_ordinal > after_ordinal)
-    return [
-        SlotView(
-            sort_ordinal=r.sort_ordinal,
-            logical_date=r.info.logical_date,
-            data_interval_start=r.info.data_interval_start,
-            data_interval_end=r.info.data_interval_end,
-            run_after=r.info.run_after,
-            run_id=r.run_id,
-            disposition=Disposition.PENDING,
-        )
-        for r in itertools.islice(pending, limit)
-    ]
+    return [planned_slot(r, Disposition.PENDING) for r in itertools.islice(pending, limit)]
 
 
 async def list_slots(

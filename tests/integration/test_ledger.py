@@ -34,7 +34,6 @@ from sidecar.store import (
     RetryPolicy,
     Transactions,
     claim_batch,
-    get_backfill,
     list_backfills,
     set_paused,
 )
@@ -144,27 +143,29 @@ async def test_the_state_filter_matches_each_records_state(
             assert {r.id for r in listed} == expected, state
 
 
-async def test_a_serialization_failure_is_retried(
-    engine: BackfillEngine, database: Database, inject: psycopg2.extensions.cursor
+@pytest.mark.parametrize(
+    ("times", "action", "failure"),
+    [
+        (2, "RAISE EXCEPTION 'injected' USING ERRCODE = '40001'", Failure.SERIALIZATION),
+        # The backend kills itself mid-transaction: the retry runs on a new connection.
+        (1, "PERFORM pg_terminate_backend(pg_backend_pid())", Failure.CONNECTION),
+    ],
+    ids=["serialization-failure", "terminated-backend"],
+)
+async def test_a_transient_failure_is_retried(
+    engine: BackfillEngine,
+    database: Database,
+    inject: psycopg2.extensions.cursor,
+    times: int,
+    action: str,
+    failure: Failure,
 ) -> None:
     backfill_id = await _create(engine)
-    _fail_backfill_updates(inject, 2, "RAISE EXCEPTION 'injected' USING ERRCODE = '40001'")
+    _fail_backfill_updates(inject, times, action)
     failures: list[Failure] = []
     tx = Transactions(database, FAST, failures.append)
     await tx.write(lambda conn: set_paused(conn, backfill_id, True, NOW))
-    assert failures == [Failure.SERIALIZATION, Failure.SERIALIZATION]
-    assert (await tx.read(lambda conn: get_backfill(conn, backfill_id))).state is State.PAUSED
-
-
-async def test_a_backend_terminated_mid_transaction_is_retried_on_a_new_connection(
-    engine: BackfillEngine, database: Database, inject: psycopg2.extensions.cursor
-) -> None:
-    backfill_id = await _create(engine)
-    _fail_backfill_updates(inject, 1, "PERFORM pg_terminate_backend(pg_backend_pid())")
-    failures: list[Failure] = []
-    tx = Transactions(database, FAST, failures.append)
-    await tx.write(lambda conn: set_paused(conn, backfill_id, True, NOW))
-    assert failures == [Failure.CONNECTION]
+    assert failures == [failure] * times
     assert (await engine.get(backfill_id)).state is State.PAUSED
 
 
