@@ -1,6 +1,6 @@
 """The database layer: Airflow's tables, the sidecar's own (the ledger), DAG loading and the batch writer.
 
-Only this package runs SQL. The ledger (``_ledger``, ``_phases``, ``_backfill_reads``)
+Only this package runs SQL. The ledger (``_ledger``, ``_creation``, ``_phases``, ``_backfill_reads``)
 owns the sidecar's rows and a backfill's lifecycle; ``_runs`` reads and ends Airflow's
 runs; ``_writer`` writes a batch of them; ``Transactions`` retries transient failures.
 """
@@ -13,21 +13,23 @@ from sidecar.store._backfill_reads import (
     list_backfills,
     plan_record,
 )
+from sidecar.store._creation import (
+    NewBackfill,
+    RequestRecord,
+    check_no_active_backfill,
+    find_request,
+    insert_backfill,
+)
 from sidecar.store._dags import DagCatalog, LoadedDag, latest_log_template_id
 from sidecar.store._database import SUPPORTED_AIRFLOW_REVISIONS, Database, connect, prepare
 from sidecar.store._failures import RETRYABLE, Failure, classify, error_for
 from sidecar.store._ledger import (
-    NewBackfill,
-    RequestRecord,
     TickEntry,
     advance_cursor,
     cancel_backfill,
-    check_no_active_backfill,
     claim_batch,
     complete_if_done,
-    find_request,
     finish_writing,
-    insert_backfill,
     record_planned_count,
     reopen_backfill,
     set_paused,
