@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import errno
 import logging
 import signal
@@ -75,7 +76,12 @@ class SidecarServer:
         credentials = server_credentials(self.config.tls) if self.config.tls else None
         self.db = connect(self.config.database_url)
         await prepare(self.db)
-        self.engine = BackfillEngine(self.db, self._engine_config)
+        engine_config = dataclasses.replace(
+            self._engine_config or EngineConfig(),
+            planning_workers=self.config.planning_workers,
+            planning_cpu_seconds=self.config.planning_cpu_seconds,
+        )
+        self.engine = BackfillEngine(self.db, engine_config)
         tracer_provider = setup_tracing()
         instrument_database(self.db.engine, tracer_provider)
         options = [
@@ -99,6 +105,9 @@ class SidecarServer:
                 self.engine,
                 limiter=RateLimiter(
                     rate_per_minute=self.config.writes_per_minute, burst=self.config.write_burst
+                ),
+                dry_run_limiter=RateLimiter(
+                    rate_per_minute=self.config.dry_runs_per_minute, burst=self.config.dry_run_burst
                 ),
             ),
             server,

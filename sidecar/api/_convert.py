@@ -230,6 +230,20 @@ def backfill_id_of(name: str, field: str = "name") -> int:
     return backfill_id
 
 
+def ascending_of(order_by: str) -> bool:
+    """Whether a ListBackfills ``order_by`` asks for the oldest first (``id``, ``id asc``).
+
+    Raises:
+        InvalidArgument: any other ordering than ``id`` ascending or descending.
+    """
+    words = order_by.split()
+    if not words or words == ["id", "desc"]:
+        return False
+    if words in (["id"], ["id", "asc"]):
+        return True
+    raise InvalidArgument(f"cannot order by {order_by!r}: use 'id' or 'id desc'", field="order_by")
+
+
 def encode_token(value: int) -> str:
     """An opaque page token."""
     return base64.urlsafe_b64encode(f"v1:{value}".encode()).decode()

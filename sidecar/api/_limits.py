@@ -1,8 +1,11 @@
-"""Request-rate limits: a token bucket per caller for the calls that write.
+"""Request-rate limits: a token bucket per caller for the calls that write, and for dry runs.
 
 Reads are cheap and bounded by paging; creations, pauses and cancels take database locks,
-so each principal gets ``burst`` of them at once and ``rate_per_minute`` sustained. A
-refused call gets ``RESOURCE_EXHAUSTED`` with the seconds to wait, and writes nothing.
+so each principal gets ``burst`` of them at once and ``rate_per_minute`` sustained. Dry
+runs write nothing but plan (CPU in a planning worker, up to its budget per call), so
+they draw from a bucket of their own, one per principal as well. A refused call gets
+``RESOURCE_EXHAUSTED`` with the seconds to wait (``RetryInfo``; 429 over HTTP), and
+writes nothing.
 """
 
 from __future__ import annotations
@@ -12,6 +15,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from sidecar.errors import ResourceExhausted
+
+#: Default sustained dry runs per principal and minute, and how many may come at once.
+DRY_RUN_RATE_PER_MINUTE = 30.0
+DRY_RUN_BURST = 10
 
 
 @dataclass

@@ -13,6 +13,7 @@ from sidecar._gen.airflow_sidecar.v1 import backfill_pb2 as pb
 from sidecar._gen.airflow_sidecar.v1 import backfill_pb2_grpc, scheduler_pb2, scheduler_pb2_grpc
 from sidecar.api._convert import (
     STATES_IN,
+    ascending_of,
     backfill_id_of,
     backfill_message,
     decode_token,
@@ -22,7 +23,7 @@ from sidecar.api._convert import (
     spec_of,
 )
 from sidecar.api._errors import streaming, unary
-from sidecar.api._limits import RateLimiter
+from sidecar.api._limits import DRY_RUN_BURST, DRY_RUN_RATE_PER_MINUTE, RateLimiter
 from sidecar.auth import current_principal
 from sidecar.engine import BackfillEngine, DryRun, State
 from sidecar.errors import InvalidArgument
@@ -46,18 +47,28 @@ class BackfillServicer(backfill_pb2_grpc.BackfillServiceServicer):
     """The public BackfillService."""
 
     def __init__(
-        self, engine: BackfillEngine, *, watch_interval: float = 1.0, limiter: RateLimiter | None = None
+        self,
+        engine: BackfillEngine,
+        *,
+        watch_interval: float = 1.0,
+        limiter: RateLimiter | None = None,
+        dry_run_limiter: RateLimiter | None = None,
     ) -> None:
         self._engine = engine
         self._watch_interval = watch_interval
         self._limiter = limiter or RateLimiter()
+        self._dry_run_limiter = dry_run_limiter or RateLimiter(
+            rate_per_minute=DRY_RUN_RATE_PER_MINUTE, burst=DRY_RUN_BURST
+        )
 
     @unary
     async def CreateBackfill(
         self, request: pb.CreateBackfillRequest, context: Ctx
     ) -> pb.CreateBackfillResponse:
         spec = spec_of(request, principal_of(context))
-        if not request.validate_only:
+        if request.validate_only:  # planning costs CPU: dry runs have a bucket of their own
+            self._dry_run_limiter.check(spec.triggering_user_name, "dry-run")
+        else:
             self._limiter.check(spec.triggering_user_name, "create")
         result = await self._engine.create(
             spec,
@@ -70,6 +81,7 @@ class BackfillServicer(backfill_pb2_grpc.BackfillServiceServicer):
                 backfill=backfill_message(result.backfill),
                 planned_runs=[slot_message(s) for s in result.runs],
                 planned_runs_truncated=result.truncated,
+                planned_count_is_lower_bound=not result.planned_exact,
             )
         return pb.CreateBackfillResponse(backfill=backfill_message(result))
 
@@ -85,15 +97,20 @@ class BackfillServicer(backfill_pb2_grpc.BackfillServiceServicer):
             if request.state not in STATES_IN:
                 raise InvalidArgument(f"unknown state {request.state}", field="state")
             state = STATES_IN[request.state]
-        views, next_before = await self._engine.list_backfills(
+        if request.skip < 0:
+            raise InvalidArgument("skip must not be negative", field="skip")
+        views, next_past, total = await self._engine.list_backfills(
             dag_id=request.dag_id or None,
             state=state,
             page_size=page_size_of(request.page_size, 50, 500),
             before_id=decode_token(request.page_token),
+            skip=request.skip,
+            ascending=ascending_of(request.order_by),
         )
         return pb.ListBackfillsResponse(
             backfills=[backfill_message(v) for v in views],
-            next_page_token=encode_token(next_before) if next_before is not None else "",
+            next_page_token=encode_token(next_past) if next_past is not None else "",
+            total_size=total,
         )
 
     @unary

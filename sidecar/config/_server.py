@@ -78,6 +78,14 @@ class ServerSettings:
     """Sustained create/pause/unpause/cancel calls per principal and minute; 0: unlimited."""
     write_burst: int = 20
     """Such calls a principal may make at once."""
+    dry_runs_per_minute: float = 30.0
+    """Sustained dry runs (``validate_only`` creates) per principal and minute; 0: unlimited."""
+    dry_run_burst: int = 10
+    """Dry runs a principal may make at once."""
+    planning_workers: int = 2
+    """Threads stepping plans (dry runs, sizing, pending slots) at once; more calls wait."""
+    planning_cpu_seconds: float = 10.0
+    """CPU time one call's planning may use; a dry run over it answers what it has."""
     log_level: str = "INFO"
     """Level of the server's log (a ``logging`` level name)."""
     log_format: str = "text"
@@ -118,6 +126,9 @@ class ServerSettings:
             tls=tls,
             ops_listen=args.ops_listen,
             writes_per_minute=args.writes_per_minute,
+            dry_runs_per_minute=args.dry_runs_per_minute,
+            planning_workers=args.planning_workers,
+            planning_cpu_seconds=args.planning_cpu_seconds,
             log_level=args.log_level,
             log_format=args.log_format,
         )
@@ -180,6 +191,24 @@ def add_server_arguments(serve: argparse.ArgumentParser, environ: Environ | None
         default=_env.number(env, "SIDECAR_WRITES_PER_MINUTE", 60.0, float),
         help="create/pause/unpause/cancel calls per caller and minute (burst 20; 0: unlimited); "
         "env SIDECAR_WRITES_PER_MINUTE",
+    )
+    serve.add_argument(
+        "--dry-runs-per-minute",
+        type=float,
+        default=_env.number(env, "SIDECAR_DRY_RUNS_PER_MINUTE", 30.0, float),
+        help="dry runs per caller and minute (burst 10; 0: unlimited); env SIDECAR_DRY_RUNS_PER_MINUTE",
+    )
+    serve.add_argument(
+        "--planning-workers",
+        type=int,
+        default=_env.number(env, "SIDECAR_PLANNING_WORKERS", 2, int),
+        help="threads planning at once (dry runs, sizing); env SIDECAR_PLANNING_WORKERS",
+    )
+    serve.add_argument(
+        "--planning-cpu-seconds",
+        type=float,
+        default=_env.number(env, "SIDECAR_PLANNING_CPU_SECONDS", 10.0, float),
+        help="CPU seconds one call may spend planning; env SIDECAR_PLANNING_CPU_SECONDS",
     )
     serve.add_argument(
         "--ops-listen",

@@ -30,6 +30,12 @@ class EngineConfig:
     """The most planned runs a dry run returns."""
     max_runs_per_backfill: int = MAX_RUNS_PER_BACKFILL
     """The most runs one backfill may plan; a larger range is refused before anything is written."""
+    planning_workers: int = 2
+    """Planning jobs (dry runs, sizing, pending slots) stepping at once, each in a worker thread."""
+    planning_queue: int = 32
+    """Planning jobs that may wait for a worker; more are refused ``RESOURCE_EXHAUSTED``."""
+    planning_cpu_seconds: float = 10.0
+    """CPU time one call's planning may use (about 18,000 slots of a cron with daylight saving)."""
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     """How transactions are retried on transient database failures."""
 

@@ -1,93 +1,75 @@
 """Sizing a plan without holding up creation or the event loop.
 
-Evenly spaced schedules are counted arithmetically at once. Others (a cron in a time zone
-with daylight saving, say) must be stepped slot by slot — 100,000 hourly slots take about a
-minute — so creation writes the first runs at once and the count is made in a worker thread
+Evenly spaced schedules are counted arithmetically at once, and crons are bounded from
+their expression (:func:`runs_upper_bound`). Others (a cron in a time zone with daylight
+saving, say) must be stepped slot by slot — 100,000 hourly slots take about a minute — so
+creation writes the first runs at once and the count is made in a planning worker
 afterwards (``planned_count`` stays NULL meanwhile; a restart recounts). The limit on runs
 per backfill is checked before anything is written, from a cheap upper bound when it
-suffices: no built-in schedule fires more than once a minute.
+suffices: no built-in schedule fires more than once a minute. Every stepping runs in a
+:class:`PlanningPool` worker under a budget, never on the event loop.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import itertools
 import logging
-import threading
-from collections.abc import Callable
-from typing import TypeVar
 
+from sidecar.engine._offload import Allowance, PlanningPool
 from sidecar.engine._plans import build_plan
 from sidecar.errors import InvalidArgument, NoRunsToCreate
-from sidecar.planning import BackfillPlan
+from sidecar.planning import BackfillPlan, PlannedRun, runs_upper_bound
 from sidecar.store import PlanRecord, Transactions, plan_record, record_planned_count
 
 log = logging.getLogger(__name__)
 
-T = TypeVar("T")
-
 #: Plans of at most this many runs are counted exactly before creation even when they must be
-#: stepped (about 30 ms of croniter at most); longer ones are counted in the background.
+#: stepped (about 100 ms of croniter at most, in a worker); longer ones are counted in the background.
 EXACT_COUNT_BUDGET = 200
 
 #: The most runs one backfill may plan (10 million: 1,141 years daily, 19 years by the minute).
 MAX_RUNS_PER_BACKFILL = 10_000_000
 
 
-async def in_daemon_thread(work: Callable[[], T]) -> T:
-    """Run CPU-bound ``work`` off the event loop, in a daemon thread.
-
-    Unlike ``asyncio.to_thread``, shutdown never waits for it: a count cut short by a
-    restart is simply made again.
-    """
-    loop = asyncio.get_running_loop()
-    future: asyncio.Future[T] = loop.create_future()
-
-    def deliver(result: T | None, error: BaseException | None) -> None:
-        if future.done():
-            return
-        if error is not None:
-            future.set_exception(error)
-        else:
-            future.set_result(result)  # type: ignore[arg-type]
-
-    def target() -> None:
-        try:
-            result: T | None = work()
-            error: BaseException | None = None
-        except BaseException as exc:  # delivered to the awaiting coroutine
-            result, error = None, exc
-        with contextlib.suppress(RuntimeError):  # the loop closed meanwhile (shutdown)
-            loop.call_soon_threadsafe(deliver, result, error)
-
-    threading.Thread(target=target, name="sidecar-plan-count", daemon=True).start()
-    return await future
+def _first_sizes(plan: BackfillPlan, limit: int, allowance: Allowance) -> tuple[int, int | None, int]:
+    """``(first runs counted up to EXACT_COUNT_BUDGET + 1, exact count or None, upper bound)``."""
+    if plan.counts_fast:
+        total = plan.count()
+        return min(total, 1), total, total
+    small = allowance.count(plan.runs(), EXACT_COUNT_BUDGET + 1)
+    if not allowance.cut and small <= EXACT_COUNT_BUDGET:
+        return small, small, small  # a short plan: stepping it costs a few milliseconds
+    minutes = (plan.to_date - plan.from_date).total_seconds() / 60
+    bound = runs_upper_bound(plan.timetable, plan.from_date, plan.to_date)
+    at_most = min(int(minutes) + 2, bound if bound is not None else limit + 1)  # at most one run a minute
+    if at_most > limit:
+        at_most = allowance.count(plan.runs(), limit + 1)
+        if allowance.cut:
+            raise InvalidArgument(
+                f"sizing this range against the limit of {limit:,} runs needs more planning than one "
+                "call may spend; split it into shorter ranges",
+                field="backfill.to_date",
+            )
+    return max(small, 1), None, at_most
 
 
-async def size_before_create(plan: BackfillPlan, dag_id: str, limit: int) -> int | None:
+async def size_before_create(pool: PlanningPool, plan: BackfillPlan, dag_id: str, limit: int) -> int | None:
     """The plan's exact size when cheap, else None (to be counted after creation).
 
     Raises:
         NoRunsToCreate: the plan is empty.
         InvalidArgument: the plan holds more than ``limit`` runs (field ``backfill.to_date``).
+        InvalidArgument: also when the planning budget ran out before the size was known.
+        ResourceExhausted: too many planning jobs are waiting.
     """
-    if next(iter(plan.runs()), None) is None:
+    first, planned, at_most = await pool.run(lambda allowance: _first_sizes(plan, limit, allowance))
+    if first == 0:
         raise NoRunsToCreate(
             f"No runs to create for Dag {dag_id} in the range [{plan.from_date}, {plan.to_date}]",
             field="backfill.from_date",
         )
-    if plan.counts_fast:
-        planned: int | None = plan.count()
-        at_most = planned
-    elif (small := plan.count_at_most(EXACT_COUNT_BUDGET)) <= EXACT_COUNT_BUDGET:
-        planned = at_most = small  # a short plan: stepping it costs a few milliseconds
-    else:
-        planned = None
-        minutes = (plan.to_date - plan.from_date).total_seconds() / 60
-        at_most = int(minutes) + 2  # at most one run a minute
-        if at_most > limit:
-            at_most = await in_daemon_thread(lambda: plan.count_at_most(limit))
-    if at_most is not None and at_most > limit:
+    if at_most > limit:
         raise InvalidArgument(
             f"the range holds more than {limit:,} runs, the most one backfill may have; split it",
             field="backfill.to_date",
@@ -102,21 +84,53 @@ def plan_of(record: PlanRecord) -> BackfillPlan:
     )
 
 
-async def count_in_background(tx: Transactions, backfill_id: int) -> None:
-    """Count a stored backfill's plan in a worker thread and record it (if still unknown)."""
+def pending_runs(
+    plan: BackfillPlan, resume: PlannedRun | None, after_ordinal: int, limit: int, allowance: Allowance
+) -> list[PlannedRun]:
+    """Up to ``limit`` runs of ``plan`` past ``after_ordinal``, stepping on from ``resume``.
+
+    Raises:
+        InvalidArgument: the budget ran out first (a page far ahead of what is written).
+    """
+    runs = (r for r in allowance.iterate(plan.runs(after=resume)) if r.sort_ordinal > after_ordinal)
+    found = list(itertools.islice(runs, limit))
+    if allowance.cut:
+        raise InvalidArgument(
+            "listing pending slots this far ahead of the written ones needs more planning than one "
+            "call may spend; use a smaller page_size",
+            field="page_token",
+        )
+    return found
+
+
+def _full_count(plan: BackfillPlan, allowance: Allowance) -> int | None:
+    count = plan.count() if plan.counts_fast else allowance.count(plan.runs(), MAX_RUNS_PER_BACKFILL + 1)
+    return None if allowance.cut else count
+
+
+async def count_in_background(pool: PlanningPool, tx: Transactions, backfill_id: int) -> None:
+    """Count a stored backfill's plan in a planning worker and record it (if still unknown)."""
     record = await tx.read(lambda conn: plan_record(conn, backfill_id))
     if record is None or record.planned_count is not None:
         return
-    planned = await in_daemon_thread(plan_of(record).count)
+    plan = plan_of(record)
+    planned = await pool.run(lambda allowance: _full_count(plan, allowance), cpu_seconds=None)
+    if planned is None:
+        return  # stopped (shutdown): the next tick recounts
     await tx.write(lambda conn: record_planned_count(conn, backfill_id, planned))
     log.info("backfill %s: %s slots planned (counted in the background)", backfill_id, planned)
 
 
 class BackgroundCounter:
-    """At most one counting task per backfill, kept referenced until it ends."""
+    """At most one counting task per backfill, kept referenced until it ends.
 
-    def __init__(self, tx: Transactions) -> None:
+    Counts run in their own one-worker pool without a CPU budget (they must finish), so
+    they never take a worker from a caller, and stop on :meth:`cancel_all`.
+    """
+
+    def __init__(self, tx: Transactions, pool: PlanningPool | None = None) -> None:
         self._tx = tx
+        self._pool = pool or PlanningPool(workers=1, queue=1_000_000, cpu_seconds=None, name="count")
         self._tasks: dict[int, asyncio.Task[None]] = {}
 
     def ensure(self, backfill_id: int) -> None:
@@ -129,7 +143,7 @@ class BackgroundCounter:
 
     async def _run(self, backfill_id: int) -> None:
         try:
-            await count_in_background(self._tx, backfill_id)
+            await count_in_background(self._pool, self._tx, backfill_id)
         except Exception:
             log.exception("backfill %s: counting its plan failed; the next tick retries", backfill_id)
         finally:

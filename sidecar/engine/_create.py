@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import itertools
 import json
 import logging
 from collections.abc import Mapping
@@ -14,24 +13,24 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from sidecar.engine._config import Parts
-from sidecar.engine._counting import BackgroundCounter, in_daemon_thread, size_before_create
+from sidecar.engine._counting import BackgroundCounter, size_before_create
+from sidecar.engine._dry_run import dry_run
 from sidecar.engine._materialize import materialize
-from sidecar.engine._model import BackfillSpec, BackfillView, DryRun, Progress
+from sidecar.engine._model import BackfillSpec, BackfillView, DryRun
+from sidecar.engine._offload import PlanningPool
 from sidecar.engine._plans import build_plan, check_dag, check_params
 from sidecar.engine._policies import SchedulerPolicies
-from sidecar.engine._reads import get, planned_slot
+from sidecar.engine._reads import get
 from sidecar.engine._requests import check_request
 from sidecar.errors import BackfillAlreadyRunning, InvalidArgument
 from sidecar.planning import BackfillPlan
 from sidecar.store import (
     NewBackfill,
     check_no_active_backfill,
-    decide,
-    find_existing_runs,
     find_request,
     insert_backfill,
 )
-from sidecar.vocabulary import Mode, State
+from sidecar.vocabulary import Mode
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +39,7 @@ async def create(
     parts: Parts,
     policies: SchedulerPolicies,
     counter: BackgroundCounter,
+    pool: PlanningPool,
     spec: BackfillSpec,
     *,
     request_id: str | None,
@@ -74,15 +74,15 @@ async def create(
                     return previous
                 raise
         check_params(spec, loaded, now)
-        if validate_only:
-            return await dry_run(parts, conn, spec, plan, now, dry_run_limit or parts.config.dry_run_limit)
         return timetable, plan
 
     checked = await parts.tx.read(check)
     if not isinstance(checked, tuple):
         return checked
     timetable, plan = checked
-    planned = await size_before_create(plan, spec.dag_id, parts.config.max_runs_per_backfill)
+    if validate_only:  # planned off the event loop, outside the transaction
+        return await dry_run(parts, pool, spec, plan, now, dry_run_limit or parts.config.dry_run_limit)
+    planned = await size_before_create(pool, plan, spec.dag_id, parts.config.max_runs_per_backfill)
     backfill_id = await insert(parts, spec, timetable, planned, now, request_id, fingerprint)
     if backfill_id is None:  # a concurrent create with this request_id won the race
         assert request_id is not None
@@ -150,44 +150,6 @@ async def by_request_id(parts: Parts, request_id: str, fingerprint: str) -> Back
             f"request_id {request_id!r} was already used for a different request", field="request_id"
         )
     return await get(parts, found.backfill_id)
-
-
-async def dry_run(
-    parts: Parts, conn: AsyncConnection, spec: BackfillSpec, plan: BackfillPlan, now: dt.datetime, limit: int
-) -> DryRun:
-    """The plan a create would write, each slot with what would happen to it."""
-    runs = list(itertools.islice(plan.runs(), min(limit, parts.config.dry_run_limit) + 1))
-    truncated = len(runs) > limit
-    runs = runs[:limit]
-    existing = await find_existing_runs(conn, spec.dag_id, runs)
-    slots = []
-    for run in runs:
-        found = existing.get(run.info.logical_date)
-        slots.append(planned_slot(run, decide(found, spec.reprocess_behavior), found))
-    if truncated:
-        most = parts.config.max_runs_per_backfill
-        planned = await in_daemon_thread(lambda: plan.count_at_most(most))
-    else:
-        planned = len(runs)
-    view = BackfillView(
-        id=0,
-        dag_id=spec.dag_id,
-        from_date=spec.from_date,
-        to_date=spec.to_date,
-        dag_run_conf=spec.dag_run_conf,
-        reprocess_behavior=spec.reprocess_behavior,
-        max_active_runs=spec.max_active_runs,
-        run_backwards=spec.run_backwards,
-        mode=spec.mode,
-        is_paused=False,
-        state=State.ACTIVE,
-        progress=Progress(planned=planned),
-        triggering_user_name=spec.triggering_user_name,
-        created_at=now,
-        updated_at=now,
-        completed_at=None,
-    )
-    return DryRun(backfill=view, runs=slots, truncated=truncated)
 
 
 def fingerprint_of(spec: BackfillSpec) -> str:

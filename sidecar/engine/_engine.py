@@ -14,6 +14,7 @@ from sidecar.engine import _create, _reads, _steer, _tick
 from sidecar.engine._config import EngineConfig, Parts, utcnow
 from sidecar.engine._counting import BackgroundCounter
 from sidecar.engine._model import BackfillSpec, BackfillView, DryRun, SlotView
+from sidecar.engine._offload import PlanningPool
 from sidecar.engine._policies import SchedulerPolicies
 from sidecar.engine._tick import TickResult
 from sidecar.observability import DATABASE_ERRORS, TICK_SECONDS
@@ -39,6 +40,12 @@ class BackfillEngine:
         self.tx = Transactions(db, self.config.retry, _count_failure)
         self._parts = Parts(tx=self.tx, catalog=self.catalog, config=self.config, clock=clock)
         self._counter = BackgroundCounter(self.tx)
+        #: Where calls step their plans: off the event loop, bounded in threads and CPU.
+        self.planning = PlanningPool(
+            workers=self.config.planning_workers,
+            queue=self.config.planning_queue,
+            cpu_seconds=self.config.planning_cpu_seconds,
+        )
         #: Cluster policies the schedulers' shims report (non-default mutation hooks refuse).
         self.policies = SchedulerPolicies()
         self._tick_lock = asyncio.Lock()
@@ -61,6 +68,7 @@ class BackfillEngine:
             self._parts,
             self.policies,
             self._counter,
+            self.planning,
             spec,
             request_id=request_id,
             validate_only=validate_only,
@@ -76,11 +84,25 @@ class BackfillEngine:
         return await _reads.get(self._parts, backfill_id)
 
     async def list_backfills(
-        self, *, dag_id: str | None, state: State | None, page_size: int, before_id: int | None
-    ) -> tuple[list[BackfillView], int | None]:
-        """A page of backfills, newest first, and the id to continue before (None on the last page)."""
+        self,
+        *,
+        dag_id: str | None,
+        state: State | None,
+        page_size: int,
+        before_id: int | None,
+        skip: int = 0,
+        ascending: bool = False,
+    ) -> tuple[list[BackfillView], int | None, int]:
+        """A page of backfills (newest first unless ``ascending``), the id to continue past
+        (None on the last page) and the number matching the filter."""
         return await _reads.list_views(
-            self._parts, dag_id=dag_id, state=state, page_size=page_size, before_id=before_id
+            self._parts,
+            dag_id=dag_id,
+            state=state,
+            page_size=page_size,
+            before_id=before_id,
+            skip=skip,
+            ascending=ascending,
         )
 
     async def list_runs(
@@ -88,7 +110,7 @@ class BackfillEngine:
     ) -> tuple[list[SlotView], int | None]:
         """A page of a backfill's slots in plan order, written ones first, then pending ones."""
         return await _reads.list_slots(
-            self._parts, backfill_id, page_size=page_size, after_ordinal=after_ordinal
+            self._parts, self.planning, backfill_id, page_size=page_size, after_ordinal=after_ordinal
         )
 
     async def set_paused(self, backfill_id: int, paused: bool) -> BackfillView:

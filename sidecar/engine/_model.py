@@ -74,3 +74,5 @@ class DryRun:
     backfill: BackfillView
     runs: list[SlotView]
     truncated: bool
+    planned_exact: bool = True
+    """False when the planning budget cut the count short: ``progress.planned`` is a lower bound."""

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Sequence
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from sidecar.engine._config import Parts
-from sidecar.engine._counting import plan_of
+from sidecar.engine._counting import pending_runs, plan_of
 from sidecar.engine._model import BackfillView, Progress, SlotView
+from sidecar.engine._offload import PlanningPool
 from sidecar.engine._plans import run_of
 from sidecar.planning import PlannedRun
 from sidecar.store import (
@@ -17,7 +17,7 @@ from sidecar.store import (
     ExistingRun,
     Phase,
     get_backfill,
-    list_backfills,
+    page_of_backfills,
     plan_record,
     run_state_counts,
     written_slots,
@@ -82,20 +82,37 @@ async def get(parts: Parts, backfill_id: int) -> BackfillView:
 
 
 async def list_views(
-    parts: Parts, *, dag_id: str | None, state: State | None, page_size: int, before_id: int | None
-) -> tuple[list[BackfillView], int | None]:
-    """A page of backfills, newest first, and the id to continue before (None on the last page)."""
+    parts: Parts,
+    *,
+    dag_id: str | None,
+    state: State | None,
+    page_size: int,
+    before_id: int | None,
+    skip: int = 0,
+    ascending: bool = False,
+) -> tuple[list[BackfillView], int | None, int]:
+    """A page of backfills (newest first unless ``ascending``), the id to continue past
+    (None on the last page) and how many backfills match; one page read, one count.
 
-    async def read(conn: AsyncConnection) -> tuple[list[BackfillRecord], dict[int, Progress]]:
-        records = await list_backfills(
-            conn, dag_id=dag_id, state=state, limit=page_size + 1, before_id=before_id
+    ``before_id`` is the position a page token holds: past it in the chosen order.
+    """
+
+    async def read(conn: AsyncConnection) -> tuple[list[BackfillRecord], int, dict[int, Progress]]:
+        records, total = await page_of_backfills(
+            conn,
+            dag_id=dag_id,
+            state=state,
+            limit=page_size + 1,
+            skip=skip,
+            past_id=before_id,
+            ascending=ascending,
         )
-        return records, await progress_of(conn, records[:page_size])
+        return records, total, await progress_of(conn, records[:page_size])
 
-    records, progress = await parts.tx.read(read)
+    records, total, progress = await parts.tx.read(read)
     more = len(records) > page_size
     records = records[:page_size]
-    return [view_of(r, progress[r.id]) for r in records], (records[-1].id if more else None)
+    return [view_of(r, progress[r.id]) for r in records], (records[-1].id if more else None), total
 
 
 def planned_slot(run: PlannedRun, disposition: Disposition, existing: ExistingRun | None = None) -> SlotView:
@@ -114,19 +131,19 @@ def planned_slot(run: PlannedRun, disposition: Disposition, existing: ExistingRu
 
 
 async def pending_slots(
-    conn: AsyncConnection, backfill_id: int, after_ordinal: int, limit: int
+    conn: AsyncConnection, pool: PlanningPool, backfill_id: int, after_ordinal: int, limit: int
 ) -> list[SlotView]:
-    """Slots of a windowed backfill not written yet, computed from the stored plan."""
+    """Slots of a windowed backfill not written yet, computed from the stored plan (in a worker)."""
     record = await plan_record(conn, backfill_id)
     if record is None or record.phase is not Phase.MATERIALIZING or limit <= 0:
         return []
-    runs = plan_of(record).runs(after=run_of(record.cursor))
-    pending = (r for r in runs if r.sort_ordinal > after_ordinal)
-    return [planned_slot(r, Disposition.PENDING) for r in itertools.islice(pending, limit)]
+    plan, resume = plan_of(record), run_of(record.cursor)
+    runs = await pool.run(lambda allowance: pending_runs(plan, resume, after_ordinal, limit, allowance))
+    return [planned_slot(r, Disposition.PENDING) for r in runs]
 
 
 async def list_slots(
-    parts: Parts, backfill_id: int, *, page_size: int, after_ordinal: int
+    parts: Parts, pool: PlanningPool, backfill_id: int, *, page_size: int, after_ordinal: int
 ) -> tuple[list[SlotView], int | None]:
     """A page of a backfill's slots in plan order, written ones first, then pending ones."""
     await get(parts, backfill_id)
@@ -135,7 +152,7 @@ async def list_slots(
         slots = await written_slots(conn, backfill_id, after_ordinal, page_size + 1)
         if len(slots) <= page_size:
             last = slots[-1].sort_ordinal if slots else after_ordinal
-            slots += await pending_slots(conn, backfill_id, last, page_size + 1 - len(slots))
+            slots += await pending_slots(conn, pool, backfill_id, last, page_size + 1 - len(slots))
         return slots
 
     slots = await parts.tx.read(read)

@@ -41,8 +41,7 @@ async def tick(parts: Parts, policies: SchedulerPolicies, counter: BackgroundCou
     materializing: list[int] = []
     # A scheduler reports a mutation hook: write no new runs until it is gone.
     hooks = policies.active_hooks()
-    if hooks:
-        log.warning("not writing backfill runs: task_instance_mutation_hook reported: %s", hooks)
+    policies.announce(hooks)  # logged when the reported set changes, not on every tick
     for entry in entries:
         with log_context(backfill_id=entry.backfill_id, dag_id=entry.dag_id):
             if entry.phase is Phase.MATERIALIZING:

@@ -40,7 +40,7 @@ _FALLBACK_PAGE_LIMIT = 50
 _MAXIMUM_PAGE_LIMIT = 100
 _MAX_SORT_PARAMS = 10
 _DRY_RUN_LIMIT = 10000
-_LIST_PAGE = 500
+_MAX_OFFSET = 2**31 - 1  # ListBackfillsRequest.skip is an int32
 
 
 class ReprocessBehavior(enum.StrEnum):
@@ -424,22 +424,21 @@ class AirflowRoutes:
                     400,
                     f"Ordering with '{ordering.lstrip('-')}' is disallowed or the attribute does not exist on the model",
                 )
-        backfills: list[pb.Backfill] = []
-        token = ""
-        while True:
-            page = await self._call(
-                "ListBackfills",
-                pb.ListBackfillsRequest(dag_id=dag_id, page_size=_LIST_PAGE, page_token=token),
-                pb.ListBackfillsResponse,
-                http,
-            )
-            backfills.extend(page.backfills)
-            token = page.next_page_token
-            if not token:
-                break
-        backfills.sort(key=lambda b: b.id, reverse=orderings[0].startswith("-"))
-        window = backfills[offset : offset + min(limit, _MAXIMUM_PAGE_LIMIT)]
-        return {"backfills": [backfill_json(b) for b in window], "total_entries": len(backfills)}
+        size = min(limit, _MAXIMUM_PAGE_LIMIT)
+        # One page and its count, read in the database (AIP-158 ``skip`` is Airflow's offset).
+        page = await self._call(
+            "ListBackfills",
+            pb.ListBackfillsRequest(
+                dag_id=dag_id,
+                page_size=max(size, 1),
+                skip=min(offset, _MAX_OFFSET),
+                order_by="id desc" if orderings[0].startswith("-") else "id",
+            ),
+            pb.ListBackfillsResponse,
+            http,
+        )
+        window = list(page.backfills)[:size]
+        return {"backfills": [backfill_json(b) for b in window], "total_entries": page.total_size}
 
 
 def _query_int(raw: str | None, name: str, default: int) -> int:

@@ -5,6 +5,7 @@ date range, this package yields exactly the runs Airflow's backfill would create
 forwards or backwards, lazily and resumably.
 """
 
+from sidecar.planning._bounds import runs_upper_bound
 from sidecar.planning._model import DagRunInfo, Timetable, run_id_for
 from sidecar.planning._parse import non_periodic_message, parse_timetable
 from sidecar.planning._plan import BackfillPlan, PlannedRun, validate_range
@@ -17,5 +18,6 @@ __all__ = [
     "non_periodic_message",
     "parse_timetable",
     "run_id_for",
+    "runs_upper_bound",
     "validate_range",
 ]

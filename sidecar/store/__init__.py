@@ -5,6 +5,7 @@ owns the sidecar's rows and a backfill's lifecycle; ``_runs`` reads and ends Air
 runs; ``_writer`` writes a batch of them; ``Transactions`` retries transient failures.
 """
 
+from sidecar.store._backfill_pages import page_of_backfills
 from sidecar.store._backfill_reads import (
     BackfillRecord,
     PlanRecord,
@@ -100,6 +101,7 @@ __all__ = [
     "insert_backfill",
     "latest_log_template_id",
     "list_backfills",
+    "page_of_backfills",
     "plan_record",
     "prepare",
     "record_planned_count",

@@ -30,7 +30,7 @@ class LoadedDag:
 
 
 class DagCatalog:
-    """Loads DAGs; parsing is cached by ``(dag_version_id, dag_hash)``.
+    """Loads DAGs; parsing is cached by ``(dag_version_id, dag_hash)``, at most ``max_entries`` (LRU).
 
     Airflow rewrites a version's serialized row in place until task instances
     reference it, so the hash is part of the key.
@@ -66,12 +66,12 @@ class DagCatalog:
         if row is None:
             return None
         key = (row.version_id, row.dag_hash)
-        template = self._cache.get(key)
+        template = self._cache.pop(key, None)
         if template is None:
             template = parse_dag(_decode(row.data, row.data_compressed))
-            if len(self._cache) >= self._max_entries:
-                self._cache.pop(next(iter(self._cache)))
-            self._cache[key] = template
+        self._cache[key] = template  # most recently used last: the least recently used goes first
+        if len(self._cache) > self._max_entries:
+            self._cache.pop(next(iter(self._cache)))
         allowed = row.allowed_run_types
         if isinstance(allowed, str):
             allowed = json.loads(allowed)

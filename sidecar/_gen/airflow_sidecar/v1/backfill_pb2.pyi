@@ -405,8 +405,13 @@ class CreateBackfillResponse(_message.Message):
     BACKFILL_FIELD_NUMBER: _builtins.int
     PLANNED_RUNS_FIELD_NUMBER: _builtins.int
     PLANNED_RUNS_TRUNCATED_FIELD_NUMBER: _builtins.int
+    PLANNED_COUNT_IS_LOWER_BOUND_FIELD_NUMBER: _builtins.int
     planned_runs_truncated: _builtins.bool
-    """In a dry run: true when `planned_runs` was cut at the page size."""
+    """In a dry run: true when `planned_runs` was cut at the page size or by the planning budget."""
+    planned_count_is_lower_bound: _builtins.bool
+    """In a dry run: true when the planning budget (CPU time per call) cut the count short, so
+    that `backfill.progress.planned` is a lower bound of the runs the range holds.
+    """
     @_builtins.property
     def backfill(self) -> Global___Backfill:
         """The backfill (in a dry run, what would be created; `id` is 0)."""
@@ -421,10 +426,11 @@ class CreateBackfillResponse(_message.Message):
         backfill: Global___Backfill | None = ...,
         planned_runs: _abc.Iterable[Global___BackfillRun] | None = ...,
         planned_runs_truncated: _builtins.bool = ...,
+        planned_count_is_lower_bound: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["backfill", b"backfill"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["backfill", b"backfill", "planned_runs", b"planned_runs", "planned_runs_truncated", b"planned_runs_truncated"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["backfill", b"backfill", "planned_count_is_lower_bound", b"planned_count_is_lower_bound", "planned_runs", b"planned_runs", "planned_runs_truncated", b"planned_runs_truncated"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -486,6 +492,8 @@ class ListBackfillsRequest(_message.Message):
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     DAG_ID_FIELD_NUMBER: _builtins.int
     STATE_FIELD_NUMBER: _builtins.int
+    SKIP_FIELD_NUMBER: _builtins.int
+    ORDER_BY_FIELD_NUMBER: _builtins.int
     page_size: _builtins.int
     """The most backfills to return (default 50, at most 500)."""
     page_token: _builtins.str
@@ -494,6 +502,10 @@ class ListBackfillsRequest(_message.Message):
     """Only this DAG's backfills, when set."""
     state: Global___Backfill.State.ValueType
     """Only backfills in this state, when set."""
+    skip: _builtins.int
+    """Backfills to pass over before the page starts (AIP-158), after `page_token`'s position."""
+    order_by: _builtins.str
+    """`id desc` (the default: newest first) or `id` (oldest first); keep it across pages."""
     def __init__(
         self,
         *,
@@ -501,10 +513,12 @@ class ListBackfillsRequest(_message.Message):
         page_token: _builtins.str = ...,
         dag_id: _builtins.str = ...,
         state: Global___Backfill.State.ValueType = ...,
+        skip: _builtins.int = ...,
+        order_by: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["dag_id", b"dag_id", "page_size", b"page_size", "page_token", b"page_token", "state", b"state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dag_id", b"dag_id", "order_by", b"order_by", "page_size", b"page_size", "page_token", b"page_token", "skip", b"skip", "state", b"state"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -518,21 +532,25 @@ class ListBackfillsResponse(_message.Message):
 
     BACKFILLS_FIELD_NUMBER: _builtins.int
     NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    TOTAL_SIZE_FIELD_NUMBER: _builtins.int
     next_page_token: _builtins.str
     """Empty on the last page."""
+    total_size: _builtins.int
+    """How many backfills match the filter, on every page (AIP-158)."""
     @_builtins.property
     def backfills(self) -> _containers.RepeatedCompositeFieldContainer[Global___Backfill]:
-        """Newest first."""
+        """In `order_by` order (newest first by default)."""
 
     def __init__(
         self,
         *,
         backfills: _abc.Iterable[Global___Backfill] | None = ...,
         next_page_token: _builtins.str = ...,
+        total_size: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["backfills", b"backfills", "next_page_token", b"next_page_token"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["backfills", b"backfills", "next_page_token", b"next_page_token", "total_size", b"total_size"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
