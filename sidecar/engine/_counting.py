@@ -13,45 +13,18 @@ suffices: no built-in schedule fires more than once a minute. Every stepping run
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
 
-from sidecar.engine._offload import Allowance, PlanningPool
+from sidecar.engine._offload import PlanningPool
 from sidecar.engine._plans import build_plan
 from sidecar.errors import InvalidArgument, NoRunsToCreate
-from sidecar.planning import BackfillPlan, PlannedRun, runs_upper_bound
+from sidecar.planning import BackfillPlan, first_sizes, full_count
 from sidecar.store import PlanRecord, Transactions, plan_record, record_planned_count
 
 log = logging.getLogger(__name__)
 
-#: Plans of at most this many runs are counted exactly before creation even when they must be
-#: stepped (about 100 ms of croniter at most, in a worker); longer ones are counted in the background.
-EXACT_COUNT_BUDGET = 200
-
 #: The most runs one backfill may plan (10 million: 1,141 years daily, 19 years by the minute).
 MAX_RUNS_PER_BACKFILL = 10_000_000
-
-
-def _first_sizes(plan: BackfillPlan, limit: int, allowance: Allowance) -> tuple[int, int | None, int]:
-    """``(first runs counted up to EXACT_COUNT_BUDGET + 1, exact count or None, upper bound)``."""
-    if plan.counts_fast:
-        total = plan.count()
-        return min(total, 1), total, total
-    small = allowance.count(plan.runs(), EXACT_COUNT_BUDGET + 1)
-    if not allowance.cut and small <= EXACT_COUNT_BUDGET:
-        return small, small, small  # a short plan: stepping it costs a few milliseconds
-    minutes = (plan.to_date - plan.from_date).total_seconds() / 60
-    bound = runs_upper_bound(plan.timetable, plan.from_date, plan.to_date)
-    at_most = min(int(minutes) + 2, bound if bound is not None else limit + 1)  # at most one run a minute
-    if at_most > limit:
-        at_most = allowance.count(plan.runs(), limit + 1)
-        if allowance.cut:
-            raise InvalidArgument(
-                f"sizing this range against the limit of {limit:,} runs needs more planning than one "
-                "call may spend; split it into shorter ranges",
-                field="backfill.to_date",
-            )
-    return max(small, 1), None, at_most
 
 
 async def size_before_create(pool: PlanningPool, plan: BackfillPlan, dag_id: str, limit: int) -> int | None:
@@ -63,7 +36,13 @@ async def size_before_create(pool: PlanningPool, plan: BackfillPlan, dag_id: str
         InvalidArgument: also when the planning budget ran out before the size was known.
         ResourceExhausted: too many planning jobs are waiting.
     """
-    first, planned, at_most = await pool.run(lambda allowance: _first_sizes(plan, limit, allowance))
+    first, planned, at_most, cut = await pool.run(first_sizes, plan, limit)
+    if cut:
+        raise InvalidArgument(
+            f"sizing this range against the limit of {limit:,} runs needs more planning than one "
+            "call may spend; split it into shorter ranges",
+            field="backfill.to_date",
+        )
     if first == 0:
         raise NoRunsToCreate(
             f"No runs to create for Dag {dag_id} in the range [{plan.from_date}, {plan.to_date}]",
@@ -84,37 +63,13 @@ def plan_of(record: PlanRecord) -> BackfillPlan:
     )
 
 
-def pending_runs(
-    plan: BackfillPlan, resume: PlannedRun | None, after_ordinal: int, limit: int, allowance: Allowance
-) -> list[PlannedRun]:
-    """Up to ``limit`` runs of ``plan`` past ``after_ordinal``, stepping on from ``resume``.
-
-    Raises:
-        InvalidArgument: the budget ran out first (a page far ahead of what is written).
-    """
-    runs = (r for r in allowance.iterate(plan.runs(after=resume)) if r.sort_ordinal > after_ordinal)
-    found = list(itertools.islice(runs, limit))
-    if allowance.cut:
-        raise InvalidArgument(
-            "listing pending slots this far ahead of the written ones needs more planning than one "
-            "call may spend; use a smaller page_size",
-            field="page_token",
-        )
-    return found
-
-
-def _full_count(plan: BackfillPlan, allowance: Allowance) -> int | None:
-    count = plan.count() if plan.counts_fast else allowance.count(plan.runs(), MAX_RUNS_PER_BACKFILL + 1)
-    return None if allowance.cut else count
-
-
 async def count_in_background(pool: PlanningPool, tx: Transactions, backfill_id: int) -> None:
     """Count a stored backfill's plan in a planning worker and record it (if still unknown)."""
     record = await tx.read(lambda conn: plan_record(conn, backfill_id))
     if record is None or record.planned_count is not None:
         return
     plan = plan_of(record)
-    planned = await pool.run(lambda allowance: _full_count(plan, allowance), cpu_seconds=None)
+    planned = await pool.run(full_count, plan, cpu_seconds=None)
     if planned is None:
         return  # stopped (shutdown): the next tick recounts
     await tx.write(lambda conn: record_planned_count(conn, backfill_id, planned))

@@ -11,33 +11,16 @@ count was cut short. Existing runs are looked up afterwards, in their own short 
 from __future__ import annotations
 
 import datetime as dt
-import itertools
 
 from sidecar.engine._config import Parts
 from sidecar.engine._model import BackfillSpec, BackfillView, DryRun, Progress
-from sidecar.engine._offload import Allowance, PlanningPool
+from sidecar.engine._offload import PlanningPool
 from sidecar.engine._reads import planned_slot
-from sidecar.planning import BackfillPlan, PlannedRun
+from sidecar.planning import BackfillPlan, plan_slots
 from sidecar.store import decide, find_existing_runs
 from sidecar.vocabulary import State
 
 __all__ = ["dry_run"]
-
-
-def _plan_slots(
-    plan: BackfillPlan, limit: int, most: int, allowance: Allowance
-) -> tuple[list[PlannedRun], int, bool]:
-    """``(the first runs up to limit, the count or its lower bound, whether the count is exact)``."""
-    runs = list(itertools.islice(allowance.iterate(plan.runs()), limit + 1))
-    if allowance.cut:
-        return runs[:limit], len(runs), False
-    if len(runs) <= limit:
-        return runs, len(runs), True
-    if plan.counts_fast:
-        return runs[:limit], min(plan.count(), most + 1), True
-    after = runs[-1]
-    more = allowance.count(plan.runs(after=after), most + 1 - len(runs))
-    return runs[:limit], len(runs) + more, not allowance.cut
 
 
 async def dry_run(
@@ -46,7 +29,7 @@ async def dry_run(
     """The plan a create would write, each slot with what would happen to it."""
     limit = min(limit, parts.config.dry_run_limit)
     most = parts.config.max_runs_per_backfill
-    runs, planned, exact = await pool.run(lambda allowance: _plan_slots(plan, limit, most, allowance))
+    runs, planned, exact = await pool.run(plan_slots, plan, limit, most)
     existing = await parts.tx.read(lambda conn: find_existing_runs(conn, spec.dag_id, runs))
     slots = []
     for run in runs:

@@ -1,18 +1,23 @@
-"""Planning off the event loop: a bounded pool of worker threads, each step under a budget.
+"""Planning off the event loop: a bounded pool of low-priority worker processes, under a budget.
 
-Stepping a timetable is CPU work (croniter in a time zone with daylight saving costs about
-half a millisecond a slot), and a call may ask for millions of slots. Done on the event
-loop it stalls every other call; done in an unbounded thread it burns a core after its
-caller has gone. So every enumeration a call makes runs here:
+Stepping a timetable is CPU work in Python (croniter in a zone with daylight saving costs
+about half a millisecond a slot), and a call may ask for millions of slots. On the event
+loop it stalls every other call; in a thread it still takes the GIL from the loop (ten
+such threads made a trivial RPC 85 times slower) and burns a core after its caller has
+gone. So every enumeration a call makes runs here, as a module-level function
+``work(*args, allowance)``:
 
-- in a worker thread named ``sidecar-planning-…``, at most ``workers`` of them at once;
-  further calls wait their turn, and beyond ``queue`` waiting calls are refused
-  ``RESOURCE_EXHAUSTED`` with a retry delay;
-- under an :class:`Allowance`: each step checks a ``threading.Event`` set when the caller
-  stops waiting (its deadline passed, it disconnected, the handler was cancelled) and the
-  call's CPU budget, so a worker outlives its caller by at most one step;
-- politely: every couple of milliseconds of CPU a worker sleeps briefly, releasing the GIL
-  so the event loop never waits long for it.
+1. First in a thread (named ``sidecar-planning-…``) with a few milliseconds of CPU: small
+   plans, the common case, answer at once without leaving the process.
+2. A job that needs more is run again in a worker process (at most ``workers`` of them,
+   started on first use, at the lowest CPU priority so the server's own threads always win
+   the core), under the call's CPU budget. A thread of the same name waits for its answer.
+
+At most ``workers`` jobs run at once; further calls wait their turn, and beyond ``queue``
+waiting calls are refused ``RESOURCE_EXHAUSTED`` with a retry delay. Each step of a job
+checks an :class:`Allowance`: a stop event, set as soon as the caller stops waiting (its
+deadline passed, it disconnected, the handler was cancelled), and the CPU budget; so a job
+outlives its caller by at most one step, and the waiting thread ends with it.
 """
 
 from __future__ import annotations
@@ -20,65 +25,44 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import multiprocessing
 import threading
-import time
-from collections.abc import Callable, Iterable, Iterator
-from typing import TypeVar
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from sidecar.errors import ResourceExhausted
+from sidecar.planning import Allowance, StopFlag, serve_jobs
 
-__all__ = ["THREAD_PREFIX", "Allowance", "PlanningPool"]
+__all__ = ["THREAD_PREFIX", "PlanningFailed", "PlanningPool", "stop_idle_workers"]
 
 T = TypeVar("T")
 
-#: Every planning worker thread's name starts with it (tests and operators count them).
+#: Every planning thread's name starts with it (tests and operators count them).
 THREAD_PREFIX = "sidecar-planning"
 
-#: CPU a worker spends before it releases the GIL for a moment, and how long that moment is.
-_SLICE_SECONDS = 0.002
-_PAUSE_SECONDS = 0.0002
+#: CPU a job may spend in-process before it moves to a worker process ("a few milliseconds").
+IN_PROCESS_CPU_SECONDS = 0.005
+#: Idle worker processes, shared by every pool of the process (they hold no state).
+_IDLE: list[_Worker] = []
 
 
-class Allowance:
-    """What one planning job may still spend; checked by the worker at every step.
+class PlanningFailed(RuntimeError):
+    """A planning job raised in its worker process (the text names the exception)."""
 
-    Attributes:
-        stop: Set when the caller no longer waits; the worker ends at its next step.
-        cpu_seconds: CPU time (of the worker thread) the job may use; None: unlimited.
-        cut: Whether an iteration ended early (stopped or over budget): a partial result.
-    """
 
-    def __init__(self, cpu_seconds: float | None, stop: threading.Event | None = None) -> None:
-        self.stop = stop or threading.Event()
-        self.cpu_seconds = cpu_seconds
-        self.cut = False
-        self._started = time.thread_time()
-        self._slice_started = time.perf_counter()
+class _Worker:
+    """One worker process, its end of the pipe and its stop event."""
 
-    def spent(self) -> bool:
-        """One step: True when the job must end now (stopped, or its CPU budget is spent)."""
-        if self.stop.is_set():
-            return True
-        if time.perf_counter() - self._slice_started > _SLICE_SECONDS:
-            time.sleep(_PAUSE_SECONDS)  # let the event loop take the GIL
-            self._slice_started = time.perf_counter()
-        return self.cpu_seconds is not None and time.thread_time() - self._started > self.cpu_seconds
-
-    def iterate(self, items: Iterable[T]) -> Iterator[T]:
-        """``items``, one step each, ending early (and setting :attr:`cut`) when spent."""
-        for item in items:
-            if self.spent():
-                self.cut = True
-                return
-            yield item
-
-    def count(self, items: Iterable[object], at_most: int) -> int:
-        """How many of ``items`` there are, up to ``at_most`` (a lower bound when :attr:`cut`)."""
-        return sum(1 for _ in itertools.islice(self.iterate(items), at_most))
+    def __init__(self, context: Any, name: str) -> None:
+        self.conn, child = context.Pipe()
+        self.stop = context.Event()
+        self.process = context.Process(target=serve_jobs, args=(child, self.stop), name=name, daemon=True)
+        self.process.start()
+        child.close()
 
 
 class PlanningPool:
-    """At most ``workers`` planning threads at once; waiting callers bounded by ``queue``."""
+    """At most ``workers`` planning jobs at once; waiting callers bounded by ``queue``."""
 
     def __init__(
         self, *, workers: int = 2, queue: int = 32, cpu_seconds: float | None = 10.0, name: str = ""
@@ -90,16 +74,19 @@ class PlanningPool:
         self._waiting = 0
         self._names = itertools.count(1)
         self._prefix = f"{THREAD_PREFIX}-{name}" if name else THREAD_PREFIX
+        self._context = multiprocessing.get_context("spawn")  # never fork a threaded server
 
-    async def run(self, work: Callable[[Allowance], T], *, cpu_seconds: float | None = -1.0) -> T:
-        """Run ``work`` in a worker thread with an :class:`Allowance`; stop it if the caller goes.
+    async def run(self, work: Callable[..., T], *args: Any, cpu_seconds: float | None = -1.0) -> T:
+        """``work(*args, allowance)`` off the event loop; stopped if the caller goes.
 
         Args:
-            work: The CPU-bound job; it must step through ``Allowance.iterate``/``spent``.
+            work: A module-level function (it may run in another process) that steps
+                through ``Allowance.iterate``/``count``/``spent``; picklable arguments.
             cpu_seconds: This job's CPU budget (default: the pool's; None: unlimited).
 
         Raises:
             ResourceExhausted: too many planning jobs are waiting already.
+            PlanningFailed: the job raised in a worker process.
         """
         if self._waiting >= self._queue:
             raise ResourceExhausted(
@@ -110,13 +97,23 @@ class PlanningPool:
             await self._slots.acquire()
         finally:
             self._waiting -= 1
+        budget = self.cpu_seconds if cpu_seconds == -1.0 else cpu_seconds
         try:
-            budget = self.cpu_seconds if cpu_seconds == -1.0 else cpu_seconds
-            return await self._in_thread(work, Allowance(budget))
-        finally:
+            quick = Allowance(IN_PROCESS_CPU_SECONDS, polite=True)
+            result = await self._in_thread(lambda: work(*args, quick), quick.stop, quick.begin)
+            if not quick.cut:
+                self._slots.release()
+                return result
+            worker = _IDLE.pop() if _IDLE else self._start_worker()
+        except BaseException:
             self._slots.release()
+            raise
+        return await self._in_worker(worker, work, args, budget)  # the slot is freed with the worker
 
-    async def _in_thread(self, work: Callable[[Allowance], T], allowance: Allowance) -> T:
+    async def _in_thread(
+        self, job: Callable[[], T], stop: StopFlag, begin: Callable[[], None] = lambda: None
+    ) -> T:
+        """Run ``job`` in a new planning thread; ``stop`` is set when the caller stops waiting."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
 
@@ -130,7 +127,8 @@ class PlanningPool:
 
         def target() -> None:
             try:
-                result: T | None = work(allowance)
+                begin()
+                result: T | None = job()
                 error: BaseException | None = None
             except BaseException as exc:  # delivered to the awaiting coroutine
                 result, error = None, exc
@@ -138,9 +136,58 @@ class PlanningPool:
                 loop.call_soon_threadsafe(deliver, result, error)
 
         name = f"{self._prefix}-{next(self._names)}"
-        # A daemon: shutdown never waits for planning; the stop event ends it within a step.
         threading.Thread(target=target, name=name, daemon=True).start()
         try:
             return await future
         finally:
-            allowance.stop.set()  # the caller is done (answered, cancelled or timed out)
+            stop.set()  # the caller is done (answered, cancelled or timed out)
+
+    async def _in_worker(
+        self, worker: _Worker, work: Callable[..., T], args: tuple[Any, ...], budget: float | None
+    ) -> T:
+        loop = asyncio.get_running_loop()
+        worker.stop.clear()
+
+        def exchange() -> tuple[bool, Any]:
+            healthy = True
+            try:
+                worker.conn.send((work, args, budget))
+                reply: tuple[bool, Any] = worker.conn.recv()
+            except (EOFError, OSError) as exc:  # the worker died
+                healthy = False
+                reply = (False, f"planning worker lost: {exc or type(exc).__name__}")
+            # Only now is the worker free, also when its caller went away a step ago.
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(self._free, worker, healthy)
+            return reply
+
+        ok, value = await self._in_thread(exchange, worker.stop)
+        if not ok:
+            raise PlanningFailed(value)
+        result, _cut = value
+        return result  # type: ignore[no-any-return]
+
+    def _free(self, worker: _Worker, healthy: bool) -> None:
+        if healthy and worker.process.is_alive():
+            _IDLE.append(worker)
+        else:
+            _discard(worker)
+        self._slots.release()
+
+    def _start_worker(self) -> _Worker:
+        return _Worker(self._context, f"{THREAD_PREFIX}-process-{next(_PROCESS_NAMES)}")
+
+
+_PROCESS_NAMES = itertools.count(1)
+
+
+def _discard(worker: _Worker) -> None:
+    worker.conn.close()
+    if worker.process.is_alive():
+        worker.process.terminate()
+
+
+def stop_idle_workers() -> None:
+    """Stop the idle worker processes (they are daemons: the interpreter's exit stops them too)."""
+    while _IDLE:
+        _discard(_IDLE.pop())

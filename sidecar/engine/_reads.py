@@ -7,11 +7,12 @@ from collections.abc import Sequence
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from sidecar.engine._config import Parts
-from sidecar.engine._counting import pending_runs, plan_of
+from sidecar.engine._counting import plan_of
 from sidecar.engine._model import BackfillView, Progress, SlotView
 from sidecar.engine._offload import PlanningPool
 from sidecar.engine._plans import run_of
-from sidecar.planning import PlannedRun
+from sidecar.errors import InvalidArgument
+from sidecar.planning import PlannedRun, pending_runs
 from sidecar.store import (
     BackfillRecord,
     ExistingRun,
@@ -138,7 +139,13 @@ async def pending_slots(
     if record is None or record.phase is not Phase.MATERIALIZING or limit <= 0:
         return []
     plan, resume = plan_of(record), run_of(record.cursor)
-    runs = await pool.run(lambda allowance: pending_runs(plan, resume, after_ordinal, limit, allowance))
+    runs, cut = await pool.run(pending_runs, plan, resume, after_ordinal, limit)
+    if cut:
+        raise InvalidArgument(
+            "listing pending slots this far ahead of the written ones needs more planning than one "
+            "call may spend; use a smaller page_size",
+            field="page_token",
+        )
     return [planned_slot(r, Disposition.PENDING) for r in runs]
 
 

@@ -6,18 +6,28 @@ forwards or backwards, lazily and resumably.
 """
 
 from sidecar.planning._bounds import runs_upper_bound
+from sidecar.planning._budget import Allowance, StopFlag, serve_jobs
+from sidecar.planning._jobs import EXACT_COUNT_BUDGET, first_sizes, full_count, pending_runs, plan_slots
 from sidecar.planning._model import DagRunInfo, Timetable, run_id_for
 from sidecar.planning._parse import non_periodic_message, parse_timetable
 from sidecar.planning._plan import BackfillPlan, PlannedRun, validate_range
 
 __all__ = [
+    "EXACT_COUNT_BUDGET",
+    "Allowance",
     "BackfillPlan",
     "DagRunInfo",
     "PlannedRun",
+    "StopFlag",
     "Timetable",
+    "first_sizes",
+    "full_count",
     "non_periodic_message",
     "parse_timetable",
+    "pending_runs",
+    "plan_slots",
     "run_id_for",
     "runs_upper_bound",
+    "serve_jobs",
     "validate_range",
 ]

@@ -75,3 +75,14 @@ with DAG(
     allowed_run_types=["scheduled", "manual"],
 ) as no_backfill_dag:
     EmptyOperator(task_id="only")
+
+# An hourly cron in a DST zone: its plans cannot be counted arithmetically and cost about
+# half a millisecond a slot to step, the worst case for planning (tests/security/test_bounded_*).
+with DAG(
+    dag_id="sidecar_it_hourly_dst",
+    schedule=CronDataIntervalTimetable("0 * * * *", timezone="Europe/Amsterdam"),
+    start_date=START,
+    catchup=False,
+    is_paused_upon_creation=False,
+) as hourly_dst_dag:
+    EmptyOperator(task_id="only")
