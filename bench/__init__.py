@@ -4,6 +4,7 @@
     python -m bench.b_vs_ceiling --quick    # the sidecar's eager mode vs raw INSERT..SELECT / COPY
     python -m bench.c_windowed --quick      # windowed mode: first queued run, peak memory
     python -m bench.d_scheduler_loop --quick  # the scheduler loop with a backfill active
+    python -m bench.e_event_loop            # event-loop latency under 10 worst-case dry runs
 
 Running them as modules of the ``bench`` package makes ``tests.support`` (the databases and
 processes the tests use) and ``sidecar`` importable without editing ``sys.path``.
