@@ -9,9 +9,10 @@ gone. So every enumeration a call makes runs here, as a module-level function
 
 1. First in a thread (named ``sidecar-planning-…``) with a few milliseconds of CPU: small
    plans, the common case, answer at once without leaving the process.
-2. A job that needs more is run again in a worker process (at most ``workers`` of them,
-   started on first use, at the lowest CPU priority so the server's own threads always win
-   the core), under the call's CPU budget. A thread of the same name waits for its answer.
+2. A job that needs more is run again in a worker process (started on first use, kept
+   for the next job, shared by the process's pools, at the lowest CPU priority so the
+   server's own threads always win a core), under the call's CPU budget. A thread of the
+   same name waits for its answer.
 
 At most ``workers`` jobs run at once; further calls wait their turn, and beyond ``queue``
 waiting calls are refused ``RESOURCE_EXHAUSTED`` with a retry delay. Each step of a job
@@ -26,14 +27,15 @@ import asyncio
 import contextlib
 import itertools
 import multiprocessing
+import os
 import threading
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from sidecar.errors import ResourceExhausted
 from sidecar.planning import Allowance, StopFlag, serve_jobs
 
-__all__ = ["THREAD_PREFIX", "PlanningFailed", "PlanningPool", "stop_idle_workers"]
+__all__ = ["THREAD_PREFIX", "PlanningFailed", "PlanningPool"]
 
 T = TypeVar("T")
 
@@ -42,8 +44,13 @@ THREAD_PREFIX = "sidecar-planning"
 
 #: CPU a job may spend in-process before it moves to a worker process ("a few milliseconds").
 IN_PROCESS_CPU_SECONDS = 0.005
-#: Idle worker processes, shared by every pool of the process (they hold no state).
+
+#: Idle worker processes, shared by every pool of the process (they hold no state). They are
+#: daemons: the server's exit ends them, and a worker whose parent died sees its pipe close.
 _IDLE: list[_Worker] = []
+
+#: ``run``'s default budget: the pool's own.
+_POOL_BUDGET = object()
 
 
 class PlanningFailed(RuntimeError):
@@ -59,6 +66,8 @@ class _Worker:
         self.process = context.Process(target=serve_jobs, args=(child, self.stop), name=name, daemon=True)
         self.process.start()
         child.close()
+        with contextlib.suppress(OSError):  # lowest priority already while it imports planning
+            os.setpriority(os.PRIO_PROCESS, self.process.pid or 0, 19)
 
 
 class PlanningPool:
@@ -76,7 +85,9 @@ class PlanningPool:
         self._prefix = f"{THREAD_PREFIX}-{name}" if name else THREAD_PREFIX
         self._context = multiprocessing.get_context("spawn")  # never fork a threaded server
 
-    async def run(self, work: Callable[..., T], *args: Any, cpu_seconds: float | None = -1.0) -> T:
+    async def run(
+        self, work: Callable[..., T], *args: Any, cpu_seconds: float | object | None = _POOL_BUDGET
+    ) -> T:
         """``work(*args, allowance)`` off the event loop; stopped if the caller goes.
 
         Args:
@@ -97,7 +108,7 @@ class PlanningPool:
             await self._slots.acquire()
         finally:
             self._waiting -= 1
-        budget = self.cpu_seconds if cpu_seconds == -1.0 else cpu_seconds
+        budget = self.cpu_seconds if cpu_seconds is _POOL_BUDGET else cast("float | None", cpu_seconds)
         try:
             quick = Allowance(IN_PROCESS_CPU_SECONDS, polite=True)
             result = await self._in_thread(lambda: work(*args, quick), quick.stop, quick.begin)
@@ -185,9 +196,3 @@ def _discard(worker: _Worker) -> None:
     worker.conn.close()
     if worker.process.is_alive():
         worker.process.terminate()
-
-
-def stop_idle_workers() -> None:
-    """Stop the idle worker processes (they are daemons: the interpreter's exit stops them too)."""
-    while _IDLE:
-        _discard(_IDLE.pop())

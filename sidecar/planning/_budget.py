@@ -91,7 +91,7 @@ def serve_jobs(conn: Connection, stop: StopFlag) -> None:
     server's own threads always win a core.
     """
     with contextlib.suppress(OSError):
-        os.nice(19)
+        os.setpriority(os.PRIO_PROCESS, 0, 19)
     while True:
         try:
             work, args, cpu_seconds = conn.recv()
