@@ -71,7 +71,10 @@ async def measure(target: str, repeats: int, calls: int) -> list[tuple[float, fl
             loaded = await latencies(health, calls)
             for call in dry_runs:
                 call.cancel()  # the caller goes: the server's workers stop within a step
-            await asyncio.gather(*dry_runs, return_exceptions=True)
+            outcomes = await asyncio.gather(*dry_runs, return_exceptions=True)
+            unexpected = [o for o in outcomes if not isinstance(o, asyncio.CancelledError)]
+            if unexpected:  # a dry run that failed or finished did not load the server
+                raise RuntimeError(f"dry runs ended before they were cancelled: {unexpected[:1]}")
             await asyncio.sleep(1.0)
             rounds.append((p99(idle), p99(loaded), statistics.median(idle), statistics.median(loaded)))
     return rounds

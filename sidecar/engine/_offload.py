@@ -27,13 +27,12 @@ import asyncio
 import contextlib
 import itertools
 import multiprocessing
-import os
 import threading
 from collections.abc import Callable
 from typing import Any, TypeVar, cast
 
 from sidecar.errors import ResourceExhausted
-from sidecar.planning import Allowance, StopFlag, serve_jobs
+from sidecar.planning import Allowance, StopFlag, lowest_priority, serve_jobs
 
 __all__ = ["THREAD_PREFIX", "PlanningFailed", "PlanningPool"]
 
@@ -66,8 +65,7 @@ class _Worker:
         self.process = context.Process(target=serve_jobs, args=(child, self.stop), name=name, daemon=True)
         self.process.start()
         child.close()
-        with contextlib.suppress(OSError):  # lowest priority already while it imports planning
-            os.setpriority(os.PRIO_PROCESS, self.process.pid or 0, 19)
+        lowest_priority(self.process.pid or 0)  # already while it imports planning
 
 
 class PlanningPool:

@@ -6,7 +6,7 @@ forwards or backwards, lazily and resumably.
 """
 
 from sidecar.planning._bounds import runs_upper_bound
-from sidecar.planning._budget import Allowance, StopFlag, serve_jobs
+from sidecar.planning._budget import Allowance, StopFlag, lowest_priority, serve_jobs
 from sidecar.planning._jobs import EXACT_COUNT_BUDGET, first_sizes, full_count, pending_runs, plan_slots
 from sidecar.planning._model import DagRunInfo, Timetable, run_id_for
 from sidecar.planning._parse import non_periodic_message, parse_timetable
@@ -22,6 +22,7 @@ __all__ = [
     "Timetable",
     "first_sizes",
     "full_count",
+    "lowest_priority",
     "non_periodic_message",
     "parse_timetable",
     "pending_runs",

@@ -19,7 +19,7 @@ from collections.abc import Iterable, Iterator
 from multiprocessing.connection import Connection
 from typing import Any, Protocol, TypeVar
 
-__all__ = ["Allowance", "StopFlag", "serve_jobs"]
+__all__ = ["Allowance", "StopFlag", "lowest_priority", "serve_jobs"]
 
 T = TypeVar("T")
 
@@ -83,15 +83,27 @@ class Allowance:
         return sum(1 for _ in itertools.islice(self.iterate(items), at_most))
 
 
+def lowest_priority(pid: int = 0) -> None:
+    """Run process ``pid`` (0: this one) only when a core has nothing else to do.
+
+    ``SCHED_IDLE`` where the OS has it (Linux): any other thread that wakes up takes the core
+    at once, whatever the scheduler's time slices; else the highest niceness.
+    """
+    with contextlib.suppress(OSError, AttributeError):
+        os.sched_setscheduler(pid, os.SCHED_IDLE, os.sched_param(0))
+        return
+    with contextlib.suppress(OSError):
+        os.setpriority(os.PRIO_PROCESS, pid, 19)
+
+
 def serve_jobs(conn: Connection, stop: StopFlag) -> None:
     """A worker process: run ``(work, args, cpu_seconds)`` jobs from ``conn`` until it closes.
 
     Each job is ``work(*args, allowance)``; the answer is ``(True, (result, cut))`` or
-    ``(False, "<exception>: <text>")``. The process runs at the lowest CPU priority, so the
-    server's own threads always win a core.
+    ``(False, "<exception>: <text>")``. The process runs at the lowest CPU priority
+    (:func:`lowest_priority`), so the server's own threads always win a core.
     """
-    with contextlib.suppress(OSError):
-        os.setpriority(os.PRIO_PROCESS, 0, 19)
+    lowest_priority()
     while True:
         try:
             work, args, cpu_seconds = conn.recv()

@@ -75,7 +75,13 @@ async def health_latencies(channel: grpc.aio.Channel, calls: int) -> list[float]
 
 
 def p90(values: list[float]) -> float:
-    return statistics.quantiles(values, n=10)[-1]
+    """The 90th percentile, in milliseconds."""
+    return statistics.quantiles(values, n=10)[-1] * 1e3
+
+
+def median(values: list[float]) -> float:
+    """The median, in milliseconds."""
+    return statistics.median(values) * 1e3
 
 
 async def test_concurrent_worst_case_dry_runs_keep_the_loop_free_and_stop_with_their_caller(
@@ -96,9 +102,10 @@ async def test_concurrent_worst_case_dry_runs_keep_the_loop_free_and_stop_with_t
         outcomes = await asyncio.gather(*dry_runs, return_exceptions=True)
 
     # (a) a trivial RPC keeps answering: generous ratios (a shared 2-core machine), where the
-    # reported stall was 85x.
-    ratio = p90(loaded) / p90(idle)
-    assert ratio < 8, f"health-check p90 {p90(loaded) * 1e3:.2f} ms loaded vs {p90(idle) * 1e3:.2f} ms idle"
+    # reported stall was 85x; the median is robust to the machine's other work, p90 catches stalls.
+    shown = f"loaded p50/p90 {median(loaded):.2f}/{p90(loaded):.2f} ms vs idle {median(idle):.2f}/{p90(idle):.2f} ms"
+    assert median(loaded) / median(idle) < 4, shown
+    assert p90(loaded) / p90(idle) < 15, shown
     # Every dry run hit its deadline: a century cannot be listed and counted in 4 seconds.
     for outcome in outcomes:
         assert isinstance(outcome, grpc.aio.AioRpcError), outcome
