@@ -13,6 +13,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from sidecar.auth import Access
 from sidecar.engine._config import Parts
 from sidecar.engine._counting import BackgroundCounter, in_daemon_thread, size_before_create
 from sidecar.engine._materialize import materialize
@@ -35,6 +36,10 @@ from sidecar.vocabulary import Mode, State
 
 log = logging.getLogger(__name__)
 
+#: A create answers with the backfill its caller made (under its own request id): the
+#: interceptor has authorised the create on the request's DAG.
+_CREATOR = Access.unrestricted()
+
 
 async def create(
     parts: Parts,
@@ -45,8 +50,11 @@ async def create(
     request_id: str | None,
     validate_only: bool,
     dry_run_limit: int | None,
+    principal: str = "",
 ) -> BackfillView | DryRun:
     """Validate, plan and create a backfill (or, with ``validate_only``, return its plan).
+
+    ``request_id`` is looked up and stored among ``principal``'s own ("" without auth).
 
     Raises:
         SidecarError: a subclass for each failed check, in Airflow's order.
@@ -54,7 +62,7 @@ async def create(
     check_request(spec, request_id, dry_run_limit)
     fingerprint = fingerprint_of(spec)
     if request_id and not validate_only:
-        previous = await by_request_id(parts, request_id, fingerprint)
+        previous = await by_request_id(parts, principal, request_id, fingerprint)
         if previous is not None:
             return previous
     now = parts.clock()
@@ -70,7 +78,9 @@ async def create(
                 await check_no_active_backfill(conn, spec.dag_id)
             except BackfillAlreadyRunning:
                 # A concurrent create with the same request_id may have won the race.
-                if request_id and (previous := await by_request_id(parts, request_id, fingerprint)):
+                if request_id and (
+                    previous := await by_request_id(parts, principal, request_id, fingerprint)
+                ):
                     return previous
                 raise
         check_params(spec, loaded, now)
@@ -83,10 +93,10 @@ async def create(
         return checked
     timetable, plan = checked
     planned = await size_before_create(plan, spec.dag_id, parts.config.max_runs_per_backfill)
-    backfill_id = await insert(parts, spec, timetable, planned, now, request_id, fingerprint)
+    backfill_id = await insert(parts, spec, timetable, planned, now, (principal, request_id), fingerprint)
     if backfill_id is None:  # a concurrent create with this request_id won the race
         assert request_id is not None
-        previous = await by_request_id(parts, request_id, fingerprint)
+        previous = await by_request_id(parts, principal, request_id, fingerprint)
         assert previous is not None
         return previous
     wanted = None if spec.mode is Mode.EAGER else spec.max_active_runs + parts.config.lookahead
@@ -95,7 +105,7 @@ async def create(
     )
     if planned is None:
         counter.ensure(backfill_id)
-    return await get(parts, backfill_id)
+    return await get(parts, backfill_id, _CREATOR)
 
 
 async def insert(
@@ -104,10 +114,14 @@ async def insert(
     timetable: Mapping[str, Any],
     planned: int | None,
     now: dt.datetime,
-    request_id: str | None,
+    request: tuple[str, str | None],
     fingerprint: str,
 ) -> int | None:
-    """Insert the backfill's rows (one transaction); None if ``request_id`` is taken."""
+    """Insert the backfill's rows (one transaction); None if the principal's request id is taken.
+
+    ``request`` is the creating principal and its request id.
+    """
+    principal, request_id = request
     new = NewBackfill(
         dag_id=spec.dag_id,
         from_date=spec.from_date,
@@ -121,6 +135,7 @@ async def insert(
         timetable=timetable,
         planned_count=planned,
         request_id=request_id,
+        principal=principal,
         request_fingerprint=fingerprint,
         now=now,
     )
@@ -136,20 +151,22 @@ async def insert(
     return backfill_id
 
 
-async def by_request_id(parts: Parts, request_id: str, fingerprint: str) -> BackfillView | None:
-    """The backfill ``request_id`` created, if any.
+async def by_request_id(
+    parts: Parts, principal: str, request_id: str, fingerprint: str
+) -> BackfillView | None:
+    """The backfill ``principal`` created with ``request_id``, if any (another's ids are not seen).
 
     Raises:
         InvalidArgument: the request id was used for a different request.
     """
-    found = await parts.tx.read(lambda conn: find_request(conn, request_id))
+    found = await parts.tx.read(lambda conn: find_request(conn, principal, request_id))
     if found is None:
         return None
     if found.fingerprint != fingerprint:
         raise InvalidArgument(
             f"request_id {request_id!r} was already used for a different request", field="request_id"
         )
-    return await get(parts, found.backfill_id)
+    return await get(parts, found.backfill_id, _CREATOR)
 
 
 async def dry_run(

@@ -250,10 +250,21 @@ sidecar_backfill = sa.Table(
     sa.Column("skipped_count", sa.BigInteger, nullable=False),
     # The last slot written, as ISO strings: resumes the plan strictly after it.
     sa.Column("cursor", sa.JSON),
-    sa.Column("request_id", sa.String(128), unique=True),
+    sa.Column("request_id", sa.String(128)),
     sa.Column("request_fingerprint", sa.String(64)),
     sa.Column("created_at", UtcDateTime, nullable=False),
     sa.Column("updated_at", UtcDateTime, nullable=False),
+    # Who created it: request ids are scoped to it ("" when the server runs without auth).
+    sa.Column("principal", sa.String(512), nullable=False, server_default=""),
+    sa.UniqueConstraint("principal", "request_id", name="sidecar_backfill_principal_request_id_key"),
 )
 
-SIDECAR_TABLES = (sidecar_schema_version, sidecar_backfill)
+#: The sidecar's own secrets, shared by every replica (the page-token key), hex-encoded.
+sidecar_secret = sa.Table(
+    "sidecar_secret",
+    sidecar_metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("value", sa.String(256), nullable=False),
+)
+
+SIDECAR_TABLES = (sidecar_schema_version, sidecar_backfill, sidecar_secret)
