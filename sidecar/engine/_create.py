@@ -93,7 +93,7 @@ async def create(
         return checked
     timetable, plan = checked
     planned = await size_before_create(plan, spec.dag_id, parts.config.max_runs_per_backfill)
-    backfill_id = await insert(parts, spec, timetable, planned, now, (principal, request_id), fingerprint)
+    backfill_id = await insert(parts, spec, timetable, planned, now, request_id, fingerprint, principal)
     if backfill_id is None:  # a concurrent create with this request_id won the race
         assert request_id is not None
         previous = await by_request_id(parts, principal, request_id, fingerprint)
@@ -114,14 +114,11 @@ async def insert(
     timetable: Mapping[str, Any],
     planned: int | None,
     now: dt.datetime,
-    request: tuple[str, str | None],
+    request_id: str | None,
     fingerprint: str,
+    principal: str = "",
 ) -> int | None:
-    """Insert the backfill's rows (one transaction); None if the principal's request id is taken.
-
-    ``request`` is the creating principal and its request id.
-    """
-    principal, request_id = request
+    """Insert the backfill's rows (one transaction); None if ``principal``'s ``request_id`` is taken."""
     new = NewBackfill(
         dag_id=spec.dag_id,
         from_date=spec.from_date,

@@ -14,12 +14,11 @@ from pathlib import Path
 import grpc
 import psycopg2.extensions
 import pytest
-from google.rpc import error_details_pb2
-from grpc_status import rpc_status
 
 from sidecar._gen.airflow_sidecar.v1 import backfill_pb2 as pb
 from sidecar.auth import Access, PageTokens, Principal, parse_policy
 from sidecar.errors import InvalidArgument
+from tests.security.test_errors_leak import field_violations
 from tests.support.authz import ADMIN, ALICE, DAG_A, DAG_B, Stack, authz_stack, bearer, create_request
 from tests.support.fixtures import AirflowDatabase
 
@@ -44,18 +43,6 @@ def airflow_backfills(sql: psycopg2.extensions.cursor, dag_ids: list[str]) -> li
         )
         ids.append(sql.fetchone()[0])
     return ids
-
-
-def field_violations(error: grpc.aio.AioRpcError) -> list[str]:
-    status = rpc_status.from_call(error)  # type: ignore[arg-type]
-    assert status is not None
-    fields = []
-    for detail in status.details:
-        if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
-            bad = error_details_pb2.BadRequest()
-            detail.Unpack(bad)
-            fields += [v.field for v in bad.field_violations]
-    return fields
 
 
 async def pages(stack: Stack, metadata: tuple[tuple[str, str]], size: int) -> list[list[int]]:
