@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from airflow.api_fastapi.auth.managers.models.base_user import BaseUser
 from airflow.api_fastapi.common.db.common import SessionDep
 from airflow.api_fastapi.core_api.datamodels.backfills import BackfillPostBody
 from airflow.api_fastapi.core_api.security import GetUserDep, requires_access_backfill
@@ -23,8 +24,10 @@ from airflow.api_fastapi.logging.decorators import action_logging
 from airflow.models.dag import DagModel
 from fastapi import Depends, FastAPI, HTTPException
 from fastapi.responses import JSONResponse
+from google.protobuf.message import Message
 from pydantic import NonNegativeInt
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 from starlette.requests import Request
 
 from airflow_shim.plugin._calls import SidecarCalls, SidecarUnavailable
@@ -61,7 +64,7 @@ def _sidecar_request(body: BackfillPostBody, *, dry_run: bool) -> pb.CreateBackf
         raise HTTPException(exc.status, exc.detail) from None
 
 
-def _display_name(session: Any, backfill: pb.Backfill) -> dict[str, Any]:
+def _display_name(session: Session, backfill: pb.Backfill) -> dict[str, Any]:
     """Airflow's ``BackfillResponse`` JSON, with the DAG's display name as Airflow gives it."""
     answer = airflow_backfill_json(backfill)
     column: Any = DagModel.dag_display_name  # a hybrid property: the column, or the DAG id
@@ -103,7 +106,9 @@ def build_routes(calls: SidecarCalls) -> FastAPI:
         planned = await calls.call("CreateBackfill", request, pb.CreateBackfillResponse, user.get_name())
         return airflow_dry_run_json(planned)
 
-    async def steer(rpc: str, request: Any, response_class: Any, user: Any, session: Any) -> dict[str, Any]:
+    async def steer(
+        rpc: str, request: Message, response_class: type[Message], user: BaseUser, session: Session
+    ) -> dict[str, Any]:
         changed = await calls.call(rpc, request, response_class, user.get_name())
         return _display_name(session, changed.backfill)
 

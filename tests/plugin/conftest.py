@@ -1,10 +1,7 @@
 """A real Airflow 3.3.2 api-server with the plugin, beside one without it, and a real sidecar.
 
-The plugin is found the way Airflow finds every plugin: its ``airflow.plugins`` entry point.
-The entry point lives in ``pyproject.toml``; a venv installed from an older checkout lacks it
-in its metadata until ``pip install -e .`` runs again, so then (and only then) the
-api-servers get a minimal distribution on their ``PYTHONPATH`` declaring exactly the entry
-point ``pyproject.toml`` declares.
+The plugin is found the way Airflow finds every plugin: its ``airflow.plugins`` entry point
+(see :mod:`tests.support.plugin` for a venv installed before ``pyproject.toml`` declared it).
 
 Users are Airflow's simple auth manager's (``admin`` with role ADMIN, ``viewer`` with role
 VIEWER, fixed passwords); their tokens come from Airflow's own ``POST /auth/token``. The
@@ -14,11 +11,8 @@ api-server's token to the sidecar is a JWT with the sidecar's ``delegate`` role.
 from __future__ import annotations
 
 import contextlib
-import importlib.metadata
 import json
-import os
 import time
-import tomllib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,12 +23,11 @@ import jwt
 
 from tests.support.airflow import JWT_SECRET
 from tests.support.fixtures import AirflowDatabase
+from tests.support.plugin import plugin_pythonpath
 from tests.support.ports import free_port
 from tests.support.processes import AirflowProcess, start_sidecar
 from tests.support.stack import start_api_server
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
-ENTRY_POINT_GROUP = "airflow.plugins"
 PASSWORDS = {"admin": "admin-password", "viewer": "viewer-password"}
 DELEGATE = "airflow-api-server"
 #: The sidecar's policy: the api-server delegates for anyone (Airflow authorised them); the
@@ -67,34 +60,11 @@ def sidecar_jwt(subject: str, role: str | None = None) -> str:
     return jwt.encode(claims, JWT_SECRET, algorithm="HS512")
 
 
-def declared_entry_point() -> tuple[str, str]:
-    """The ``airflow.plugins`` entry point ``pyproject.toml`` declares: (name, value)."""
-    project = tomllib.loads((PROJECT_ROOT / "pyproject.toml").read_text())["project"]
-    ((name, value),) = project["entry-points"][ENTRY_POINT_GROUP].items()
-    return name, value
-
-
-def entry_point_path(tmp: Path) -> str | None:
-    """A directory to put on the api-server's path when the installed metadata lacks the entry point."""
-    name, value = declared_entry_point()
-    installed = {(ep.name, ep.value) for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)}
-    if (name, value) in installed:
-        return None
-    dist = tmp / "entry-point" / "airflow_sidecar_plugin_entry_point-0.dist-info"
-    dist.mkdir(parents=True, exist_ok=True)
-    (dist / "METADATA").write_text(
-        "Metadata-Version: 2.1\nName: airflow-sidecar-plugin-entry-point\nVersion: 0\n"
-    )
-    (dist / "entry_points.txt").write_text(f"[{ENTRY_POINT_GROUP}]\n{name} = {value}\n")
-    return str(dist.parent)
-
-
 def api_environ(base: Mapping[str, str], tmp: Path, *, all_admins: bool, **extra: str) -> dict[str, str]:
     """An api-server's environment: its own port, the test users, the plugin's entry point."""
     port = free_port()
     passwords = tmp / "passwords.json"
     passwords.write_text(json.dumps(PASSWORDS))
-    path = [p for p in (entry_point_path(tmp), str(PROJECT_ROOT), os.environ.get("PYTHONPATH")) if p]
     return {
         **base,
         "AIRFLOW__API__PORT": str(port),
@@ -103,7 +73,7 @@ def api_environ(base: Mapping[str, str], tmp: Path, *, all_admins: bool, **extra
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": str(all_admins),
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin,viewer:viewer",
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords),
-        "PYTHONPATH": os.pathsep.join(path),
+        "PYTHONPATH": plugin_pythonpath(tmp),
         **extra,
     }
 

@@ -22,8 +22,9 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from sidecar._gen.airflow_sidecar.v1 import backfill_pb2 as pb
 from sidecar._gen.airflow_sidecar.v1 import backfill_pb2_grpc
 from sidecar.names import ON_BEHALF_OF_METADATA
-from tests.plugin.conftest import DELEGATE, PROJECT_ROOT, PluginStack, plugin_stack, sidecar_jwt
+from tests.plugin.conftest import DELEGATE, PluginStack, plugin_stack, sidecar_jwt
 from tests.support.fixtures import AirflowDatabase
+from tests.support.plugin import PROJECT_ROOT
 
 pytestmark = [pytest.mark.postgres, pytest.mark.airflow, pytest.mark.e2e, pytest.mark.timeout(600)]
 
