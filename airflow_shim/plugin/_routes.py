@@ -14,9 +14,9 @@ one transaction) is replaced by the sidecar's batched, windowed creation.
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
-from airflow.api_fastapi.auth.managers.models.base_user import BaseUser
 from airflow.api_fastapi.common.db.common import SessionDep
 from airflow.api_fastapi.core_api.datamodels.backfills import BackfillPostBody
 from airflow.api_fastapi.core_api.security import GetUserDep, requires_access_backfill
@@ -74,6 +74,32 @@ def _display_name(session: Session, backfill: pb.Backfill) -> dict[str, Any]:
     return answer
 
 
+#: Airflow's PUT routes on one backfill: action -> (RPC, request class, response class).
+_STEERING: dict[str, tuple[str, type[Message], type[Message]]] = {
+    "pause": ("PauseBackfill", pb.PauseBackfillRequest, pb.PauseBackfillResponse),
+    "unpause": ("UnpauseBackfill", pb.UnpauseBackfillRequest, pb.UnpauseBackfillResponse),
+    "cancel": ("CancelBackfill", pb.CancelBackfillRequest, pb.CancelBackfillResponse),
+}
+
+
+def _steer(
+    calls: SidecarCalls, action: str, rpc: str, request_class: type[Message], response_class: type[Message]
+) -> Callable[..., Awaitable[dict[str, Any]]]:
+    """The endpoint of ``PUT /api/v2/backfills/{backfill_id}/{action}``, named as Airflow's is.
+
+    The name matters: Airflow's ``action_logging`` records the endpoint's name as the event
+    (``pause_backfill``, ``unpause_backfill``, ``cancel_backfill``).
+    """
+
+    async def endpoint(backfill_id: NonNegativeInt, user: GetUserDep, session: SessionDep) -> dict[str, Any]:
+        request = request_class(name=backfill_name(backfill_id))
+        changed = await calls.call(rpc, request, response_class, user.get_name())
+        return _display_name(session, changed.backfill)
+
+    endpoint.__name__ = endpoint.__qualname__ = f"{action}_backfill"
+    return endpoint
+
+
 def build_routes(calls: SidecarCalls) -> FastAPI:
     """The FastAPI app holding Airflow's five backfill write routes, answered by the sidecar."""
     app = FastAPI(openapi_url=None, docs_url=None, redoc_url=None)
@@ -106,40 +132,10 @@ def build_routes(calls: SidecarCalls) -> FastAPI:
         planned = await calls.call("CreateBackfill", request, pb.CreateBackfillResponse, user.get_name())
         return airflow_dry_run_json(planned)
 
-    async def steer(
-        rpc: str, request: Message, response_class: type[Message], user: BaseUser, session: Session
-    ) -> dict[str, Any]:
-        changed = await calls.call(rpc, request, response_class, user.get_name())
-        return _display_name(session, changed.backfill)
-
-    @app.put(
-        "/api/v2/backfills/{backfill_id}/pause",
-        dependencies=[Depends(action_logging()), Depends(requires_access_backfill(method="PUT"))],
-    )
-    async def pause_backfill(
-        backfill_id: NonNegativeInt, user: GetUserDep, session: SessionDep
-    ) -> dict[str, Any]:
-        request = pb.PauseBackfillRequest(name=backfill_name(backfill_id))
-        return await steer("PauseBackfill", request, pb.PauseBackfillResponse, user, session)
-
-    @app.put(
-        "/api/v2/backfills/{backfill_id}/unpause",
-        dependencies=[Depends(action_logging()), Depends(requires_access_backfill(method="PUT"))],
-    )
-    async def unpause_backfill(
-        backfill_id: NonNegativeInt, user: GetUserDep, session: SessionDep
-    ) -> dict[str, Any]:
-        request = pb.UnpauseBackfillRequest(name=backfill_name(backfill_id))
-        return await steer("UnpauseBackfill", request, pb.UnpauseBackfillResponse, user, session)
-
-    @app.put(
-        "/api/v2/backfills/{backfill_id}/cancel",
-        dependencies=[Depends(action_logging()), Depends(requires_access_backfill(method="PUT"))],
-    )
-    async def cancel_backfill(
-        backfill_id: NonNegativeInt, user: GetUserDep, session: SessionDep
-    ) -> dict[str, Any]:
-        request = pb.CancelBackfillRequest(name=backfill_name(backfill_id))
-        return await steer("CancelBackfill", request, pb.CancelBackfillResponse, user, session)
+    for action, (rpc, request_class, response_class) in _STEERING.items():
+        app.put(
+            f"/api/v2/backfills/{{backfill_id}}/{action}",
+            dependencies=[Depends(action_logging()), Depends(requires_access_backfill(method="PUT"))],
+        )(_steer(calls, action, rpc, request_class, response_class))
 
     return app

@@ -16,7 +16,6 @@ from sidecar.auth._config import (
     is_loopback,
     server_credentials,
 )
-from sidecar.auth._delegation import DELEGATE_ROLE, DelegationRefused, delegated, on_behalf_of
 from sidecar.auth._interceptor import AuthInterceptor, DagResolver, current_principal
 from sidecar.auth._policy import SCHEDULER_ROLE, Action, Policy, load_policy, parse_policy
 from sidecar.auth._reasons import (
@@ -41,7 +40,6 @@ from sidecar.config import AIRFLOW_AUDIENCE, ClientSecurity, read_token
 __all__ = [
     "AIRFLOW_AUDIENCE",
     "AUTHORIZATION_METADATA",
-    "DELEGATE_ROLE",
     "DOMAIN",
     "METHOD_RULES",
     "PERMISSION_DENIED",
@@ -56,7 +54,6 @@ __all__ = [
     "Authenticator",
     "ClientSecurity",
     "DagResolver",
-    "DelegationRefused",
     "MethodRule",
     "Policy",
     "Principal",
@@ -67,11 +64,9 @@ __all__ = [
     "check_auth",
     "check_jwt_secret",
     "current_principal",
-    "delegated",
     "is_loopback",
     "load_policy",
     "load_token_file",
-    "on_behalf_of",
     "open_channel",
     "parse_policy",
     "read_token",

@@ -91,6 +91,7 @@ def test_the_ui_form_creates_a_sidecar_backfill_as_airflows_user(stack: PluginSt
     cancelled = _cancel(stack, created["id"])
     assert cancelled.status_code == 200, cancelled.text
     assert cancelled.json()["completed_at"] is not None and cancelled.json()["is_paused"] is False
+    assert _sql(stack, "SELECT owner FROM log WHERE event = 'cancel_backfill'") == [("admin",)]
 
 
 def test_airflows_own_client_drives_the_sidecar(stack: PluginStack) -> None:
