@@ -2,9 +2,10 @@
 
 It wraps each method's handler rather than answering from ``intercept_service`` alone,
 because authorisation needs the request: the DAG id of a create, the backfill named by a
-get. The check runs before the servicer, so a refused call writes nothing. The caller is
-published in a context variable for the duration of the call; the servicer records it as
-the backfill's triggering user (:func:`current_principal`).
+get. The check runs before the servicer, so a refused call writes nothing. The caller (or,
+for a ``delegate``, the user it names: :mod:`sidecar.auth._delegation`) is published in a
+context variable for the duration of the call; the servicer records it as the backfill's
+triggering user (:func:`current_principal`).
 """
 
 from __future__ import annotations
