@@ -37,7 +37,7 @@ from sidecar.store import (
     list_backfills,
     set_paused,
 )
-from tests.conftest import AirflowDatabase
+from tests.support.fixtures import AirflowDatabase
 
 pytestmark = [pytest.mark.postgres, pytest.mark.airflow]
 
