@@ -24,7 +24,8 @@ from sidecar._gen.airflow_sidecar.v1 import backfill_pb2 as pb
 from sidecar._gen.airflow_sidecar.v1 import scheduler_pb2
 from sidecar.observability import REGISTRY
 from sidecar.server import SidecarServer
-from sidecar.store import DagCatalog, NewBackfill, connect, insert_backfill
+from sidecar.store import DagCatalog, Database, NewBackfill, connect, insert_backfill, prepare
+from sidecar.store._tables import FAILURE_COLUMNS
 from sidecar.vocabulary import Mode, ReprocessBehavior
 from tests.security.test_errors_leak import (
     LEAKS,
@@ -265,3 +266,21 @@ async def test_a_transient_failure_is_retried_and_the_backfill_completes(
     done = await get(channel, backfill_id)
     assert done.state == pb.Backfill.STATE_COMPLETED, done
     assert done.progress.succeeded == done.progress.planned == 8
+
+
+async def test_migration_step_2_adds_the_reason_columns_to_an_existing_table(
+    database: Database, sql: psycopg2.extensions.cursor
+) -> None:
+    # A database a release before this one migrated: step 1 only.
+    for column in FAILURE_COLUMNS:
+        sql.execute(f"ALTER TABLE airflow_sidecar.sidecar_backfill DROP COLUMN {column.name}")
+    sql.execute("DELETE FROM airflow_sidecar.sidecar_schema_version WHERE version = 2")
+    await prepare(database)
+    sql.execute(
+        "SELECT column_name FROM information_schema.columns "
+        "WHERE table_schema = 'airflow_sidecar' AND table_name = 'sidecar_backfill' AND column_name LIKE 'fail%'"
+    )
+    assert sorted(name for (name,) in sql.fetchall()) == sorted(c.name for c in FAILURE_COLUMNS)
+    sql.execute("SELECT max(version) FROM airflow_sidecar.sidecar_schema_version")
+    assert sql.fetchone() == (2,)
+    await prepare(database)  # idempotent
