@@ -18,17 +18,15 @@ import time
 from pathlib import Path
 
 import grpc
-import jwt
 import pytest
 
 from sidecar._gen.airflow_sidecar.v1 import backfill_pb2 as pb
 from sidecar._gen.airflow_sidecar.v1 import backfill_pb2_grpc
-from tests.e2e.test_sidecar_backfill import _grpc_serving, _query
+from tests.e2e.test_sidecar_backfill import _query
+from tests.resilience.helpers import start_serve
 from tests.security.test_containment_tick import insert_poisoned
-from tests.support.airflow import JWT_SECRET, process_environ
+from tests.support.airflow import process_environ
 from tests.support.fixtures import AirflowDatabase
-from tests.support.ports import free_port
-from tests.support.processes import AirflowProcess
 from tests.support.stack import airflow_stack
 
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres, pytest.mark.airflow]
@@ -42,29 +40,15 @@ HEALTHY = [
 POISONED_DAG = "sidecar_it_no_backfill"
 
 
-def _token() -> str:
-    now = int(time.time())
-    claims = {
-        "sub": "e2e",
-        "role": "scheduler",
-        "aud": "apache-airflow",
-        "iat": now,
-        "nbf": now,
-        "exp": now + 3600,
-    }
-    return jwt.encode(claims, JWT_SECRET, algorithm="HS512")
-
-
 def _create(
     stub: backfill_pb2_grpc.BackfillServiceStub,
-    auth: list[tuple[str, str]],
     spec: tuple[str, str, pb.ReprocessBehavior.ValueType, str],
 ) -> int:
     dag_id, to_date, reprocess, conf = spec
     backfill = pb.Backfill(dag_id=dag_id, max_active_runs=1, reprocess_behavior=reprocess, dag_run_conf=conf)
     backfill.from_date.FromJsonString("2025-01-01T00:00:00Z")
     backfill.to_date.FromJsonString(to_date)
-    response = stub.CreateBackfill(pb.CreateBackfillRequest(backfill=backfill), metadata=auth, timeout=30)
+    response = stub.CreateBackfill(pb.CreateBackfillRequest(backfill=backfill), timeout=30)
     return int(response.backfill.id)
 
 
@@ -72,39 +56,17 @@ def _create(
 def test_a_poisoned_backfill_does_not_stop_three_healthy_ones_in_the_real_scheduler(
     airflow_db: AirflowDatabase, tmp_path: Path
 ) -> None:
-    target = f"127.0.0.1:{free_port()}"
-    token = _token()
-    auth = [("authorization", f"Bearer {token}")]
-    env = {
-        **airflow_db.env,
-        "SIDECAR_TARGET": target,
-        "SIDECAR_TICK_DEADLINE": "2.0",
-        "SIDECAR_JWT_SECRET": JWT_SECRET,
-        "SIDECAR_TOKEN": token,
-    }
-    sidecar = AirflowProcess(
-        "sidecar",
-        [
-            sys.executable,
-            "-m",
-            "sidecar",
-            "serve",
-            "--database-url",
-            airflow_db.asyncpg_url,
-            "--listen",
-            target,
-            "--tick-interval",
-            "3600",  # only the shim ticks
-        ],
-        env,
+    sidecar, target = start_serve(
+        airflow_db.asyncpg_url,
         tmp_path / "logs" / "sidecar.log",
-    ).start()
+        tick_interval=3600,  # only the shim ticks
+    )
+    env = {**airflow_db.env, "SIDECAR_TARGET": target, "SIDECAR_TICK_DEADLINE": "2.0"}
     try:
-        sidecar.wait_ready(lambda: _grpc_serving(target), timeout=60)
         poisoned = asyncio.run(insert_poisoned(airflow_db, POISONED_DAG, {"a": "\x00"}))
         with grpc.insecure_channel(target) as channel:
             stub = backfill_pb2_grpc.BackfillServiceStub(channel)
-            healthy = [_create(stub, auth, spec) for spec in HEALTHY]
+            healthy = [_create(stub, spec) for spec in HEALTHY]
             with airflow_stack(
                 env, tmp_path / "logs", scheduler_command=[sys.executable, "-m", "sidecar", "scheduler"]
             ) as stack:
@@ -113,7 +75,7 @@ def test_a_poisoned_backfill_does_not_stop_three_healthy_ones_in_the_real_schedu
                     stack.assert_running()
                     states = [
                         stub.GetBackfill(
-                            pb.GetBackfillRequest(name=f"backfills/{i}"), metadata=auth, timeout=30
+                            pb.GetBackfillRequest(name=f"backfills/{i}"), timeout=30
                         ).backfill.state
                         for i in healthy
                     ]
@@ -123,7 +85,7 @@ def test_a_poisoned_backfill_does_not_stop_three_healthy_ones_in_the_real_schedu
                     time.sleep(2)
 
                 set_aside = stub.GetBackfill(
-                    pb.GetBackfillRequest(name=f"backfills/{poisoned}"), metadata=auth, timeout=30
+                    pb.GetBackfillRequest(name=f"backfills/{poisoned}"), timeout=30
                 ).backfill
                 scheduler_log = stack.scheduler.log_tail(1_000_000)
                 cli = subprocess.run(
@@ -134,7 +96,7 @@ def test_a_poisoned_backfill_does_not_stop_three_healthy_ones_in_the_real_schedu
                     timeout=60,
                 )
                 cancelled = stub.CancelBackfill(
-                    pb.CancelBackfillRequest(name=f"backfills/{poisoned}"), metadata=auth, timeout=30
+                    pb.CancelBackfillRequest(name=f"backfills/{poisoned}"), timeout=30
                 ).backfill
     finally:
         sidecar.stop()
