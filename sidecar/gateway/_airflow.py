@@ -19,6 +19,7 @@ from __future__ import annotations
 import datetime as dt
 import enum
 import json
+import re
 from typing import Any
 
 import grpc
@@ -234,6 +235,10 @@ def dry_run_json(response: pb.CreateBackfillResponse) -> dict[str, Any]:
     return DryRunBackfillCollectionResponse(backfills=runs, total_entries=len(runs)).model_dump(mode="json")
 
 
+#: Lone surrogates: JSON text may escape one (``"\\ud800"``), UTF-8 cannot encode it.
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
 def _coerce(value: dt.datetime) -> Timestamp:
     if value.tzinfo is None:
         value = value.replace(tzinfo=dt.UTC)
@@ -265,6 +270,8 @@ def create_request(body: BackfillPostBody, *, dry_run: bool) -> pb.CreateBackfil
     """
     if not -(2**31) <= body.max_active_runs < 2**31:
         raise _LocalError(422, f"max_active_runs is out of range: {body.max_active_runs}")
+    if _SURROGATE.search(body.dag_id):  # JSON can escape one; a protobuf string (UTF-8) cannot hold it
+        raise _LocalError(422, "dag_id is not valid Unicode (a lone surrogate)")
     backfill = pb.Backfill(
         dag_id=body.dag_id,
         from_date=_coerce(body.from_date),
