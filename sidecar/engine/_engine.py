@@ -16,6 +16,7 @@ from sidecar.engine._config import EngineConfig, Parts, utcnow
 from sidecar.engine._counting import BackgroundCounter
 from sidecar.engine._model import BackfillSpec, BackfillView, DryRun, SlotView
 from sidecar.engine._policies import SchedulerPolicies
+from sidecar.engine._requests import check_list_filter
 from sidecar.engine._tick import TickResult
 from sidecar.observability import DATABASE_ERRORS, TICK_SECONDS
 from sidecar.store import DagCatalog, Database, Failure, Transactions, backfill_stats, page_token_key
@@ -100,7 +101,11 @@ class BackfillEngine:
 
         None on the last page; a page may be short (but carries an id) when the caller may
         read few of the backfills a call scans.
+
+        Raises:
+            InvalidArgument: a ``dag_id`` filter no DAG id could match (control characters, too long).
         """
+        check_list_filter(dag_id)
         return await _reads.list_views(
             self._parts, access, dag_id=dag_id, state=state, page_size=page_size, before_id=before_id
         )

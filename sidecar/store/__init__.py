@@ -24,7 +24,14 @@ from sidecar.store._creation import (
 )
 from sidecar.store._dags import DagCatalog, LoadedDag, latest_log_template_id
 from sidecar.store._database import SUPPORTED_AIRFLOW_REVISIONS, Database, connect, prepare
-from sidecar.store._failures import RETRYABLE, Failure, classify, error_for
+from sidecar.store._failures import (
+    RETRYABLE,
+    Failure,
+    classify,
+    error_for,
+    is_database_failure,
+    sqlstate_of,
+)
 from sidecar.store._ledger import (
     TickEntry,
     advance_cursor,
@@ -33,11 +40,12 @@ from sidecar.store._ledger import (
     complete_if_done,
     finish_writing,
     record_planned_count,
+    record_write_failure,
     reopen_backfill,
     set_paused,
     tick_entries,
 )
-from sidecar.store._phases import TRANSITIONS, Event, Phase, transition
+from sidecar.store._phases import PENDING_RUNS, TRANSITIONS, Event, Phase, WriteFailure, transition
 from sidecar.store._retry import RetryPolicy, Transactions
 from sidecar.store._revocations import token_revoked
 from sidecar.store._rows import RunContext
@@ -61,6 +69,7 @@ from sidecar.store._writer import (
 from sidecar.vocabulary import Disposition
 
 __all__ = [
+    "PENDING_RUNS",
     "RETRYABLE",
     "SUPPORTED_AIRFLOW_REVISIONS",
     "TRANSITIONS",
@@ -83,6 +92,7 @@ __all__ = [
     "Slot",
     "TickEntry",
     "Transactions",
+    "WriteFailure",
     "advance_cursor",
     "analyze_written_tables",
     "backfill_stats",
@@ -101,6 +111,7 @@ __all__ = [
     "finish_writing",
     "get_backfill",
     "insert_backfill",
+    "is_database_failure",
     "latest_log_template_id",
     "list_backfills",
     "load_backfill",
@@ -108,9 +119,11 @@ __all__ = [
     "plan_record",
     "prepare",
     "record_planned_count",
+    "record_write_failure",
     "reopen_backfill",
     "run_state_counts",
     "set_paused",
+    "sqlstate_of",
     "tick_entries",
     "token_revoked",
     "transition",

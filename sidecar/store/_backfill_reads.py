@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from sidecar.auth import Access
 from sidecar.errors import BackfillNotFound
-from sidecar.store._phases import Phase, lifecycle_of, state_filter, state_of
+from sidecar.store._phases import Phase, WriteFailure, lifecycle_of, state_filter, state_of
 from sidecar.store._tables import backfill, dag_run, sidecar_backfill
 from sidecar.vocabulary import Mode, ReprocessBehavior, State
 
@@ -65,6 +65,8 @@ class BackfillRecord:
     planned_count: int | None
     written_count: int | None
     skipped_count: int | None
+    write_failure: WriteFailure | None
+    """Why its last batch failed (None while writing succeeds, and for a backfill Airflow made)."""
 
     @property
     def phase(self) -> Phase:
@@ -98,6 +100,7 @@ class BackfillRecord:
             planned_count=row.planned_count,
             written_count=row.written_count,
             skipped_count=row.skipped_count,
+            write_failure=WriteFailure.of(row, Phase(row.phase)) if row.phase else None,
         )
 
 
@@ -109,6 +112,10 @@ _COLUMNS = (
     sidecar_backfill.c.planned_count,
     sidecar_backfill.c.written_count,
     sidecar_backfill.c.skipped_count,
+    sidecar_backfill.c.failure_reason,
+    sidecar_backfill.c.failure_message,
+    sidecar_backfill.c.failure_attempts,
+    sidecar_backfill.c.failed_at,
 )
 
 

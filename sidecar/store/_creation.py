@@ -38,11 +38,11 @@ class NewBackfill:
     planned_count: int | None
     """None while a slow-to-count plan is counted in the background."""
     request_id: str | None
-    principal: str
-    """Who creates it: its ``request_id`` is unique among this principal's ("" without auth)."""
     request_fingerprint: str
     now: dt.datetime
     """Creation time, and the plan's cutoff."""
+    principal: str = ""
+    """Who creates it: its ``request_id`` is unique among this principal's ("" without auth)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,6 +15,7 @@ from sidecar.errors import SchemaMismatch
 from sidecar.store._secrets import create_page_token_key
 from sidecar.store._tables import (
     AIRFLOW_TABLES,
+    FAILURE_COLUMNS,
     SIDECAR_SCHEMA,
     sidecar_backfill,
     sidecar_metadata,
@@ -122,6 +123,17 @@ def _check_airflow_schema(conn: Connection) -> None:
             raise SchemaMismatch(f"Airflow table {table.name!r} lacks columns {', '.join(missing)}")
 
 
+def _add_columns(conn: Connection, table: sa.Table, columns: tuple[sa.Column[object], ...]) -> None:
+    """Add the ``columns`` of ``table`` its live table lacks (step 1 creates new tables whole)."""
+    schema = table.schema if conn.dialect.name == "postgresql" else None
+    live = {c["name"] for c in sa.inspect(conn).get_columns(table.name, schema=schema)}
+    prefix = conn.dialect.identifier_preparer.format_table(table, use_schema=schema is not None)
+    for column in columns:
+        if column.name not in live:
+            kind = column.type.compile(dialect=conn.dialect)
+            conn.execute(sa.text(f"ALTER TABLE {prefix} ADD COLUMN {column.name} {kind}"))
+
+
 def _scope_request_ids(conn: Connection) -> None:
     """Request ids become unique per principal: a ``principal`` column, unique with ``request_id``.
 
@@ -168,7 +180,11 @@ def _create_secrets(conn: Connection) -> None:
 # the tables at their current shape, so later steps check before they change anything.
 _MIGRATIONS: list[Callable[[Connection], None]] = [
     lambda conn: sidecar_metadata.create_all(conn, checkfirst=True),
+    # 2: why a backfill's runs could not be written (a set-aside backfill's reason).
+    lambda conn: _add_columns(conn, sidecar_backfill, FAILURE_COLUMNS),
+    # 3: request ids unique per principal, not globally.
     _scope_request_ids,
+    # 4: the page-token key every replica shares.
     _create_secrets,
 ]
 
