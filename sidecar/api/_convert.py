@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
 import json
 import math
@@ -53,9 +52,6 @@ _DISPOSITIONS = {
     Disposition.IN_FLIGHT: pb.DISPOSITION_IN_FLIGHT,
     Disposition.PENDING: pb.DISPOSITION_PENDING,
 }
-
-#: Page tokens carry a backfill id or a run's sort ordinal: both are 32-bit integer columns.
-_MAX_TOKEN_VALUE = 2**31 - 1
 
 
 def timestamp(value: dt.datetime | None) -> Timestamp | None:
@@ -240,31 +236,6 @@ def backfill_id_of(name: str, field: str = "name") -> int:
     if backfill_id is None:
         raise InvalidArgument(f"{field} must look like backfills/<id>, got {name[:80]!r}", field=field)
     return backfill_id
-
-
-def encode_token(value: int) -> str:
-    """An opaque page token."""
-    return base64.urlsafe_b64encode(f"v1:{value}".encode()).decode()
-
-
-def decode_token(token: str) -> int | None:
-    """The inverse of :func:`encode_token` (None for an empty token).
-
-    Raises:
-        InvalidArgument: a token this server did not issue.
-    """
-    if not token:
-        return None
-    try:
-        version, _, value = base64.urlsafe_b64decode(token.encode()).decode().partition(":")
-        if version != "v1":
-            raise ValueError(version)
-        number = int(value)
-        if not 0 <= number <= _MAX_TOKEN_VALUE:
-            raise ValueError(value)
-        return number
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise InvalidArgument("page_token is not valid", field="page_token") from exc
 
 
 def page_size_of(value: int, default: int, maximum: int) -> int:

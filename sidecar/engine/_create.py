@@ -14,6 +14,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from sidecar.auth import Access
 from sidecar.engine._config import Parts
 from sidecar.engine._counting import BackgroundCounter, in_daemon_thread, size_before_create
 from sidecar.engine._materialize import (
@@ -42,6 +43,10 @@ from sidecar.vocabulary import Mode, State
 
 log = logging.getLogger(__name__)
 
+#: A create answers with the backfill its caller made (under its own request id): the
+#: interceptor has authorised the create on the request's DAG.
+_CREATOR = Access.unrestricted()
+
 
 async def create(
     parts: Parts,
@@ -52,8 +57,11 @@ async def create(
     request_id: str | None,
     validate_only: bool,
     dry_run_limit: int | None,
+    principal: str = "",
 ) -> BackfillView | DryRun:
     """Validate, plan and create a backfill (or, with ``validate_only``, return its plan).
+
+    ``request_id`` is looked up and stored among ``principal``'s own ("" without auth).
 
     Raises:
         SidecarError: a subclass for each failed check, in Airflow's order.
@@ -61,7 +69,7 @@ async def create(
     check_request(spec, request_id, dry_run_limit)
     fingerprint = fingerprint_of(spec)
     if request_id and not validate_only:
-        previous = await by_request_id(parts, request_id, fingerprint)
+        previous = await by_request_id(parts, principal, request_id, fingerprint)
         if previous is not None:
             return previous
     now = parts.clock()
@@ -77,7 +85,9 @@ async def create(
                 await check_no_active_backfill(conn, spec.dag_id)
             except BackfillAlreadyRunning:
                 # A concurrent create with the same request_id may have won the race.
-                if request_id and (previous := await by_request_id(parts, request_id, fingerprint)):
+                if request_id and (
+                    previous := await by_request_id(parts, principal, request_id, fingerprint)
+                ):
                     return previous
                 raise
         check_params(spec, loaded, now)
@@ -91,10 +101,10 @@ async def create(
     timetable, plan = checked
     planned = await size_before_create(plan, spec.dag_id, parts.config.max_runs_per_backfill)
     wanted = None if spec.mode is Mode.EAGER else spec.max_active_runs + parts.config.lookahead
-    created = await insert(parts, spec, timetable, planned, now, request_id, fingerprint, wanted)
+    created = await insert(parts, spec, timetable, planned, now, request_id, fingerprint, wanted, principal)
     if created is None:  # a concurrent create with this request_id won the race
         assert request_id is not None
-        previous = await by_request_id(parts, request_id, fingerprint)
+        previous = await by_request_id(parts, principal, request_id, fingerprint)
         assert previous is not None
         return previous
     backfill_id, first = created
@@ -109,7 +119,7 @@ async def create(
         )
     if planned is None:
         counter.ensure(backfill_id)
-    return await get(parts, backfill_id)
+    return await get(parts, backfill_id, _CREATOR)
 
 
 async def insert(
@@ -121,12 +131,13 @@ async def insert(
     request_id: str | None,
     fingerprint: str,
     wanted: int | None,
+    principal: str = "",
 ) -> tuple[int, MaterializeResult | None] | None:
     """Insert the backfill's rows and write its first batch, in one transaction.
 
     A first batch that fails rolls the backfill's own rows back with it: a refused or
     failed create leaves no row behind. Returns the id and what the first batch wrote
-    (None when nothing was wanted), or None if ``request_id`` is taken.
+    (None when nothing was wanted), or None if ``principal``'s ``request_id`` is taken.
     """
     new = NewBackfill(
         dag_id=spec.dag_id,
@@ -141,6 +152,7 @@ async def insert(
         timetable=timetable,
         planned_count=planned,
         request_id=request_id,
+        principal=principal,
         request_fingerprint=fingerprint,
         now=now,
     )
@@ -177,20 +189,22 @@ def first_batch_size(parts: Parts, wanted: int | None) -> int:
     return size if wanted is None else max(0, min(size, wanted))
 
 
-async def by_request_id(parts: Parts, request_id: str, fingerprint: str) -> BackfillView | None:
-    """The backfill ``request_id`` created, if any.
+async def by_request_id(
+    parts: Parts, principal: str, request_id: str, fingerprint: str
+) -> BackfillView | None:
+    """The backfill ``principal`` created with ``request_id``, if any (another's ids are not seen).
 
     Raises:
         InvalidArgument: the request id was used for a different request.
     """
-    found = await parts.tx.read(lambda conn: find_request(conn, request_id))
+    found = await parts.tx.read(lambda conn: find_request(conn, principal, request_id))
     if found is None:
         return None
     if found.fingerprint != fingerprint:
         raise InvalidArgument(
             f"request_id {request_id!r} was already used for a different request", field="request_id"
         )
-    return await get(parts, found.backfill_id)
+    return await get(parts, found.backfill_id, _CREATOR)
 
 
 async def dry_run(

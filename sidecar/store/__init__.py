@@ -1,7 +1,8 @@
 """The database layer: Airflow's tables, the sidecar's own (the ledger), DAG loading and the batch writer.
 
-Only this package runs SQL. The ledger (``_ledger``, ``_creation``, ``_phases``, ``_backfill_reads``)
-owns the sidecar's rows and a backfill's lifecycle; ``_runs`` reads and ends Airflow's
+Only this package runs SQL. The ledger (``_ledger``, ``_creation``, ``_phases``, ``_backfill_reads``, ``_secrets``)
+owns the sidecar's rows and a backfill's lifecycle, and authorises a caller's call on the
+row it loads (``load_backfill``); ``_runs`` reads and ends Airflow's
 runs; ``_writer`` writes a batch of them; ``Transactions`` retries transient failures.
 """
 
@@ -11,6 +12,7 @@ from sidecar.store._backfill_reads import (
     backfill_stats,
     get_backfill,
     list_backfills,
+    load_backfill,
     plan_record,
 )
 from sidecar.store._creation import (
@@ -56,6 +58,7 @@ from sidecar.store._runs import (
     run_state_counts,
     written_slots,
 )
+from sidecar.store._secrets import page_token_key
 from sidecar.store._writer import (
     BatchResult,
     ExistingRun,
@@ -111,6 +114,8 @@ __all__ = [
     "is_database_failure",
     "latest_log_template_id",
     "list_backfills",
+    "load_backfill",
+    "page_token_key",
     "plan_record",
     "prepare",
     "record_planned_count",

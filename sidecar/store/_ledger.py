@@ -22,7 +22,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from sidecar.store._backfill_reads import BackfillRecord, PlanRecord, get_backfill, plan_query
+from sidecar.auth import Access
+from sidecar.store._backfill_reads import BackfillRecord, PlanRecord, get_backfill, load_backfill, plan_query
 from sidecar.store._phases import TICKED, TRANSITIONS, Event, Phase, transition
 from sidecar.store._runs import count_unfinished_runs, fail_runs
 from sidecar.store._tables import backfill, sidecar_backfill
@@ -208,23 +209,34 @@ async def reopen_backfill(conn: AsyncConnection, backfill_id: int) -> None:
     await conn.execute(backfill.update().where(backfill.c.id == backfill_id).values(completed_at=None))
 
 
-async def _lock(conn: AsyncConnection, backfill_id: int) -> BackfillRecord:
-    """Lock a backfill's rows in the ledger's order (its own row, then Airflow's) and read it."""
+async def _lock(conn: AsyncConnection, backfill_id: int, access: Access | None = None) -> BackfillRecord:
+    """Lock a backfill's rows in the ledger's order (its own row, then Airflow's) and read it.
+
+    With ``access`` (a caller's call), the locked row is authorised before anything changes.
+    """
     await conn.execute(
         sa.select(sidecar_backfill.c.backfill_id)
         .where(sidecar_backfill.c.backfill_id == backfill_id)
         .with_for_update()
     )
-    return await get_backfill(conn, backfill_id, for_update=True)
+    if access is None:
+        return await get_backfill(conn, backfill_id, for_update=True)
+    return await load_backfill(conn, backfill_id, access, for_update=True)
 
 
-async def set_paused(conn: AsyncConnection, backfill_id: int, paused: bool, now: dt.datetime) -> None:
+async def set_paused(
+    conn: AsyncConnection, backfill_id: int, paused: bool, now: dt.datetime, access: Access
+) -> None:
     """Pause or unpause; idempotent. Unpausing a set-aside backfill resumes writing it.
 
+    The locked row is authorised for ``access`` before anything changes.
+
     Raises:
-        BackfillNotFound, InvalidTransition: the backfill has ended.
+        BackfillNotFound: none, or of a DAG the caller may not read.
+        PermissionDenied: the caller may read the DAG but not pause it.
+        InvalidTransition: the backfill has ended.
     """
-    record = await _lock(conn, backfill_id)
+    record = await _lock(conn, backfill_id, access)
     after = transition(backfill_id, record.phase, Event.PAUSE if paused else Event.UNPAUSE)
     if after is not record.phase:  # set aside -> materializing: try again from a clean slate
         await conn.execute(
@@ -240,17 +252,20 @@ async def set_paused(conn: AsyncConnection, backfill_id: int, paused: bool, now:
 
 
 async def cancel_backfill(
-    conn: AsyncConnection, backfill_id: int, run_states: tuple[str, ...], now: dt.datetime
+    conn: AsyncConnection, backfill_id: int, run_states: tuple[str, ...], now: dt.datetime, access: Access
 ) -> int:
     """Cancel: no batch starts after this commits; fail the runs in ``run_states``; end the backfill.
 
     Unlike Airflow, the backfill is not left paused, so a run of it cleared later is not
-    stranded. Returns the number of runs failed.
+    stranded. The locked row is authorised for ``access`` first. Returns the number of
+    runs failed.
 
     Raises:
-        BackfillNotFound, InvalidTransition: the backfill has ended.
+        BackfillNotFound: none, or of a DAG the caller may not read.
+        PermissionDenied: the caller may read the DAG but not cancel it.
+        InvalidTransition: the backfill has ended.
     """
-    record = await _lock(conn, backfill_id)
+    record = await _lock(conn, backfill_id, access)
     # The materialiser claims the sidecar row before each batch: once this commits no
     # batch can start, and one in flight holds the row lock until it commits.
     await _set_phase(conn, backfill_id, record.phase, Event.CANCEL, now)

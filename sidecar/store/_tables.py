@@ -250,7 +250,7 @@ sidecar_backfill = sa.Table(
     sa.Column("skipped_count", sa.BigInteger, nullable=False),
     # The last slot written, as ISO strings: resumes the plan strictly after it.
     sa.Column("cursor", sa.JSON),
-    sa.Column("request_id", sa.String(128), unique=True),
+    sa.Column("request_id", sa.String(128)),
     sa.Column("request_fingerprint", sa.String(64)),
     sa.Column("created_at", UtcDateTime, nullable=False),
     sa.Column("updated_at", UtcDateTime, nullable=False),
@@ -261,6 +261,9 @@ sidecar_backfill = sa.Table(
     sa.Column("failure_message", sa.String(500)),
     sa.Column("failure_attempts", sa.Integer),
     sa.Column("failed_at", UtcDateTime),
+    # Who created it (migration step 3): request ids are scoped to it ("" without auth).
+    sa.Column("principal", sa.String(512), nullable=False, server_default=""),
+    sa.UniqueConstraint("principal", "request_id", name="sidecar_backfill_principal_request_id_key"),
 )
 
 #: The columns migration step 2 added to ``sidecar_backfill``.
@@ -269,4 +272,12 @@ FAILURE_COLUMNS = tuple(
     for name in ("failure_reason", "failure_message", "failure_attempts", "failed_at")
 )
 
-SIDECAR_TABLES = (sidecar_schema_version, sidecar_backfill)
+#: The sidecar's own secrets, shared by every replica (the page-token key), hex-encoded.
+sidecar_secret = sa.Table(
+    "sidecar_secret",
+    sidecar_metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("value", sa.String(256), nullable=False),
+)
+
+SIDECAR_TABLES = (sidecar_schema_version, sidecar_backfill, sidecar_secret)

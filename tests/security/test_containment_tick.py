@@ -274,7 +274,9 @@ async def test_migration_step_2_adds_the_reason_columns_to_an_existing_table(
     # A database a release before this one migrated: step 1 only.
     for column in FAILURE_COLUMNS:
         sql.execute(f"ALTER TABLE airflow_sidecar.sidecar_backfill DROP COLUMN {column.name}")
-    sql.execute("DELETE FROM airflow_sidecar.sidecar_schema_version WHERE version = 2")
+    sql.execute(
+        "DELETE FROM airflow_sidecar.sidecar_schema_version WHERE version >= 2"
+    )  # and the steps after it
     await prepare(database)
     sql.execute(
         "SELECT column_name FROM information_schema.columns "
@@ -282,5 +284,5 @@ async def test_migration_step_2_adds_the_reason_columns_to_an_existing_table(
     )
     assert sorted(name for (name,) in sql.fetchall()) == sorted(c.name for c in FAILURE_COLUMNS)
     sql.execute("SELECT max(version) FROM airflow_sidecar.sidecar_schema_version")
-    assert sql.fetchone() == (2,)
+    assert sql.fetchone() == (4,)  # step 2 and every step since
     await prepare(database)  # idempotent
