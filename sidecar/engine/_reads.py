@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from sidecar.auth import Access
 from sidecar.engine._config import Parts
 from sidecar.engine._counting import plan_of
 from sidecar.engine._model import BackfillView, Progress, SlotView
@@ -14,10 +15,11 @@ from sidecar.engine._plans import run_of
 from sidecar.errors import InvalidArgument
 from sidecar.planning import PlannedRun, pending_runs
 from sidecar.store import (
+    PENDING_RUNS,
     BackfillRecord,
     ExistingRun,
-    Phase,
-    get_backfill,
+    list_backfills,
+    load_backfill,
     page_of_backfills,
     plan_record,
     run_state_counts,
@@ -69,21 +71,64 @@ def view_of(record: BackfillRecord, progress: Progress) -> BackfillView:
         created_at=record.created_at,
         updated_at=record.updated_at,
         completed_at=record.completed_at if state in (State.COMPLETED, State.CANCELLED) else None,
+        write_failure=record.write_failure if state in (State.ACTIVE, State.PAUSED) else None,
     )
 
 
-async def get(parts: Parts, backfill_id: int) -> BackfillView:
-    """One backfill with its live progress (``BackfillNotFound`` if none)."""
+#: Chunks of a listing read per call when the caller may read only some DAGs: a call's cost
+#: stays bounded; a page that is short then still carries a token to go on.
+LIST_CHUNKS = 4
+
+
+async def get(parts: Parts, backfill_id: int, access: Access) -> BackfillView:
+    """One backfill with its live progress, authorised for ``access`` on the row read.
+
+    Raises:
+        BackfillNotFound: none, or of a DAG the caller may not read.
+        PermissionDenied: the caller may read it but not do the call's action.
+    """
 
     async def read(conn: AsyncConnection) -> BackfillView:
-        record = await get_backfill(conn, backfill_id)
+        record = await load_backfill(conn, backfill_id, access)
         return view_of(record, (await progress_of(conn, [record]))[record.id])
 
     return await parts.tx.read(read)
 
 
+async def _readable(
+    conn: AsyncConnection,
+    access: Access,
+    *,
+    dag_id: str | None,
+    state: State | None,
+    page_size: int,
+    before_id: int | None,
+) -> tuple[list[BackfillRecord], int | None]:
+    """Up to ``page_size + 1`` backfills ``access`` may read, and where the scan stopped.
+
+    Reads chunks narrowed in SQL to the caller's DAG globs (a superset), keeps the rows the
+    policy accepts, and stops after :data:`LIST_CHUNKS` chunks. The second value is the id
+    to continue before when the budget ran out first, None when the table was read to its end.
+    """
+    globs = None if dag_id else access.readable_globs()
+    found: list[BackfillRecord] = []
+    cursor = before_id
+    for _ in range(LIST_CHUNKS):
+        chunk = await list_backfills(
+            conn, dag_id=dag_id, state=state, limit=page_size + 1, before_id=cursor, dag_globs=globs
+        )
+        found += [record for record in chunk if access.may_read(record.dag_id)]
+        if len(chunk) <= page_size:
+            return found, None
+        cursor = chunk[-1].id
+        if len(found) > page_size:
+            break
+    return found, cursor
+
+
 async def list_views(
     parts: Parts,
+    access: Access,
     *,
     dag_id: str | None,
     state: State | None,
@@ -91,29 +136,52 @@ async def list_views(
     before_id: int | None,
     skip: int = 0,
     ascending: bool = False,
-) -> tuple[list[BackfillView], int | None, int]:
-    """A page of backfills (newest first unless ``ascending``), the id to continue past
-    (None on the last page) and how many backfills match; one page read, one count.
+) -> tuple[list[BackfillView], int | None, int | None]:
+    """A page of the backfills ``access`` may read, the id to continue past, and how many match.
 
-    ``before_id`` is the position a page token holds: past it in the chosen order.
+    When the database alone can decide what the caller sees (a ``dag_id`` filter the caller
+    may read, or a caller who reads every DAG), one page and one count are read there, with
+    ``skip`` and the ordering (``before_id`` is the position past which the page starts).
+    Otherwise the policy filters row by row (:func:`_readable`): newest first, no ``skip``,
+    the count unknown (None), and a page full unless few scanned rows are readable.
+
+    Raises:
+        InvalidArgument: ``skip`` or ``ascending`` on a listing the policy filters row by row.
     """
+    if (dag_id and access.may_read(dag_id)) or (not dag_id and access.readable_globs() is None):
 
-    async def read(conn: AsyncConnection) -> tuple[list[BackfillRecord], int, dict[int, Progress]]:
-        records, total = await page_of_backfills(
-            conn,
-            dag_id=dag_id,
-            state=state,
-            limit=page_size + 1,
-            skip=skip,
-            past_id=before_id,
-            ascending=ascending,
+        async def page(conn: AsyncConnection) -> tuple[list[BackfillRecord], int, dict[int, Progress]]:
+            records, total = await page_of_backfills(
+                conn,
+                dag_id=dag_id,
+                state=state,
+                limit=page_size + 1,
+                skip=skip,
+                past_id=before_id,
+                ascending=ascending,
+            )
+            return records, total, await progress_of(conn, records[:page_size])
+
+        records, total, progress = await parts.tx.read(page)
+        more = len(records) > page_size
+        records = records[:page_size]
+        return [view_of(r, progress[r.id]) for r in records], (records[-1].id if more else None), total
+    if skip or ascending:
+        raise InvalidArgument(
+            "skip and order_by need a dag_id filter (or a caller who may read every DAG)",
+            field="skip" if skip else "order_by",
         )
-        return records, total, await progress_of(conn, records[:page_size])
 
-    records, total, progress = await parts.tx.read(read)
-    more = len(records) > page_size
-    records = records[:page_size]
-    return [view_of(r, progress[r.id]) for r in records], (records[-1].id if more else None), total
+    async def read(conn: AsyncConnection) -> tuple[list[BackfillRecord], int | None, dict[int, Progress]]:
+        found, stopped = await _readable(
+            conn, access, dag_id=dag_id, state=state, page_size=page_size, before_id=before_id
+        )
+        return found, stopped, await progress_of(conn, found[:page_size])
+
+    found, stopped, progress = await parts.tx.read(read)
+    page_records = found[:page_size]
+    following = page_records[-1].id if len(found) > page_size else stopped
+    return [view_of(r, progress[r.id]) for r in page_records], following, None
 
 
 def planned_slot(run: PlannedRun, disposition: Disposition, existing: ExistingRun | None = None) -> SlotView:
@@ -136,7 +204,7 @@ async def pending_slots(
 ) -> list[SlotView]:
     """Slots of a windowed backfill not written yet, computed from the stored plan (in a worker)."""
     record = await plan_record(conn, backfill_id)
-    if record is None or record.phase is not Phase.MATERIALIZING or limit <= 0:
+    if record is None or record.phase not in PENDING_RUNS or limit <= 0:
         return []
     plan, resume = plan_of(record), run_of(record.cursor)
     runs, cut = await pool.run(pending_runs, plan, resume, after_ordinal, limit)
@@ -150,12 +218,21 @@ async def pending_slots(
 
 
 async def list_slots(
-    parts: Parts, pool: PlanningPool, backfill_id: int, *, page_size: int, after_ordinal: int
+    parts: Parts,
+    pool: PlanningPool,
+    backfill_id: int,
+    access: Access,
+    *,
+    page_size: int,
+    after_ordinal: int,
 ) -> tuple[list[SlotView], int | None]:
-    """A page of a backfill's slots in plan order, written ones first, then pending ones."""
-    await get(parts, backfill_id)
+    """A page of a backfill's slots in plan order, written ones first, then pending ones.
+
+    The backfill is authorised for ``access`` in the transaction that reads its slots.
+    """
 
     async def read(conn: AsyncConnection) -> list[SlotView]:
+        await load_backfill(conn, backfill_id, access)
         slots = await written_slots(conn, backfill_id, after_ordinal, page_size + 1)
         if len(slots) <= page_size:
             last = slots[-1].sort_ordinal if slots else after_ordinal
