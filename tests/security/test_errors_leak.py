@@ -242,7 +242,7 @@ async def test_page_token_outside_the_id_range(
     # minted here with the server's own codec, for this listing and no principal).
     assert server.engine is not None
     tokens = await server.engine.page_tokens()
-    largest = tokens.issue(2**31 - 1, PageTokens.context("backfills", "", "", 0))
+    largest = tokens.issue(2**31 - 1, PageTokens.context("backfills", "", "", 0, 0))  # newest first
     fine = await call(
         channel, "ListBackfills", pb.ListBackfillsRequest(page_token=largest), pb.ListBackfillsResponse
     )
