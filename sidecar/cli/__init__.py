@@ -15,9 +15,10 @@ import grpc
 from sidecar.auth import check_auth
 from sidecar.cli._client import UsageError, run_command
 from sidecar.cli._completion import add_completion_command, autocomplete, completion_script
+from sidecar.cli._doctor import add_doctor_command, run_doctor
+from sidecar.cli._problems import database_problem, missing_file_problem, missing_sqlite_file, rpc_problem
 from sidecar.cli._tokens import TokenUsageError, add_token_command, run_token_command
-from sidecar.config import ServerSettings, add_connection_arguments, add_server_arguments
-from sidecar.errors import SchemaMismatch
+from sidecar.config import ClientSettings, ServerSettings, add_connection_arguments, add_server_arguments
 
 #: Every RPC and the command that reaches it (the contract test holds the two together).
 RPC_COMMANDS: dict[str, tuple[str, ...]] = {
@@ -36,11 +37,15 @@ RPC_COMMANDS: dict[str, tuple[str, ...]] = {
 def build_parser() -> argparse.ArgumentParser:
     """The whole command line."""
     parser = argparse.ArgumentParser(prog="airflow-sidecar", description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--debug", action="store_true", help="show tracebacks (errors are otherwise one or two lines)"
+    )
     commands = parser.add_subparsers(dest="command", required=True)
 
     serve = commands.add_parser("serve", help="run the gRPC sidecar")
     add_server_arguments(serve)
 
+    add_doctor_command(commands)
     add_completion_command(commands)
     add_token_command(commands)
     from sidecar.gateway import add_gateway_parser
@@ -115,25 +120,29 @@ def _serve(args: argparse.Namespace) -> int:
         check_auth(settings.auth, settings.listen)
     except ValueError as exc:
         raise UsageError(str(exc)) from exc
+    missing = missing_sqlite_file(settings.database_url)
+    if missing is not None:  # opening it would create an empty file and then fail the schema check
+        raise UsageError(f"database check failed: {missing_file_problem(missing)}")
     try:
         asyncio.run(serve(settings))
-    except SchemaMismatch as exc:
-        raise UsageError(f"database check failed: {exc}") from exc
     except ValueError as exc:
         raise UsageError(str(exc)) from exc
+    except Exception as exc:
+        problem = database_problem(exc, settings.database_url)
+        if problem is None or args.debug:
+            raise
+        raise UsageError(f"database check failed: {problem}") from exc
     return 0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``airflow-sidecar`` command."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["scheduler"]:
-        from airflow_shim.launcher import run_scheduler
+def _target(args: argparse.Namespace) -> str:
+    try:
+        return ClientSettings.from_args(args).target
+    except ValueError:
+        return "the sidecar"
 
-        return run_scheduler(argv[1:])
-    parser = build_parser()
-    autocomplete(parser)
-    args = parser.parse_args(argv)
+
+def _run(args: argparse.Namespace) -> int:
     if args.command == "completion":
         print(completion_script(args.shell))
         return 0
@@ -141,32 +150,60 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             return run_token_command(args)
         except TokenUsageError as exc:
-            print(f"airflow-sidecar: error: {exc}", file=sys.stderr)
-            return 2
-    try:
-        if args.command == "serve":
-            return _serve(args)
-        if args.command == "gateway":
-            from sidecar.gateway import run_gateway
+            raise UsageError(str(exc)) from exc
+    if args.command == "doctor":
+        return run_doctor(args)
+    if args.command == "serve":
+        return _serve(args)
+    if args.command == "gateway":
+        from sidecar.gateway import run_gateway
 
-            try:
-                return run_gateway(args)
-            except ValueError as exc:
-                raise UsageError(str(exc)) from exc
-        return run_command(args)
-    except UsageError as exc:
-        print(f"airflow-sidecar: error: {exc}", file=sys.stderr)
-        return 2
-    except grpc.RpcError as exc:
-        code = exc.code() if hasattr(exc, "code") else None
-        detail = exc.details() if hasattr(exc, "details") else str(exc)
-        print(f"airflow-sidecar: {code.name if code else 'ERROR'}: {detail}", file=sys.stderr)
-        return 1
-    except OSError as exc:
-        print(f"airflow-sidecar: error: {exc}", file=sys.stderr)
-        return 1
+        try:
+            return run_gateway(args)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from exc
+    return run_command(args)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``airflow-sidecar`` command.
+
+    Every error a user can cause is one or two lines on stderr (what is wrong, what to do) and a
+    non-zero exit code: 2 for a bad setting, 1 for a failed call; ``--debug`` shows tracebacks.
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["scheduler"]:
+        from airflow_shim.launcher import run_scheduler
+
+        return run_scheduler(argv[1:])
+    parser = build_parser()
+    autocomplete(parser)
+    # --debug is global: accepted anywhere before a `--`, so it can be added to any failing command.
+    end = argv.index("--") if "--" in argv else len(argv)
+    debug = "--debug" in argv[:end]
+    args = parser.parse_args([a for a in argv[:end] if a != "--debug"] + argv[end:])
+    args.debug = debug
+    try:
+        return _run(args)
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:
+        if args.debug:
+            raise
+        if isinstance(exc, UsageError):
+            print(f"airflow-sidecar: error: {exc}", file=sys.stderr)
+            return 2
+        if isinstance(exc, grpc.RpcError):
+            print(f"airflow-sidecar: {rpc_problem(exc, _target(args))}", file=sys.stderr)
+            return 1
+        if isinstance(exc, OSError):
+            print(f"airflow-sidecar: error: {exc}", file=sys.stderr)
+            return 1
+        print(
+            f"airflow-sidecar: error: unexpected {type(exc).__name__}: {exc} (--debug shows the traceback)",
+            file=sys.stderr,
+        )
+        return 1
 
 
 if __name__ == "__main__":

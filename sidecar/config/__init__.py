@@ -26,6 +26,7 @@ from sidecar.config._server import (
     AuthConfig,
     ServerSettings,
     TlsConfig,
+    add_database_argument,
     add_jwt_secret_arguments,
     add_server_arguments,
 )
@@ -44,6 +45,7 @@ __all__ = [
     "ShimSettings",
     "TlsConfig",
     "add_connection_arguments",
+    "add_database_argument",
     "add_gateway_arguments",
     "add_jwt_secret_arguments",
     "add_server_arguments",

@@ -145,15 +145,23 @@ def add_jwt_secret_arguments(parser: argparse._ActionsContainer, environ: Enviro
     )
 
 
+def add_database_argument(parser: argparse._ActionsContainer, environ: Environ | None = None) -> None:
+    """``--database-url`` (env ``SIDECAR_DATABASE_URL``), for ``serve`` and ``doctor``."""
+    env = _env.environment(environ)
+    parser.add_argument(
+        "--database-url",
+        metavar="URL",
+        default=_env.text(env, "SIDECAR_DATABASE_URL"),
+        help="SQLAlchemy URL of Airflow's metadata DB (postgresql+asyncpg://user:password@host:5432/airflow "
+        "or sqlite+aiosqlite:////path/to/airflow.db; Airflow's own sql_alchemy_conn works too); "
+        "env SIDECAR_DATABASE_URL",
+    )
+
+
 def add_server_arguments(serve: argparse.ArgumentParser, environ: Environ | None = None) -> None:
     """Every option of ``serve``, each with its ``SIDECAR_*`` variable as the default."""
     env = _env.environment(environ)
-    serve.add_argument(
-        "--database-url",
-        default=_env.text(env, "SIDECAR_DATABASE_URL"),
-        help="SQLAlchemy URL of Airflow's metadata DB (postgresql+asyncpg://… or "
-        "sqlite+aiosqlite:///…); env SIDECAR_DATABASE_URL",
-    )
+    add_database_argument(serve, env)
     serve.add_argument(
         "--listen",
         default=_env.text(env, "SIDECAR_LISTEN", DEFAULT_TARGET),

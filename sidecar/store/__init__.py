@@ -1,7 +1,14 @@
 """The database layer: Airflow's tables, the sidecar's own, DAG loading and the batch writer."""
 
 from sidecar.store._dags import DagCatalog, LoadedDag, latest_log_template_id
-from sidecar.store._database import SUPPORTED_AIRFLOW_REVISIONS, Database, connect, prepare
+from sidecar.store._database import (
+    SUPPORTED_AIRFLOW_REVISIONS,
+    Database,
+    DatabaseCheck,
+    check_database,
+    connect,
+    prepare,
+)
 from sidecar.store._revocations import token_revoked
 from sidecar.store._rows import RunContext
 from sidecar.store._writer import (
@@ -18,10 +25,12 @@ __all__ = [
     "BatchResult",
     "DagCatalog",
     "Database",
+    "DatabaseCheck",
     "Disposition",
     "ExistingRun",
     "LoadedDag",
     "RunContext",
+    "check_database",
     "connect",
     "decide",
     "find_existing_runs",
