@@ -41,7 +41,9 @@ def parse_when(value: str, flag: str) -> dt.datetime:
     try:
         when = dt.datetime.fromisoformat(value)
     except ValueError as exc:
-        raise UsageError(f"{flag}: {value!r} is not an ISO 8601 date or datetime") from exc
+        raise UsageError(
+            f"{flag}: {value!r} is not an ISO 8601 date or datetime (e.g. 2025-01-01 or 2025-01-01T06:00)"
+        ) from exc
     return when if when.tzinfo else when.replace(tzinfo=dt.UTC)
 
 

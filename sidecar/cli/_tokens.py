@@ -62,7 +62,10 @@ def run_token_command(args: argparse.Namespace) -> int:
     """
     if args.token_action == "jwt":
         if not args.jwt_secret:
-            raise TokenUsageError("--jwt-secret (or SIDECAR_JWT_SECRET) is required")
+            raise TokenUsageError(
+                "no JWT secret: export SIDECAR_JWT_SECRET (or pass --jwt-secret) with Airflow's "
+                "[api_auth] jwt_secret, e.g. SIDECAR_JWT_SECRET=$(airflow config get-value api_auth jwt_secret)"
+            )
         if not args.allow_weak_jwt_secret:
             try:
                 check_jwt_secret(args.jwt_secret, args.algorithm)

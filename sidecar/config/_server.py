@@ -91,7 +91,10 @@ class ServerSettings:
             ValueError: no database URL, or TLS half configured (one line).
         """
         if not args.database_url:
-            raise ValueError("--database-url (or SIDECAR_DATABASE_URL) is required")
+            raise ValueError(
+                "no database: pass --database-url or set SIDECAR_DATABASE_URL to Airflow's metadata "
+                "database (its [database] sql_alchemy_conn)"
+            )
         if (args.tls_cert is None) != (args.tls_key is None):
             raise ValueError("--tls-cert and --tls-key go together")
         if args.tls_client_ca and not args.tls_cert:
