@@ -14,11 +14,12 @@ import grpc
 
 from sidecar.auth import check_auth
 from sidecar.cli._client import UsageError, run_command
-from sidecar.cli._completion import add_completion_command, autocomplete, completion_script
-from sidecar.cli._doctor import add_doctor_command, run_doctor
+from sidecar.cli._completion import autocomplete, completion_script
+from sidecar.cli._doctor import run_doctor
+from sidecar.cli._parser import build_parser
 from sidecar.cli._problems import database_problem, missing_file_problem, missing_sqlite_file, rpc_problem
-from sidecar.cli._tokens import TokenUsageError, add_token_command, run_token_command
-from sidecar.config import ClientSettings, ServerSettings, add_connection_arguments, add_server_arguments
+from sidecar.cli._tokens import TokenUsageError, run_token_command
+from sidecar.config import ClientSettings, ServerSettings, shim_help
 
 #: Every RPC and the command that reaches it (the contract test holds the two together).
 RPC_COMMANDS: dict[str, tuple[str, ...]] = {
@@ -32,82 +33,6 @@ RPC_COMMANDS: dict[str, tuple[str, ...]] = {
     "/airflow_sidecar.v1.BackfillService/WatchBackfill": ("backfill", "get", "--watch"),
     "/airflow_sidecar.v1.SchedulerService/Tick": ("scheduler",),
 }
-
-
-def build_parser() -> argparse.ArgumentParser:
-    """The whole command line."""
-    parser = argparse.ArgumentParser(prog="airflow-sidecar", description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--debug", action="store_true", help="show tracebacks (errors are otherwise one or two lines)"
-    )
-    commands = parser.add_subparsers(dest="command", required=True)
-
-    serve = commands.add_parser("serve", help="run the gRPC sidecar")
-    add_server_arguments(serve)
-
-    add_doctor_command(commands)
-    add_completion_command(commands)
-    add_token_command(commands)
-    from sidecar.gateway import add_gateway_parser
-
-    add_gateway_parser(commands)
-
-    commands.add_parser(
-        "scheduler", help="run `airflow scheduler` with the sidecar shim (same arguments)", add_help=False
-    )
-
-    # The connection options are accepted before or after the action.
-    connection = argparse.ArgumentParser(add_help=False)
-    add_connection_arguments(connection)
-    backfill = commands.add_parser("backfill", help="create and steer backfills", parents=[connection])
-    actions = backfill.add_subparsers(dest="action", required=True)
-
-    def output(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--output", "-o", choices=("table", "json"), default="table")
-
-    create = actions.add_parser(
-        "create", parents=[connection], help="create a backfill (or plan one with --dry-run)"
-    )
-    create.add_argument("--dag-id", required=True)
-    create.add_argument("--from-date", required=True, help="ISO date/datetime, inclusive (no offset: UTC)")
-    create.add_argument("--to-date", required=True, help="ISO date/datetime, inclusive (no offset: UTC)")
-    create.add_argument("--max-active-runs", type=int, default=None, help="default 10")
-    create.add_argument("--reprocess-behavior", choices=("none", "failed", "completed"), default="none")
-    create.add_argument("--run-backwards", action="store_true")
-    create.add_argument("--dag-run-conf", default=None, help="JSON object")
-    create.add_argument("--mode", choices=("windowed", "eager"), default="windowed")
-    create.add_argument("--request-id", default=None, help="makes a retried create idempotent")
-    create.add_argument("--dry-run", action="store_true", help="plan only; write nothing")
-    create.add_argument("--watch", action="store_true", help="follow progress until the backfill ends")
-    output(create)
-
-    for action, text in (
-        ("get", "show a backfill"),
-        ("pause", "pause a backfill"),
-        ("unpause", "unpause a backfill"),
-        ("cancel", "cancel a backfill"),
-    ):
-        sub = actions.add_parser(action, help=text, parents=[connection])
-        sub.add_argument("id", help="backfill id (or backfills/<id>)")
-        if action == "get":
-            sub.add_argument("--watch", action="store_true")
-        if action == "cancel":
-            sub.add_argument(
-                "--terminate-running",
-                action="store_true",
-                help="also stop running runs (running tasks fail, unfinished ones are skipped)",
-            )
-        output(sub)
-    listing = actions.add_parser("list", parents=[connection], help="list backfills, newest first")
-    listing.add_argument("--dag-id", default=None)
-    listing.add_argument("--state", choices=("active", "paused", "completed", "cancelled"), default=None)
-    listing.add_argument("--limit", type=int, default=50)
-    output(listing)
-    runs = actions.add_parser("runs", parents=[connection], help="list a backfill's runs in plan order")
-    runs.add_argument("id")
-    runs.add_argument("--limit", type=int, default=100)
-    output(runs)
-    return parser
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -174,6 +99,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["scheduler"]:
         from airflow_shim.launcher import run_scheduler
+
+        if {"-h", "--help"} & set(argv[1:]):
+            print(shim_help())  # then Airflow's own help for the scheduler command
 
         return run_scheduler(argv[1:])
     parser = build_parser()

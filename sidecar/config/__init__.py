@@ -30,12 +30,13 @@ from sidecar.config._server import (
     add_jwt_secret_arguments,
     add_server_arguments,
 )
-from sidecar.config._shim import ShimSettings
+from sidecar.config._shim import SHIM_VARIABLES, ShimSettings, shim_auth_mode, shim_help
 
 __all__ = [
     "AIRFLOW_AUDIENCE",
     "DEFAULT_GATEWAY_LISTEN",
     "DEFAULT_TARGET",
+    "SHIM_VARIABLES",
     "AuthConfig",
     "ClientSecurity",
     "ClientSettings",
@@ -50,4 +51,6 @@ __all__ = [
     "add_jwt_secret_arguments",
     "add_server_arguments",
     "read_token",
+    "shim_auth_mode",
+    "shim_help",
 ]
