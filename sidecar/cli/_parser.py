@@ -14,7 +14,7 @@ import argparse
 from sidecar.cli._completion import add_completion_command
 from sidecar.cli._doctor import add_doctor_command
 from sidecar.cli._tokens import add_token_command
-from sidecar.config import add_connection_arguments, add_server_arguments
+from sidecar.config import DEFAULT_TARGET, add_connection_arguments, add_server_arguments
 
 _RAW = argparse.RawDescriptionHelpFormatter
 
@@ -26,13 +26,13 @@ EXAMPLES: dict[str, str] = {
     "serve": 'export SIDECAR_JWT_SECRET="$(airflow config get-value api_auth jwt_secret)"\n'
     "airflow-sidecar serve --database-url postgresql://airflow:***@db:5432/airflow\n"
     "airflow-sidecar serve --no-auth --database-url sqlite:////home/me/airflow/airflow.db  # laptop only",
-    "scheduler": "SIDECAR_TARGET=127.0.0.1:50051 SIDECAR_TOKEN=... airflow-sidecar scheduler",
+    "scheduler": f"SIDECAR_TARGET={DEFAULT_TARGET} SIDECAR_TOKEN=... airflow-sidecar scheduler",
     "completion": 'eval "$(airflow-sidecar completion bash)"',
     "token": "airflow-sidecar token jwt --subject airflow-scheduler --role scheduler --valid-for 86400",
     "token jwt": 'export SIDECAR_JWT_SECRET="$(airflow config get-value api_auth jwt_secret)"\n'
     'export SIDECAR_TOKEN="$(airflow-sidecar token jwt --subject airflow-scheduler --role scheduler)"',
     "token hash": "openssl rand -hex 32 | tee ci.token | airflow-sidecar token hash --principal ci --role ops",
-    "gateway": "airflow-sidecar gateway --listen 127.0.0.1:8080 --target 127.0.0.1:50051",
+    "gateway": f"airflow-sidecar gateway --listen 127.0.0.1:8080 --target {DEFAULT_TARGET}",
     "backfill": "airflow-sidecar backfill create --dag-id my_dag --from-date 2025-01-01 --to-date 2025-03-31 --watch\n"
     "airflow-sidecar backfill list --state active",
     "backfill create": "airflow-sidecar backfill create --dag-id my_dag --from-date 2025-01-01 "
