@@ -82,6 +82,8 @@ class ServerSettings:
     """Level of the server's log (a ``logging`` level name)."""
     log_format: str = "text"
     """``text``, or ``json``: one object per line with backfill and DAG ids."""
+    port_file: Path | None = None
+    """Where to write the bound gRPC port once serving (with ``--listen host:0``: no port race)."""
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> ServerSettings:
@@ -123,6 +125,7 @@ class ServerSettings:
             writes_per_minute=args.writes_per_minute,
             log_level=args.log_level,
             log_format=args.log_format,
+            port_file=_path(getattr(args, "port_file", None)),
         )
 
 
@@ -169,6 +172,13 @@ def add_server_arguments(serve: argparse.ArgumentParser, environ: Environ | None
         "--listen",
         default=_env.text(env, "SIDECAR_LISTEN", DEFAULT_TARGET),
         help=f"host:port to listen on (default {DEFAULT_TARGET}; refused if already bound); env SIDECAR_LISTEN",
+    )
+    serve.add_argument(
+        "--port-file",
+        metavar="FILE",
+        default=_env.text(env, "SIDECAR_PORT_FILE"),
+        help="write the bound port to FILE once serving (with --listen 127.0.0.1:0 the system picks a "
+        "free port: no race); env SIDECAR_PORT_FILE",
     )
     serve.add_argument(
         "--tick-interval", type=float, default=5.0, help="seconds between the sidecar's own ticks (default 5)"
