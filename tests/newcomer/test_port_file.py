@@ -30,7 +30,7 @@ def test_serve_on_port_zero_writes_the_bound_port(airflow_db: AirflowDatabase, t
             "127.0.0.1:0",
             "--port-file",
             str(port_file),
-        ],  # fmt: skip
+        ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
