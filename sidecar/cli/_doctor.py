@@ -15,6 +15,7 @@ import asyncio
 import datetime as dt
 import os
 import sys
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -81,6 +82,13 @@ def add_doctor_command(commands: argparse._SubParsersAction[argparse.ArgumentPar
         action="store_true",
         help="check as the scheduler shim: its token must hold the role scheduler, and SIDECAR_TARGET "
         "and the token must be set in this environment as the shim reads them",
+    )
+    doctor.add_argument(
+        "--wait",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="repeat the checks until they pass, for up to SECONDS (e.g. right after starting serve)",
     )
     add_connection_arguments(doctor, timeout=PROBE_TIMEOUT)
 
@@ -236,7 +244,22 @@ def _shim_findings(checked: ClientSettings, environ: Environ, open_access: bool)
 
 
 def run_doctor(args: argparse.Namespace, environ: Environ | None = None) -> int:
-    """Run every check, print one line each, and return 0, or 1 with the first thing to fix."""
+    """Run every check, print one line each, and return 0, or 1 with the first thing to fix.
+
+    With ``--wait S`` the checks are repeated (every second) until they pass or ``S`` seconds
+    have passed, so a script can start the sidecar and check it on the next line.
+    """
+    deadline = time.monotonic() + max(args.wait, 0.0)
+    while True:
+        findings = _check(args, environ)
+        if not any(f.status == "FAIL" for f in findings) or time.monotonic() >= deadline:
+            break
+        time.sleep(1.0)
+    report(findings)
+    return 1 if any(f.status == "FAIL" for f in findings) else 0
+
+
+def _check(args: argparse.Namespace, environ: Environ | None) -> list[Finding]:
     env = os.environ if environ is None else environ
     findings = asyncio.run(_database_findings(args.database_url))
     try:
@@ -250,9 +273,7 @@ def run_doctor(args: argparse.Namespace, environ: Environ | None = None) -> int:
             findings += _shim_findings(settings, env, open_access)
         else:
             findings.append(Finding("skip", "shim", "the shim's settings not checked (add --as-scheduler)"))
-    findings = _with_skips(findings, args.as_scheduler)
-    report(findings)
-    return 1 if any(f.status == "FAIL" for f in findings) else 0
+    return _with_skips(findings, args.as_scheduler)
 
 
 #: Every check in order, and the check whose failure skips it.
