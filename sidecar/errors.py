@@ -24,6 +24,7 @@ and each class carries the stable ``reason`` string that goes into
     ├── AlreadyExists              ALREADY_EXISTS
     │   └── BackfillAlreadyRunning another backfill of the DAG is active
     ├── ResourceExhausted          RESOURCE_EXHAUSTED (rate limit; carries retry_after)
+    ├── Aborted                    ABORTED (serialization failure or deadlock after retries)
     └── Unavailable                UNAVAILABLE (database unreachable, retryable)
 """
 
@@ -120,6 +121,15 @@ class ResourceExhausted(SidecarError):
         super().__init__(message, field=field)
         #: Seconds after which the same call may succeed.
         self.retry_after = retry_after
+
+
+class Aborted(SidecarError):
+    """A database transaction kept losing to concurrent ones (serialization failure, deadlock).
+
+    Raised once the bounded retries are spent; the whole call may be retried.
+    """
+
+    reason = "DATABASE_CONFLICT"
 
 
 class Unavailable(SidecarError):

@@ -16,6 +16,7 @@ from sidecar.engine import (
     DEFAULT_MAX_ACTIVE_RUNS,
     BackfillSpec,
     BackfillView,
+    Disposition,
     Mode,
     ReprocessBehavior,
     SlotView,
@@ -24,18 +25,17 @@ from sidecar.engine import (
 from sidecar.errors import InvalidArgument
 from sidecar.names import backfill_name, parse_backfill_name
 
-_MODES = {pb.MODE_UNSPECIFIED: Mode.WINDOWED, pb.MODE_WINDOWED: Mode.WINDOWED, pb.MODE_EAGER: Mode.EAGER}
-_MODES_OUT = {Mode.WINDOWED: pb.MODE_WINDOWED, Mode.EAGER: pb.MODE_EAGER}
+# One table per enum, vocabulary -> proto; requests are read through its inverse, with
+# UNSPECIFIED meaning the default.
+_MODES = {Mode.WINDOWED: pb.MODE_WINDOWED, Mode.EAGER: pb.MODE_EAGER}
+_MODES_IN = {v: k for k, v in _MODES.items()} | {pb.MODE_UNSPECIFIED: Mode.WINDOWED}
 _REPROCESS = {
-    pb.REPROCESS_BEHAVIOR_UNSPECIFIED: ReprocessBehavior.NONE,
-    pb.REPROCESS_BEHAVIOR_NONE: ReprocessBehavior.NONE,
-    pb.REPROCESS_BEHAVIOR_FAILED: ReprocessBehavior.FAILED,
-    pb.REPROCESS_BEHAVIOR_COMPLETED: ReprocessBehavior.COMPLETED,
+    ReprocessBehavior.NONE: pb.REPROCESS_BEHAVIOR_NONE,
+    ReprocessBehavior.FAILED: pb.REPROCESS_BEHAVIOR_FAILED,
+    ReprocessBehavior.COMPLETED: pb.REPROCESS_BEHAVIOR_COMPLETED,
 }
-_REPROCESS_OUT = {
-    "none": pb.REPROCESS_BEHAVIOR_NONE,
-    "failed": pb.REPROCESS_BEHAVIOR_FAILED,
-    "completed": pb.REPROCESS_BEHAVIOR_COMPLETED,
+_REPROCESS_IN = {v: k for k, v in _REPROCESS.items()} | {
+    pb.REPROCESS_BEHAVIOR_UNSPECIFIED: ReprocessBehavior.NONE
 }
 _STATES = {
     State.ACTIVE: pb.Backfill.STATE_ACTIVE,
@@ -45,15 +45,13 @@ _STATES = {
 }
 STATES_IN = {v: k for k, v in _STATES.items()}
 _DISPOSITIONS = {
-    "create": pb.DISPOSITION_CREATE,
-    "reprocess": pb.DISPOSITION_REPROCESS,
-    "already exists": pb.DISPOSITION_ALREADY_EXISTS,
-    "in flight": pb.DISPOSITION_IN_FLIGHT,
-    "pending": pb.DISPOSITION_PENDING,
+    Disposition.CREATE: pb.DISPOSITION_CREATE,
+    Disposition.REPROCESS: pb.DISPOSITION_REPROCESS,
+    Disposition.ALREADY_EXISTS: pb.DISPOSITION_ALREADY_EXISTS,
+    Disposition.IN_FLIGHT: pb.DISPOSITION_IN_FLIGHT,
+    Disposition.PENDING: pb.DISPOSITION_PENDING,
 }
 
-MAX_REQUEST_ID_LENGTH = 128
-MAX_DAG_ID_LENGTH = 250
 #: Deepest nesting of objects and arrays accepted in ``dag_run_conf`` (deeper documents are
 #: refused at the edge: serialising them again would overflow Python's recursion limit).
 MAX_CONF_DEPTH = 64
@@ -140,25 +138,17 @@ def _conf_too_deep() -> InvalidArgument:
 
 
 def spec_of(request: pb.CreateBackfillRequest, principal: str | None) -> BackfillSpec:
-    """A CreateBackfill request as a spec.
+    """A CreateBackfill request as a spec (the engine checks its fields' bounds).
 
     Raises:
-        InvalidArgument: naming the bad field.
+        InvalidArgument: naming the field that cannot be converted.
     """
     b = request.backfill
     if not request.HasField("backfill"):
         raise InvalidArgument("backfill is required", field="backfill")
-    if len(b.dag_id) > MAX_DAG_ID_LENGTH:
-        raise InvalidArgument(
-            f"dag_id is longer than {MAX_DAG_ID_LENGTH} characters", field="backfill.dag_id"
-        )
-    if len(request.request_id) > MAX_REQUEST_ID_LENGTH:
-        raise InvalidArgument(
-            f"request_id is longer than {MAX_REQUEST_ID_LENGTH} characters", field="request_id"
-        )
-    if b.mode not in _MODES:
+    if b.mode not in _MODES_IN:
         raise InvalidArgument(f"unknown mode {b.mode}", field="backfill.mode")
-    if b.reprocess_behavior not in _REPROCESS:
+    if b.reprocess_behavior not in _REPROCESS_IN:
         raise InvalidArgument(
             f"unknown reprocess_behavior {b.reprocess_behavior}", field="backfill.reprocess_behavior"
         )
@@ -167,10 +157,10 @@ def spec_of(request: pb.CreateBackfillRequest, principal: str | None) -> Backfil
         from_date=datetime_of(b, "from_date", "backfill.from_date"),
         to_date=datetime_of(b, "to_date", "backfill.to_date"),
         run_backwards=b.run_backwards,
-        reprocess_behavior=_REPROCESS[b.reprocess_behavior],
+        reprocess_behavior=_REPROCESS_IN[b.reprocess_behavior],
         max_active_runs=b.max_active_runs if b.HasField("max_active_runs") else DEFAULT_MAX_ACTIVE_RUNS,
         dag_run_conf=parse_conf(b.dag_run_conf),
-        mode=_MODES[b.mode],
+        mode=_MODES_IN[b.mode],
         triggering_user_name=principal,
     )
 
@@ -185,10 +175,14 @@ def backfill_message(view: BackfillView) -> pb.Backfill:
         from_date=timestamp(view.from_date),
         to_date=timestamp(view.to_date),
         dag_run_conf=json.dumps(view.dag_run_conf) if view.dag_run_conf is not None else "",
-        reprocess_behavior=_REPROCESS_OUT.get(view.reprocess_behavior, pb.REPROCESS_BEHAVIOR_UNSPECIFIED),
+        reprocess_behavior=(
+            _REPROCESS[view.reprocess_behavior]
+            if view.reprocess_behavior is not None
+            else pb.REPROCESS_BEHAVIOR_UNSPECIFIED
+        ),
         max_active_runs=view.max_active_runs,
         run_backwards=view.run_backwards,
-        mode=_MODES_OUT[view.mode],
+        mode=_MODES[view.mode],
         is_paused=view.is_paused,
         state=_STATES[view.state],
         progress=pb.Progress(
@@ -216,7 +210,9 @@ def slot_message(slot: SlotView) -> pb.BackfillRun:
         data_interval_end=timestamp(slot.data_interval_end),
         run_after=timestamp(slot.run_after),
         run_id=slot.run_id,
-        disposition=_DISPOSITIONS.get(slot.disposition, pb.DISPOSITION_UNSPECIFIED),
+        disposition=_DISPOSITIONS[slot.disposition]
+        if slot.disposition is not None
+        else pb.DISPOSITION_UNSPECIFIED,
         dag_run_id=slot.dag_run_id or 0,
         state=slot.state or "",
     )

@@ -23,11 +23,11 @@ import grpc
 from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
-from sqlalchemy.exc import DBAPIError, OperationalError
 
 from sidecar import errors
 from sidecar.errors import DOMAIN
 from sidecar.observability import CORRELATION_KEY, log_failure
+from sidecar.store import error_for
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +43,7 @@ _CODES: list[tuple[type[errors.SidecarError], grpc.StatusCode]] = [
     (errors.FailedPrecondition, grpc.StatusCode.FAILED_PRECONDITION),
     (errors.AlreadyExists, grpc.StatusCode.ALREADY_EXISTS),
     (errors.ResourceExhausted, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    (errors.Aborted, grpc.StatusCode.ABORTED),
     (errors.Unavailable, grpc.StatusCode.UNAVAILABLE),
 ]
 
@@ -89,11 +90,9 @@ async def abort_with(context: grpc.aio.ServicerContext[Any, Any], error: errors.
 def _translate(exc: Exception) -> errors.SidecarError | None:
     if isinstance(exc, errors.SidecarError):
         return exc
-    if isinstance(exc, OperationalError | DBAPIError) and getattr(exc, "connection_invalidated", False):
-        return errors.Unavailable("the metadata database is unreachable; retry")
-    if isinstance(exc, OSError | ConnectionError):
-        return errors.Unavailable("the metadata database is unreachable; retry")
-    return None
+    # A database failure, by its SQLSTATE class (never its message): transient ones
+    # become UNAVAILABLE or ABORTED, the others stay unexpected.
+    return error_for(exc)
 
 
 @dataclass(frozen=True)

@@ -59,8 +59,6 @@ class BackfillServicer(backfill_pb2_grpc.BackfillServiceServicer):
         spec = spec_of(request, principal_of(context))
         if not request.validate_only:
             self._limiter.check(spec.triggering_user_name, "create")
-        if request.dry_run_page_size < 0:
-            raise InvalidArgument("dry_run_page_size must not be negative", field="dry_run_page_size")
         result = await self._engine.create(
             spec,
             request_id=request.request_id or None,

@@ -17,11 +17,10 @@ import threading
 from collections.abc import Callable
 from typing import TypeVar
 
-from sidecar.engine._views import stored_plan
+from sidecar.engine._plans import build_plan
 from sidecar.errors import InvalidArgument, NoRunsToCreate
 from sidecar.planning import BackfillPlan
-from sidecar.store import Database
-from sidecar.store._tables import sidecar_backfill
+from sidecar.store import PlanRecord, Transactions, plan_record, record_planned_count
 
 log = logging.getLogger(__name__)
 
@@ -96,28 +95,28 @@ async def size_before_create(plan: BackfillPlan, dag_id: str, limit: int) -> int
     return planned
 
 
-async def count_in_background(db: Database, backfill_id: int) -> None:
+def plan_of(record: PlanRecord) -> BackfillPlan:
+    """The plan of a stored backfill, rebuilt from its stored parameters."""
+    return build_plan(
+        record.timetable, record.dag_id, record.from_date, record.to_date, record.run_backwards, record.cutoff
+    )
+
+
+async def count_in_background(tx: Transactions, backfill_id: int) -> None:
     """Count a stored backfill's plan in a worker thread and record it (if still unknown)."""
-    async with db.engine.connect() as conn:
-        stored = await stored_plan(conn, backfill_id)
-    if stored is None or stored[0].planned_count is not None:
+    record = await tx.read(lambda conn: plan_record(conn, backfill_id))
+    if record is None or record.planned_count is not None:
         return
-    plan = stored[1]
-    planned = await in_daemon_thread(plan.count)
-    async with db.engine.begin() as conn:
-        await conn.execute(
-            sidecar_backfill.update()
-            .where(sidecar_backfill.c.backfill_id == backfill_id, sidecar_backfill.c.planned_count.is_(None))
-            .values(planned_count=planned)
-        )
+    planned = await in_daemon_thread(plan_of(record).count)
+    await tx.write(lambda conn: record_planned_count(conn, backfill_id, planned))
     log.info("backfill %s: %s slots planned (counted in the background)", backfill_id, planned)
 
 
 class BackgroundCounter:
     """At most one counting task per backfill, kept referenced until it ends."""
 
-    def __init__(self, db: Database) -> None:
-        self._db = db
+    def __init__(self, tx: Transactions) -> None:
+        self._tx = tx
         self._tasks: dict[int, asyncio.Task[None]] = {}
 
     def ensure(self, backfill_id: int) -> None:
@@ -130,7 +129,7 @@ class BackgroundCounter:
 
     async def _run(self, backfill_id: int) -> None:
         try:
-            await count_in_background(self._db, backfill_id)
+            await count_in_background(self._tx, backfill_id)
         except Exception:
             log.exception("backfill %s: counting its plan failed; the next tick retries", backfill_id)
         finally:

@@ -3,59 +3,11 @@
 from __future__ import annotations
 
 import datetime as dt
-import enum
 from dataclasses import dataclass
 from typing import Any
 
-from sidecar.errors import InvalidTransition
-
-
-class Mode(enum.Enum):
-    """How a backfill's runs are materialised."""
-
-    WINDOWED = "windowed"
-    EAGER = "eager"
-
-
-class ReprocessBehavior(enum.Enum):
-    """Airflow's reprocess behaviours."""
-
-    NONE = "none"
-    FAILED = "failed"
-    COMPLETED = "completed"
-
-
-class Phase(enum.Enum):
-    """The sidecar's own lifecycle of a backfill (``sidecar_backfill.phase``)."""
-
-    MATERIALIZING = "materializing"
-    """Runs remain to be written."""
-    MATERIALIZED = "materialized"
-    """Every slot is written; waiting for the runs to finish."""
-    COMPLETED = "completed"
-    CANCELLED = "cancelled"
-
-
-class State(enum.Enum):
-    """The state a caller sees."""
-
-    ACTIVE = "active"
-    PAUSED = "paused"
-    COMPLETED = "completed"
-    CANCELLED = "cancelled"
-
-
-def check_transition(backfill_id: int, action: str, *, completed: bool, cancelled: bool) -> None:
-    """Guard every user action on a backfill.
-
-    Raises:
-        InvalidTransition: the backfill has ended.
-    """
-    if cancelled:
-        raise InvalidTransition(f"cannot {action}: backfill {backfill_id} is cancelled")
-    if completed:
-        raise InvalidTransition(f"cannot {action}: backfill {backfill_id} is completed")
-
+from sidecar.store import Slot
+from sidecar.vocabulary import Mode, ReprocessBehavior, State
 
 DEFAULT_MAX_ACTIVE_RUNS = 10
 
@@ -97,7 +49,8 @@ class BackfillView:
     from_date: dt.datetime
     to_date: dt.datetime
     dag_run_conf: dict[str, Any] | None
-    reprocess_behavior: str
+    reprocess_behavior: ReprocessBehavior | None
+    """None for a value this release does not know (a backfill Airflow made)."""
     max_active_runs: int
     run_backwards: bool
     mode: Mode
@@ -110,20 +63,8 @@ class BackfillView:
     completed_at: dt.datetime | None
 
 
-@dataclass(frozen=True)
-class SlotView:
-    """One slot of a plan: a dry run's planned run, or a written slot."""
-
-    sort_ordinal: int
-    logical_date: dt.datetime
-    data_interval_start: dt.datetime | None
-    data_interval_end: dt.datetime | None
-    run_after: dt.datetime | None
-    run_id: str
-    disposition: str
-    """``create``, ``reprocess``, ``already exists``, ``in flight`` or ``pending``."""
-    dag_run_id: int | None = None
-    state: str | None = None
+#: One slot of a plan as a caller sees it: exactly as the store reads it back.
+SlotView = Slot
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""Validating a request the way Airflow does, and rebuilding a stored backfill's plan."""
+"""Validating a request against its DAG the way Airflow does, and rebuilding a stored backfill's plan."""
 
 from __future__ import annotations
 
@@ -6,11 +6,10 @@ import datetime as dt
 from typing import Any
 
 from sidecar.catalog import validate_conf
-from sidecar.engine._model import BackfillSpec, ReprocessBehavior
+from sidecar.engine._model import BackfillSpec
 from sidecar.errors import (
     BackfillNotAllowed,
     DagNotFound,
-    InvalidArgument,
     InvalidDirection,
     InvalidReprocess,
     SidecarError,
@@ -18,28 +17,7 @@ from sidecar.errors import (
 )
 from sidecar.planning import BackfillPlan, DagRunInfo, PlannedRun, parse_timetable, validate_range
 from sidecar.store import LoadedDag
-
-#: Upper bound of ``max_active_runs`` (well beyond what a scheduler can run at once).
-MAX_ACTIVE_RUNS_LIMIT = 10_000
-
-
-def check_request_shape(spec: BackfillSpec) -> None:
-    """Checks that need no database: field presence and bounds.
-
-    Raises:
-        InvalidArgument: naming the field.
-    """
-    if not spec.dag_id:
-        raise InvalidArgument("dag_id is required", field="backfill.dag_id")
-    for name in ("from_date", "to_date"):
-        value = getattr(spec, name)
-        if value.tzinfo is None:
-            raise InvalidArgument(f"{name} must carry a time zone", field=f"backfill.{name}")
-    if not 1 <= spec.max_active_runs <= MAX_ACTIVE_RUNS_LIMIT:
-        raise InvalidArgument(
-            f"max_active_runs must be between 1 and {MAX_ACTIVE_RUNS_LIMIT}, got {spec.max_active_runs}",
-            field="backfill.max_active_runs",
-        )
+from sidecar.vocabulary import ReprocessBehavior
 
 
 def check_dag(spec: BackfillSpec, loaded: LoadedDag | None) -> LoadedDag:

@@ -1,5 +1,25 @@
-"""The database layer: Airflow's tables, the sidecar's own, DAG loading and the batch writer."""
+"""The database layer: Airflow's tables, the sidecar's own (the ledger), DAG loading and the batch writer.
 
+Only this package runs SQL. The ledger (``_ledger``, ``_creation``, ``_phases``, ``_backfill_reads``)
+owns the sidecar's rows and a backfill's lifecycle; ``_runs`` reads and ends Airflow's
+runs; ``_writer`` writes a batch of them; ``Transactions`` retries transient failures.
+"""
+
+from sidecar.store._backfill_reads import (
+    BackfillRecord,
+    PlanRecord,
+    backfill_stats,
+    get_backfill,
+    list_backfills,
+    plan_record,
+)
+from sidecar.store._creation import (
+    NewBackfill,
+    RequestRecord,
+    check_no_active_backfill,
+    find_request,
+    insert_backfill,
+)
 from sidecar.store._dags import DagCatalog, LoadedDag, latest_log_template_id
 from sidecar.store._database import (
     SUPPORTED_AIRFLOW_REVISIONS,
@@ -9,33 +29,95 @@ from sidecar.store._database import (
     connect,
     prepare,
 )
+from sidecar.store._failures import RETRYABLE, Failure, classify, error_for
+from sidecar.store._ledger import (
+    TickEntry,
+    advance_cursor,
+    cancel_backfill,
+    claim_batch,
+    complete_if_done,
+    finish_writing,
+    record_planned_count,
+    reopen_backfill,
+    set_paused,
+    tick_entries,
+)
+from sidecar.store._phases import TRANSITIONS, Event, Phase, transition
+from sidecar.store._retry import RetryPolicy, Transactions
 from sidecar.store._revocations import token_revoked
 from sidecar.store._rows import RunContext
+from sidecar.store._runs import (
+    UNFINISHED_RUN_STATES,
+    Slot,
+    analyze_written_tables,
+    count_unfinished_runs,
+    fail_runs,
+    run_state_counts,
+    written_slots,
+)
 from sidecar.store._writer import (
     BatchResult,
-    Disposition,
     ExistingRun,
     decide,
     find_existing_runs,
     write_batch,
 )
+from sidecar.vocabulary import Disposition
 
 __all__ = [
+    "RETRYABLE",
     "SUPPORTED_AIRFLOW_REVISIONS",
+    "TRANSITIONS",
+    "UNFINISHED_RUN_STATES",
+    "BackfillRecord",
     "BatchResult",
     "DagCatalog",
     "Database",
     "DatabaseCheck",
     "Disposition",
+    "Event",
     "ExistingRun",
+    "Failure",
     "LoadedDag",
+    "NewBackfill",
+    "Phase",
+    "PlanRecord",
+    "RequestRecord",
+    "RetryPolicy",
     "RunContext",
+    "Slot",
+    "TickEntry",
+    "Transactions",
+    "advance_cursor",
+    "analyze_written_tables",
+    "backfill_stats",
+    "cancel_backfill",
     "check_database",
+    "check_no_active_backfill",
+    "claim_batch",
+    "classify",
+    "complete_if_done",
     "connect",
+    "count_unfinished_runs",
     "decide",
+    "error_for",
+    "fail_runs",
     "find_existing_runs",
+    "find_request",
+    "finish_writing",
+    "get_backfill",
+    "insert_backfill",
     "latest_log_template_id",
+    "list_backfills",
+    "plan_record",
     "prepare",
+    "record_planned_count",
+    "reopen_backfill",
+    "run_state_counts",
+    "set_paused",
+    "tick_entries",
     "token_revoked",
+    "transition",
     "write_batch",
+    "written_slots",
 ]

@@ -27,6 +27,11 @@ class Database:
     dialect: str
     """``postgresql`` or ``sqlite``."""
 
+    async def ping(self) -> bool:
+        """Whether the database answers ``SELECT 1`` (not retried: a readiness probe answers fast)."""
+        async with self.engine.connect() as conn:
+            return bool(await conn.scalar(sa.select(1)) == 1)
+
     async def dispose(self) -> None:
         """Close every pooled connection."""
         await self.engine.dispose()

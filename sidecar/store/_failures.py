@@ -1,7 +1,12 @@
 """Classifying database failures by SQLSTATE, in one table, never by message text.
 
-The engine retries only what is safe to retry (serialization failures, deadlocks,
-lost connections); metrics count failures by class.
+:func:`classify` names the class of a failure; :data:`RETRYABLE` are the transient ones
+(SQLSTATE classes 08 connection, 40 transaction rollback, 53 insufficient resources,
+57 operator intervention, and dropped sockets). :mod:`sidecar.store._retry` retries a
+whole transaction on them with bounded backoff, where retrying is safe, and then
+:func:`error_for` turns what is left into the caller-facing error: ``Aborted`` for
+serialization failures and deadlocks, ``Unavailable`` for the rest. The gRPC layer maps
+a database exception that reaches it the same way. Metrics count failures by class.
 """
 
 from __future__ import annotations
@@ -10,9 +15,11 @@ import enum
 
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
+from sidecar.errors import Aborted, SidecarError, Unavailable
+
 
 class Failure(enum.Enum):
-    """What kind of database failure an exception is."""
+    """What kind of database failure an exception is (the ``failure`` label of the metric)."""
 
     UNIQUE_VIOLATION = "unique_violation"
     FOREIGN_KEY_VIOLATION = "foreign_key_violation"
@@ -20,6 +27,7 @@ class Failure(enum.Enum):
     DEADLOCK = "deadlock"
     LOCK_NOT_AVAILABLE = "lock_not_available"
     QUERY_CANCELED = "query_canceled"
+    RESOURCES = "insufficient_resources"
     CONNECTION = "connection"
     OTHER = "other"
 
@@ -31,15 +39,28 @@ _BY_SQLSTATE = {
     "40001": Failure.SERIALIZATION,
     "40P01": Failure.DEADLOCK,
     "55P03": Failure.LOCK_NOT_AVAILABLE,
-    "57014": Failure.QUERY_CANCELED,
+    "57014": Failure.QUERY_CANCELED,  # statement_timeout or a cancel: not retried, it would recur
 }
 _BY_CLASS = {
     "08": Failure.CONNECTION,  # connection exception
+    "40": Failure.SERIALIZATION,  # transaction rollback (other than the two above)
+    "53": Failure.RESOURCES,  # insufficient resources (too many connections, disk full, out of memory)
     "57": Failure.CONNECTION,  # operator intervention (admin shutdown, crash shutdown)
 }
 
 #: Failures after which the same transaction may be tried again from the start.
-RETRYABLE = frozenset({Failure.SERIALIZATION, Failure.DEADLOCK, Failure.CONNECTION})
+RETRYABLE = frozenset({Failure.SERIALIZATION, Failure.DEADLOCK, Failure.RESOURCES, Failure.CONNECTION})
+
+#: What each transient failure becomes for a caller once retries are spent.
+_ERRORS: dict[Failure, tuple[type[SidecarError], str]] = {
+    Failure.SERIALIZATION: (
+        Aborted,
+        "the metadata database aborted the transaction (serialization failure); retry",
+    ),
+    Failure.DEADLOCK: (Aborted, "the metadata database aborted the transaction (deadlock); retry"),
+    Failure.RESOURCES: (Unavailable, "the metadata database is out of resources; retry"),
+    Failure.CONNECTION: (Unavailable, "the metadata database is unreachable; retry"),
+}
 
 
 def _sqlstate(exc: BaseException) -> str | None:
@@ -63,3 +84,19 @@ def classify(exc: BaseException) -> Failure:
     if isinstance(exc, OSError):
         return Failure.CONNECTION
     return Failure.OTHER
+
+
+def is_database_failure(exc: BaseException) -> bool:
+    """Whether ``exc`` came from the database or the socket to it (what :func:`classify` is for)."""
+    return isinstance(exc, DBAPIError | OSError)
+
+
+def error_for(exc: BaseException) -> SidecarError | None:
+    """The caller-facing error of a transient database failure; None for any other exception."""
+    if not is_database_failure(exc):
+        return None
+    found = _ERRORS.get(classify(exc))
+    if found is None:
+        return None
+    cls, message = found
+    return cls(message)

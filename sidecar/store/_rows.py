@@ -1,7 +1,12 @@
 """Building Airflow's rows for a batch of planned runs, exactly as Airflow 3.3 writes them.
 
 Pure functions: the values of ``dag_run``, ``task_instance`` and ``backfill_dag_run``
-rows (notes section 4, the row contract), so that the unmodified scheduler runs them.
+rows, so that the unmodified scheduler runs them. The contract is what Airflow's own
+creation writes: ``DAG.create_dagrun`` for the run (state queued, no start date, a fresh
+trace carrier, the triggering DAG version) and ``DagRun._create_tasks`` through
+``TaskInstance.insert_mapping`` for its task instances (state NULL, try_number 0). The
+row diff of docs/adr/0003-parity.md (``tests/parity/test_row_diff.py``) checks every
+column against Airflow 3.3.2's.
 """
 
 from __future__ import annotations

@@ -1,11 +1,11 @@
 """Table definitions: the Airflow 3.3 tables the sidecar reads and writes, and its own.
 
 Airflow's tables are declared here with only the columns the sidecar touches, as
-SQLAlchemy Core tables; start-up checks them against the live schema
-(:func:`sidecar.store.check_schema`). The sidecar's own tables live in the
-PostgreSQL schema ``airflow_sidecar`` (on SQLite, in the main database: the
-``sidecar_`` name prefix keeps them apart) and are created by
-:mod:`sidecar.store._migrations`.
+SQLAlchemy Core tables; start-up (:func:`sidecar.store.prepare`) checks them against
+the live schema. The sidecar's own tables live in the PostgreSQL schema
+``airflow_sidecar`` (on SQLite, in the main database: the ``sidecar_`` name prefix
+keeps them apart) and are created by the migration steps of
+:mod:`sidecar.store._database`. Only :mod:`sidecar.store._ledger` writes them.
 """
 
 from __future__ import annotations
@@ -237,7 +237,7 @@ sidecar_backfill = sa.Table(
     sidecar_metadata,
     sa.Column("backfill_id", sa.Integer, primary_key=True, autoincrement=False),
     sa.Column("dag_id", sa.String(250), nullable=False),
-    # materializing -> materialized -> completed | cancelled
+    # A Phase (sidecar.store._phases): materializing -> materialized -> completed | cancelled
     sa.Column("phase", sa.String(20), nullable=False),
     sa.Column("mode", sa.String(10), nullable=False),
     sa.Column("run_backwards", sa.Boolean, nullable=False),

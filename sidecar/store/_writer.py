@@ -9,7 +9,6 @@ does on a race), one insert of their task instances, one insert of the
 from __future__ import annotations
 
 import datetime as dt
-import enum
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -23,15 +22,7 @@ from sidecar.store._bulk import TaskInstanceMethod, driver_connection, insert_ta
 from sidecar.store._clear import clear_runs_for_backfill
 from sidecar.store._rows import RunContext, dag_run_row, task_instance_rows
 from sidecar.store._tables import backfill_dag_run, dag_run, task_instance
-
-
-class Disposition(enum.Enum):
-    """What happens to a planned slot (Airflow's reprocess matrix, notes 1.5)."""
-
-    CREATE = "create"
-    REPROCESS = "reprocess"
-    ALREADY_EXISTS = "already exists"
-    IN_FLIGHT = "in flight"
+from sidecar.vocabulary import Disposition, ReprocessBehavior
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,13 +34,21 @@ class ExistingRun:
     state: str | None
 
 
-def decide(existing: ExistingRun | None, reprocess_behavior: str) -> Disposition:
-    """Airflow's ``_get_dag_run_no_create_reason``: create, reprocess or skip (with the reason)."""
+def decide(existing: ExistingRun | None, reprocess_behavior: ReprocessBehavior) -> Disposition:
+    """Airflow's ``_get_dag_run_no_create_reason``: create, reprocess or skip (with the reason).
+
+    Airflow's matrix (``airflow/models/backfill.py``): no run yet, create one; a run not
+    finished is "in flight"; a finished one is reprocessed when the behaviour asks for
+    its state (``completed``: success or failed; ``failed``: failed only), else it
+    "already exists". docs/adr/0003-parity.md lists the tests that pin it to Airflow's.
+    """
     if existing is None:
         return Disposition.CREATE
     if existing.state not in ("success", "failed"):
         return Disposition.IN_FLIGHT
-    if reprocess_behavior == "completed" or (reprocess_behavior == "failed" and existing.state == "failed"):
+    if reprocess_behavior is ReprocessBehavior.COMPLETED or (
+        reprocess_behavior is ReprocessBehavior.FAILED and existing.state == "failed"
+    ):
         return Disposition.REPROCESS
     return Disposition.ALREADY_EXISTS
 
@@ -119,7 +118,7 @@ async def write_batch(
     ctx: RunContext,
     runs: Sequence[PlannedRun],
     *,
-    reprocess_behavior: str,
+    reprocess_behavior: ReprocessBehavior,
     conf_given: bool,
     now: dt.datetime,
     bulk_method: TaskInstanceMethod | None = "copy",

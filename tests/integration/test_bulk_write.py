@@ -9,11 +9,10 @@ import psycopg2.extensions
 import pytest
 import sqlalchemy as sa
 
-from sidecar.engine import BackfillEngine, BackfillSpec, DryRun, Mode
+from sidecar.engine import BackfillEngine, BackfillSpec, DryRun, Mode, ReprocessBehavior
 from sidecar.engine._plans import build_plan
-from sidecar.store import Database, RunContext, latest_log_template_id, write_batch
+from sidecar.store import Database, Failure, RunContext, classify, latest_log_template_id, write_batch
 from sidecar.store._bulk import TaskInstanceMethod
-from sidecar.store._failures import Failure, classify
 from sidecar.store._tables import backfill
 
 UTC = dt.UTC
@@ -74,7 +73,7 @@ async def _write_plan(
                 conn,
                 ctx,
                 runs[start : start + batch],
-                reprocess_behavior="none",
+                reprocess_behavior=ReprocessBehavior.NONE,
                 conf_given=True,
                 now=NOW,
                 bulk_method=method,

@@ -10,7 +10,16 @@ import psycopg2.extensions
 import pytest
 
 from sidecar import errors
-from sidecar.engine import BackfillEngine, BackfillSpec, DryRun, EngineConfig, Mode, ReprocessBehavior, State
+from sidecar.engine import (
+    BackfillEngine,
+    BackfillSpec,
+    Disposition,
+    DryRun,
+    EngineConfig,
+    Mode,
+    ReprocessBehavior,
+    State,
+)
 from sidecar.store import Database
 
 UTC = dt.UTC
@@ -264,9 +273,9 @@ async def test_dry_run_writes_nothing_and_shows_decisions(
     )
     assert isinstance(result, DryRun)
     assert [(s.sort_ordinal, s.run_id, s.disposition) for s in result.runs] == [
-        (1, "backfill__2025-01-01T00:00:00+00:00", "create"),
-        (2, "manual__x", "reprocess"),
-        (3, "backfill__2025-01-03T00:00:00+00:00", "create"),
+        (1, "backfill__2025-01-01T00:00:00+00:00", Disposition.CREATE),
+        (2, "manual__x", Disposition.REPROCESS),
+        (3, "backfill__2025-01-03T00:00:00+00:00", Disposition.CREATE),
     ]
     sql.execute("SELECT (SELECT count(*) FROM backfill), (SELECT count(*) FROM dag_run)")
     assert sql.fetchone() == (0, 1)
@@ -337,14 +346,17 @@ async def test_list_runs_shows_written_then_pending(engine: BackfillEngine) -> N
     assert not isinstance(view, DryRun)
     page, after = await engine.list_runs(view.id, page_size=4, after_ordinal=0)
     assert [(s.sort_ordinal, s.disposition) for s in page] == [
-        (1, "create"),
-        (2, "create"),
-        (3, "create"),
-        (4, "pending"),
+        (1, Disposition.CREATE),
+        (2, Disposition.CREATE),
+        (3, Disposition.CREATE),
+        (4, Disposition.PENDING),
     ]
     assert after == 4
     rest, after = await engine.list_runs(view.id, page_size=4, after_ordinal=4)
-    assert [(s.sort_ordinal, s.disposition) for s in rest] == [(5, "pending"), (6, "pending")]
+    assert [(s.sort_ordinal, s.disposition) for s in rest] == [
+        (5, Disposition.PENDING),
+        (6, Disposition.PENDING),
+    ]
     assert after is None
 
 

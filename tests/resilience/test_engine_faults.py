@@ -14,6 +14,7 @@ import psycopg2.extensions
 import pytest
 
 from sidecar.engine import BackfillEngine, BackfillSpec, DryRun, EngineConfig, Mode
+from sidecar.engine._create import insert
 from sidecar.engine._materialize import materialize_batch
 from sidecar.store import Database, connect
 from tests.support.fixtures import AirflowDatabase
@@ -65,7 +66,7 @@ async def _insert_only(engine: BackfillEngine, spec: BackfillSpec) -> int:
 
     now = dt.datetime.now(UTC)
     plan = build_plan(loaded.template.timetable, spec.dag_id, spec.from_date, spec.to_date, False, now)
-    backfill_id = await engine._insert_backfill(spec, loaded.template.timetable, plan.count(), now, None, "x")
+    backfill_id = await insert(engine._parts, spec, loaded.template.timetable, plan.count(), now, None, "x")
     assert backfill_id is not None
     return backfill_id
 

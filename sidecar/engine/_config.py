@@ -1,0 +1,44 @@
+"""The engine's tuning, and the parts every engine operation works with."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from sidecar.engine._counting import MAX_RUNS_PER_BACKFILL
+from sidecar.store import DagCatalog, RetryPolicy, Transactions
+
+__all__ = ["EngineConfig", "Parts", "utcnow"]
+
+
+def utcnow() -> dt.datetime:
+    """The current time, aware UTC."""
+    return dt.datetime.now(dt.UTC)
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """Tuning of the materialiser."""
+
+    batch_size: int = 1000
+    """Slots written per transaction (fewer for wide DAGs: see ``materialize``'s task-instance
+    budget). Chosen by measurement, docs/adr/0002-bulk-write-path.md."""
+    lookahead: int = 2
+    """Windowed mode keeps ``max_active_runs + lookahead`` runs queued or running."""
+    dry_run_limit: int = 10_000
+    """The most planned runs a dry run returns."""
+    max_runs_per_backfill: int = MAX_RUNS_PER_BACKFILL
+    """The most runs one backfill may plan; a larger range is refused before anything is written."""
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    """How transactions are retried on transient database failures."""
+
+
+@dataclass(frozen=True)
+class Parts:
+    """What every engine operation works with (held by :class:`BackfillEngine`)."""
+
+    tx: Transactions
+    catalog: DagCatalog
+    config: EngineConfig
+    clock: Callable[[], dt.datetime]

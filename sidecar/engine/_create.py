@@ -1,0 +1,197 @@
+"""Creating a backfill: checks in Airflow's order, the insert, the first runs; or a dry run."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import itertools
+import json
+import logging
+from collections.abc import Mapping
+from dataclasses import asdict
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from sidecar.engine._config import Parts
+from sidecar.engine._counting import BackgroundCounter, in_daemon_thread, size_before_create
+from sidecar.engine._materialize import materialize
+from sidecar.engine._model import BackfillSpec, BackfillView, DryRun, Progress
+from sidecar.engine._plans import build_plan, check_dag, check_params
+from sidecar.engine._policies import SchedulerPolicies
+from sidecar.engine._reads import get, planned_slot
+from sidecar.engine._requests import check_request
+from sidecar.errors import BackfillAlreadyRunning, InvalidArgument
+from sidecar.planning import BackfillPlan
+from sidecar.store import (
+    NewBackfill,
+    check_no_active_backfill,
+    decide,
+    find_existing_runs,
+    find_request,
+    insert_backfill,
+)
+from sidecar.vocabulary import Mode, State
+
+log = logging.getLogger(__name__)
+
+
+async def create(
+    parts: Parts,
+    policies: SchedulerPolicies,
+    counter: BackgroundCounter,
+    spec: BackfillSpec,
+    *,
+    request_id: str | None,
+    validate_only: bool,
+    dry_run_limit: int | None,
+) -> BackfillView | DryRun:
+    """Validate, plan and create a backfill (or, with ``validate_only``, return its plan).
+
+    Raises:
+        SidecarError: a subclass for each failed check, in Airflow's order.
+    """
+    check_request(spec, request_id, dry_run_limit)
+    fingerprint = fingerprint_of(spec)
+    if request_id and not validate_only:
+        previous = await by_request_id(parts, request_id, fingerprint)
+        if previous is not None:
+            return previous
+    now = parts.clock()
+
+    async def check(conn: AsyncConnection) -> tuple[Any, BackfillPlan] | BackfillView | DryRun:
+        loaded = check_dag(spec, await parts.catalog.load(conn, spec.dag_id))
+        if not validate_only:
+            policies.check()
+        timetable = loaded.template.timetable
+        plan = build_plan(timetable, spec.dag_id, spec.from_date, spec.to_date, spec.run_backwards, now)
+        if not validate_only:
+            try:
+                await check_no_active_backfill(conn, spec.dag_id)
+            except BackfillAlreadyRunning:
+                # A concurrent create with the same request_id may have won the race.
+                if request_id and (previous := await by_request_id(parts, request_id, fingerprint)):
+                    return previous
+                raise
+        check_params(spec, loaded, now)
+        if validate_only:
+            return await dry_run(parts, conn, spec, plan, now, dry_run_limit or parts.config.dry_run_limit)
+        return timetable, plan
+
+    checked = await parts.tx.read(check)
+    if not isinstance(checked, tuple):
+        return checked
+    timetable, plan = checked
+    planned = await size_before_create(plan, spec.dag_id, parts.config.max_runs_per_backfill)
+    backfill_id = await insert(parts, spec, timetable, planned, now, request_id, fingerprint)
+    if backfill_id is None:  # a concurrent create with this request_id won the race
+        assert request_id is not None
+        previous = await by_request_id(parts, request_id, fingerprint)
+        assert previous is not None
+        return previous
+    wanted = None if spec.mode is Mode.EAGER else spec.max_active_runs + parts.config.lookahead
+    await materialize(
+        parts.tx, parts.catalog, backfill_id, runs_wanted=wanted, batch_size=parts.config.batch_size, now=now
+    )
+    if planned is None:
+        counter.ensure(backfill_id)
+    return await get(parts, backfill_id)
+
+
+async def insert(
+    parts: Parts,
+    spec: BackfillSpec,
+    timetable: Mapping[str, Any],
+    planned: int | None,
+    now: dt.datetime,
+    request_id: str | None,
+    fingerprint: str,
+) -> int | None:
+    """Insert the backfill's rows (one transaction); None if ``request_id`` is taken."""
+    new = NewBackfill(
+        dag_id=spec.dag_id,
+        from_date=spec.from_date,
+        to_date=spec.to_date,
+        dag_run_conf=spec.dag_run_conf,
+        reprocess_behavior=spec.reprocess_behavior,
+        max_active_runs=spec.max_active_runs,
+        triggering_user_name=spec.triggering_user_name,
+        mode=spec.mode,
+        run_backwards=spec.run_backwards,
+        timetable=timetable,
+        planned_count=planned,
+        request_id=request_id,
+        request_fingerprint=fingerprint,
+        now=now,
+    )
+    backfill_id = await parts.tx.write(lambda conn: insert_backfill(conn, new))
+    if backfill_id is not None:
+        log.info(
+            "backfill %s created for DAG %s: %s slots planned (%s)",
+            backfill_id,
+            spec.dag_id,
+            planned,
+            spec.mode.value,
+        )
+    return backfill_id
+
+
+async def by_request_id(parts: Parts, request_id: str, fingerprint: str) -> BackfillView | None:
+    """The backfill ``request_id`` created, if any.
+
+    Raises:
+        InvalidArgument: the request id was used for a different request.
+    """
+    found = await parts.tx.read(lambda conn: find_request(conn, request_id))
+    if found is None:
+        return None
+    if found.fingerprint != fingerprint:
+        raise InvalidArgument(
+            f"request_id {request_id!r} was already used for a different request", field="request_id"
+        )
+    return await get(parts, found.backfill_id)
+
+
+async def dry_run(
+    parts: Parts, conn: AsyncConnection, spec: BackfillSpec, plan: BackfillPlan, now: dt.datetime, limit: int
+) -> DryRun:
+    """The plan a create would write, each slot with what would happen to it."""
+    runs = list(itertools.islice(plan.runs(), min(limit, parts.config.dry_run_limit) + 1))
+    truncated = len(runs) > limit
+    runs = runs[:limit]
+    existing = await find_existing_runs(conn, spec.dag_id, runs)
+    slots = []
+    for run in runs:
+        found = existing.get(run.info.logical_date)
+        slots.append(planned_slot(run, decide(found, spec.reprocess_behavior), found))
+    if truncated:
+        most = parts.config.max_runs_per_backfill
+        planned = await in_daemon_thread(lambda: plan.count_at_most(most))
+    else:
+        planned = len(runs)
+    view = BackfillView(
+        id=0,
+        dag_id=spec.dag_id,
+        from_date=spec.from_date,
+        to_date=spec.to_date,
+        dag_run_conf=spec.dag_run_conf,
+        reprocess_behavior=spec.reprocess_behavior,
+        max_active_runs=spec.max_active_runs,
+        run_backwards=spec.run_backwards,
+        mode=spec.mode,
+        is_paused=False,
+        state=State.ACTIVE,
+        progress=Progress(planned=planned),
+        triggering_user_name=spec.triggering_user_name,
+        created_at=now,
+        updated_at=now,
+        completed_at=None,
+    )
+    return DryRun(backfill=view, runs=slots, truncated=truncated)
+
+
+def fingerprint_of(spec: BackfillSpec) -> str:
+    """A digest of what the request asks for (not who asks), to tell a reused request id."""
+    payload = asdict(spec)
+    payload.pop("triggering_user_name")
+    return hashlib.sha256(json.dumps(payload, default=str, sort_keys=True).encode()).hexdigest()[:64]

@@ -1,0 +1,40 @@
+"""Steering a backfill: pause, unpause, cancel (each guarded by the ledger's transition table)."""
+
+from __future__ import annotations
+
+import logging
+
+from sidecar.engine._config import Parts
+from sidecar.engine._model import BackfillView
+from sidecar.engine._reads import get
+from sidecar.store import cancel_backfill, set_paused
+
+log = logging.getLogger(__name__)
+
+
+async def pause(parts: Parts, backfill_id: int, paused: bool) -> BackfillView:
+    """Pause or unpause; idempotent.
+
+    Raises:
+        BackfillNotFound, InvalidTransition: the backfill has ended.
+    """
+    now = parts.clock()
+    await parts.tx.write(lambda conn: set_paused(conn, backfill_id, paused, now))
+    return await get(parts, backfill_id)
+
+
+async def cancel(parts: Parts, backfill_id: int, *, terminate_running: bool) -> BackfillView:
+    """Stop creating runs, fail the queued ones (with their task instances), complete the backfill.
+
+    Running runs finish unless ``terminate_running`` is set: then they are failed the
+    way Airflow's "mark failed" does (running task instances fail, unfinished ones are
+    skipped). One transaction: a cancel is all or nothing.
+
+    Raises:
+        BackfillNotFound, InvalidTransition: the backfill has ended.
+    """
+    now = parts.clock()
+    states = ("queued", "running") if terminate_running else ("queued",)
+    stopped = await parts.tx.write(lambda conn: cancel_backfill(conn, backfill_id, states, now))
+    log.info("backfill %s cancelled: %s runs failed (%s)", backfill_id, stopped, "/".join(states))
+    return await get(parts, backfill_id)

@@ -1,0 +1,85 @@
+"""The tick: topping up every materialising backfill to its window, completing finished ones."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from dataclasses import dataclass
+
+from sidecar.engine._config import Parts
+from sidecar.engine._counting import BackgroundCounter
+from sidecar.engine._materialize import materialize
+from sidecar.engine._policies import SchedulerPolicies
+from sidecar.observability import log_context
+from sidecar.store import (
+    Phase,
+    TickEntry,
+    complete_if_done,
+    count_unfinished_runs,
+    reopen_backfill,
+    tick_entries,
+)
+from sidecar.vocabulary import Mode
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TickResult:
+    """What one tick did."""
+
+    runs_written: int
+    backfills_completed: int
+    materializing: list[int]
+
+
+async def tick(parts: Parts, policies: SchedulerPolicies, counter: BackgroundCounter) -> TickResult:
+    """One pass over the backfills in a ticked phase (the caller serialises ticks)."""
+    now = parts.clock()
+    entries = await parts.tx.read(tick_entries)
+    written = completed = 0
+    materializing: list[int] = []
+    # A scheduler reports a mutation hook: write no new runs until it is gone.
+    hooks = policies.active_hooks()
+    if hooks:
+        log.warning("not writing backfill runs: task_instance_mutation_hook reported: %s", hooks)
+    for entry in entries:
+        with log_context(backfill_id=entry.backfill_id, dag_id=entry.dag_id):
+            if entry.phase is Phase.MATERIALIZING:
+                if entry.planned_count is None:
+                    counter.ensure(entry.backfill_id)  # counting was cut short: resume it
+                if not hooks:
+                    written += await _top_up(parts, entry, now)
+                materializing.append(entry.backfill_id)
+            elif await _complete_if_done(parts, entry.backfill_id, now):
+                completed += 1
+    return TickResult(written, completed, materializing)
+
+
+async def _top_up(parts: Parts, entry: TickEntry, now: dt.datetime) -> int:
+    if entry.completed_at is not None:
+        # Airflow's completion timer closed it while runs remain to be written: reopen it.
+        await parts.tx.write(lambda conn: reopen_backfill(conn, entry.backfill_id))
+        log.warning("backfill %s was completed early by Airflow's timer; reopened", entry.backfill_id)
+    if entry.mode is Mode.EAGER:
+        wanted = None  # an eager backfill interrupted mid-way: finish it
+    else:
+        unfinished = await parts.tx.read(lambda conn: count_unfinished_runs(conn, entry.backfill_id))
+        wanted = entry.max_active_runs + parts.config.lookahead - unfinished
+        if wanted <= 0:
+            return 0
+    return await materialize(
+        parts.tx,
+        parts.catalog,
+        entry.backfill_id,
+        runs_wanted=wanted,
+        batch_size=parts.config.batch_size,
+        now=now,
+    )
+
+
+async def _complete_if_done(parts: Parts, backfill_id: int, now: dt.datetime) -> bool:
+    if not await parts.tx.write(lambda conn: complete_if_done(conn, backfill_id, now)):
+        return False
+    log.info("backfill %s completed", backfill_id)
+    return True

@@ -1,0 +1,245 @@
+"""Reading backfills back as typed records: Airflow's ``backfill`` row with the sidecar's own.
+
+A backfill Airflow made has no ``sidecar_backfill`` row: its sidecar columns read as
+None, and its phase is derived from Airflow's columns alone (:func:`lifecycle_of`).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from sidecar.errors import BackfillNotFound
+from sidecar.store._phases import Phase, lifecycle_of, state_filter, state_of
+from sidecar.store._tables import backfill, dag_run, sidecar_backfill
+from sidecar.vocabulary import Mode, ReprocessBehavior, State
+
+__all__ = [
+    "BackfillRecord",
+    "PlanRecord",
+    "backfill_stats",
+    "get_backfill",
+    "list_backfills",
+    "plan_record",
+]
+
+
+def _reprocess(value: str | None) -> ReprocessBehavior | None:
+    try:
+        return ReprocessBehavior(value)
+    except ValueError:  # a value this release of the sidecar does not know
+        return None
+
+
+def _conf(value: object) -> dict[str, Any] | None:
+    return value if isinstance(value, dict) else None
+
+
+@dataclass(frozen=True, slots=True)
+class BackfillRecord:
+    """One backfill as stored."""
+
+    id: int
+    dag_id: str
+    from_date: dt.datetime
+    to_date: dt.datetime
+    dag_run_conf: dict[str, Any] | None
+    reprocess_behavior: ReprocessBehavior | None
+    max_active_runs: int
+    is_paused: bool
+    triggering_user_name: str | None
+    created_at: dt.datetime
+    updated_at: dt.datetime
+    completed_at: dt.datetime | None
+    stored_phase: Phase | None
+    """``sidecar_backfill.phase``; None for a backfill Airflow made."""
+    mode: Mode | None
+    run_backwards: bool
+    planned_count: int | None
+    written_count: int | None
+    skipped_count: int | None
+
+    @property
+    def phase(self) -> Phase:
+        """The backfill's phase, Airflow's ``completed_at`` folded in."""
+        return lifecycle_of(self.stored_phase, self.completed_at)
+
+    @property
+    def state(self) -> State:
+        """The state a caller sees."""
+        return state_of(self.phase, self.is_paused)
+
+    @classmethod
+    def of(cls, row: Any) -> BackfillRecord:
+        """The record of a :func:`backfill_query` row."""
+        return cls(
+            id=row.id,
+            dag_id=row.dag_id,
+            from_date=row.from_date,
+            to_date=row.to_date,
+            dag_run_conf=_conf(row.dag_run_conf),
+            reprocess_behavior=_reprocess(row.reprocess_behavior),
+            max_active_runs=row.max_active_runs,
+            is_paused=bool(row.is_paused),
+            triggering_user_name=row.triggering_user_name,
+            created_at=row.created_at,
+            updated_at=row.updated_at,
+            completed_at=row.completed_at,
+            stored_phase=Phase(row.phase) if row.phase else None,
+            mode=Mode(row.mode) if row.mode else None,
+            run_backwards=bool(row.run_backwards),
+            planned_count=row.planned_count,
+            written_count=row.written_count,
+            skipped_count=row.skipped_count,
+        )
+
+
+_COLUMNS = (
+    backfill,
+    sidecar_backfill.c.phase,
+    sidecar_backfill.c.mode,
+    sidecar_backfill.c.run_backwards,
+    sidecar_backfill.c.planned_count,
+    sidecar_backfill.c.written_count,
+    sidecar_backfill.c.skipped_count,
+)
+
+
+def backfill_query() -> sa.Select[Any]:
+    """Airflow's backfill rows with the sidecar's own columns (NULL for backfills Airflow made)."""
+    return sa.select(*_COLUMNS).select_from(
+        backfill.outerjoin(sidecar_backfill, sidecar_backfill.c.backfill_id == backfill.c.id)
+    )
+
+
+async def get_backfill(
+    conn: AsyncConnection, backfill_id: int, *, for_update: bool = False
+) -> BackfillRecord:
+    """One backfill (with ``for_update``, its ``backfill`` row locked).
+
+    Raises:
+        BackfillNotFound: field ``name``.
+    """
+    query = backfill_query().where(backfill.c.id == backfill_id)
+    if for_update:
+        query = query.with_for_update(of=backfill)
+    row = (await conn.execute(query)).one_or_none()
+    if row is None:
+        raise BackfillNotFound(f"Backfill {backfill_id} not found", field="name")
+    return BackfillRecord.of(row)
+
+
+async def list_backfills(
+    conn: AsyncConnection, *, dag_id: str | None, state: State | None, limit: int, before_id: int | None
+) -> list[BackfillRecord]:
+    """Up to ``limit`` backfills, newest first, optionally of one DAG, in one state, before an id."""
+    query = backfill_query().order_by(backfill.c.id.desc()).limit(limit)
+    if dag_id:
+        query = query.where(backfill.c.dag_id == dag_id)
+    if state is not None:
+        query = query.where(state_filter(state))
+    if before_id is not None:
+        query = query.where(backfill.c.id < before_id)
+    return [BackfillRecord.of(row) for row in await conn.execute(query)]
+
+
+@dataclass(frozen=True, slots=True)
+class PlanRecord:
+    """A sidecar backfill's stored plan, cursor and what its runs are written with."""
+
+    backfill_id: int
+    dag_id: str
+    phase: Phase
+    mode: Mode
+    run_backwards: bool
+    cutoff: dt.datetime
+    timetable: dict[str, Any]
+    """The DAG's serialised timetable when the backfill was created (its plan is stable)."""
+    from_date: dt.datetime
+    to_date: dt.datetime
+    planned_count: int | None
+    written_count: int
+    skipped_count: int
+    cursor: dict[str, Any] | None
+    """The last slot written, as stored (``None`` before the first batch)."""
+    max_active_runs: int
+    dag_run_conf: dict[str, Any] | None
+    dag_run_conf_given: bool
+    triggering_user_name: str | None
+    reprocess_behavior: ReprocessBehavior
+
+    @classmethod
+    def of(cls, row: Any) -> PlanRecord:
+        """The record of a :func:`plan_query` row."""
+        return cls(
+            backfill_id=row.backfill_id,
+            dag_id=row.dag_id,
+            phase=Phase(row.phase),
+            mode=Mode(row.mode),
+            run_backwards=bool(row.run_backwards),
+            cutoff=row.cutoff,
+            timetable=row.timetable,
+            from_date=row.from_date,
+            to_date=row.to_date,
+            planned_count=row.planned_count,
+            written_count=int(row.written_count),
+            skipped_count=int(row.skipped_count),
+            cursor=row.cursor or None,
+            max_active_runs=row.max_active_runs,
+            dag_run_conf=_conf(row.dag_run_conf),
+            dag_run_conf_given=bool(row.dag_run_conf_given),
+            triggering_user_name=row.triggering_user_name,
+            reprocess_behavior=_reprocess(row.reprocess_behavior) or ReprocessBehavior.NONE,
+        )
+
+
+def plan_query(backfill_id: int) -> sa.Select[Any]:
+    """The sidecar row of one backfill with the ``backfill`` columns its batches need."""
+    return (
+        sa.select(
+            sidecar_backfill,
+            backfill.c.max_active_runs,
+            backfill.c.dag_run_conf,
+            backfill.c.triggering_user_name,
+            backfill.c.from_date,
+            backfill.c.to_date,
+            backfill.c.reprocess_behavior,
+        )
+        .join(backfill, backfill.c.id == sidecar_backfill.c.backfill_id)
+        .where(sidecar_backfill.c.backfill_id == backfill_id)
+    )
+
+
+async def plan_record(conn: AsyncConnection, backfill_id: int) -> PlanRecord | None:
+    """A sidecar backfill's stored plan; None for a backfill Airflow made (or none at all)."""
+    row = (await conn.execute(plan_query(backfill_id))).one_or_none()
+    return None if row is None else PlanRecord.of(row)
+
+
+async def backfill_stats(conn: AsyncConnection) -> tuple[dict[str, int], list[tuple[int, str, int]]]:
+    """Backfills by caller-facing state, and the queued runs of each open backfill (for metrics)."""
+    counts: dict[str, int] = {}
+    for state in State:
+        value = await conn.scalar(
+            sa.select(sa.func.count())
+            .select_from(
+                backfill.outerjoin(sidecar_backfill, sidecar_backfill.c.backfill_id == backfill.c.id)
+            )
+            .where(state_filter(state))
+        )
+        counts[state.value] = int(value or 0)
+    result = await conn.execute(
+        sa.select(backfill.c.id, backfill.c.dag_id, sa.func.count(dag_run.c.id))
+        .select_from(
+            backfill.outerjoin(
+                dag_run, sa.and_(dag_run.c.backfill_id == backfill.c.id, dag_run.c.state == "queued")
+            )
+        )
+        .where(backfill.c.completed_at.is_(None))
+        .group_by(backfill.c.id, backfill.c.dag_id)
+    )
+    return counts, [(int(i), str(d), int(n)) for i, d, n in result]

@@ -1,0 +1,140 @@
+"""The ledger's creation of a backfill: its two rows, the request-id lookup, Airflow's one-open-backfill rule.
+
+Part of the ledger (:mod:`sidecar.store._ledger`): the only writer of a new backfill's rows.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from sidecar.errors import BackfillAlreadyRunning
+from sidecar.store._phases import Phase
+from sidecar.store._tables import backfill, sidecar_backfill
+from sidecar.vocabulary import Mode, ReprocessBehavior
+
+__all__ = ["NewBackfill", "RequestRecord", "check_no_active_backfill", "find_request", "insert_backfill"]
+
+
+@dataclass(frozen=True)
+class NewBackfill:
+    """Everything stored about a backfill when it is created."""
+
+    dag_id: str
+    from_date: dt.datetime
+    to_date: dt.datetime
+    dag_run_conf: dict[str, Any] | None
+    reprocess_behavior: ReprocessBehavior
+    max_active_runs: int
+    triggering_user_name: str | None
+    mode: Mode
+    run_backwards: bool
+    timetable: Mapping[str, Any]
+    planned_count: int | None
+    """None while a slow-to-count plan is counted in the background."""
+    request_id: str | None
+    request_fingerprint: str
+    now: dt.datetime
+    """Creation time, and the plan's cutoff."""
+
+
+@dataclass(frozen=True, slots=True)
+class RequestRecord:
+    """The backfill a ``request_id`` created, and the fingerprint of that request."""
+
+    backfill_id: int
+    fingerprint: str | None
+
+
+async def find_request(conn: AsyncConnection, request_id: str) -> RequestRecord | None:
+    """The backfill created by ``request_id``, if any."""
+    row = (
+        await conn.execute(
+            sa.select(sidecar_backfill.c.backfill_id, sidecar_backfill.c.request_fingerprint).where(
+                sidecar_backfill.c.request_id == request_id
+            )
+        )
+    ).one_or_none()
+    return None if row is None else RequestRecord(row.backfill_id, row.request_fingerprint)
+
+
+async def check_no_active_backfill(conn: AsyncConnection, dag_id: str) -> None:
+    """Airflow's rule: one open backfill per DAG.
+
+    Raises:
+        BackfillAlreadyRunning: field ``backfill.dag_id``.
+    """
+    active = await conn.scalar(
+        sa.select(sa.func.count())
+        .select_from(backfill)
+        .where(backfill.c.dag_id == dag_id, backfill.c.completed_at.is_(None))
+    )
+    if active:
+        raise BackfillAlreadyRunning(
+            f"Another backfill is running for Dag {dag_id}. There can be only one running backfill per Dag.",
+            field="backfill.dag_id",
+        )
+
+
+async def insert_backfill(conn: AsyncConnection, new: NewBackfill) -> int | None:
+    """Insert the ``backfill`` and ``sidecar_backfill`` rows; None if ``request_id`` is taken.
+
+    Safe to retry: the request-id and one-active-backfill checks run in the same
+    transaction, under a per-DAG advisory lock on PostgreSQL.
+
+    Raises:
+        BackfillAlreadyRunning: another backfill of the DAG is open.
+    """
+    if conn.dialect.name == "postgresql":
+        # Serialise concurrent creations for one DAG, then check again.
+        await conn.execute(
+            sa.text("SELECT pg_advisory_xact_lock(hashtext(:k))"),
+            {"k": f"airflow_sidecar.create:{new.dag_id}"},
+        )
+    if new.request_id and await find_request(conn, new.request_id):
+        return None
+    await check_no_active_backfill(conn, new.dag_id)
+    backfill_id = (
+        await conn.execute(
+            backfill.insert().returning(backfill.c.id),
+            {
+                "dag_id": new.dag_id,
+                "from_date": new.from_date,
+                "to_date": new.to_date,
+                "dag_run_conf": new.dag_run_conf,
+                "is_paused": False,
+                "reprocess_behavior": new.reprocess_behavior.value,
+                "max_active_runs": new.max_active_runs,
+                "created_at": new.now,
+                "updated_at": new.now,
+                "triggering_user_name": new.triggering_user_name,
+            },
+        )
+    ).scalar_one()
+    await conn.execute(
+        sidecar_backfill.insert(),
+        {
+            "backfill_id": backfill_id,
+            "dag_id": new.dag_id,
+            "phase": Phase.MATERIALIZING.value,
+            "mode": new.mode.value,
+            "run_backwards": new.run_backwards,
+            "cutoff": new.now,
+            "timetable": new.timetable,
+            "dag_run_conf_given": new.dag_run_conf is not None,
+            "planned_count": new.planned_count,
+            "written_count": 0,
+            "skipped_count": 0,
+            "cursor": None,
+            "request_id": new.request_id or None,
+            "request_fingerprint": new.request_fingerprint,
+            "created_at": new.now,
+            "updated_at": new.now,
+        },
+    )
+    return int(backfill_id)

@@ -1,0 +1,225 @@
+"""The ledger: the one owner of the sidecar's own rows and of a backfill's lifecycle columns.
+
+It writes ``sidecar_backfill`` (plan, cursor, counters, phase) and the lifecycle
+columns of Airflow's ``backfill`` row (``is_paused``, ``completed_at``, ``updated_at``);
+nothing else in the sidecar does (a new backfill's rows: :mod:`sidecar.store._creation`;
+reads: :mod:`sidecar.store._backfill_reads`). Every change of phase goes through
+:func:`sidecar.store._phases.transition`. Each function runs inside the caller's
+transaction (see :class:`sidecar.store.Transactions`), re-reading and re-checking
+what it changes there, so that a retried transaction is safe.
+
+Lock order, everywhere: the sidecar's own row, then Airflow's ``backfill`` row. The
+materialiser claims its row ``FOR UPDATE SKIP LOCKED`` (replicas never write the same
+batch); a cancel waits for a batch in flight instead of deadlocking with it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from sidecar.store._backfill_reads import BackfillRecord, PlanRecord, get_backfill, plan_query
+from sidecar.store._phases import TICKED, TRANSITIONS, Event, Phase, transition
+from sidecar.store._runs import count_unfinished_runs, fail_runs
+from sidecar.store._tables import backfill, sidecar_backfill
+from sidecar.vocabulary import Mode
+
+__all__ = [
+    "TickEntry",
+    "advance_cursor",
+    "cancel_backfill",
+    "claim_batch",
+    "complete_if_done",
+    "finish_writing",
+    "record_planned_count",
+    "reopen_backfill",
+    "set_paused",
+    "tick_entries",
+]
+
+
+async def claim_batch(conn: AsyncConnection, backfill_id: int) -> PlanRecord | None:
+    """Claim a materialising backfill for one batch; None if it is not materialising or held.
+
+    On PostgreSQL the sidecar row stays locked (``FOR UPDATE SKIP LOCKED``) until the
+    caller's transaction ends, so no other replica writes the same batch.
+    """
+    query = plan_query(backfill_id).where(sidecar_backfill.c.phase == Phase.MATERIALIZING.value)
+    if conn.dialect.name == "postgresql":
+        query = query.with_for_update(of=sidecar_backfill, skip_locked=True)
+    row = (await conn.execute(query)).one_or_none()
+    return None if row is None else PlanRecord.of(row)
+
+
+async def _set_phase(
+    conn: AsyncConnection, backfill_id: int, current: Phase, event: Event, now: dt.datetime
+) -> None:
+    """Move the sidecar row (if any: Airflow's backfills have none) to the phase after ``event``."""
+    after = transition(backfill_id, current, event)
+    await conn.execute(
+        sidecar_backfill.update()
+        .where(sidecar_backfill.c.backfill_id == backfill_id)
+        .values(phase=after.value, updated_at=now)
+    )
+
+
+async def advance_cursor(
+    conn: AsyncConnection,
+    claimed: PlanRecord,
+    *,
+    written: int,
+    skipped: int,
+    cursor: dict[str, Any] | None,
+    exhausted: bool,
+    now: dt.datetime,
+) -> None:
+    """After a batch of a claimed backfill: move the cursor and counters; finish writing if exhausted."""
+    values: dict[str, Any] = {
+        "written_count": sidecar_backfill.c.written_count + written,
+        "skipped_count": sidecar_backfill.c.skipped_count + skipped,
+        "updated_at": now,
+    }
+    if cursor is not None:
+        values["cursor"] = cursor
+    if exhausted:
+        values["phase"] = transition(claimed.backfill_id, claimed.phase, Event.FINISH_WRITING).value
+        values["planned_count"] = sa.func.coalesce(
+            sidecar_backfill.c.planned_count, sidecar_backfill.c.written_count + written
+        )
+    await conn.execute(
+        sidecar_backfill.update()
+        .where(sidecar_backfill.c.backfill_id == claimed.backfill_id)
+        .values(**values)
+    )
+
+
+async def finish_writing(conn: AsyncConnection, claimed: PlanRecord, now: dt.datetime) -> None:
+    """Write no more runs of a claimed backfill (its DAG is gone)."""
+    await _set_phase(conn, claimed.backfill_id, claimed.phase, Event.FINISH_WRITING, now)
+
+
+async def record_planned_count(conn: AsyncConnection, backfill_id: int, planned: int) -> None:
+    """Record a plan's size counted after creation (unless already known)."""
+    await conn.execute(
+        sidecar_backfill.update()
+        .where(sidecar_backfill.c.backfill_id == backfill_id, sidecar_backfill.c.planned_count.is_(None))
+        .values(planned_count=planned)
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class TickEntry:
+    """A backfill the tick visits: write its next runs, or complete it."""
+
+    backfill_id: int
+    dag_id: str
+    phase: Phase
+    """The stored phase (one of :data:`TICKED`)."""
+    mode: Mode
+    planned_count: int | None
+    max_active_runs: int
+    completed_at: dt.datetime | None
+
+
+async def tick_entries(conn: AsyncConnection) -> list[TickEntry]:
+    """The backfills in a ticked phase, oldest first."""
+    rows = await conn.execute(
+        sa.select(
+            sidecar_backfill.c.backfill_id,
+            sidecar_backfill.c.phase,
+            sidecar_backfill.c.mode,
+            sidecar_backfill.c.planned_count,
+            backfill.c.dag_id,
+            backfill.c.max_active_runs,
+            backfill.c.completed_at,
+        )
+        .join(backfill, backfill.c.id == sidecar_backfill.c.backfill_id)
+        .where(sidecar_backfill.c.phase.in_([p.value for p in TICKED]))
+        .order_by(sidecar_backfill.c.backfill_id)
+    )
+    return [
+        TickEntry(
+            r.backfill_id,
+            r.dag_id,
+            Phase(r.phase),
+            Mode(r.mode),
+            r.planned_count,
+            r.max_active_runs,
+            r.completed_at,
+        )
+        for r in rows
+    ]
+
+
+async def reopen_backfill(conn: AsyncConnection, backfill_id: int) -> None:
+    """Undo Airflow's completion of a backfill that still has runs to write (its timer's doing)."""
+    await conn.execute(backfill.update().where(backfill.c.id == backfill_id).values(completed_at=None))
+
+
+async def _lock(conn: AsyncConnection, backfill_id: int) -> BackfillRecord:
+    """Lock a backfill's rows in the ledger's order (its own row, then Airflow's) and read it."""
+    await conn.execute(
+        sa.select(sidecar_backfill.c.backfill_id)
+        .where(sidecar_backfill.c.backfill_id == backfill_id)
+        .with_for_update()
+    )
+    return await get_backfill(conn, backfill_id, for_update=True)
+
+
+async def set_paused(conn: AsyncConnection, backfill_id: int, paused: bool, now: dt.datetime) -> None:
+    """Pause or unpause; idempotent.
+
+    Raises:
+        BackfillNotFound, InvalidTransition: the backfill has ended.
+    """
+    record = await get_backfill(conn, backfill_id, for_update=True)
+    transition(backfill_id, record.phase, Event.PAUSE if paused else Event.UNPAUSE)
+    await conn.execute(
+        backfill.update()
+        .where(backfill.c.id == backfill_id, backfill.c.is_paused.is_not(paused))
+        .values(is_paused=paused, updated_at=now)
+    )
+
+
+async def cancel_backfill(
+    conn: AsyncConnection, backfill_id: int, run_states: tuple[str, ...], now: dt.datetime
+) -> int:
+    """Cancel: no batch starts after this commits; fail the runs in ``run_states``; end the backfill.
+
+    Unlike Airflow, the backfill is not left paused, so a run of it cleared later is not
+    stranded. Returns the number of runs failed.
+
+    Raises:
+        BackfillNotFound, InvalidTransition: the backfill has ended.
+    """
+    record = await _lock(conn, backfill_id)
+    # The materialiser claims the sidecar row before each batch: once this commits no
+    # batch can start, and one in flight holds the row lock until it commits.
+    await _set_phase(conn, backfill_id, record.phase, Event.CANCEL, now)
+    stopped = await fail_runs(conn, backfill_id, record.dag_id, run_states, now)
+    await conn.execute(
+        backfill.update()
+        .where(backfill.c.id == backfill_id)
+        .values(completed_at=now, updated_at=now, is_paused=False)
+    )
+    return stopped
+
+
+async def complete_if_done(conn: AsyncConnection, backfill_id: int, now: dt.datetime) -> bool:
+    """Complete a fully written backfill whose runs have all finished; False if not (yet)."""
+    if await count_unfinished_runs(conn, backfill_id):
+        return False
+    record = await _lock(conn, backfill_id)
+    if Event.COMPLETE not in TRANSITIONS[record.phase]:  # cancelled meanwhile
+        return False
+    await _set_phase(conn, backfill_id, record.phase, Event.COMPLETE, now)
+    await conn.execute(
+        backfill.update()
+        .where(backfill.c.id == backfill_id, backfill.c.completed_at.is_(None))
+        .values(completed_at=now, updated_at=now)
+    )
+    return True

@@ -1,0 +1,143 @@
+"""A backfill's lifecycle: its phases, the one table of allowed transitions, and its guard.
+
+The sidecar keeps its own lifecycle of a backfill in ``sidecar_backfill.phase``; Airflow's
+``backfill`` row adds ``completed_at`` (its scheduler may complete a backfill on its own)
+and ``is_paused``. :func:`lifecycle_of` folds them into one :class:`Phase`, and every
+change of phase (or refusal of a user action) goes through :func:`transition`, over the
+table :data:`TRANSITIONS`, the way asyncpg's ``transaction.py`` guards its states::
+
+    materializing --finish writing--> materialized --complete--> completed
+          |                                |
+          +------------cancel--------------+-----------------> cancelled
+
+Pausing and unpausing keep the phase (they flip ``backfill.is_paused``) but are guarded
+the same way. A new phase is added here and nowhere else: a member of :class:`Phase`,
+its rows in :data:`TRANSITIONS` (and the :class:`Event` that leads to it), and, as the
+case may be, an entry in :data:`TICKED` (the tick visits it), :data:`SHOWN_AS` (a
+caller sees a state of its own) and :data:`AIRFLOW_COMPLETES` (Airflow's timer may
+complete it).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+from collections.abc import Mapping
+
+import sqlalchemy as sa
+
+from sidecar.errors import InvalidTransition
+from sidecar.store._tables import backfill, sidecar_backfill
+from sidecar.vocabulary import State
+
+__all__ = [
+    "AIRFLOW_COMPLETES",
+    "SHOWN_AS",
+    "TICKED",
+    "TRANSITIONS",
+    "Event",
+    "Phase",
+    "lifecycle_of",
+    "state_filter",
+    "state_of",
+    "transition",
+]
+
+
+class Phase(enum.Enum):
+    """The sidecar's own lifecycle of a backfill (``sidecar_backfill.phase``)."""
+
+    MATERIALIZING = "materializing"
+    """Runs remain to be written."""
+    MATERIALIZED = "materialized"
+    """Every slot is written; waiting for the runs to finish."""
+    COMPLETED = "completed"
+    CANCELLED = "cancelled"
+
+
+class Event(enum.Enum):
+    """What may happen to a backfill; the value reads in "cannot <value>: ..." errors."""
+
+    PAUSE = "pause"
+    UNPAUSE = "unpause"
+    CANCEL = "cancel"
+    FINISH_WRITING = "finish writing"
+    """The plan is exhausted, or the DAG is gone: nothing more will be written."""
+    COMPLETE = "complete"
+    """Every run has finished (idempotent: Airflow's own timer may have completed it)."""
+
+
+#: The one table of allowed transitions: ``phase -> {event: next phase}``. Anything else is refused.
+TRANSITIONS: Mapping[Phase, Mapping[Event, Phase]] = {
+    Phase.MATERIALIZING: {
+        Event.PAUSE: Phase.MATERIALIZING,
+        Event.UNPAUSE: Phase.MATERIALIZING,
+        Event.CANCEL: Phase.CANCELLED,
+        Event.FINISH_WRITING: Phase.MATERIALIZED,
+    },
+    Phase.MATERIALIZED: {
+        Event.PAUSE: Phase.MATERIALIZED,
+        Event.UNPAUSE: Phase.MATERIALIZED,
+        Event.CANCEL: Phase.CANCELLED,
+        Event.COMPLETE: Phase.COMPLETED,
+    },
+    Phase.COMPLETED: {Event.COMPLETE: Phase.COMPLETED},
+    Phase.CANCELLED: {},
+}
+
+#: Phases the tick visits (stored phase): it writes the next runs of one, completes the other.
+TICKED = (Phase.MATERIALIZING, Phase.MATERIALIZED)
+
+#: Phases in which Airflow's ``completed_at`` means completed (its scheduler's timer may set it).
+#: Not MATERIALIZING: runs remain to be written, and the tick reopens it.
+AIRFLOW_COMPLETES = frozenset({Phase.MATERIALIZED, Phase.COMPLETED})
+
+#: The caller-facing state of each ended phase; the others show ACTIVE or PAUSED (``is_paused``).
+SHOWN_AS: Mapping[Phase, State] = {Phase.COMPLETED: State.COMPLETED, Phase.CANCELLED: State.CANCELLED}
+
+
+def transition(backfill_id: int, current: Phase, event: Event) -> Phase:
+    """The phase after ``event``, or a terse refusal.
+
+    Raises:
+        InvalidTransition: e.g. "cannot cancel: backfill 7 is cancelled".
+    """
+    after = TRANSITIONS[current].get(event)
+    if after is None:
+        raise InvalidTransition(f"cannot {event.value}: backfill {backfill_id} is {current.value}")
+    return after
+
+
+def lifecycle_of(stored: Phase | None, completed_at: dt.datetime | None) -> Phase:
+    """A backfill's phase from its sidecar row's phase and Airflow's ``completed_at``.
+
+    A backfill Airflow made has no sidecar row (``stored`` None): its runs are all
+    written, so it is materialized until Airflow completes it.
+    """
+    phase = Phase.MATERIALIZED if stored is None else stored
+    if completed_at is not None and phase in AIRFLOW_COMPLETES:
+        return Phase.COMPLETED
+    return phase
+
+
+def state_of(phase: Phase, is_paused: bool | None) -> State:
+    """The caller-facing state of a backfill in ``phase`` (from :func:`lifecycle_of`)."""
+    return SHOWN_AS.get(phase) or (State.PAUSED if is_paused else State.ACTIVE)
+
+
+def _lifecycle_sql() -> sa.ColumnElement[str]:
+    """:func:`lifecycle_of` in SQL, over ``backfill`` outer-joined with ``sidecar_backfill``."""
+    phase = sa.func.coalesce(sidecar_backfill.c.phase, Phase.MATERIALIZED.value)
+    completed = sa.and_(backfill.c.completed_at.is_not(None), phase.in_([p.value for p in AIRFLOW_COMPLETES]))
+    return sa.case((completed, Phase.COMPLETED.value), else_=phase)
+
+
+def state_filter(state: State) -> sa.ColumnElement[bool]:
+    """The SQL condition matching :func:`state_of` (for listing backfills by state)."""
+    phase = _lifecycle_sql()
+    ended = [p.value for p, shown in SHOWN_AS.items() if shown is state]
+    if ended:
+        return phase.in_(ended)
+    open_ = phase.not_in([p.value for p in SHOWN_AS])
+    paused = sa.func.coalesce(backfill.c.is_paused, False)
+    return sa.and_(open_, paused if state is State.PAUSED else sa.not_(paused))

@@ -1,0 +1,53 @@
+"""The words every layer shares: how a backfill runs, what it reprocesses, what a caller sees.
+
+One enum per concept, used unchanged from the API converter through the engine to the
+store (which writes their ``value``, the strings Airflow and the sidecar's own table
+store). A leaf module: it imports nothing from the sidecar, so any layer may use it.
+"""
+
+from __future__ import annotations
+
+import enum
+
+__all__ = ["Disposition", "Mode", "ReprocessBehavior", "State"]
+
+
+class Mode(enum.Enum):
+    """How a backfill's runs are materialised."""
+
+    WINDOWED = "windowed"
+    """A few runs ahead of the scheduler (``max_active_runs`` plus a lookahead)."""
+    EAGER = "eager"
+    """Every run at once, as Airflow's own backfill does."""
+
+
+class ReprocessBehavior(enum.Enum):
+    """Airflow's reprocess behaviours (the values of ``backfill.reprocess_behavior``)."""
+
+    NONE = "none"
+    FAILED = "failed"
+    COMPLETED = "completed"
+
+
+class State(enum.Enum):
+    """The state a caller sees."""
+
+    ACTIVE = "active"
+    PAUSED = "paused"
+    COMPLETED = "completed"
+    CANCELLED = "cancelled"
+
+
+class Disposition(enum.Enum):
+    """What happens to a planned slot: Airflow's reprocess matrix, plus "not written yet".
+
+    The values of the skipped ones are what Airflow writes into
+    ``backfill_dag_run.exception_reason``.
+    """
+
+    CREATE = "create"
+    REPROCESS = "reprocess"
+    ALREADY_EXISTS = "already exists"
+    IN_FLIGHT = "in flight"
+    PENDING = "pending"
+    """A slot of a windowed backfill not written yet."""

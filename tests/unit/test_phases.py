@@ -1,0 +1,101 @@
+"""The ledger's transition table: every allowed and every refused transition, and what a backfill's phase and state are."""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+
+import pytest
+
+from sidecar.errors import FailedPrecondition, InvalidTransition
+from sidecar.store import TRANSITIONS, Event, Phase, transition
+from sidecar.store._phases import lifecycle_of, state_of
+from sidecar.vocabulary import State
+
+M, D, C, X = Phase.MATERIALIZING, Phase.MATERIALIZED, Phase.COMPLETED, Phase.CANCELLED
+
+#: The whole table, written out: (phase, event) -> next phase. Every other pair is refused.
+ALLOWED = {
+    (M, Event.PAUSE): M,
+    (M, Event.UNPAUSE): M,
+    (M, Event.CANCEL): X,
+    (M, Event.FINISH_WRITING): D,
+    (D, Event.PAUSE): D,
+    (D, Event.UNPAUSE): D,
+    (D, Event.CANCEL): X,
+    (D, Event.COMPLETE): C,
+    (C, Event.COMPLETE): C,
+}
+
+
+@pytest.mark.parametrize(("phase", "event"), list(ALLOWED))
+def test_allowed_transitions(phase: Phase, event: Event) -> None:
+    assert transition(7, phase, event) is ALLOWED[phase, event]
+
+
+REFUSED = [pair for pair in itertools.product(Phase, Event) if pair not in ALLOWED]
+
+
+@pytest.mark.parametrize(("phase", "event"), REFUSED)
+def test_refused_transitions_name_the_action_the_backfill_and_its_phase(phase: Phase, event: Event) -> None:
+    with pytest.raises(InvalidTransition) as excinfo:
+        transition(7, phase, event)
+    assert str(excinfo.value) == f"cannot {event.value}: backfill 7 is {phase.value}"
+    assert isinstance(excinfo.value, FailedPrecondition)
+    assert excinfo.value.reason == "INVALID_STATE_TRANSITION"
+
+
+def test_the_messages_callers_see() -> None:
+    with pytest.raises(InvalidTransition, match=r"^cannot cancel: backfill 7 is cancelled$"):
+        transition(7, X, Event.CANCEL)
+    with pytest.raises(InvalidTransition, match=r"^cannot pause: backfill 12 is completed$"):
+        transition(12, C, Event.PAUSE)
+    with pytest.raises(InvalidTransition, match=r"^cannot finish writing: backfill 3 is materialized$"):
+        transition(3, D, Event.FINISH_WRITING)
+
+
+def test_the_table_covers_every_phase_and_ended_phases_are_final() -> None:
+    assert set(TRANSITIONS) == set(Phase)
+    assert {(p, e): n for p, row in TRANSITIONS.items() for e, n in row.items()} == ALLOWED
+    assert not TRANSITIONS[X]
+    assert set(TRANSITIONS[C]) == {Event.COMPLETE}
+
+
+NOW = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+
+
+@pytest.mark.parametrize(
+    ("stored", "completed_at", "phase"),
+    [
+        (M, None, M),
+        (M, NOW, M),  # Airflow's timer completed it early: runs remain, the tick reopens it
+        (D, None, D),
+        (D, NOW, C),  # Airflow's timer completed it: done
+        (C, NOW, C),
+        (C, None, C),
+        (X, NOW, X),
+        (X, None, X),
+        (None, None, D),  # Airflow made it: all its runs are written
+        (None, NOW, C),
+    ],
+)
+def test_lifecycle_folds_airflows_completed_at_in(
+    stored: Phase | None, completed_at: dt.datetime | None, phase: Phase
+) -> None:
+    assert lifecycle_of(stored, completed_at) is phase
+
+
+@pytest.mark.parametrize(
+    ("phase", "paused", "state"),
+    [
+        (M, False, State.ACTIVE),
+        (M, True, State.PAUSED),
+        (D, False, State.ACTIVE),
+        (D, True, State.PAUSED),
+        (C, True, State.COMPLETED),
+        (X, True, State.CANCELLED),
+        (X, None, State.CANCELLED),
+    ],
+)
+def test_state_a_caller_sees(phase: Phase, paused: bool | None, state: State) -> None:
+    assert state_of(phase, paused) is state
