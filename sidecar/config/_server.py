@@ -225,7 +225,7 @@ def _add_security_arguments(serve: argparse.ArgumentParser, env: Environ) -> Non
     group.add_argument(
         "--token-file",
         default=_env.text(env, "SIDECAR_TOKEN_FILE"),
-        help="TOML file of service-account tokens by SHA-256 (see README, Security); env SIDECAR_TOKEN_FILE",
+        help="TOML file of service-account tokens by SHA-256 (see docs/security.md); env SIDECAR_TOKEN_FILE",
     )
     group.add_argument(
         "--policy",
