@@ -7,7 +7,6 @@ a bad token, a token without the role ``scheduler``) and snapshots what the user
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,7 +16,6 @@ from tests.newcomer.snapshots import assert_snapshot, cli, transcript
 from tests.support.airflow import JWT_SECRET
 from tests.support.fixtures import AirflowDatabase
 from tests.support.ports import free_port
-from tests.support.processes import start_sidecar
 
 
 def _token(*roles: str) -> str:
@@ -26,26 +24,12 @@ def _token(*roles: str) -> str:
     )
 
 
-@pytest.fixture(scope="module")
-def sidecar(airflow_db: AirflowDatabase, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    process, target = start_sidecar(
-        airflow_db.asyncpg_url,
-        tmp_path_factory.mktemp("doctor"),
-        env={"SIDECAR_JWT_SECRET": JWT_SECRET},
-        auth_args=(),
-    )
-    try:
-        yield target
-    finally:
-        process.stop()
-
-
 @pytest.fixture
-def scheduler_env(airflow_db: AirflowDatabase, sidecar: str) -> dict[str, str]:
+def scheduler_env(airflow_db: AirflowDatabase, secured_sidecar: str) -> dict[str, str]:
     """The scheduler's environment when everything is right."""
     return {
         "SIDECAR_DATABASE_URL": airflow_db.asyncpg_url,
-        "SIDECAR_TARGET": sidecar,
+        "SIDECAR_TARGET": secured_sidecar,
         "SIDECAR_TOKEN": _token("scheduler"),
     }
 
@@ -137,10 +121,12 @@ def test_token_without_scheduler_role(scheduler_env: dict[str, str]) -> None:
     assert cli("doctor", env={**scheduler_env, "SIDECAR_TOKEN": _token("viewer")}).returncode == 0
 
 
-def test_shim_environment_differs_from_what_was_checked(scheduler_env: dict[str, str], sidecar: str) -> None:
+def test_shim_environment_differs_from_what_was_checked(
+    scheduler_env: dict[str, str], secured_sidecar: str
+) -> None:
     """A --target flag that the scheduler's SIDECAR_TARGET does not match is the thing to fix."""
     env = {k: v for k, v in scheduler_env.items() if k != "SIDECAR_TARGET"}
-    result = cli("doctor", "--as-scheduler", "--target", sidecar, env=env)
+    result = cli("doctor", "--as-scheduler", "--target", secured_sidecar, env=env)
     assert result.returncode == 1
     assert [line.split()[1] for line in _lines(result.stdout, "FAIL")] == ["shim"]
     assert "export SIDECAR_TARGET=" in result.stderr

@@ -8,16 +8,12 @@ traceback back.
 from __future__ import annotations
 
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.newcomer.snapshots import assert_snapshot, cli, transcript
-from tests.support.airflow import JWT_SECRET
-from tests.support.fixtures import AirflowDatabase
 from tests.support.ports import free_port
-from tests.support.processes import start_sidecar
 
 WRONG_DATABASES = {
     "wrong_database_name": "postgresql+asyncpg://postgres@127.0.0.1:5432/no_such_airflow_db",
@@ -98,22 +94,8 @@ def test_bad_dates_and_conf_are_one_line() -> None:
     assert_snapshot("cli_bad_date", transcript(result))
 
 
-@pytest.fixture(scope="module")
-def secured(airflow_db: AirflowDatabase, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    process, target = start_sidecar(
-        airflow_db.asyncpg_url,
-        tmp_path_factory.mktemp("errors"),
-        env={"SIDECAR_JWT_SECRET": JWT_SECRET},
-        auth_args=(),
-    )
-    try:
-        yield target
-    finally:
-        process.stop()
-
-
-def test_cli_without_a_token_says_how_to_get_one(secured: str) -> None:
-    result = cli("backfill", "list", "--target", secured)
+def test_cli_without_a_token_says_how_to_get_one(secured_sidecar: str) -> None:
+    result = cli("backfill", "list", "--target", secured_sidecar)
     _short(result, 1)
     assert result.stderr.startswith("airflow-sidecar: UNAUTHENTICATED: missing bearer token")
     assert_snapshot("cli_no_token", transcript(result))
