@@ -1,6 +1,8 @@
 """``airflow-sidecar``: serve the sidecar, run Airflow's scheduler with the shim, and drive backfills.
 
-Errors are one line on stderr and a non-zero exit code.
+Every error a user can cause is one or two lines on stderr saying what is wrong and what to do
+(:mod:`sidecar.cli._problems`), and a non-zero exit code; ``--debug`` shows the traceback. The
+parser lives in :mod:`sidecar.cli._parser`, ``doctor`` in :mod:`sidecar.cli._doctor`.
 """
 
 from __future__ import annotations
