@@ -14,6 +14,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from sidecar._gen.airflow_sidecar.v1 import backfill_pb2 as pb
 from sidecar.engine import (
     DEFAULT_MAX_ACTIVE_RUNS,
+    MAX_CONF_DEPTH,
     BackfillSpec,
     BackfillView,
     Disposition,
@@ -21,6 +22,7 @@ from sidecar.engine import (
     ReprocessBehavior,
     SlotView,
     State,
+    WriteFailure,
 )
 from sidecar.errors import InvalidArgument
 from sidecar.names import backfill_name, parse_backfill_name
@@ -52,9 +54,6 @@ _DISPOSITIONS = {
     Disposition.PENDING: pb.DISPOSITION_PENDING,
 }
 
-#: Deepest nesting of objects and arrays accepted in ``dag_run_conf`` (deeper documents are
-#: refused at the edge: serialising them again would overflow Python's recursion limit).
-MAX_CONF_DEPTH = 64
 #: Page tokens carry a backfill id or a run's sort ordinal: both are 32-bit integer columns.
 _MAX_TOKEN_VALUE = 2**31 - 1
 
@@ -198,6 +197,19 @@ def backfill_message(view: BackfillView) -> pb.Backfill:
         create_time=timestamp(view.created_at),
         update_time=timestamp(view.updated_at),
         complete_time=timestamp(view.completed_at),
+        write_failure=_write_failure(view.write_failure),
+    )
+
+
+def _write_failure(failure: WriteFailure | None) -> pb.WriteFailure | None:
+    if failure is None:
+        return None
+    return pb.WriteFailure(
+        reason=failure.reason,
+        message=failure.message,
+        attempts=failure.attempts,
+        set_aside=failure.set_aside,
+        time=timestamp(failure.failed_at),
     )
 
 

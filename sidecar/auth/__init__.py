@@ -3,7 +3,7 @@
 The ``ErrorInfo`` reasons are a contract with every front door (the REST gateway maps them
 to Airflow's exact HTTP answers): an unauthenticated call fails with ``UNAUTHENTICATED`` and
 one of the ``TOKEN_*`` reasons, a call that is not allowed with ``PERMISSION_DENIED`` and the
-reason ``PERMISSION_DENIED``. See the README's "Security" section for the file formats.
+reason ``PERMISSION_DENIED``. See docs/security.md for the file formats.
 """
 
 from sidecar.auth._actions import METHOD_RULES, MethodRule, Target

@@ -2,9 +2,10 @@
 
 It wraps each method's handler rather than answering from ``intercept_service`` alone,
 because authorisation needs the request: the DAG id of a create, the backfill named by a
-get. The check runs before the servicer, so a refused call writes nothing. The caller is
-published in a context variable for the duration of the call; the servicer records it as
-the backfill's triggering user (:func:`current_principal`).
+get. The check runs before the servicer, so a refused call writes nothing. The caller (or,
+for a ``delegate``, the user it names: :mod:`sidecar.auth._delegation`) is published in a
+context variable for the duration of the call; the servicer records it as the backfill's
+triggering user (:func:`current_principal`).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from sidecar.auth._actions import (
     MethodRule,
     Target,
 )
+from sidecar.auth._delegation import DelegationRefused, delegated, on_behalf_of
 from sidecar.auth._policy import Action, Policy
 from sidecar.auth._reasons import AUTHORIZATION_METADATA, DOMAIN, PERMISSION_DENIED, TOKEN_INVALID
 from sidecar.auth._revocation import RevocationCheck
@@ -113,19 +115,26 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         for key, value in handler_call_details.invocation_metadata or ():
             if key == AUTHORIZATION_METADATA:
                 authorization = value if isinstance(value, str) else value.decode()
-        return _wrap(handler, _Check(self, method, authorization))
+        user = on_behalf_of(handler_call_details.invocation_metadata)
+        return _wrap(handler, _Check(self, method, authorization, user))
 
-    async def check(self, method: str, authorization: str | None, request: Message | None) -> Principal:
-        """The caller, if it may make this call with this request.
+    async def check(
+        self, method: str, authorization: str | None, request: Message | None, on_behalf: bytes | None = None
+    ) -> Principal:
+        """The caller (or the user it delegates for), if it may make this call with this request.
 
         Raises:
-            Denied: unauthenticated, or not allowed.
+            Denied: unauthenticated, a refused delegation, or not allowed.
         """
         try:
             principal = self._authenticator.authenticate(authorization)
         except AuthenticationError as exc:
             log.info("unauthenticated call to %s: %s", method, exc.reason)
             raise Denied(_status(grpc.StatusCode.UNAUTHENTICATED, exc.reason, exc.message)) from exc
+        try:
+            principal = delegated(principal, on_behalf)
+        except DelegationRefused as exc:
+            raise Denied(_status(grpc.StatusCode.PERMISSION_DENIED, PERMISSION_DENIED, str(exc))) from exc
         if principal.jti is not None and self._is_revoked is not None:
             await self._check_revocation(principal.jti, method)
         if method.startswith(AUTHENTICATED_PREFIXES):
@@ -190,14 +199,17 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
 class _Check:
     """One call's check: the interceptor, the method and its authorization metadata."""
 
-    def __init__(self, interceptor: AuthInterceptor, method: str, authorization: str | None) -> None:
+    def __init__(
+        self, interceptor: AuthInterceptor, method: str, authorization: str | None, on_behalf: bytes | None
+    ) -> None:
         self.interceptor = interceptor
         self.method = method
         self.authorization = authorization
+        self.on_behalf = on_behalf
 
     async def enter(self, request: Message | None, context: grpc.aio.ServicerContext[Any, Any]) -> Principal:
         try:
-            principal = await self.interceptor.check(self.method, self.authorization, request)
+            principal = await self.interceptor.check(self.method, self.authorization, request, self.on_behalf)
         except Denied as denied:
             await context.abort_with_status(denied.status)
             raise AssertionError("unreachable") from denied

@@ -15,7 +15,7 @@ from sidecar._gen.airflow_sidecar.v1 import backfill_pb2 as pb
 from sidecar._gen.airflow_sidecar.v1 import backfill_pb2_grpc
 from sidecar.channel import open_channel
 from sidecar.cli._plans import SUMMARY_ABOVE, size_line, summary
-from sidecar.cli._progress import follow, totals
+from sidecar.cli._progress import follow, state_text, totals
 from sidecar.config import ClientSettings
 from sidecar.names import BACKFILLS, backfill_name
 
@@ -111,8 +111,13 @@ def _table(rows: Sequence[Sequence[Any]], headers: Sequence[str]) -> str:
     return "\n".join(lines)
 
 
-def _state(b: pb.Backfill) -> str:
-    return pb.Backfill.State.Name(b.state).removeprefix("STATE_").lower()
+def failure_line(b: pb.Backfill) -> str | None:
+    """Why writing a backfill's runs failed, in one line; None if it did not."""
+    if not b.HasField("write_failure"):
+        return None
+    f = b.write_failure
+    what = "set aside (unpause to retry, or cancel)" if f.set_aside else f"retrying ({f.attempts} attempts)"
+    return f"backfill {b.id} {what}: {f.reason}: {f.message}"
 
 
 def print_backfills(backfills: Sequence[pb.Backfill], output: str) -> None:
@@ -126,7 +131,7 @@ def print_backfills(backfills: Sequence[pb.Backfill], output: str) -> None:
             b.dag_id,
             _iso(b.from_date),
             _iso(b.to_date),
-            _state(b),
+            state_text(b),
             b.max_active_runs,
             f"{b.progress.succeeded}/{b.progress.planned}",
             b.progress.running,
@@ -140,6 +145,9 @@ def print_backfills(backfills: Sequence[pb.Backfill], output: str) -> None:
             rows, ("id", "dag_id", "from", "to", "state", "max_active", "done", "running", "queued", "failed")
         )
     )
+    for b in backfills:
+        if line := failure_line(b):
+            print(line)
 
 
 def watch(stub: backfill_pb2_grpc.BackfillServiceStub, name: str, output: str) -> pb.Backfill:

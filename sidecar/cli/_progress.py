@@ -24,8 +24,13 @@ from rich.progress import (
 from sidecar._gen.airflow_sidecar.v1 import backfill_pb2 as pb
 
 
-def _state(b: pb.Backfill) -> str:
-    return pb.Backfill.State.Name(b.state).removeprefix("STATE_").lower()
+def state_text(b: pb.Backfill) -> str:
+    """The state, and whether writing its runs is failing: ``active, set aside`` or ``active, retrying (2)``."""
+    state = pb.Backfill.State.Name(b.state).removeprefix("STATE_").lower()
+    if not b.HasField("write_failure"):
+        return state
+    failure = b.write_failure
+    return f"{state}, set aside" if failure.set_aside else f"{state}, retrying ({failure.attempts})"
 
 
 def totals(b: pb.Backfill) -> tuple[int, int]:
@@ -39,7 +44,7 @@ def counts(b: pb.Backfill) -> str:
     p = b.progress
     return (
         f"succeeded={p.succeeded} failed={p.failed} running={p.running} queued={p.queued} "
-        f"written={p.written}/{p.planned} skipped={p.skipped} {_state(b)}"
+        f"written={p.written}/{p.planned} skipped={p.skipped} {state_text(b)}"
     )
 
 
@@ -81,6 +86,6 @@ def follow(updates: Iterable[pb.Backfill], stream: TextIO | None = None) -> pb.B
         for last in updates:
             finished, total = totals(last)
             p = last.progress
-            short = f"failed {p.failed} running {p.running} queued {p.queued} {_state(last)}"
+            short = f"failed {p.failed} running {p.running} queued {p.queued} {state_text(last)}"
             bar.update(task, completed=finished, total=total or None, id=last.id, short=short)
     return last

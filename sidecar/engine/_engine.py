@@ -15,6 +15,7 @@ from sidecar.engine._config import EngineConfig, Parts, utcnow
 from sidecar.engine._counting import BackgroundCounter
 from sidecar.engine._model import BackfillSpec, BackfillView, DryRun, SlotView
 from sidecar.engine._policies import SchedulerPolicies
+from sidecar.engine._requests import check_list_filter
 from sidecar.engine._tick import TickResult
 from sidecar.observability import DATABASE_ERRORS, TICK_SECONDS
 from sidecar.store import DagCatalog, Database, Failure, Transactions, backfill_stats
@@ -78,7 +79,12 @@ class BackfillEngine:
     async def list_backfills(
         self, *, dag_id: str | None, state: State | None, page_size: int, before_id: int | None
     ) -> tuple[list[BackfillView], int | None]:
-        """A page of backfills, newest first, and the id to continue before (None on the last page)."""
+        """A page of backfills, newest first, and the id to continue before (None on the last page).
+
+        Raises:
+            InvalidArgument: a ``dag_id`` filter no DAG id could match (control characters, too long).
+        """
+        check_list_filter(dag_id)
         return await _reads.list_views(
             self._parts, dag_id=dag_id, state=state, page_size=page_size, before_id=before_id
         )

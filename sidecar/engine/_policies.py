@@ -9,7 +9,7 @@ inside the scheduler, reports the hook in every ``TickRequest``
 scheduler's latest report names a hook, creating backfills is refused with
 FAILED_PRECONDITION naming the feature and the hook, and windowed backfills stop writing
 new runs. Reports expire (``ttl``), so a scheduler that is gone does not block forever; a
-sidecar that has received no report yet knows nothing (the README says so).
+sidecar that has received no report yet knows nothing (docs/api.md says so).
 """
 
 from __future__ import annotations

@@ -13,9 +13,9 @@ from sidecar.engine._model import BackfillView, Progress, SlotView
 from sidecar.engine._plans import run_of
 from sidecar.planning import PlannedRun
 from sidecar.store import (
+    PENDING_RUNS,
     BackfillRecord,
     ExistingRun,
-    Phase,
     get_backfill,
     list_backfills,
     plan_record,
@@ -68,6 +68,7 @@ def view_of(record: BackfillRecord, progress: Progress) -> BackfillView:
         created_at=record.created_at,
         updated_at=record.updated_at,
         completed_at=record.completed_at if state in (State.COMPLETED, State.CANCELLED) else None,
+        write_failure=record.write_failure if state in (State.ACTIVE, State.PAUSED) else None,
     )
 
 
@@ -118,7 +119,7 @@ async def pending_slots(
 ) -> list[SlotView]:
     """Slots of a windowed backfill not written yet, computed from the stored plan."""
     record = await plan_record(conn, backfill_id)
-    if record is None or record.phase is not Phase.MATERIALIZING or limit <= 0:
+    if record is None or record.phase not in PENDING_RUNS or limit <= 0:
         return []
     runs = plan_of(record).runs(after=run_of(record.cursor))
     pending = (r for r in runs if r.sort_ordinal > after_ordinal)

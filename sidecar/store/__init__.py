@@ -29,7 +29,14 @@ from sidecar.store._database import (
     connect,
     prepare,
 )
-from sidecar.store._failures import RETRYABLE, Failure, classify, error_for
+from sidecar.store._failures import (
+    RETRYABLE,
+    Failure,
+    classify,
+    error_for,
+    is_database_failure,
+    sqlstate_of,
+)
 from sidecar.store._ledger import (
     TickEntry,
     advance_cursor,
@@ -38,11 +45,12 @@ from sidecar.store._ledger import (
     complete_if_done,
     finish_writing,
     record_planned_count,
+    record_write_failure,
     reopen_backfill,
     set_paused,
     tick_entries,
 )
-from sidecar.store._phases import TRANSITIONS, Event, Phase, transition
+from sidecar.store._phases import PENDING_RUNS, TRANSITIONS, Event, Phase, WriteFailure, transition
 from sidecar.store._retry import RetryPolicy, Transactions
 from sidecar.store._revocations import token_revoked
 from sidecar.store._rows import RunContext
@@ -65,6 +73,7 @@ from sidecar.store._writer import (
 from sidecar.vocabulary import Disposition
 
 __all__ = [
+    "PENDING_RUNS",
     "RETRYABLE",
     "SUPPORTED_AIRFLOW_REVISIONS",
     "TRANSITIONS",
@@ -88,6 +97,7 @@ __all__ = [
     "Slot",
     "TickEntry",
     "Transactions",
+    "WriteFailure",
     "advance_cursor",
     "analyze_written_tables",
     "backfill_stats",
@@ -107,14 +117,17 @@ __all__ = [
     "finish_writing",
     "get_backfill",
     "insert_backfill",
+    "is_database_failure",
     "latest_log_template_id",
     "list_backfills",
     "plan_record",
     "prepare",
     "record_planned_count",
+    "record_write_failure",
     "reopen_backfill",
     "run_state_counts",
     "set_paused",
+    "sqlstate_of",
     "tick_entries",
     "token_revoked",
     "transition",

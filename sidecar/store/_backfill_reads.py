@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from sidecar.errors import BackfillNotFound
-from sidecar.store._phases import Phase, lifecycle_of, state_filter, state_of
+from sidecar.store._phases import Phase, WriteFailure, lifecycle_of, state_filter, state_of
 from sidecar.store._tables import backfill, dag_run, sidecar_backfill
 from sidecar.vocabulary import Mode, ReprocessBehavior, State
 
@@ -62,6 +62,8 @@ class BackfillRecord:
     planned_count: int | None
     written_count: int | None
     skipped_count: int | None
+    write_failure: WriteFailure | None
+    """Why its last batch failed (None while writing succeeds, and for a backfill Airflow made)."""
 
     @property
     def phase(self) -> Phase:
@@ -95,6 +97,7 @@ class BackfillRecord:
             planned_count=row.planned_count,
             written_count=row.written_count,
             skipped_count=row.skipped_count,
+            write_failure=WriteFailure.of(row, Phase(row.phase)) if row.phase else None,
         )
 
 
@@ -106,6 +109,10 @@ _COLUMNS = (
     sidecar_backfill.c.planned_count,
     sidecar_backfill.c.written_count,
     sidecar_backfill.c.skipped_count,
+    sidecar_backfill.c.failure_reason,
+    sidecar_backfill.c.failure_message,
+    sidecar_backfill.c.failure_attempts,
+    sidecar_backfill.c.failed_at,
 )
 
 

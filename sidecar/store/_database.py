@@ -12,7 +12,14 @@ from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from sidecar.errors import SchemaMismatch
-from sidecar.store._tables import AIRFLOW_TABLES, SIDECAR_SCHEMA, sidecar_metadata, sidecar_schema_version
+from sidecar.store._tables import (
+    AIRFLOW_TABLES,
+    FAILURE_COLUMNS,
+    SIDECAR_SCHEMA,
+    sidecar_backfill,
+    sidecar_metadata,
+    sidecar_schema_version,
+)
 
 #: Alembic heads of the Airflow releases whose schema the sidecar writes (3.3.0 to 3.3.x).
 SUPPORTED_AIRFLOW_REVISIONS = {"d2f4e1b3c5a7": "3.3"}
@@ -143,9 +150,22 @@ async def check_database(database: Database) -> DatabaseCheck:
     return DatabaseCheck(revision, SUPPORTED_AIRFLOW_REVISIONS[revision], clock)
 
 
+def _add_columns(conn: Connection, table: sa.Table, columns: tuple[sa.Column[object], ...]) -> None:
+    """Add the ``columns`` of ``table`` its live table lacks (step 1 creates new tables whole)."""
+    schema = table.schema if conn.dialect.name == "postgresql" else None
+    live = {c["name"] for c in sa.inspect(conn).get_columns(table.name, schema=schema)}
+    prefix = conn.dialect.identifier_preparer.format_table(table, use_schema=schema is not None)
+    for column in columns:
+        if column.name not in live:
+            kind = column.type.compile(dialect=conn.dialect)
+            conn.execute(sa.text(f"ALTER TABLE {prefix} ADD COLUMN {column.name} {kind}"))
+
+
 # Each migration step takes a connection inside the migration transaction.
 _MIGRATIONS: list[Callable[[Connection], None]] = [
     lambda conn: sidecar_metadata.create_all(conn, checkfirst=True),
+    # 2: why a backfill's runs could not be written (a set-aside backfill's reason).
+    lambda conn: _add_columns(conn, sidecar_backfill, FAILURE_COLUMNS),
 ]
 
 

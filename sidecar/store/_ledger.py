@@ -36,6 +36,7 @@ __all__ = [
     "complete_if_done",
     "finish_writing",
     "record_planned_count",
+    "record_write_failure",
     "reopen_backfill",
     "set_paused",
     "tick_entries",
@@ -82,6 +83,7 @@ async def advance_cursor(
         "written_count": sidecar_backfill.c.written_count + written,
         "skipped_count": sidecar_backfill.c.skipped_count + skipped,
         "updated_at": now,
+        **_NO_FAILURE,  # a batch that commits ends a run of failures
     }
     if cursor is not None:
         values["cursor"] = cursor
@@ -95,6 +97,52 @@ async def advance_cursor(
         .where(sidecar_backfill.c.backfill_id == claimed.backfill_id)
         .values(**values)
     )
+
+
+#: The ``failure_*`` columns of a backfill whose writing succeeds.
+_NO_FAILURE: dict[str, Any] = {
+    "failure_reason": None,
+    "failure_message": None,
+    "failure_attempts": None,
+    "failed_at": None,
+}
+
+
+async def record_write_failure(
+    conn: AsyncConnection,
+    backfill_id: int,
+    *,
+    reason: str,
+    message: str,
+    set_aside: bool,
+    now: dt.datetime,
+) -> int:
+    """Record that writing a backfill's runs failed; with ``set_aside``, set it aside too.
+
+    A transient failure keeps the phase (the next tick tries again); any other sets a
+    materialising backfill aside. Either way the reason, a caller-safe sentence, the
+    count of failed ticks in a row and the time are stored. Returns that count (0: the
+    backfill is no longer materialising, e.g. cancelled meanwhile, and nothing was recorded).
+    """
+    record = await _lock(conn, backfill_id)
+    if record.phase not in (Phase.MATERIALIZING, Phase.SET_ASIDE):
+        return 0
+    values: dict[str, Any] = {
+        "failure_reason": reason[:40],
+        "failure_message": message[:500],
+        "failure_attempts": sa.func.coalesce(sidecar_backfill.c.failure_attempts, 0) + 1,
+        "failed_at": now,
+        "updated_at": now,
+    }
+    if set_aside:
+        values["phase"] = transition(backfill_id, record.phase, Event.SET_ASIDE).value
+    attempts = await conn.scalar(
+        sidecar_backfill.update()
+        .where(sidecar_backfill.c.backfill_id == backfill_id)
+        .values(**values)
+        .returning(sidecar_backfill.c.failure_attempts)
+    )
+    return int(attempts or 0)
 
 
 async def finish_writing(conn: AsyncConnection, claimed: PlanRecord, now: dt.datetime) -> None:
@@ -171,13 +219,19 @@ async def _lock(conn: AsyncConnection, backfill_id: int) -> BackfillRecord:
 
 
 async def set_paused(conn: AsyncConnection, backfill_id: int, paused: bool, now: dt.datetime) -> None:
-    """Pause or unpause; idempotent.
+    """Pause or unpause; idempotent. Unpausing a set-aside backfill resumes writing it.
 
     Raises:
         BackfillNotFound, InvalidTransition: the backfill has ended.
     """
-    record = await get_backfill(conn, backfill_id, for_update=True)
-    transition(backfill_id, record.phase, Event.PAUSE if paused else Event.UNPAUSE)
+    record = await _lock(conn, backfill_id)
+    after = transition(backfill_id, record.phase, Event.PAUSE if paused else Event.UNPAUSE)
+    if after is not record.phase:  # set aside -> materializing: try again from a clean slate
+        await conn.execute(
+            sidecar_backfill.update()
+            .where(sidecar_backfill.c.backfill_id == backfill_id)
+            .values(phase=after.value, updated_at=now, **_NO_FAILURE)
+        )
     await conn.execute(
         backfill.update()
         .where(backfill.c.id == backfill_id, backfill.c.is_paused.is_not(paused))
