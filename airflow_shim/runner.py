@@ -15,8 +15,8 @@ from airflow.utils.state import DagRunState
 
 from airflow_shim._completion import CompletionHold
 from airflow_shim._fairness import backfill_runs_left_out, count_running_backfill_runs
-from airflow_shim.client import TickClient
-from sidecar.config import ShimSettings
+from airflow_shim.client import TickClient, _security_from_env
+from sidecar.config import ShimSettings, shim_auth_mode
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
@@ -82,6 +82,14 @@ class SidecarSchedulerJobRunner(SchedulerJobRunner):
         self.loop_stats = LoopStats(settings.stats_interval)
         self.backfill_cap = settings.max_running_backfill_runs
         self.fair = settings.fairness
+        self._first_tick_logged = False
+        # One line that confirms the set-up (the token itself is never logged).
+        self.log.info(
+            "sidecar shim: ticking %s with %s, deadline %.2fs",
+            self.tick_client.target,
+            shim_auth_mode(_security_from_env()),
+            self.tick_client.deadline,
+        )
 
     def _do_scheduling(self, session: Session) -> int:
         # Before Airflow's prohibit_commit guard; the RPC never touches the scheduler's session.
@@ -102,6 +110,14 @@ class SidecarSchedulerJobRunner(SchedulerJobRunner):
         response = self.tick_client.tick()
         if response is not None:
             self.completion_hold.answered(response.materializing_backfill_ids, sent_at)
+            if not self._first_tick_logged:
+                self._first_tick_logged = True
+                self.log.info(
+                    "sidecar shim: first Tick answered by %s (%d runs written, %d backfills materializing)",
+                    self.tick_client.target,
+                    response.runs_written,
+                    len(response.materializing_backfill_ids),
+                )
 
     def _schedule_all_dag_runs(self, guard: Any, dag_runs: Iterable[DagRun], session: Session) -> Any:
         runs = list(dag_runs)

@@ -8,7 +8,7 @@
 2. Peak RSS (``VmHWM``) of the ``airflow-sidecar serve`` process: after a windowed
    1,000,000-run backfill is created, and after an eager backfill of ``--eager-runs``
    runs (every row written) on a fresh server; memory must not grow with the size.
-3. The scheduler loop time with the backfill active is not measured here (see README).
+3. The scheduler loop time with the backfill active is not measured here (see docs/benchmarks.md).
 
     python -m bench.c_windowed            # 100,000-run first-run latency, 1M windowed + 100k eager RSS
     python -m bench.c_windowed --quick    # 10,000 runs, 1M windowed + 10k eager RSS

@@ -52,9 +52,10 @@ rm -rf "$DEMO_DIR"
 mkdir -p "$LOG_DIR" "$DEMO_DIR/dags"
 cp demo/dags/sample_daily.py "$DEMO_DIR/dags/"
 
-API_PORT="$(free_port)"
-SIDECAR_PORT="$(free_port)"
-SCHEDULER_HEALTH_PORT="$(free_port)"
+# Ports: the sidecar binds port 0 and writes the port the system gave it to a file (nothing can
+# take it in between); Airflow's processes get a free port and, should another process take it
+# before they bind, are started again on a new one (start_on_free_port below).
+SIDECAR_PORT_FILE="$DEMO_DIR/sidecar.port"
 DB_PATH="$DEMO_DIR/airflow.db"
 
 # Drop inherited Airflow settings so the demo never touches another Airflow instance.
@@ -66,10 +67,7 @@ export AIRFLOW__CORE__LOAD_EXAMPLES=False
 export AIRFLOW__CORE__EXECUTOR=LocalExecutor
 export AIRFLOW__CORE__PARALLELISM=4
 export AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION=False
-export AIRFLOW__CORE__EXECUTION_API_SERVER_URL="http://127.0.0.1:$API_PORT/execution/"
 export AIRFLOW__API__HOST=127.0.0.1
-export AIRFLOW__API__PORT="$API_PORT"
-export AIRFLOW__API__BASE_URL="http://127.0.0.1:$API_PORT"
 export AIRFLOW__API__WORKERS=1
 export AIRFLOW__API_AUTH__JWT_SECRET="airflow-sidecar-demo-$(python -c 'import secrets; print(secrets.token_hex(32))')"
 export AIRFLOW__CORE__AUTH_MANAGER=airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager
@@ -79,13 +77,11 @@ export AIRFLOW__SCHEDULER__JOB_HEARTBEAT_SEC=1
 export AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME=0.5
 export AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK=True
 export AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_SERVER_HOST=127.0.0.1
-export AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_SERVER_PORT="$SCHEDULER_HEALTH_PORT"
-export AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT="$(free_port)"
 export AIRFLOW__LOGGING__BASE_LOG_FOLDER="$LOG_DIR/tasks"
 export AIRFLOW__LOGGING__COLORED_CONSOLE_LOG=False
 export SIDECAR_DATABASE_URL="sqlite+aiosqlite:///$DB_PATH"
-export SIDECAR_LISTEN="127.0.0.1:$SIDECAR_PORT"
-export SIDECAR_TARGET="127.0.0.1:$SIDECAR_PORT"
+export SIDECAR_LISTEN="127.0.0.1:0"
+export SIDECAR_PORT_FILE
 
 # --- background processes, each in its own process group --------------------------------
 PIDS=()
@@ -138,6 +134,52 @@ wait_for() {
     say "$what is ready"
 }
 
+# Start a process on free ports, again on new ones (up to 3 times) if another process took a
+# port between the choice and the bind: "$1" names it, "$2" is a function that picks and
+# exports its ports, "$3" a probe command (reading the exported ports), the rest its command.
+start_on_free_port() {
+    local name="$1" pick="$2" probe="$3" attempt
+    shift 3
+    for attempt in 1 2 3; do
+        "$pick"
+        start_bg "$name" "$@"
+        if wait_for "$name" "${PIDS[-1]}" 120 "$probe"; then
+            return 0
+        fi
+        if ! grep -qi "address already in use" "$LOG_DIR/$name.log"; then
+            return 1
+        fi
+        say "$name: a port was taken before it bound; retrying on new ports ($attempt/3)"
+        kill -TERM -- "-${PIDS[-1]}" 2>/dev/null || true
+        wait "${PIDS[-1]}" 2>/dev/null || true
+        unset 'PIDS[-1]'
+    done
+    return 1
+}
+
+api_ports() {
+    API_PORT="$(free_port)"
+    export AIRFLOW__API__PORT="$API_PORT"
+    export AIRFLOW__API__BASE_URL="http://127.0.0.1:$API_PORT"
+    export AIRFLOW__CORE__EXECUTION_API_SERVER_URL="http://127.0.0.1:$API_PORT/execution/"
+}
+api_ready() { http_ok "http://127.0.0.1:$API_PORT/api/v2/monitor/health"; }
+
+scheduler_ports() {
+    SCHEDULER_HEALTH_PORT="$(free_port)"
+    export AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_SERVER_PORT="$SCHEDULER_HEALTH_PORT"
+    export AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT="$(free_port)"
+}
+scheduler_ready() { http_ok "http://127.0.0.1:$SCHEDULER_HEALTH_PORT/health"; }
+
+# The sidecar is ready once it has written its port and answers health checks there.
+sidecar_ready() {
+    [[ -s "$SIDECAR_PORT_FILE" ]] || return 1
+    SIDECAR_TARGET="127.0.0.1:$(<"$SIDECAR_PORT_FILE")"
+    export SIDECAR_TARGET
+    grpc_serving "$SIDECAR_TARGET"
+}
+
 http_ok() { python -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=2)' "$1"; }
 
 grpc_serving() {
@@ -181,9 +223,7 @@ airflow dags reserialize >"$LOG_DIR/dags-reserialize.log" 2>&1
 airflow dags unpause "$DAG_ID" >"$LOG_DIR/dags-unpause.log" 2>&1
 
 # --- processes --------------------------------------------------------------------------
-start_bg api-server airflow api-server --port "$API_PORT" --host 127.0.0.1
-API_PID="${PIDS[-1]}"
-wait_for api-server "$API_PID" 120 http_ok "http://127.0.0.1:$API_PORT/api/v2/monitor/health"
+start_on_free_port api-server api_ports api_ready airflow api-server --host 127.0.0.1
 
 if ((WITH_SIDECAR)); then
     # Secure by default: the sidecar accepts JWTs signed with Airflow's own secret; the shim and
@@ -192,14 +232,13 @@ if ((WITH_SIDECAR)); then
     SIDECAR_TOKEN="$(airflow-sidecar token jwt --subject demo --role scheduler --valid-for 86400)"
     export SIDECAR_TOKEN
     start_bg sidecar airflow-sidecar serve --database-url "$SIDECAR_DATABASE_URL" --listen "$SIDECAR_LISTEN"
-    SIDECAR_PID="${PIDS[-1]}"
-    wait_for sidecar "$SIDECAR_PID" 60 grpc_serving "$SIDECAR_TARGET"
-    start_bg scheduler airflow-sidecar scheduler
+    wait_for sidecar "${PIDS[-1]}" 60 sidecar_ready
+    sidecar_ready  # exports SIDECAR_TARGET (the bound port) for the scheduler and the CLI
+    say "sidecar listens on $SIDECAR_TARGET"
+    start_on_free_port scheduler scheduler_ports scheduler_ready airflow-sidecar scheduler
 else
-    start_bg scheduler airflow scheduler
+    start_on_free_port scheduler scheduler_ports scheduler_ready airflow scheduler
 fi
-SCHEDULER_PID="${PIDS[-1]}"
-wait_for scheduler "$SCHEDULER_PID" 120 http_ok "http://127.0.0.1:$SCHEDULER_HEALTH_PORT/health"
 
 # --- the backfill -----------------------------------------------------------------------
 BACKFILL_START=$SECONDS

@@ -244,6 +244,10 @@ async def serve(config: ServerSettings) -> None:
     except BaseException:
         await server.stop()
         raise
+    if config.port_file is not None:  # written once serving, atomically: a reader never sees half
+        partial = config.port_file.with_name(config.port_file.name + ".partial")
+        partial.write_text(f"{server.port}\n")
+        partial.replace(config.port_file)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

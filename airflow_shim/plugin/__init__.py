@@ -10,5 +10,5 @@ plan and progress. The entry point names :class:`airflow_shim.plugin._plugin.Sid
 directly, so importing this package needs no Airflow; the plugin builds its middleware and
 page lazily, in the api-server, so the scheduler (which loads every plugin too) never imports
 Airflow's api-server modules because of it.
-See the README's "Airflow's own UI and API".
+See docs/airflow-plugin.md.
 """

@@ -5,7 +5,7 @@ to Airflow's exact HTTP answers): an unauthenticated call fails with ``UNAUTHENT
 one of the ``TOKEN_*`` reasons, a call that is not allowed with ``PERMISSION_DENIED`` and the
 reason ``PERMISSION_DENIED``, a call on a backfill of a DAG the caller may not read with the
 very ``NOT_FOUND`` of a backfill that does not exist (:class:`Access`, checked by the ledger
-on the row it loads). See the README's "Security" section for the file formats.
+on the row it loads). See docs/security.md for the file formats.
 """
 
 from sidecar.auth._access import Access, current_access

@@ -1,6 +1,8 @@
 """``airflow-sidecar``: serve the sidecar, run Airflow's scheduler with the shim, and drive backfills.
 
-Errors are one line on stderr and a non-zero exit code.
+Every error a user can cause is one or two lines on stderr saying what is wrong and what to do
+(:mod:`sidecar.cli._problems`), and a non-zero exit code; ``--debug`` shows the traceback. The
+parser lives in :mod:`sidecar.cli._parser`, ``doctor`` in :mod:`sidecar.cli._doctor`.
 """
 
 from __future__ import annotations
@@ -14,10 +16,12 @@ import grpc
 
 from sidecar.auth import check_auth
 from sidecar.cli._client import UsageError, run_command
-from sidecar.cli._completion import add_completion_command, autocomplete, completion_script
-from sidecar.cli._tokens import TokenUsageError, add_token_command, run_token_command
-from sidecar.config import ServerSettings, add_connection_arguments, add_server_arguments
-from sidecar.errors import SchemaMismatch
+from sidecar.cli._completion import autocomplete, completion_script
+from sidecar.cli._doctor import run_doctor
+from sidecar.cli._parser import build_parser
+from sidecar.cli._problems import database_problem, missing_file_problem, missing_sqlite_file, rpc_problem
+from sidecar.cli._tokens import TokenUsageError, run_token_command
+from sidecar.config import ClientSettings, ServerSettings, shim_help
 
 #: Every RPC and the command that reaches it (the contract test holds the two together).
 RPC_COMMANDS: dict[str, tuple[str, ...]] = {
@@ -33,78 +37,6 @@ RPC_COMMANDS: dict[str, tuple[str, ...]] = {
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The whole command line."""
-    parser = argparse.ArgumentParser(prog="airflow-sidecar", description=__doc__.splitlines()[0])
-    commands = parser.add_subparsers(dest="command", required=True)
-
-    serve = commands.add_parser("serve", help="run the gRPC sidecar")
-    add_server_arguments(serve)
-
-    add_completion_command(commands)
-    add_token_command(commands)
-    from sidecar.gateway import add_gateway_parser
-
-    add_gateway_parser(commands)
-
-    commands.add_parser(
-        "scheduler", help="run `airflow scheduler` with the sidecar shim (same arguments)", add_help=False
-    )
-
-    # The connection options are accepted before or after the action.
-    connection = argparse.ArgumentParser(add_help=False)
-    add_connection_arguments(connection)
-    backfill = commands.add_parser("backfill", help="create and steer backfills", parents=[connection])
-    actions = backfill.add_subparsers(dest="action", required=True)
-
-    def output(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--output", "-o", choices=("table", "json"), default="table")
-
-    create = actions.add_parser(
-        "create", parents=[connection], help="create a backfill (or plan one with --dry-run)"
-    )
-    create.add_argument("--dag-id", required=True)
-    create.add_argument("--from-date", required=True, help="ISO date/datetime, inclusive (no offset: UTC)")
-    create.add_argument("--to-date", required=True, help="ISO date/datetime, inclusive (no offset: UTC)")
-    create.add_argument("--max-active-runs", type=int, default=None, help="default 10")
-    create.add_argument("--reprocess-behavior", choices=("none", "failed", "completed"), default="none")
-    create.add_argument("--run-backwards", action="store_true")
-    create.add_argument("--dag-run-conf", default=None, help="JSON object")
-    create.add_argument("--mode", choices=("windowed", "eager"), default="windowed")
-    create.add_argument("--request-id", default=None, help="makes a retried create idempotent")
-    create.add_argument("--dry-run", action="store_true", help="plan only; write nothing")
-    create.add_argument("--watch", action="store_true", help="follow progress until the backfill ends")
-    output(create)
-
-    for action, text in (
-        ("get", "show a backfill"),
-        ("pause", "pause a backfill"),
-        ("unpause", "unpause a backfill"),
-        ("cancel", "cancel a backfill"),
-    ):
-        sub = actions.add_parser(action, help=text, parents=[connection])
-        sub.add_argument("id", help="backfill id (or backfills/<id>)")
-        if action == "get":
-            sub.add_argument("--watch", action="store_true")
-        if action == "cancel":
-            sub.add_argument(
-                "--terminate-running",
-                action="store_true",
-                help="also stop running runs (running tasks fail, unfinished ones are skipped)",
-            )
-        output(sub)
-    listing = actions.add_parser("list", parents=[connection], help="list backfills, newest first")
-    listing.add_argument("--dag-id", default=None)
-    listing.add_argument("--state", choices=("active", "paused", "completed", "cancelled"), default=None)
-    listing.add_argument("--limit", type=int, default=50)
-    output(listing)
-    runs = actions.add_parser("runs", parents=[connection], help="list a backfill's runs in plan order")
-    runs.add_argument("id")
-    runs.add_argument("--limit", type=int, default=100)
-    output(runs)
-    return parser
-
-
 def _serve(args: argparse.Namespace) -> int:
     from sidecar.observability import configure_logging
     from sidecar.server import serve
@@ -115,25 +47,29 @@ def _serve(args: argparse.Namespace) -> int:
         check_auth(settings.auth, settings.listen)
     except ValueError as exc:
         raise UsageError(str(exc)) from exc
+    missing = missing_sqlite_file(settings.database_url)
+    if missing is not None:  # opening it would create an empty file and then fail the schema check
+        raise UsageError(f"database check failed: {missing_file_problem(missing)}")
     try:
         asyncio.run(serve(settings))
-    except SchemaMismatch as exc:
-        raise UsageError(f"database check failed: {exc}") from exc
     except ValueError as exc:
         raise UsageError(str(exc)) from exc
+    except Exception as exc:
+        problem = database_problem(exc, settings.database_url)
+        if problem is None or args.debug:
+            raise
+        raise UsageError(f"database check failed: {problem}") from exc
     return 0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``airflow-sidecar`` command."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["scheduler"]:
-        from airflow_shim.launcher import run_scheduler
+def _target(args: argparse.Namespace) -> str:
+    try:
+        return ClientSettings.from_args(args).target
+    except ValueError:
+        return "the sidecar"
 
-        return run_scheduler(argv[1:])
-    parser = build_parser()
-    autocomplete(parser)
-    args = parser.parse_args(argv)
+
+def _run(args: argparse.Namespace) -> int:
     if args.command == "completion":
         print(completion_script(args.shell))
         return 0
@@ -141,32 +77,63 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             return run_token_command(args)
         except TokenUsageError as exc:
-            print(f"airflow-sidecar: error: {exc}", file=sys.stderr)
-            return 2
-    try:
-        if args.command == "serve":
-            return _serve(args)
-        if args.command == "gateway":
-            from sidecar.gateway import run_gateway
+            raise UsageError(str(exc)) from exc
+    if args.command == "doctor":
+        return run_doctor(args)
+    if args.command == "serve":
+        return _serve(args)
+    if args.command == "gateway":
+        from sidecar.gateway import run_gateway
 
-            try:
-                return run_gateway(args)
-            except ValueError as exc:
-                raise UsageError(str(exc)) from exc
-        return run_command(args)
-    except UsageError as exc:
-        print(f"airflow-sidecar: error: {exc}", file=sys.stderr)
-        return 2
-    except grpc.RpcError as exc:
-        code = exc.code() if hasattr(exc, "code") else None
-        detail = exc.details() if hasattr(exc, "details") else str(exc)
-        print(f"airflow-sidecar: {code.name if code else 'ERROR'}: {detail}", file=sys.stderr)
-        return 1
-    except OSError as exc:
-        print(f"airflow-sidecar: error: {exc}", file=sys.stderr)
-        return 1
+        try:
+            return run_gateway(args)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from exc
+    return run_command(args)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``airflow-sidecar`` command.
+
+    Every error a user can cause is one or two lines on stderr (what is wrong, what to do) and a
+    non-zero exit code: 2 for a bad setting, 1 for a failed call; ``--debug`` shows tracebacks.
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["scheduler"]:
+        from airflow_shim.launcher import run_scheduler
+
+        if {"-h", "--help"} & set(argv[1:]):
+            print(shim_help())  # then Airflow's own help for the scheduler command
+
+        return run_scheduler(argv[1:])
+    parser = build_parser()
+    autocomplete(parser)
+    # --debug is global: accepted anywhere before a `--`, so it can be added to any failing command.
+    end = argv.index("--") if "--" in argv else len(argv)
+    debug = "--debug" in argv[:end]
+    args = parser.parse_args([a for a in argv[:end] if a != "--debug"] + argv[end:])
+    args.debug = debug
+    try:
+        return _run(args)
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:
+        if args.debug:
+            raise
+        if isinstance(exc, UsageError):
+            print(f"airflow-sidecar: error: {exc}", file=sys.stderr)
+            return 2
+        if isinstance(exc, grpc.RpcError):
+            print(f"airflow-sidecar: {rpc_problem(exc, _target(args))}", file=sys.stderr)
+            return 1
+        if isinstance(exc, OSError):
+            print(f"airflow-sidecar: error: {exc}", file=sys.stderr)
+            return 1
+        print(
+            f"airflow-sidecar: error: unexpected {type(exc).__name__}: {exc} (--debug shows the traceback)",
+            file=sys.stderr,
+        )
+        return 1
 
 
 if __name__ == "__main__":

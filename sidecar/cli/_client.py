@@ -6,14 +6,16 @@ import argparse
 import datetime as dt
 import json
 import sys
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 from google.protobuf import json_format
 
 from sidecar._gen.airflow_sidecar.v1 import backfill_pb2 as pb
 from sidecar._gen.airflow_sidecar.v1 import backfill_pb2_grpc
 from sidecar.channel import open_channel
+from sidecar.cli._plans import SUMMARY_ABOVE, size_line, summary
+from sidecar.cli._progress import follow, state_text, totals
 from sidecar.config import ClientSettings
 from sidecar.names import BACKFILLS, backfill_name
 
@@ -32,8 +34,21 @@ _STATES = {
 _ENDED = (pb.Backfill.STATE_COMPLETED, pb.Backfill.STATE_CANCELLED)
 
 
+#: The servers' largest pages (ListBackfills, ListBackfillRuns).
+LIST_PAGE_MAX = 500
+RUNS_PAGE_MAX = 1000
+
+T = TypeVar("T")
+
+
 class UsageError(Exception):
     """A bad command-line value; printed as one line."""
+
+
+def _positive(limit: int) -> int:
+    if limit < 1:
+        raise UsageError("--limit must be at least 1 (or use --all)")
+    return limit
 
 
 def parse_when(value: str, flag: str) -> dt.datetime:
@@ -41,7 +56,9 @@ def parse_when(value: str, flag: str) -> dt.datetime:
     try:
         when = dt.datetime.fromisoformat(value)
     except ValueError as exc:
-        raise UsageError(f"{flag}: {value!r} is not an ISO 8601 date or datetime") from exc
+        raise UsageError(
+            f"{flag}: {value!r} is not an ISO 8601 date or datetime (e.g. 2025-01-01 or 2025-01-01T06:00)"
+        ) from exc
     return when if when.tzinfo else when.replace(tzinfo=dt.UTC)
 
 
@@ -94,15 +111,6 @@ def _table(rows: Sequence[Sequence[Any]], headers: Sequence[str]) -> str:
     return "\n".join(lines)
 
 
-def _state(b: pb.Backfill) -> str:
-    """The state, and whether writing its runs is failing: ``active, set aside`` or ``active, retrying (2)``."""
-    state = pb.Backfill.State.Name(b.state).removeprefix("STATE_").lower()
-    if not b.HasField("write_failure"):
-        return state
-    failure = b.write_failure
-    return f"{state}, set aside" if failure.set_aside else f"{state}, retrying ({failure.attempts})"
-
-
 def failure_line(b: pb.Backfill) -> str | None:
     """Why writing a backfill's runs failed, in one line; None if it did not."""
     if not b.HasField("write_failure"):
@@ -123,7 +131,7 @@ def print_backfills(backfills: Sequence[pb.Backfill], output: str) -> None:
             b.dag_id,
             _iso(b.from_date),
             _iso(b.to_date),
-            _state(b),
+            state_text(b),
             b.max_active_runs,
             f"{b.progress.succeeded}/{b.progress.planned}",
             b.progress.running,
@@ -142,35 +150,51 @@ def print_backfills(backfills: Sequence[pb.Backfill], output: str) -> None:
             print(line)
 
 
-def progress_line(b: pb.Backfill, width: int = 30) -> str:
-    """One line: a progress bar and the counts."""
-    p = b.progress
-    total = max(p.planned - p.skipped, 0)
-    finished = p.succeeded + p.failed
-    frac = finished / total if total else 1.0
-    filled = int(frac * width)
-    bar = "#" * filled + "-" * (width - filled)
-    return (
-        f"backfill {b.id} [{bar}] {finished}/{total} runs  succeeded={p.succeeded} failed={p.failed} "
-        f"running={p.running} queued={p.queued} written={p.written}/{p.planned} skipped={p.skipped} "
-        f"{_state(b)}"
-    )
-
-
 def watch(stub: backfill_pb2_grpc.BackfillServiceStub, name: str, output: str) -> pb.Backfill:
-    """Follow a backfill until it ends, with a live progress bar (or JSON lines)."""
+    """Follow a backfill until it ends: a progress bar on a terminal, plain lines elsewhere, or JSON lines."""
+    updates = (u.backfill for u in stub.WatchBackfill(pb.WatchBackfillRequest(name=name)))
+    if output != "json":
+        return follow(updates)
     last = pb.Backfill()
-    tty = sys.stderr.isatty()
-    for update in stub.WatchBackfill(pb.WatchBackfillRequest(name=name)):
-        last = update.backfill
-        if output == "json":
-            print(json.dumps(backfill_dict(last)), flush=True)
-        else:
-            line = progress_line(last)
-            print(("\r" + line) if tty else line, end="" if tty else "\n", file=sys.stderr, flush=True)
-    if tty and output != "json":
-        print(file=sys.stderr)
+    for last in updates:
+        print(json.dumps(backfill_dict(last)), flush=True)
     return last
+
+
+def collect(
+    fetch: Callable[[int, str], tuple[Sequence[T], str]], limit: int | None, page_max: int, what: str
+) -> list[T]:
+    """Follow pages until ``limit`` items (None: all), saying on stderr when the output is cut.
+
+    Args:
+        fetch: one call: ``(page_size, page_token) -> (items, next_page_token)``.
+        limit: the most items to return; None follows every page, with a progress line each.
+        page_max: the server's largest page.
+        what: the items' name, for the messages.
+    """
+    items: list[T] = []
+    token = ""
+    while True:
+        size = page_max if limit is None else min(page_max, limit - len(items))
+        page, token = fetch(size, token)
+        items += page
+        if not token:
+            return items
+        if limit is None:
+            print(f"fetched {len(items)} {what} so far...", file=sys.stderr, flush=True)
+        elif len(items) >= limit:
+            print(
+                f"showing the first {len(items)} {what}; more exist: raise --limit or use --all",
+                file=sys.stderr,
+            )
+            return items
+
+
+def _rows_of_runs(runs: Sequence[dict[str, Any]]) -> str:
+    return _table(
+        [(r["sort_ordinal"], r["logical_date"], r["run_id"], r["action"], r.get("state")) for r in runs],
+        ("ordinal", "logical_date", "run_id", "action", "state"),
+    )
 
 
 def _name(value: str) -> str:
@@ -196,30 +220,29 @@ def run_command(args: argparse.Namespace) -> int:
             print_backfills([b], args.output)
             return 0
         if args.action == "list":
-            request = pb.ListBackfillsRequest(
-                dag_id=args.dag_id or "",
-                page_size=args.limit,
-                state=_STATES.get(args.state or "", pb.Backfill.STATE_UNSPECIFIED),
-            )
-            print_backfills(stub.ListBackfills(request, timeout=timeout).backfills, args.output)
+            state = _STATES.get(args.state or "", pb.Backfill.STATE_UNSPECIFIED)
+
+            def backfills(size: int, token: str) -> tuple[Sequence[pb.Backfill], str]:
+                request = pb.ListBackfillsRequest(
+                    dag_id=args.dag_id or "", page_size=size, page_token=token, state=state
+                )
+                response = stub.ListBackfills(request, timeout=timeout)
+                return response.backfills, response.next_page_token
+
+            limit = None if args.all else _positive(args.limit)
+            print_backfills(collect(backfills, limit, LIST_PAGE_MAX, "backfills"), args.output)
             return 0
         if args.action == "runs":
-            response = stub.ListBackfillRuns(
-                pb.ListBackfillRunsRequest(parent=_name(args.id), page_size=args.limit), timeout=timeout
-            )
-            runs = [run_dict(r) for r in response.runs]
-            if args.output == "json":
-                print(json.dumps(runs, indent=2))
-            else:
-                print(
-                    _table(
-                        [
-                            (r["sort_ordinal"], r["logical_date"], r["run_id"], r["action"], r.get("state"))
-                            for r in runs
-                        ],
-                        ("ordinal", "logical_date", "run_id", "action", "state"),
-                    )
-                )
+            parent = _name(args.id)
+
+            def page_of_runs(size: int, token: str) -> tuple[Sequence[pb.BackfillRun], str]:
+                request = pb.ListBackfillRunsRequest(parent=parent, page_size=size, page_token=token)
+                response = stub.ListBackfillRuns(request, timeout=timeout)
+                return response.runs, response.next_page_token
+
+            limit = None if args.all else _positive(args.limit)
+            runs = [run_dict(r) for r in collect(page_of_runs, limit, RUNS_PAGE_MAX, "runs")]
+            print(json.dumps(runs, indent=2) if args.output == "json" else _rows_of_runs(runs))
             return 0
         name = _name(args.id)
         if args.action == "pause":
@@ -263,8 +286,12 @@ def _create(
     response = stub.CreateBackfill(request, timeout=timeout)
     if args.dry_run:
         runs = [run_dict(r) for r in response.planned_runs]
+        truncated = response.planned_runs_truncated
         if args.output == "json":
             print(json.dumps(runs, indent=2))
+        elif len(runs) > SUMMARY_ABOVE and not args.all:
+            print(summary(args.dag_id, runs, truncated))
+            return 0
         else:
             print(
                 _table(
@@ -291,12 +318,12 @@ def _create(
                     ),
                 )
             )
-            more = " (truncated)" if response.planned_runs_truncated else ""
-            print(f"{response.backfill.progress.planned} runs planned{more}", file=sys.stderr)
+        print(size_line(runs, truncated), file=sys.stderr)
         return 0
     b = response.backfill
     if args.watch:
-        print(f"created backfill {b.id} for {b.dag_id}: {b.progress.planned} runs planned", file=sys.stderr)
+        _, total = totals(b)
+        print(f"created backfill {b.id} for {b.dag_id}: {total} runs to run", file=sys.stderr)
         b = watch(stub, b.name, args.output)
         if args.output != "json":
             print_backfills([b], args.output)

@@ -22,7 +22,7 @@ def add_completion_command(commands: argparse._SubParsersAction[argparse.Argumen
         description='Print a completion script: eval "$(airflow-sidecar completion bash)" in ~/.bashrc '
         "(zsh: in ~/.zshrc; fish: airflow-sidecar completion fish | source).",
     )
-    completion.add_argument("shell", choices=SHELLS)
+    completion.add_argument("shell", choices=SHELLS, help="the shell to print the script for")
 
 
 def completion_script(shell: str, prog: str = "airflow-sidecar") -> str:

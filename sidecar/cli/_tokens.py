@@ -33,11 +33,22 @@ def add_token_command(commands: argparse._SubParsersAction[argparse.ArgumentPars
     mint.add_argument("--subject", required=True, help="the principal (sub claim)")
     mint.add_argument("--role", action="append", default=[], help="a role (repeatable; scheduler may Tick)")
     mint.add_argument("--valid-for", type=int, default=3600, help="seconds (default 3600)")
-    mint.add_argument("--algorithm", choices=("HS512", "HS256"), default="HS512")
-    mint.add_argument("--audience", default=AIRFLOW_AUDIENCE)
+    mint.add_argument(
+        "--algorithm",
+        choices=("HS512", "HS256"),
+        default="HS512",
+        help="signing algorithm (Airflow's: HS512)",
+    )
+    mint.add_argument(
+        "--audience",
+        default=AIRFLOW_AUDIENCE,
+        help=f"the aud claim: Airflow's [api_auth] jwt_audience (default {AIRFLOW_AUDIENCE})",
+    )
     add_jwt_secret_arguments(mint)
     hashed = actions.add_parser("hash", help="print the token-file entry of a token read on stdin")
-    hashed.add_argument("--principal", required=True)
+    hashed.add_argument(
+        "--principal", required=True, help="the name the sidecar knows this token's holder by"
+    )
     hashed.add_argument("--role", action="append", default=[], help="a role (repeatable)")
 
 
@@ -62,7 +73,10 @@ def run_token_command(args: argparse.Namespace) -> int:
     """
     if args.token_action == "jwt":
         if not args.jwt_secret:
-            raise TokenUsageError("--jwt-secret (or SIDECAR_JWT_SECRET) is required")
+            raise TokenUsageError(
+                "no JWT secret: export SIDECAR_JWT_SECRET (or pass --jwt-secret) with Airflow's "
+                "[api_auth] jwt_secret, e.g. SIDECAR_JWT_SECRET=$(airflow config get-value api_auth jwt_secret)"
+            )
         if not args.allow_weak_jwt_secret:
             try:
                 check_jwt_secret(args.jwt_secret, args.algorithm)

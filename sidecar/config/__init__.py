@@ -28,15 +28,17 @@ from sidecar.config._server import (
     AuthConfig,
     ServerSettings,
     TlsConfig,
+    add_database_argument,
     add_jwt_secret_arguments,
     add_server_arguments,
 )
-from sidecar.config._shim import ShimSettings
+from sidecar.config._shim import SHIM_VARIABLES, ShimSettings, shim_auth_mode, shim_help
 
 __all__ = [
     "AIRFLOW_AUDIENCE",
     "DEFAULT_GATEWAY_LISTEN",
     "DEFAULT_TARGET",
+    "SHIM_VARIABLES",
     "AuthConfig",
     "ClientSecurity",
     "ClientSettings",
@@ -47,8 +49,11 @@ __all__ = [
     "ShimSettings",
     "TlsConfig",
     "add_connection_arguments",
+    "add_database_argument",
     "add_gateway_arguments",
     "add_jwt_secret_arguments",
     "add_server_arguments",
     "read_token",
+    "shim_auth_mode",
+    "shim_help",
 ]

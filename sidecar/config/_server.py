@@ -90,6 +90,8 @@ class ServerSettings:
     """Level of the server's log (a ``logging`` level name)."""
     log_format: str = "text"
     """``text``, or ``json``: one object per line with backfill and DAG ids."""
+    port_file: Path | None = None
+    """Where to write the bound gRPC port once serving (with ``--listen host:0``: no port race)."""
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> ServerSettings:
@@ -99,7 +101,10 @@ class ServerSettings:
             ValueError: no database URL, or TLS half configured (one line).
         """
         if not args.database_url:
-            raise ValueError("--database-url (or SIDECAR_DATABASE_URL) is required")
+            raise ValueError(
+                "no database: pass --database-url or set SIDECAR_DATABASE_URL to Airflow's metadata "
+                "database (its [database] sql_alchemy_conn)"
+            )
         if (args.tls_cert is None) != (args.tls_key is None):
             raise ValueError("--tls-cert and --tls-key go together")
         if args.tls_client_ca and not args.tls_cert:
@@ -131,6 +136,7 @@ class ServerSettings:
             planning_cpu_seconds=args.planning_cpu_seconds,
             log_level=args.log_level,
             log_format=args.log_format,
+            port_file=_path(getattr(args, "port_file", None)),
         )
 
 
@@ -156,19 +162,34 @@ def add_jwt_secret_arguments(parser: argparse._ActionsContainer, environ: Enviro
     )
 
 
+def add_database_argument(parser: argparse._ActionsContainer, environ: Environ | None = None) -> None:
+    """``--database-url`` (env ``SIDECAR_DATABASE_URL``), for ``serve`` and ``doctor``."""
+    env = _env.environment(environ)
+    parser.add_argument(
+        "--database-url",
+        metavar="URL",
+        default=_env.text(env, "SIDECAR_DATABASE_URL"),
+        help="SQLAlchemy URL of Airflow's metadata DB (postgresql+asyncpg://user:password@host:5432/airflow "
+        "or sqlite+aiosqlite:////path/to/airflow.db; Airflow's own sql_alchemy_conn works too); "
+        "env SIDECAR_DATABASE_URL",
+    )
+
+
 def add_server_arguments(serve: argparse.ArgumentParser, environ: Environ | None = None) -> None:
     """Every option of ``serve``, each with its ``SIDECAR_*`` variable as the default."""
     env = _env.environment(environ)
-    serve.add_argument(
-        "--database-url",
-        default=_env.text(env, "SIDECAR_DATABASE_URL"),
-        help="SQLAlchemy URL of Airflow's metadata DB (postgresql+asyncpg://… or "
-        "sqlite+aiosqlite:///…); env SIDECAR_DATABASE_URL",
-    )
+    add_database_argument(serve, env)
     serve.add_argument(
         "--listen",
         default=_env.text(env, "SIDECAR_LISTEN", DEFAULT_TARGET),
         help=f"host:port to listen on (default {DEFAULT_TARGET}; refused if already bound); env SIDECAR_LISTEN",
+    )
+    serve.add_argument(
+        "--port-file",
+        metavar="FILE",
+        default=_env.text(env, "SIDECAR_PORT_FILE"),
+        help="write the bound port to FILE once serving (with --listen 127.0.0.1:0 the system picks a "
+        "free port: no race); env SIDECAR_PORT_FILE",
     )
     serve.add_argument(
         "--tick-interval", type=float, default=5.0, help="seconds between the sidecar's own ticks (default 5)"
@@ -233,7 +254,7 @@ def _add_security_arguments(serve: argparse.ArgumentParser, env: Environ) -> Non
     group.add_argument(
         "--token-file",
         default=_env.text(env, "SIDECAR_TOKEN_FILE"),
-        help="TOML file of service-account tokens by SHA-256 (see README, Security); env SIDECAR_TOKEN_FILE",
+        help="TOML file of service-account tokens by SHA-256 (see docs/security.md); env SIDECAR_TOKEN_FILE",
     )
     group.add_argument(
         "--policy",

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from sidecar.config import _env
-from sidecar.config._client import DEFAULT_TARGET
+from sidecar.config._client import DEFAULT_TARGET, ClientSecurity
 from sidecar.config._env import Environ
 
 
@@ -50,3 +50,53 @@ class ShimSettings:
             max_running_backfill_runs=_env.number(env, cap, 0, int) if (env.get(cap) or "").strip() else None,
             stats_interval=_env.number(env, "SIDECAR_SHIM_STATS_INTERVAL", cls.stats_interval, float),
         )
+
+
+#: Every variable the shim reads (:class:`ShimSettings` and :class:`ClientSecurity`), with what it does.
+SHIM_VARIABLES: tuple[tuple[str, str], ...] = (
+    ("SIDECAR_TARGET", f"the sidecar's host:port, or several comma-separated (default {DEFAULT_TARGET})"),
+    ("SIDECAR_TOKEN", "bearer token sent with each Tick; its principal needs the role scheduler"),
+    ("SIDECAR_TOKEN_FILE", "read the token from this file instead"),
+    ("SIDECAR_TLS", "1: use TLS with the system's root certificates"),
+    ("SIDECAR_TLS_CA", "PEM CA bundle to verify the sidecar (implies TLS)"),
+    ("SIDECAR_TLS_CLIENT_CERT", "PEM client certificate for mutual TLS"),
+    ("SIDECAR_TLS_CLIENT_KEY", "PEM key of that certificate"),
+    ("SIDECAR_TICK_DEADLINE", "seconds a Tick may cost a scheduler loop, retries included (default 0.5)"),
+    ("SIDECAR_BREAKER_THRESHOLD", "failed Ticks in a row that stop calling the sidecar (default 3)"),
+    ("SIDECAR_BREAKER_COOLDOWN", "seconds without calls once stopped (default 30)"),
+    ("SIDECAR_SHIM_FAIRNESS", "off: Airflow's own pick of runs to examine and start (default on)"),
+    ("SIDECAR_MAX_RUNNING_BACKFILL_RUNS", "the most backfill runs running at once (default: no cap)"),
+    ("SIDECAR_SHIM_STATS_INTERVAL", "seconds between the shim's loop-stats log lines (default 60)"),
+)
+
+
+def shim_help() -> str:
+    """The section ``airflow-sidecar scheduler --help`` prints before Airflow's own help."""
+    width = max(len(name) for name, _ in SHIM_VARIABLES)
+    lines = [
+        "usage: airflow-sidecar scheduler [AIRFLOW SCHEDULER ARGUMENTS...]",
+        "",
+        "Runs `airflow scheduler` (same arguments, below) with the sidecar shim: once per loop it",
+        "calls the sidecar's Tick. It has no flags of its own; it reads these variables:",
+        "",
+        *(f"  {name:<{width}}  {text}" for name, text in SHIM_VARIABLES),
+        "",
+        "It logs its target and auth mode at start-up and a line when its first Tick succeeds.",
+        "Check the set-up from this environment: airflow-sidecar doctor --as-scheduler",
+        "",
+        "Airflow's own help for `airflow scheduler` follows.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def shim_auth_mode(security: ClientSecurity, environ: Environ | None = None) -> str:
+    """How the shim authenticates, in words for its start-up log line (never the token itself)."""
+    env = _env.environment(environ)
+    if security.token is None:
+        auth = "no token (Ticks are refused unless the sidecar runs --no-auth)"
+    elif env.get("SIDECAR_TOKEN"):
+        auth = "bearer token from SIDECAR_TOKEN"
+    else:
+        auth = "bearer token from SIDECAR_TOKEN_FILE"
+    return f"{auth}, {'TLS' if security.uses_tls else 'plaintext'}"

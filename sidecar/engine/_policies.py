@@ -9,7 +9,7 @@ inside the scheduler, reports the hook in every ``TickRequest``
 scheduler's latest report names a hook, creating backfills is refused with
 FAILED_PRECONDITION naming the feature and the hook, and windowed backfills stop writing
 new runs. Reports expire (``ttl``), so a scheduler that is gone does not block forever; a
-sidecar that has received no report yet knows nothing (the README says so).
+sidecar that has received no report yet knows nothing (docs/api.md says so).
 
 What is kept is bounded: a scheduler id of at most 250 characters and a hook name of at
 most 1,000 (longer reports are refused INVALID_ARGUMENT, keeping nothing), and at most

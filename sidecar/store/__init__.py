@@ -24,7 +24,14 @@ from sidecar.store._creation import (
     insert_backfill,
 )
 from sidecar.store._dags import DagCatalog, LoadedDag, latest_log_template_id
-from sidecar.store._database import SUPPORTED_AIRFLOW_REVISIONS, Database, connect, prepare
+from sidecar.store._database import (
+    SUPPORTED_AIRFLOW_REVISIONS,
+    Database,
+    DatabaseCheck,
+    check_database,
+    connect,
+    prepare,
+)
 from sidecar.store._failures import (
     RETRYABLE,
     Failure,
@@ -79,6 +86,7 @@ __all__ = [
     "BatchResult",
     "DagCatalog",
     "Database",
+    "DatabaseCheck",
     "Disposition",
     "Event",
     "ExistingRun",
@@ -98,6 +106,7 @@ __all__ = [
     "analyze_written_tables",
     "backfill_stats",
     "cancel_backfill",
+    "check_database",
     "check_no_active_backfill",
     "claim_batch",
     "classify",

@@ -104,7 +104,7 @@ def connect(url: str, *, pool_size: int = 5) -> Database:
     return Database(engine=engine, dialect="sqlite")
 
 
-def _check_airflow_schema(conn: Connection) -> None:
+def _check_airflow_schema(conn: Connection) -> str:
     inspector = sa.inspect(conn)
     if not inspector.has_table("alembic_version"):
         raise SchemaMismatch("the database holds no Airflow metadata schema (no alembic_version table)")
@@ -121,6 +121,34 @@ def _check_airflow_schema(conn: Connection) -> None:
         missing = sorted(c.name for c in table.columns if c.name not in live)
         if missing:
             raise SchemaMismatch(f"Airflow table {table.name!r} lacks columns {', '.join(missing)}")
+    return str(revision)
+
+
+@dataclass(frozen=True)
+class DatabaseCheck:
+    """What ``airflow-sidecar doctor`` learns of the database without changing it."""
+
+    revision: str
+    """Alembic revision of Airflow's schema (one of :data:`SUPPORTED_AIRFLOW_REVISIONS`)."""
+    airflow_version: str
+    """The Airflow release line of that revision (``3.3``)."""
+    clock: dt.datetime | None
+    """The database server's ``now()`` (PostgreSQL); None for SQLite, which uses the local clock."""
+
+
+async def check_database(database: Database) -> DatabaseCheck:
+    """Connect, check Airflow's schema as :func:`prepare` does, and read the server's clock; write nothing.
+
+    Raises:
+        SchemaMismatch: the database is not an Airflow 3.3 metadata database.
+        sqlalchemy.exc.DBAPIError, OSError: the database cannot be reached or refuses the login.
+    """
+    async with database.engine.connect() as conn:
+        revision = await conn.run_sync(_check_airflow_schema)
+        clock = None
+        if database.dialect == "postgresql":
+            clock = (await conn.execute(sa.text("SELECT now()"))).scalar()
+    return DatabaseCheck(revision, SUPPORTED_AIRFLOW_REVISIONS[revision], clock)
 
 
 def _add_columns(conn: Connection, table: sa.Table, columns: tuple[sa.Column[object], ...]) -> None:

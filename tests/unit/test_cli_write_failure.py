@@ -7,7 +7,8 @@ import json
 import pytest
 
 from sidecar._gen.airflow_sidecar.v1 import backfill_pb2 as pb
-from sidecar.cli._client import print_backfills, progress_line
+from sidecar.cli._client import print_backfills
+from sidecar.cli._progress import progress_line
 
 
 def backfill(set_aside: bool) -> pb.Backfill:

@@ -1,0 +1,91 @@
+"""Following a backfill: a real progress bar (rich: elapsed time and ETA) on a terminal, plain lines elsewhere.
+
+On a terminal the bar redraws in place and is cleared properly (rich handles the cursor);
+anywhere else (a log file, CI, a pipe) each change of the counts is one plain line, with no
+carriage returns that would garble a log.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterable
+from typing import TextIO
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+from sidecar._gen.airflow_sidecar.v1 import backfill_pb2 as pb
+
+
+def state_text(b: pb.Backfill) -> str:
+    """The state, and whether writing its runs is failing: ``active, set aside`` or ``active, retrying (2)``."""
+    state = pb.Backfill.State.Name(b.state).removeprefix("STATE_").lower()
+    if not b.HasField("write_failure"):
+        return state
+    failure = b.write_failure
+    return f"{state}, set aside" if failure.set_aside else f"{state}, retrying ({failure.attempts})"
+
+
+def totals(b: pb.Backfill) -> tuple[int, int]:
+    """``(finished, total)`` runs: skipped slots are not runs to wait for."""
+    p = b.progress
+    return p.succeeded + p.failed, max(p.planned - p.skipped, 0)
+
+
+def counts(b: pb.Backfill) -> str:
+    """The counts of a backfill's runs in one short phrase."""
+    p = b.progress
+    return (
+        f"succeeded={p.succeeded} failed={p.failed} running={p.running} queued={p.queued} "
+        f"written={p.written}/{p.planned} skipped={p.skipped} {state_text(b)}"
+    )
+
+
+def progress_line(b: pb.Backfill) -> str:
+    """One plain line: runs finished of runs to run, and the counts."""
+    finished, total = totals(b)
+    return f"backfill {b.id}: {finished}/{total} runs  {counts(b)}"
+
+
+def follow(updates: Iterable[pb.Backfill], stream: TextIO | None = None) -> pb.Backfill:
+    """Show each update until the stream ends; return the last one.
+
+    Args:
+        updates: the backfill as the sidecar reports it (``WatchBackfill``).
+        stream: where progress goes (default stderr); a terminal gets the bar.
+    """
+    last = pb.Backfill()
+    out = stream or sys.stderr
+    if not out.isatty():
+        previous = ""
+        for last in updates:
+            line = progress_line(last)
+            if line != previous:
+                print(line, file=out, flush=True)
+                previous = line
+        return last
+    columns = (
+        TextColumn("backfill {task.fields[id]}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("runs"),
+        TimeElapsedColumn(),
+        TextColumn("eta"),
+        TimeRemainingColumn(),
+        TextColumn("{task.fields[short]}"),
+    )
+    with Progress(*columns, console=Console(file=out), transient=False) as bar:
+        task = bar.add_task("backfill", total=None, id="", short="")
+        for last in updates:
+            finished, total = totals(last)
+            p = last.progress
+            short = f"failed {p.failed} running {p.running} queued {p.queued} {state_text(last)}"
+            bar.update(task, completed=finished, total=total or None, id=last.id, short=short)
+    return last
