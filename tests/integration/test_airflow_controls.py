@@ -19,7 +19,7 @@ import httpx
 import psycopg2.extensions
 import pytest
 
-from sidecar.engine import BackfillEngine, BackfillSpec, DryRun, Mode, State
+from sidecar.engine import BackfillEngine, BackfillSpec, BackfillView, DryRun, Mode, State
 from tests.support.fixtures import AirflowDatabase
 from tests.support.ports import free_port
 from tests.support.stack import start_api_server
@@ -85,6 +85,14 @@ def airflow(airflow_db: AirflowDatabase, tmp_path_factory: pytest.TempPathFactor
         server.stop()
 
 
+async def _windowed(engine: BackfillEngine) -> BackfillView:
+    """A windowed backfill of days 1..10, its first window (three runs) written."""
+    view = await engine.create(spec())
+    assert not isinstance(view, DryRun)
+    assert view.progress.written == 3  # max_active_runs 2 + lookahead 1
+    return view
+
+
 def _runs(sql: psycopg2.extensions.cursor, backfill_id: int) -> list[tuple[int, str, bool]]:
     """(day, state, has an end date) of a backfill's runs, by logical date."""
     sql.execute(
@@ -97,9 +105,7 @@ def _runs(sql: psycopg2.extensions.cursor, backfill_id: int) -> list[tuple[int, 
 async def test_airflows_cancel_is_final_and_ends_queued_runs_like_the_sidecars(
     airflow: AirflowApi, engine: BackfillEngine, sql: psycopg2.extensions.cursor
 ) -> None:
-    view = await engine.create(spec())
-    assert not isinstance(view, DryRun)
-    assert view.progress.written == 3  # max_active_runs 2 + lookahead 1
+    view = await _windowed(engine)
     sql.execute("UPDATE dag_run SET state = 'running' WHERE logical_date = %s", (day(1),))
 
     cancelled = airflow.put(view.id, "cancel")
@@ -154,8 +160,7 @@ async def test_airflows_cancel_is_final_and_ends_queued_runs_like_the_sidecars(
 async def test_airflows_pause_stops_the_window_and_its_unpause_resumes_it(
     airflow: AirflowApi, engine: BackfillEngine, sql: psycopg2.extensions.cursor
 ) -> None:
-    view = await engine.create(spec())
-    assert not isinstance(view, DryRun)
+    view = await _windowed(engine)
     assert airflow.put(view.id, "pause")["is_paused"] is True
     assert (await engine.get(view.id)).state is State.PAUSED
 
@@ -180,8 +185,7 @@ async def test_airflows_pause_stops_the_window_and_its_unpause_resumes_it(
 async def test_an_interrupted_eager_backfill_waits_while_paused(
     airflow: AirflowApi, engine: BackfillEngine, sql: psycopg2.extensions.cursor
 ) -> None:
-    view = await engine.create(spec())
-    assert not isinstance(view, DryRun)
+    view = await _windowed(engine)
     # As if an eager create had stopped after its first batches (the process died): the tick finishes it.
     sql.execute(
         "UPDATE airflow_sidecar.sidecar_backfill SET mode = %s WHERE backfill_id = %s",
@@ -203,8 +207,7 @@ async def test_a_pause_stops_a_top_up_at_its_next_batch(
     """A pause that lands after the tick listed the backfill still stops its writing, at the batch."""
     from sidecar.engine._materialize import materialize
 
-    view = await engine.create(spec())
-    assert not isinstance(view, DryRun)
+    view = await _windowed(engine)
     airflow.put(view.id, "pause")
     parts = engine._parts
     made = await materialize(
