@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from sidecar.catalog import DagTemplate, parse_dag
 from sidecar.store._tables import dag, dag_version, log_template, serialized_dag
+from sidecar.store._versions import contract_of
 
 
 @dataclass(frozen=True)
@@ -50,7 +51,10 @@ class DagCatalog:
                     serialized_dag.c.dag_hash,
                     dag_version.c.id.label("version_id"),
                     dag.c.bundle_version,
-                    dag.c.allowed_run_types,
+                    # NULL (every run type) where the version has no such column (3.1).
+                    dag.c.allowed_run_types
+                    if contract_of(conn).has_column("dag", "allowed_run_types")
+                    else sa.null().label("allowed_run_types"),
                     dag.c.is_paused,
                 )
                 .select_from(

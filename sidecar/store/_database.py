@@ -13,9 +13,17 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from sidecar.errors import SchemaMismatch
 from sidecar.store._tables import AIRFLOW_TABLES, SIDECAR_SCHEMA, sidecar_metadata, sidecar_schema_version
+from sidecar.store._versions import (
+    CONTRACT_OPTION,
+    CONTRACTS,
+    NEWEST,
+    SUPPORTED_RANGE,
+    AirflowRowContract,
+    contract_for_revision,
+)
 
-#: Alembic heads of the Airflow releases whose schema the sidecar writes (3.3.0 to 3.3.x).
-SUPPORTED_AIRFLOW_REVISIONS = {"d2f4e1b3c5a7": "3.3"}
+#: Alembic heads of the Airflow releases whose schema the sidecar writes, to their minor.
+SUPPORTED_AIRFLOW_REVISIONS = {rev: c.minor for c in CONTRACTS for rev in sorted(c.revisions)}
 
 
 @dataclass(frozen=True)
@@ -26,6 +34,12 @@ class Database:
     """The async engine (asyncpg or aiosqlite), with the sidecar schema mapped for the dialect."""
     dialect: str
     """``postgresql`` or ``sqlite``."""
+
+    @property
+    def airflow(self) -> AirflowRowContract:
+        """The row contract of the database's Airflow version (the newest until :func:`prepare` ran)."""
+        contract = self.engine.sync_engine.get_execution_options().get(CONTRACT_OPTION)
+        return contract if isinstance(contract, AirflowRowContract) else NEWEST
 
     async def ping(self) -> bool:
         """Whether the database answers ``SELECT 1`` (not retried: a readiness probe answers fast)."""
@@ -96,23 +110,31 @@ def connect(url: str, *, pool_size: int = 5) -> Database:
     return Database(engine=engine, dialect="sqlite")
 
 
-def _check_airflow_schema(conn: Connection) -> None:
+def _check_airflow_schema(conn: Connection) -> AirflowRowContract:
+    """The contract of the database's Airflow version, after checking its tables hold its columns."""
     inspector = sa.inspect(conn)
     if not inspector.has_table("alembic_version"):
         raise SchemaMismatch("the database holds no Airflow metadata schema (no alembic_version table)")
-    revision = conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar()
-    if revision not in SUPPORTED_AIRFLOW_REVISIONS:
+    revisions = [row[0] for row in conn.execute(sa.text("SELECT version_num FROM alembic_version"))]
+    contract = contract_for_revision(revisions[0]) if len(revisions) == 1 else None
+    if contract is None:
+        found = ", ".join(repr(r) for r in revisions) or "none"
         raise SchemaMismatch(
-            f"the database's Airflow schema is at revision {revision!r}, not an Airflow 3.3 schema "
-            f"(expected {', '.join(SUPPORTED_AIRFLOW_REVISIONS)}); run `airflow db migrate` with Airflow 3.3"
+            f"the database's Airflow schema is at alembic revision {found}, which is not one of "
+            f"{SUPPORTED_RANGE} (revisions {', '.join(SUPPORTED_AIRFLOW_REVISIONS)}); "
+            "run the sidecar with a supported Airflow (`airflow db migrate` with it)"
         )
-    for table in AIRFLOW_TABLES:
+    for declared in AIRFLOW_TABLES:
+        table = contract.table(declared.name)
         if not inspector.has_table(table.name):
             raise SchemaMismatch(f"the Airflow schema lacks table {table.name!r}")
         live = {c["name"] for c in inspector.get_columns(table.name)}
         missing = sorted(c.name for c in table.columns if c.name not in live)
         if missing:
-            raise SchemaMismatch(f"Airflow table {table.name!r} lacks columns {', '.join(missing)}")
+            raise SchemaMismatch(
+                f"Airflow {contract.minor} table {table.name!r} lacks columns {', '.join(missing)}"
+            )
+    return contract
 
 
 # Each migration step takes a connection inside the migration transaction.
@@ -138,11 +160,17 @@ def _migrate(conn: Connection, dialect: str) -> None:
 
 
 async def prepare(database: Database) -> None:
-    """Check Airflow's schema and bring the sidecar's own tables up to date.
+    """Check Airflow's schema, note its version's row contract, bring the sidecar's own tables up to date.
+
+    The contract goes on the engine (an execution option every connection inherits), so the
+    code that writes Airflow's rows finds it on its connection
+    (:func:`sidecar.store._versions.contract_of`). An unsupported revision is refused before
+    anything is written: not even the sidecar's own tables are created.
 
     Raises:
-        SchemaMismatch: the database is not an Airflow 3.3 metadata database.
+        SchemaMismatch: the database is not a metadata database of a supported Airflow.
     """
     async with database.engine.begin() as conn:
-        await conn.run_sync(_check_airflow_schema)
+        contract = await conn.run_sync(_check_airflow_schema)
         await conn.run_sync(_migrate, database.dialect)
+    database.engine.update_execution_options(**{CONTRACT_OPTION: contract})
