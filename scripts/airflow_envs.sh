@@ -11,7 +11,7 @@
 # The newest minor (3.3.x) is the project's own .venv and is not built here.
 #
 # Airflow's constraint files live on GitHub, which this CI cannot reach; instead the few
-# libraries that break an older Airflow are pinned in PINS below (none needed so far).
+# libraries that break an older Airflow are pinned in PINS below.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -23,7 +23,11 @@ OLDER_AIRFLOWS=(3.1.8 3.2.2)
 # code generation and the 3.3 API client).
 TEST_DEPS=(pytest pytest-asyncio pytest-timeout hypothesis psycopg2-binary cryptography httpx)
 # Per-version pins for libraries whose newer releases break that Airflow: "version=req req ...".
-PINS=()
+# 3.2.2: FastAPI >= 0.137 rejects its execution API's callable discriminator (the api-server
+# does not start), and cadwyn 8+ needs that FastAPI.
+PINS=(
+    "3.2.2=fastapi[standard-no-fastapi-cloud-cli]<0.137 cadwyn<8"
+)
 
 CACHE="${SIDECAR_VENV_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/airflow-sidecar/venvs}"
 

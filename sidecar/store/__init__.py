@@ -48,6 +48,7 @@ from sidecar.store._runs import (
     run_state_counts,
     written_slots,
 )
+from sidecar.store._versions import SUPPORTED_RANGE, AirflowRowContract, Refusals
 from sidecar.store._writer import (
     BatchResult,
     ExistingRun,
@@ -60,8 +61,10 @@ from sidecar.vocabulary import Disposition
 __all__ = [
     "RETRYABLE",
     "SUPPORTED_AIRFLOW_REVISIONS",
+    "SUPPORTED_RANGE",
     "TRANSITIONS",
     "UNFINISHED_RUN_STATES",
+    "AirflowRowContract",
     "BackfillRecord",
     "BatchResult",
     "DagCatalog",
@@ -74,6 +77,7 @@ __all__ = [
     "NewBackfill",
     "Phase",
     "PlanRecord",
+    "Refusals",
     "RequestRecord",
     "RetryPolicy",
     "RunContext",

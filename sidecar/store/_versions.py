@@ -15,8 +15,13 @@ The differences, from the sources and migrations of apache-airflow-core 3.1.8, 3
 - 3.1 and 3.2 have no ``task_instance.retry_delay_override``/``retry_reason`` (3.3's 0113),
   on ``task_instance_history`` either.
 - Run ids are ``backfill__<logical date ISO>`` on all three (``DagRun.generate_run_id``).
-- Messages: 3.1 says "dag" where 3.2 and 3.3 say "Dag" (e.g. "Another backfill is running for
-  dag x. There can be only one running backfill per dag.").
+- Refusals (:class:`Refusals`): 3.3 checks the range (from after to, future dates) first and
+  refuses a non-periodic schedule and an empty range by name; 3.1 and 3.2 check future dates
+  after ``depends_on_past``, have no from-after-to check (the range is then empty), refuse only
+  ``schedule=None`` ("x has no schedule") and word an empty range without it ("No runs to
+  create for Dag x"; 3.1 even creates the empty backfill, which the sidecar refuses). 3.1 says
+  "dag"/"DAG" where the others say "Dag".
+- 3.1 does not give a reprocessed run the backfill's conf (``_handle_clear_run``).
 """
 
 from __future__ import annotations
@@ -37,6 +42,29 @@ CONTRACT_OPTION = "sidecar_airflow_contract"
 _TABLES: dict[str, sa.Table] = {t.name: t for t in AIRFLOW_TABLES}
 
 
+@dataclass(frozen=True)
+class Refusals:
+    """How one minor orders and words the refusals that differ between minors (``_create_backfill``)."""
+
+    range_checked_first: bool = True
+    """3.3: from-after-to and future dates before anything else; older: future dates after
+    ``depends_on_past``, and no from-after-to check (an empty range is refused instead)."""
+    no_schedule: str | None = None
+    """Older minors refuse ``schedule=None`` alone, with this text (``{dag_id}``); None: 3.3's
+    non-periodic refusal, for every non-periodic schedule."""
+    no_runs: str = "No runs to create for Dag {dag_id} in the range [{from_date}, {to_date}]"
+    reverse_depends_on_past: str = (
+        "Backfill cannot be run in reverse when the Dag has tasks where depends_on_past=True."
+    )
+    reprocess_depends_on_past: str = (
+        "Dag has tasks for which depends_on_past=True. "
+        "You must set reprocess behavior to reprocess completed or reprocess failed."
+    )
+    already_running: str = (
+        "Another backfill is running for Dag {dag_id}. There can be only one running backfill per Dag."
+    )
+
+
 @dataclass(frozen=True, eq=False)  # one instance per minor: compared (and cached) by identity
 class AirflowRowContract:
     """What one Airflow minor's ``_create_backfill`` writes and says, as far as the sidecar differs by it."""
@@ -49,8 +77,8 @@ class AirflowRowContract:
     """The alembic heads of those releases (``airflow.utils.db._REVISION_HEADS_MAP``)."""
     absent_columns: Mapping[str, frozenset[str]] = field(default_factory=dict)
     """Per Airflow table, the columns the newest schema has and this version lacks."""
-    dag_word: str = "Dag"
-    """How the version's messages name a DAG where it is not the first word ("dag" on 3.1)."""
+    refusals: Refusals = field(default_factory=Refusals)
+    """The version's order and wording of the refusals that differ."""
     clear_sets_conf: bool = True
     """Whether reprocessing a run gives it the backfill's conf (``_handle_clear_run``; not on 3.1)."""
 
@@ -107,7 +135,21 @@ AIRFLOW_3_1 = AirflowRowContract(
         "backfill_dag_run": frozenset({"partition_key"}),
         "task_instance": _RETRY_POLICY,
     },
-    dag_word="dag",
+    refusals=Refusals(
+        range_checked_first=False,
+        no_schedule="{dag_id} has no schedule",
+        no_runs="No runs to create for Dag {dag_id}",  # 3.2's words: 3.1 creates the empty backfill
+        reverse_depends_on_past=(
+            "Backfill cannot be run in reverse when the DAG has tasks where depends_on_past=True."
+        ),
+        reprocess_depends_on_past=(
+            "DAG has tasks for which depends_on_past=True. "
+            "You must set reprocess behavior to reprocess completed or reprocess failed."
+        ),
+        already_running=(
+            "Another backfill is running for dag {dag_id}. There can be only one running backfill per dag."
+        ),
+    ),
     clear_sets_conf=False,
 )
 AIRFLOW_3_2 = AirflowRowContract(
@@ -115,6 +157,11 @@ AIRFLOW_3_2 = AirflowRowContract(
     patches="3.2.0-3.2.2",
     revisions=frozenset({"1d6611b6ab7c"}),
     absent_columns={"task_instance": _RETRY_POLICY},
+    refusals=Refusals(
+        range_checked_first=False,
+        no_schedule="{dag_id} has no schedule",
+        no_runs="No runs to create for Dag {dag_id}",
+    ),
 )
 AIRFLOW_3_3 = AirflowRowContract(minor="3.3", patches="3.3.0-3.3.2", revisions=frozenset({"d2f4e1b3c5a7"}))
 
