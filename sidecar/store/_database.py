@@ -15,15 +15,15 @@ from sidecar.errors import SchemaMismatch
 from sidecar.store._tables import AIRFLOW_TABLES, SIDECAR_SCHEMA, sidecar_metadata, sidecar_schema_version
 from sidecar.store._versions import (
     CONTRACT_OPTION,
-    CONTRACTS,
     NEWEST,
+    SUPPORTED,
     SUPPORTED_RANGE,
     AirflowRowContract,
     contract_for_revision,
 )
 
 #: Alembic heads of the Airflow releases whose schema the sidecar writes, to their minor.
-SUPPORTED_AIRFLOW_REVISIONS = {rev: c.minor for c in CONTRACTS for rev in sorted(c.revisions)}
+SUPPORTED_AIRFLOW_REVISIONS = {rev: c.minor for c in SUPPORTED for rev in sorted(c.revisions)}
 
 
 @dataclass(frozen=True)
@@ -123,6 +123,12 @@ def _check_airflow_schema(conn: Connection) -> AirflowRowContract:
             f"the database's Airflow schema is at alembic revision {found}, which is not one of "
             f"{SUPPORTED_RANGE} (revisions {', '.join(SUPPORTED_AIRFLOW_REVISIONS)}); "
             "run the sidecar with a supported Airflow (`airflow db migrate` with it)"
+        )
+    if contract.not_yet is not None:
+        raise SchemaMismatch(
+            f"the database holds an Airflow {contract.patches} schema (alembic revision "
+            f"{revisions[0]!r}), which the sidecar does not support yet: {contract.not_yet}; "
+            f"supported: {SUPPORTED_RANGE}"
         )
     for declared in AIRFLOW_TABLES:
         table = contract.table(declared.name)

@@ -15,6 +15,7 @@ from sidecar.store._versions import (
     AIRFLOW_3_3,
     CONTRACTS,
     NEWEST,
+    SUPPORTED,
     SUPPORTED_RANGE,
     contract_for_revision,
 )
@@ -39,9 +40,11 @@ def test_other_revisions_have_no_contract(revision: str | None) -> None:
     assert contract_for_revision(revision) is None
 
 
-def test_the_supported_range_names_the_oldest_and_newest_release() -> None:
-    assert SUPPORTED_RANGE == "Airflow 3.1.0 to 3.3.2"
+def test_the_supported_range_names_the_oldest_and_newest_supported_release() -> None:
+    assert SUPPORTED_RANGE == "Airflow 3.2.0 to 3.3.2"
     assert NEWEST is AIRFLOW_3_3 and CONTRACTS[-1] is NEWEST
+    assert SUPPORTED == (AIRFLOW_3_2, AIRFLOW_3_3)
+    assert AIRFLOW_3_1.not_yet and "trace carriers" in AIRFLOW_3_1.not_yet  # known, refused by name
 
 
 def test_the_newest_lacks_nothing_and_passes_rows_through_untouched() -> None:
