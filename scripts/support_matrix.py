@@ -61,6 +61,17 @@ def _cell(outcomes: list[str]) -> str:
     return f"yes ({passed} tests)"
 
 
+def _supported(outcomes: dict[str, list[str]]) -> str:
+    """The first row: written for (rows proved), refused at start-up by name, or failing."""
+    rows = outcomes.get("tests.parity.test_row_diff", [])
+    versions = outcomes.get("tests.integration.test_airflow_versions", [])
+    if rows:
+        return "yes" if "failed" not in rows else "**no: row parity fails**"
+    if versions and "failed" not in versions:
+        return "refused at start-up, by name (not yet)"
+    return "unknown"
+
+
 def render(results: dict[str, dict[str, list[str]]]) -> str:
     """The Markdown page: one column per Airflow version, one row per feature."""
     versions = sorted(results, key=lambda v: tuple(int(p) for p in v.split(".")), reverse=True)
@@ -73,6 +84,9 @@ def render(results: dict[str, dict[str, list[str]]]) -> str:
         "",
         "| Feature | Database | " + " | ".join(f"Airflow {v}" for v in versions) + " |",
         "|---|---|" + "---|" * len(versions),
+        "| **the sidecar writes for it** | any | "
+        + " | ".join(_supported(results[v]) for v in versions)
+        + " |",
     ]
     for feature, database, modules in FEATURES:
         cells = [_cell([o for m in modules for o in results[v].get(m, [])]) for v in versions]

@@ -1,5 +1,8 @@
 """Which Airflow versions the sidecar writes for, and how their rows differ: one row contract each.
 
+Supported: 3.2 and 3.3. 3.1 is known (its contract records what differs) but refused at
+start-up by name until its remaining differences (``not_yet``) are reproduced.
+
 Every difference between the supported Airflow minors that the sidecar's rows or refusals
 depend on is a field of :class:`AirflowRowContract`, one frozen instance per minor, looked up
 by the alembic revision of the metadata database at start-up (:func:`contract_for_revision`).
