@@ -27,7 +27,6 @@ FEATURES: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("rows = Airflow's (corpus, every reprocess case)", "PostgreSQL", ("tests.parity.test_row_diff",)),
     ("refusals = Airflow's (class, message, order)", "PostgreSQL", ("tests.parity.test_validation_parity",)),
     ("unsupported features refused by name", "PostgreSQL", ("tests.parity.test_unsupported",)),
-    ("engine (create, windows, cancel)", "PostgreSQL", ("tests.integration.test_engine",)),
     ("engine on the embedded database", "SQLite", ("tests.integration.test_engine_sqlite",)),
     ("end to end: real scheduler + shim", "PostgreSQL", ("tests.e2e.test_sidecar_backfill",)),
 )
