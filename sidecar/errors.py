@@ -15,7 +15,8 @@ and each class carries the stable ``reason`` string that goes into
     │   └── NoRunsToCreate         the range holds no run
     ├── NotFound                   NOT_FOUND
     │   ├── DagNotFound
-    │   └── BackfillNotFound
+    │   └── BackfillNotFound       also a backfill the caller may not read
+    ├── PermissionDenied           PERMISSION_DENIED (may read the DAG, not do this to it)
     ├── FailedPrecondition         FAILED_PRECONDITION
     │   ├── BackfillNotAllowed     the DAG's allowed_run_types lacks "backfill"
     │   ├── NonPeriodicSchedule    the DAG's timetable cannot be backfilled
@@ -84,6 +85,21 @@ class DagNotFound(NotFound):
 
 class BackfillNotFound(NotFound):
     reason = "BACKFILL_NOT_FOUND"
+
+    @classmethod
+    def of(cls, backfill_id: int) -> BackfillNotFound:
+        """The one answer for a backfill that does not exist or that the caller may not read.
+
+        Both cases are built here so that they cannot drift apart: a caller learns nothing
+        about a backfill of a DAG it may not read, not even that it exists.
+        """
+        return cls(f"Backfill {backfill_id} not found", field="name")
+
+
+class PermissionDenied(SidecarError):
+    """The caller may read the backfill's DAG but not do this action to it."""
+
+    reason = "PERMISSION_DENIED"
 
 
 class FailedPrecondition(SidecarError):

@@ -31,3 +31,8 @@ def parse_backfill_name(name: str) -> int | None:
         return None
     backfill_id = int(rest)
     return backfill_id if backfill_id <= MAX_BACKFILL_ID else None
+
+
+#: The gRPC metadata key naming the user a trusted front door calls on behalf of (delegation);
+#: binary (``-bin``), so any user name travels as its UTF-8 bytes.
+ON_BEHALF_OF_METADATA = "x-sidecar-on-behalf-of-bin"

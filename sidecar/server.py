@@ -23,8 +23,6 @@ from sidecar.auth import (
 )
 from sidecar.config import ServerSettings
 from sidecar.engine import BackfillEngine, EngineConfig
-from sidecar.errors import SidecarError
-from sidecar.names import parse_backfill_name
 from sidecar.observability import (
     OpsServer,
     instrument_database,
@@ -71,7 +69,7 @@ class SidecarServer:
                 token, policy or certificate file (one line saying what to fix).
         """
         check_auth(self.config.auth, self.config.listen)
-        interceptor = build_interceptor(self.config.auth, self._dag_of_backfill, self._token_revoked)
+        interceptor = build_interceptor(self.config.auth, self._token_revoked)
         credentials = server_credentials(self.config.tls) if self.config.tls else None
         self.db = connect(self.config.database_url)
         await prepare(self.db)
@@ -131,16 +129,6 @@ class SidecarServer:
     async def _token_revoked(self, jti: str) -> bool:
         """Whether Airflow revoked this JWT (its logout writes the ``jti`` to ``revoked_token``)."""
         return self.db is not None and await token_revoked(self.db, jti)
-
-    async def _dag_of_backfill(self, name: str) -> str | None:
-        """The DAG of a ``backfills/{id}`` name, for authorisation; None if there is none."""
-        backfill_id = parse_backfill_name(name)
-        if self.engine is None or backfill_id is None:  # not a name: the servicer answers INVALID_ARGUMENT
-            return None
-        try:
-            return (await self.engine.get(backfill_id)).dag_id
-        except SidecarError:
-            return None
 
     async def _tick_forever(self) -> None:
         assert self.engine is not None

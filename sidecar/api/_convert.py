@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
 import json
 import math
@@ -14,6 +13,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from sidecar._gen.airflow_sidecar.v1 import backfill_pb2 as pb
 from sidecar.engine import (
     DEFAULT_MAX_ACTIVE_RUNS,
+    MAX_CONF_DEPTH,
     BackfillSpec,
     BackfillView,
     Disposition,
@@ -21,6 +21,7 @@ from sidecar.engine import (
     ReprocessBehavior,
     SlotView,
     State,
+    WriteFailure,
 )
 from sidecar.errors import InvalidArgument
 from sidecar.names import backfill_name, parse_backfill_name
@@ -51,12 +52,6 @@ _DISPOSITIONS = {
     Disposition.IN_FLIGHT: pb.DISPOSITION_IN_FLIGHT,
     Disposition.PENDING: pb.DISPOSITION_PENDING,
 }
-
-#: Deepest nesting of objects and arrays accepted in ``dag_run_conf`` (deeper documents are
-#: refused at the edge: serialising them again would overflow Python's recursion limit).
-MAX_CONF_DEPTH = 64
-#: Page tokens carry a backfill id or a run's sort ordinal: both are 32-bit integer columns.
-_MAX_TOKEN_VALUE = 2**31 - 1
 
 
 def timestamp(value: dt.datetime | None) -> Timestamp | None:
@@ -198,6 +193,19 @@ def backfill_message(view: BackfillView) -> pb.Backfill:
         create_time=timestamp(view.created_at),
         update_time=timestamp(view.updated_at),
         complete_time=timestamp(view.completed_at),
+        write_failure=_write_failure(view.write_failure),
+    )
+
+
+def _write_failure(failure: WriteFailure | None) -> pb.WriteFailure | None:
+    if failure is None:
+        return None
+    return pb.WriteFailure(
+        reason=failure.reason,
+        message=failure.message,
+        attempts=failure.attempts,
+        set_aside=failure.set_aside,
+        time=timestamp(failure.failed_at),
     )
 
 
@@ -228,31 +236,6 @@ def backfill_id_of(name: str, field: str = "name") -> int:
     if backfill_id is None:
         raise InvalidArgument(f"{field} must look like backfills/<id>, got {name[:80]!r}", field=field)
     return backfill_id
-
-
-def encode_token(value: int) -> str:
-    """An opaque page token."""
-    return base64.urlsafe_b64encode(f"v1:{value}".encode()).decode()
-
-
-def decode_token(token: str) -> int | None:
-    """The inverse of :func:`encode_token` (None for an empty token).
-
-    Raises:
-        InvalidArgument: a token this server did not issue.
-    """
-    if not token:
-        return None
-    try:
-        version, _, value = base64.urlsafe_b64decode(token.encode()).decode().partition(":")
-        if version != "v1":
-            raise ValueError(version)
-        number = int(value)
-        if not 0 <= number <= _MAX_TOKEN_VALUE:
-            raise ValueError(value)
-        return number
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise InvalidArgument("page_token is not valid", field="page_token") from exc
 
 
 def page_size_of(value: int, default: int, maximum: int) -> int:

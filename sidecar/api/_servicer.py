@@ -15,15 +15,13 @@ from sidecar.api._convert import (
     STATES_IN,
     backfill_id_of,
     backfill_message,
-    decode_token,
-    encode_token,
     page_size_of,
     slot_message,
     spec_of,
 )
 from sidecar.api._errors import streaming, unary
 from sidecar.api._limits import RateLimiter
-from sidecar.auth import current_principal
+from sidecar.auth import PageTokens, current_access, current_principal
 from sidecar.engine import BackfillEngine, DryRun, State
 from sidecar.errors import InvalidArgument
 
@@ -64,6 +62,7 @@ class BackfillServicer(backfill_pb2_grpc.BackfillServiceServicer):
             request_id=request.request_id or None,
             validate_only=request.validate_only,
             dry_run_limit=request.dry_run_page_size or None,
+            principal=current_access().owner,
         )
         if isinstance(result, DryRun):
             return pb.CreateBackfillResponse(
@@ -75,7 +74,7 @@ class BackfillServicer(backfill_pb2_grpc.BackfillServiceServicer):
 
     @unary
     async def GetBackfill(self, request: pb.GetBackfillRequest, context: Ctx) -> pb.GetBackfillResponse:
-        view = await self._engine.get(backfill_id_of(request.name))
+        view = await self._engine.get(backfill_id_of(request.name), access=current_access())
         return pb.GetBackfillResponse(backfill=backfill_message(view))
 
     @unary
@@ -85,21 +84,26 @@ class BackfillServicer(backfill_pb2_grpc.BackfillServiceServicer):
             if request.state not in STATES_IN:
                 raise InvalidArgument(f"unknown state {request.state}", field="state")
             state = STATES_IN[request.state]
+        access = current_access()
+        # A token continues this listing for this caller only, and says nothing it could not read.
+        tokens = await self._engine.page_tokens()
+        bound = PageTokens.context("backfills", access.owner, request.dag_id, request.state)
         views, next_before = await self._engine.list_backfills(
             dag_id=request.dag_id or None,
             state=state,
             page_size=page_size_of(request.page_size, 50, 500),
-            before_id=decode_token(request.page_token),
+            before_id=tokens.read(request.page_token, bound),
+            access=access,
         )
         return pb.ListBackfillsResponse(
             backfills=[backfill_message(v) for v in views],
-            next_page_token=encode_token(next_before) if next_before is not None else "",
+            next_page_token=tokens.issue(next_before, bound) if next_before is not None else "",
         )
 
     @unary
     async def PauseBackfill(self, request: pb.PauseBackfillRequest, context: Ctx) -> pb.PauseBackfillResponse:
         self._limiter.check(principal_of(context), "pause")
-        view = await self._engine.set_paused(backfill_id_of(request.name), True)
+        view = await self._engine.set_paused(backfill_id_of(request.name), True, access=current_access())
         return pb.PauseBackfillResponse(backfill=backfill_message(view))
 
     @unary
@@ -107,7 +111,7 @@ class BackfillServicer(backfill_pb2_grpc.BackfillServiceServicer):
         self, request: pb.UnpauseBackfillRequest, context: Ctx
     ) -> pb.UnpauseBackfillResponse:
         self._limiter.check(principal_of(context), "unpause")
-        view = await self._engine.set_paused(backfill_id_of(request.name), False)
+        view = await self._engine.set_paused(backfill_id_of(request.name), False, access=current_access())
         return pb.UnpauseBackfillResponse(backfill=backfill_message(view))
 
     @unary
@@ -116,7 +120,7 @@ class BackfillServicer(backfill_pb2_grpc.BackfillServiceServicer):
     ) -> pb.CancelBackfillResponse:
         self._limiter.check(principal_of(context), "cancel")
         view = await self._engine.cancel(
-            backfill_id_of(request.name), terminate_running=request.terminate_running
+            backfill_id_of(request.name), terminate_running=request.terminate_running, access=current_access()
         )
         return pb.CancelBackfillResponse(backfill=backfill_message(view))
 
@@ -124,14 +128,19 @@ class BackfillServicer(backfill_pb2_grpc.BackfillServiceServicer):
     async def ListBackfillRuns(
         self, request: pb.ListBackfillRunsRequest, context: Ctx
     ) -> pb.ListBackfillRunsResponse:
+        backfill_id = backfill_id_of(request.parent, "parent")
+        access = current_access()
+        tokens = await self._engine.page_tokens()
+        bound = PageTokens.context("runs", access.owner, backfill_id)
         slots, next_after = await self._engine.list_runs(
-            backfill_id_of(request.parent, "parent"),
+            backfill_id,
             page_size=page_size_of(request.page_size, 100, 1000),
-            after_ordinal=decode_token(request.page_token) or 0,
+            after_ordinal=tokens.read(request.page_token, bound) or 0,
+            access=access,
         )
         return pb.ListBackfillRunsResponse(
             runs=[slot_message(s) for s in slots],
-            next_page_token=encode_token(next_after) if next_after is not None else "",
+            next_page_token=tokens.issue(next_after, bound) if next_after is not None else "",
         )
 
     @streaming
@@ -139,9 +148,11 @@ class BackfillServicer(backfill_pb2_grpc.BackfillServiceServicer):
         self, request: pb.WatchBackfillRequest, context: Ctx
     ) -> AsyncIterator[pb.WatchBackfillResponse]:
         backfill_id = backfill_id_of(request.name)
+        access = current_access()
         last: pb.Backfill | None = None
         while True:
-            message = backfill_message(await self._engine.get(backfill_id))
+            # Every update is read, and authorised, afresh.
+            message = backfill_message(await self._engine.get(backfill_id, access=access))
             comparable = pb.Backfill()
             comparable.CopyFrom(message)
             comparable.ClearField("update_time")

@@ -19,9 +19,9 @@ class Target(enum.Enum):
     DAG_ID = "dag_id"
     """A field of the request holds the DAG id (create)."""
     BACKFILL = "backfill"
-    """A field holds a backfill's resource name; its DAG is looked up before the call runs."""
+    """A field holds a backfill's resource name; the ledger authorises the row it loads."""
     LISTING = "listing"
-    """An optional ``dag_id`` filter; without one, results are cut to the DAGs the caller may read."""
+    """An optional ``dag_id`` filter; without one, the engine lists only DAGs the caller may read."""
     NONE = "none"
     """No DAG: the action is checked on its own (Tick)."""
 

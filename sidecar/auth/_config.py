@@ -13,7 +13,7 @@ from pathlib import Path
 
 import grpc
 
-from sidecar.auth._interceptor import AuthInterceptor, DagResolver
+from sidecar.auth._interceptor import AuthInterceptor
 from sidecar.auth._policy import Policy, load_policy
 from sidecar.auth._revocation import RevocationCheck
 from sidecar.auth._tokens import Authenticator, StaticToken, load_token_file
@@ -90,7 +90,7 @@ def check_jwt_secret(secret: str, algorithm: str) -> None:
 
 
 def build_interceptor(
-    config: AuthConfig, resolve_dag: DagResolver, is_revoked: RevocationCheck | None = None
+    config: AuthConfig, is_revoked: RevocationCheck | None = None
 ) -> AuthInterceptor | None:
     """The interceptor for ``config`` (None with ``no_auth``), its files read and checked.
 
@@ -108,7 +108,7 @@ def build_interceptor(
         issuer=config.jwt_issuer,
         leeway=config.jwt_leeway,
     )
-    return AuthInterceptor(authenticator, policy, resolve_dag, is_revoked)
+    return AuthInterceptor(authenticator, policy, is_revoked)
 
 
 def _read(path: Path, what: str) -> bytes:

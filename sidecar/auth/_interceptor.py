@@ -1,10 +1,15 @@
-"""The grpc.aio server interceptor that authenticates and authorises every call.
+"""The grpc.aio server interceptor that authenticates every call and gates it by method.
 
 It wraps each method's handler rather than answering from ``intercept_service`` alone,
-because authorisation needs the request: the DAG id of a create, the backfill named by a
-get. The check runs before the servicer, so a refused call writes nothing. The caller is
-published in a context variable for the duration of the call; the servicer records it as
-the backfill's triggering user (:func:`current_principal`).
+because a create is authorised on the DAG id its request names. The interceptor decides
+only what the principal and the request decide: a create on its DAG, Tick on the
+scheduler role, a listing filtered on one DAG and, for a call naming a backfill, whether
+the caller holds the method's action on some DAG at all (a stranger is refused before
+anything is read). It never looks a backfill up: it publishes the call's
+:class:`~sidecar.auth.Access` (:func:`~sidecar.auth.current_access`) and the ledger
+checks it on the row the call actually loads or changes, in the same transaction. The
+caller (or, for a ``delegate``, the user it names: :mod:`sidecar.auth._delegation`) is also
+published as the backfill's triggering user (:func:`current_principal`).
 """
 
 from __future__ import annotations
@@ -21,22 +26,15 @@ from google.protobuf.message import Message
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-from sidecar.auth._actions import (
-    AUTHENTICATED_PREFIXES,
-    METHOD_RULES,
-    PUBLIC_PREFIXES,
-    MethodRule,
-    Target,
-)
+from sidecar.auth._access import Access, publish_access
+from sidecar.auth._actions import AUTHENTICATED_PREFIXES, METHOD_RULES, PUBLIC_PREFIXES, Target
+from sidecar.auth._delegation import DelegationRefused, delegated, on_behalf_of
 from sidecar.auth._policy import Action, Policy
 from sidecar.auth._reasons import AUTHORIZATION_METADATA, DOMAIN, PERMISSION_DENIED, TOKEN_INVALID
 from sidecar.auth._revocation import RevocationCheck
 from sidecar.auth._tokens import AuthenticationError, Authenticator, Principal
 
 log = logging.getLogger(__name__)
-
-#: Resolves a backfill resource name to its DAG id; None when there is no such backfill.
-DagResolver = Callable[[str], Awaitable[str | None]]
 
 _principal: contextvars.ContextVar[Principal | None] = contextvars.ContextVar(
     "airflow_sidecar_principal", default=None
@@ -78,25 +76,19 @@ class Denied(Exception):
 
 
 class AuthInterceptor(grpc.aio.ServerInterceptor):
-    """Authenticates every call by its bearer token and authorises it by the policy.
+    """Authenticates every call by its bearer token and gates it by the policy.
 
     Args:
         authenticator: turns the ``authorization`` metadata into a principal.
         policy: who may do which action on which DAG.
-        resolve_dag: the DAG of a backfill resource name (the engine's ``get``).
         is_revoked: whether a JWT id was revoked by Airflow; None checks nothing.
     """
 
     def __init__(
-        self,
-        authenticator: Authenticator,
-        policy: Policy,
-        resolve_dag: DagResolver,
-        is_revoked: RevocationCheck | None = None,
+        self, authenticator: Authenticator, policy: Policy, is_revoked: RevocationCheck | None = None
     ) -> None:
         self._authenticator = authenticator
         self._policy = policy
-        self._resolve_dag = resolve_dag
         self._is_revoked = is_revoked
 
     async def intercept_service(
@@ -113,19 +105,29 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         for key, value in handler_call_details.invocation_metadata or ():
             if key == AUTHORIZATION_METADATA:
                 authorization = value if isinstance(value, str) else value.decode()
-        return _wrap(handler, _Check(self, method, authorization))
+        user = on_behalf_of(handler_call_details.invocation_metadata)
+        return _wrap(handler, _Check(self, method, authorization, user))
 
-    async def check(self, method: str, authorization: str | None, request: Message | None) -> Principal:
-        """The caller, if it may make this call with this request.
+    async def check(
+        self, method: str, authorization: str | None, request: Message | None, on_behalf: bytes | None = None
+    ) -> Principal:
+        """The caller (or the user it delegates for), if it may make this call with this request.
+
+        Decided from the principal and the request alone; a backfill a call names is
+        authorised on the row the ledger loads (:meth:`Access.check`).
 
         Raises:
-            Denied: unauthenticated, or not allowed.
+            Denied: unauthenticated, a refused delegation, or not allowed.
         """
         try:
             principal = self._authenticator.authenticate(authorization)
         except AuthenticationError as exc:
             log.info("unauthenticated call to %s: %s", method, exc.reason)
             raise Denied(_status(grpc.StatusCode.UNAUTHENTICATED, exc.reason, exc.message)) from exc
+        try:
+            principal = delegated(principal, on_behalf)
+        except DelegationRefused as exc:
+            raise Denied(_status(grpc.StatusCode.PERMISSION_DENIED, PERMISSION_DENIED, str(exc))) from exc
         if principal.jti is not None and self._is_revoked is not None:
             await self._check_revocation(principal.jti, method)
         if method.startswith(AUTHENTICATED_PREFIXES):
@@ -133,32 +135,22 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         rule = METHOD_RULES.get(method)
         if rule is None:
             self._deny(principal, method, None, f"no authorisation rule for {method}")
-        dag_id = await self._dag_of(rule, request)
-        if dag_id is None:
-            # No single DAG: Tick, an unfiltered listing (cut to readable DAGs afterwards), or
-            # a backfill that does not exist, which the servicer answers with NOT_FOUND, but
-            # only to callers who hold the action somewhere, so strangers cannot probe ids.
-            if not self._policy.grants_any(principal, rule.action):
-                self._deny(principal, method, None, f"{principal.name} may not {rule.action.value}")
-        elif not self._policy.allows(principal, rule.action, dag_id):
-            what = f"{principal.name} may not {rule.action.value} backfills of DAG {dag_id}"
-            self._deny(principal, method, dag_id, what)
+        named = _field(request, rule.field) if rule.field and request is not None else ""
+        if rule.target is Target.DAG_ID or (rule.target is Target.LISTING and named):
+            if not self._policy.allows(principal, rule.action, named):
+                what = f"{principal.name} may not {rule.action.value} backfills of DAG {named}"
+                self._deny(principal, method, named, what)
+        elif not self._policy.grants_any(principal, rule.action):
+            # Tick, an unfiltered listing (the engine keeps only readable DAGs) or a call naming
+            # a backfill (the ledger checks its row): without the action on any DAG, the caller
+            # is refused before anything is read, whatever the backfill.
+            self._deny(principal, method, None, f"{principal.name} may not {rule.action.value}")
         return principal
 
-    async def _dag_of(self, rule: MethodRule, request: Message | None) -> str | None:
-        """The one DAG a call acts on, or None when it names none (or a missing backfill)."""
-        if rule.target is Target.NONE or request is None:
-            return None
-        named = _field(request, rule.field)
-        if rule.target is Target.BACKFILL:
-            try:
-                return await self._resolve_dag(named)
-            except Exception as exc:  # the database, not the caller: retryable, and fail closed
-                log.warning("cannot look up the DAG of %s: %s", named[:80], exc)
-                raise Denied(_UNAVAILABLE) from exc
-        if rule.target is Target.LISTING:
-            return named or None
-        return named
+    def access(self, principal: Principal, method: str) -> Access:
+        """What ``principal`` may do in a call of ``method``, for the ledger to check on its rows."""
+        rule = METHOD_RULES.get(method)
+        return Access(principal, self._policy, rule.action if rule is not None else Action.READ)
 
     async def _check_revocation(self, jti: str, method: str) -> None:
         try:
@@ -174,34 +166,26 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         log.info("denied %s to %s (dag %s)", method, principal.name, dag_id)
         raise Denied(_status(grpc.StatusCode.PERMISSION_DENIED, PERMISSION_DENIED, message))
 
-    def readable(self, principal: Principal, method: str, response: Message) -> Message:
-        """A listing cut to the DAGs ``principal`` may read (a page may come back short)."""
-        rule = METHOD_RULES.get(method)
-        if rule is None or rule.target is not Target.LISTING:
-            return response
-        items = response.backfills  # type: ignore[attr-defined]
-        kept = [item for item in items if self._policy.allows(principal, Action.READ, item.dag_id)]
-        if len(kept) != len(items):
-            del items[:]
-            items.extend(kept)
-        return response
-
 
 class _Check:
     """One call's check: the interceptor, the method and its authorization metadata."""
 
-    def __init__(self, interceptor: AuthInterceptor, method: str, authorization: str | None) -> None:
+    def __init__(
+        self, interceptor: AuthInterceptor, method: str, authorization: str | None, on_behalf: bytes | None
+    ) -> None:
         self.interceptor = interceptor
         self.method = method
         self.authorization = authorization
+        self.on_behalf = on_behalf
 
     async def enter(self, request: Message | None, context: grpc.aio.ServicerContext[Any, Any]) -> Principal:
         try:
-            principal = await self.interceptor.check(self.method, self.authorization, request)
+            principal = await self.interceptor.check(self.method, self.authorization, request, self.on_behalf)
         except Denied as denied:
             await context.abort_with_status(denied.status)
             raise AssertionError("unreachable") from denied
         _principal.set(principal)
+        publish_access(self.interceptor.access(principal, self.method))
         return principal
 
 
@@ -221,15 +205,14 @@ async def _items(value: Any) -> AsyncIterator[Any]:
 
 
 def _wrap(handler: grpc.RpcMethodHandler[Any, Any], check: _Check) -> grpc.RpcMethodHandler[Any, Any]:
-    """The same handler, with ``check`` run before the servicer (and listings filtered)."""
+    """The same handler, with ``check`` run before the servicer ."""
     # Each RPC runs in its own task, so the context variable set here is the call's own.
     if handler.unary_unary is not None:
         inner_uu: Any = handler.unary_unary
 
         async def unary_unary(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-            principal = await check.enter(request, context)
-            response = await _result(inner_uu(request, context))
-            return check.interceptor.readable(principal, check.method, response)
+            await check.enter(request, context)
+            return await _result(inner_uu(request, context))
 
         return grpc.unary_unary_rpc_method_handler(
             unary_unary, handler.request_deserializer, handler.response_serializer

@@ -79,6 +79,14 @@ class Policy:
             return SCHEDULER_ROLE in principal.roles
         return any(action in r.actions and r.names(principal) and r.matches(dag_id) for r in self.rules)
 
+    def globs(self, principal: Principal, action: Action) -> tuple[str, ...]:
+        """The DAG globs of every rule granting ``principal`` the DAG action ``action``."""
+        found: dict[str, None] = {}
+        for rule in self.rules:
+            if action in rule.actions and rule.names(principal):
+                found.update(dict.fromkeys(rule.dags))
+        return tuple(found)
+
     def grants_any(self, principal: Principal, action: Action) -> bool:
         """Whether ``principal`` may do ``action`` on at least some DAG."""
         if action is Action.TICK:

@@ -95,7 +95,21 @@ def _table(rows: Sequence[Sequence[Any]], headers: Sequence[str]) -> str:
 
 
 def _state(b: pb.Backfill) -> str:
-    return pb.Backfill.State.Name(b.state).removeprefix("STATE_").lower()
+    """The state, and whether writing its runs is failing: ``active, set aside`` or ``active, retrying (2)``."""
+    state = pb.Backfill.State.Name(b.state).removeprefix("STATE_").lower()
+    if not b.HasField("write_failure"):
+        return state
+    failure = b.write_failure
+    return f"{state}, set aside" if failure.set_aside else f"{state}, retrying ({failure.attempts})"
+
+
+def failure_line(b: pb.Backfill) -> str | None:
+    """Why writing a backfill's runs failed, in one line; None if it did not."""
+    if not b.HasField("write_failure"):
+        return None
+    f = b.write_failure
+    what = "set aside (unpause to retry, or cancel)" if f.set_aside else f"retrying ({f.attempts} attempts)"
+    return f"backfill {b.id} {what}: {f.reason}: {f.message}"
 
 
 def print_backfills(backfills: Sequence[pb.Backfill], output: str) -> None:
@@ -123,6 +137,9 @@ def print_backfills(backfills: Sequence[pb.Backfill], output: str) -> None:
             rows, ("id", "dag_id", "from", "to", "state", "max_active", "done", "running", "queued", "failed")
         )
     )
+    for b in backfills:
+        if line := failure_line(b):
+            print(line)
 
 
 def progress_line(b: pb.Backfill, width: int = 30) -> str:

@@ -6,6 +6,7 @@
   token, TLS) that the CLI and the gateway share, and the shim reads the same variables.
 * :class:`GatewaySettings`: ``gateway``.
 * :class:`ShimSettings`: the scheduler shim (environment only).
+* :class:`PluginSettings`: the Airflow plugin in Airflow's api-server (environment only).
 
 Nothing else in the sidecar reads the environment (OpenTelemetry's own ``OTEL_*`` variables
 aside, which its SDK defines). The package is a leaf: importing it loads ``grpc`` and nothing
@@ -21,6 +22,7 @@ from sidecar.config._client import (
 )
 from sidecar.config._env import Environ
 from sidecar.config._gateway import DEFAULT_GATEWAY_LISTEN, GatewaySettings, add_gateway_arguments
+from sidecar.config._plugin import PluginSettings
 from sidecar.config._server import (
     AIRFLOW_AUDIENCE,
     AuthConfig,
@@ -40,6 +42,7 @@ __all__ = [
     "ClientSettings",
     "Environ",
     "GatewaySettings",
+    "PluginSettings",
     "ServerSettings",
     "ShimSettings",
     "TlsConfig",

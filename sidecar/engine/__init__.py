@@ -10,12 +10,14 @@ from sidecar.engine._model import (
     Progress,
     SlotView,
 )
+from sidecar.engine._requests import MAX_CONF_DEPTH
 from sidecar.engine._tick import TickResult
-from sidecar.store import Phase
+from sidecar.store import Phase, WriteFailure
 from sidecar.vocabulary import Disposition, Mode, ReprocessBehavior, State
 
 __all__ = [
     "DEFAULT_MAX_ACTIVE_RUNS",
+    "MAX_CONF_DEPTH",
     "BackfillEngine",
     "BackfillSpec",
     "BackfillView",
@@ -29,4 +31,5 @@ __all__ = [
     "SlotView",
     "State",
     "TickResult",
+    "WriteFailure",
 ]

@@ -7,15 +7,23 @@ import hashlib
 import itertools
 import json
 import logging
+import time
 from collections.abc import Mapping
 from dataclasses import asdict
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from sidecar.auth import Access
 from sidecar.engine._config import Parts
 from sidecar.engine._counting import BackgroundCounter, in_daemon_thread, size_before_create
-from sidecar.engine._materialize import materialize
+from sidecar.engine._materialize import (
+    ANALYZE_FIRST,
+    MaterializeResult,
+    count_batch,
+    materialize,
+    materialize_batch,
+)
 from sidecar.engine._model import BackfillSpec, BackfillView, DryRun, Progress
 from sidecar.engine._plans import build_plan, check_dag, check_params
 from sidecar.engine._policies import SchedulerPolicies
@@ -35,6 +43,10 @@ from sidecar.vocabulary import Mode, State
 
 log = logging.getLogger(__name__)
 
+#: A create answers with the backfill its caller made (under its own request id): the
+#: interceptor has authorised the create on the request's DAG.
+_CREATOR = Access.unrestricted()
+
 
 async def create(
     parts: Parts,
@@ -45,8 +57,11 @@ async def create(
     request_id: str | None,
     validate_only: bool,
     dry_run_limit: int | None,
+    principal: str = "",
 ) -> BackfillView | DryRun:
     """Validate, plan and create a backfill (or, with ``validate_only``, return its plan).
+
+    ``request_id`` is looked up and stored among ``principal``'s own ("" without auth).
 
     Raises:
         SidecarError: a subclass for each failed check, in Airflow's order.
@@ -54,7 +69,7 @@ async def create(
     check_request(spec, request_id, dry_run_limit)
     fingerprint = fingerprint_of(spec)
     if request_id and not validate_only:
-        previous = await by_request_id(parts, request_id, fingerprint)
+        previous = await by_request_id(parts, principal, request_id, fingerprint)
         if previous is not None:
             return previous
     now = parts.clock()
@@ -70,7 +85,9 @@ async def create(
                 await check_no_active_backfill(conn, spec.dag_id)
             except BackfillAlreadyRunning:
                 # A concurrent create with the same request_id may have won the race.
-                if request_id and (previous := await by_request_id(parts, request_id, fingerprint)):
+                if request_id and (
+                    previous := await by_request_id(parts, principal, request_id, fingerprint)
+                ):
                     return previous
                 raise
         check_params(spec, loaded, now)
@@ -83,19 +100,26 @@ async def create(
         return checked
     timetable, plan = checked
     planned = await size_before_create(plan, spec.dag_id, parts.config.max_runs_per_backfill)
-    backfill_id = await insert(parts, spec, timetable, planned, now, request_id, fingerprint)
-    if backfill_id is None:  # a concurrent create with this request_id won the race
+    wanted = None if spec.mode is Mode.EAGER else spec.max_active_runs + parts.config.lookahead
+    created = await insert(parts, spec, timetable, planned, now, request_id, fingerprint, wanted, principal)
+    if created is None:  # a concurrent create with this request_id won the race
         assert request_id is not None
-        previous = await by_request_id(parts, request_id, fingerprint)
+        previous = await by_request_id(parts, principal, request_id, fingerprint)
         assert previous is not None
         return previous
-    wanted = None if spec.mode is Mode.EAGER else spec.max_active_runs + parts.config.lookahead
-    await materialize(
-        parts.tx, parts.catalog, backfill_id, runs_wanted=wanted, batch_size=parts.config.batch_size, now=now
-    )
+    backfill_id, first = created
+    if first is not None and not first.exhausted:
+        await materialize(
+            parts.tx,
+            parts.catalog,
+            backfill_id,
+            runs_wanted=None if wanted is None else wanted - first.runs_created,
+            batch_size=parts.config.batch_size,
+            now=now,
+        )
     if planned is None:
         counter.ensure(backfill_id)
-    return await get(parts, backfill_id)
+    return await get(parts, backfill_id, _CREATOR)
 
 
 async def insert(
@@ -106,8 +130,15 @@ async def insert(
     now: dt.datetime,
     request_id: str | None,
     fingerprint: str,
-) -> int | None:
-    """Insert the backfill's rows (one transaction); None if ``request_id`` is taken."""
+    wanted: int | None,
+    principal: str = "",
+) -> tuple[int, MaterializeResult | None] | None:
+    """Insert the backfill's rows and write its first batch, in one transaction.
+
+    A first batch that fails rolls the backfill's own rows back with it: a refused or
+    failed create leaves no row behind. Returns the id and what the first batch wrote
+    (None when nothing was wanted), or None if ``principal``'s ``request_id`` is taken.
+    """
     new = NewBackfill(
         dag_id=spec.dag_id,
         from_date=spec.from_date,
@@ -121,11 +152,27 @@ async def insert(
         timetable=timetable,
         planned_count=planned,
         request_id=request_id,
+        principal=principal,
         request_fingerprint=fingerprint,
         now=now,
     )
-    backfill_id = await parts.tx.write(lambda conn: insert_backfill(conn, new))
-    if backfill_id is not None:
+    first_runs = first_batch_size(parts, wanted)
+
+    async def work(conn: AsyncConnection) -> tuple[int, MaterializeResult | None] | None:
+        backfill_id = await insert_backfill(conn, new)
+        if backfill_id is None:
+            return None
+        if first_runs == 0:
+            return backfill_id, None
+        first = await materialize_batch(conn, parts.catalog, backfill_id, max_runs=first_runs, now=now)
+        return backfill_id, first
+
+    started = time.perf_counter()
+    created = await parts.tx.write(work)
+    if created is not None:
+        backfill_id, first = created
+        if first is not None:
+            count_batch(first, started)
         log.info(
             "backfill %s created for DAG %s: %s slots planned (%s)",
             backfill_id,
@@ -133,23 +180,31 @@ async def insert(
             planned,
             spec.mode.value,
         )
-    return backfill_id
+    return created
 
 
-async def by_request_id(parts: Parts, request_id: str, fingerprint: str) -> BackfillView | None:
-    """The backfill ``request_id`` created, if any.
+def first_batch_size(parts: Parts, wanted: int | None) -> int:
+    """How many runs the create's own transaction writes (the rest follow batch by batch)."""
+    size = min(parts.config.batch_size, ANALYZE_FIRST)
+    return size if wanted is None else max(0, min(size, wanted))
+
+
+async def by_request_id(
+    parts: Parts, principal: str, request_id: str, fingerprint: str
+) -> BackfillView | None:
+    """The backfill ``principal`` created with ``request_id``, if any (another's ids are not seen).
 
     Raises:
         InvalidArgument: the request id was used for a different request.
     """
-    found = await parts.tx.read(lambda conn: find_request(conn, request_id))
+    found = await parts.tx.read(lambda conn: find_request(conn, principal, request_id))
     if found is None:
         return None
     if found.fingerprint != fingerprint:
         raise InvalidArgument(
             f"request_id {request_id!r} was already used for a different request", field="request_id"
         )
-    return await get(parts, found.backfill_id)
+    return await get(parts, found.backfill_id, _CREATOR)
 
 
 async def dry_run(

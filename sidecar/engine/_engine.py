@@ -10,17 +10,24 @@ import asyncio
 import datetime as dt
 from collections.abc import Callable
 
+from sidecar.auth import Access, PageTokens
 from sidecar.engine import _create, _reads, _steer, _tick
 from sidecar.engine._config import EngineConfig, Parts, utcnow
 from sidecar.engine._counting import BackgroundCounter
 from sidecar.engine._model import BackfillSpec, BackfillView, DryRun, SlotView
 from sidecar.engine._policies import SchedulerPolicies
+from sidecar.engine._requests import check_list_filter
 from sidecar.engine._tick import TickResult
 from sidecar.observability import DATABASE_ERRORS, TICK_SECONDS
-from sidecar.store import DagCatalog, Database, Failure, Transactions, backfill_stats
+from sidecar.store import DagCatalog, Database, Failure, Transactions, backfill_stats, page_token_key
 from sidecar.vocabulary import State
 
 __all__ = ["BackfillEngine"]
+
+
+#: The access of a call without authentication, and the default of the engine's own callers
+#: (tests, the bench): the servicer always passes the caller's.
+UNRESTRICTED = Access.unrestricted()
 
 
 def _count_failure(failure: Failure) -> None:
@@ -43,6 +50,7 @@ class BackfillEngine:
         self.policies = SchedulerPolicies()
         self._tick_lock = asyncio.Lock()
         self._tick_task: asyncio.Task[TickResult] | None = None
+        self._page_tokens: PageTokens | None = None
 
     async def create(
         self,
@@ -51,8 +59,11 @@ class BackfillEngine:
         request_id: str | None = None,
         validate_only: bool = False,
         dry_run_limit: int | None = None,
+        principal: str = "",
     ) -> BackfillView | DryRun:
         """Validate, plan and create a backfill (or, with ``validate_only``, return its plan).
+
+        ``request_id`` is scoped to ``principal`` (the authenticated caller; "" without auth).
 
         Raises:
             SidecarError: a subclass for each failed check, in Airflow's order.
@@ -65,47 +76,79 @@ class BackfillEngine:
             request_id=request_id,
             validate_only=validate_only,
             dry_run_limit=dry_run_limit,
+            principal=principal,
         )
 
-    async def get(self, backfill_id: int) -> BackfillView:
-        """One backfill with its live progress.
+    async def get(self, backfill_id: int, *, access: Access = UNRESTRICTED) -> BackfillView:
+        """One backfill with its live progress, authorised for ``access`` on the row read.
 
         Raises:
-            BackfillNotFound.
+            BackfillNotFound: none, or of a DAG the caller may not read (the same error).
+            PermissionDenied: readable, but not for the call's action.
         """
-        return await _reads.get(self._parts, backfill_id)
+        return await _reads.get(self._parts, backfill_id, access)
 
     async def list_backfills(
-        self, *, dag_id: str | None, state: State | None, page_size: int, before_id: int | None
+        self,
+        *,
+        dag_id: str | None,
+        state: State | None,
+        page_size: int,
+        before_id: int | None,
+        access: Access = UNRESTRICTED,
     ) -> tuple[list[BackfillView], int | None]:
-        """A page of backfills, newest first, and the id to continue before (None on the last page)."""
+        """A page of the backfills ``access`` may read, newest first, and the id to continue before.
+
+        None on the last page; a page may be short (but carries an id) when the caller may
+        read few of the backfills a call scans.
+
+        Raises:
+            InvalidArgument: a ``dag_id`` filter no DAG id could match (control characters, too long).
+        """
+        check_list_filter(dag_id)
         return await _reads.list_views(
-            self._parts, dag_id=dag_id, state=state, page_size=page_size, before_id=before_id
+            self._parts, access, dag_id=dag_id, state=state, page_size=page_size, before_id=before_id
         )
 
     async def list_runs(
-        self, backfill_id: int, *, page_size: int, after_ordinal: int
+        self, backfill_id: int, *, page_size: int, after_ordinal: int, access: Access = UNRESTRICTED
     ) -> tuple[list[SlotView], int | None]:
-        """A page of a backfill's slots in plan order, written ones first, then pending ones."""
+        """A page of a backfill's slots in plan order, written ones first, then pending ones.
+
+        Raises:
+            BackfillNotFound: none, or of a DAG the caller may not read.
+        """
         return await _reads.list_slots(
-            self._parts, backfill_id, page_size=page_size, after_ordinal=after_ordinal
+            self._parts, backfill_id, access, page_size=page_size, after_ordinal=after_ordinal
         )
 
-    async def set_paused(self, backfill_id: int, paused: bool) -> BackfillView:
-        """Pause or unpause; idempotent.
+    async def set_paused(
+        self, backfill_id: int, paused: bool, *, access: Access = UNRESTRICTED
+    ) -> BackfillView:
+        """Pause or unpause; idempotent. The ledger authorises ``access`` on the row it locks.
 
         Raises:
-            BackfillNotFound, InvalidTransition: the backfill has ended.
+            BackfillNotFound, PermissionDenied, InvalidTransition: the backfill has ended.
         """
-        return await _steer.pause(self._parts, backfill_id, paused)
+        return await _steer.pause(self._parts, backfill_id, paused, access)
 
-    async def cancel(self, backfill_id: int, *, terminate_running: bool = False) -> BackfillView:
+    async def cancel(
+        self, backfill_id: int, *, terminate_running: bool = False, access: Access = UNRESTRICTED
+    ) -> BackfillView:
         """Stop creating runs, fail the queued ones, complete the backfill (see ``_steer.cancel``).
 
+        The ledger authorises ``access`` on the row it locks, before anything changes.
+
         Raises:
-            BackfillNotFound, InvalidTransition: the backfill has ended.
+            BackfillNotFound, PermissionDenied, InvalidTransition: the backfill has ended.
         """
-        return await _steer.cancel(self._parts, backfill_id, terminate_running=terminate_running)
+        return await _steer.cancel(self._parts, backfill_id, access, terminate_running=terminate_running)
+
+    async def page_tokens(self) -> PageTokens:
+        """The page-token codec under the key every replica shares (read once from the ledger)."""
+        if self._page_tokens is None:
+            self._page_tokens = PageTokens(await self.tx.read(page_token_key))
+        return self._page_tokens
 
     async def close(self) -> None:
         """Stop background work (plan counts); a restart resumes it."""

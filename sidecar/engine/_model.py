@@ -6,7 +6,7 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Any
 
-from sidecar.store import Slot
+from sidecar.store import Slot, WriteFailure
 from sidecar.vocabulary import Mode, ReprocessBehavior, State
 
 DEFAULT_MAX_ACTIVE_RUNS = 10
@@ -61,6 +61,8 @@ class BackfillView:
     created_at: dt.datetime
     updated_at: dt.datetime
     completed_at: dt.datetime | None
+    write_failure: WriteFailure | None = None
+    """Why writing its runs failed last (set aside, or retried next tick); None while all is well."""
 
 
 #: One slot of a plan as a caller sees it: exactly as the store reads it back.

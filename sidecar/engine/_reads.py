@@ -7,17 +7,18 @@ from collections.abc import Sequence
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from sidecar.auth import Access
 from sidecar.engine._config import Parts
 from sidecar.engine._counting import plan_of
 from sidecar.engine._model import BackfillView, Progress, SlotView
 from sidecar.engine._plans import run_of
 from sidecar.planning import PlannedRun
 from sidecar.store import (
+    PENDING_RUNS,
     BackfillRecord,
     ExistingRun,
-    Phase,
-    get_backfill,
     list_backfills,
+    load_backfill,
     plan_record,
     run_state_counts,
     written_slots,
@@ -68,34 +69,86 @@ def view_of(record: BackfillRecord, progress: Progress) -> BackfillView:
         created_at=record.created_at,
         updated_at=record.updated_at,
         completed_at=record.completed_at if state in (State.COMPLETED, State.CANCELLED) else None,
+        write_failure=record.write_failure if state in (State.ACTIVE, State.PAUSED) else None,
     )
 
 
-async def get(parts: Parts, backfill_id: int) -> BackfillView:
-    """One backfill with its live progress (``BackfillNotFound`` if none)."""
+#: Chunks of a listing read per call when the caller may read only some DAGs: a call's cost
+#: stays bounded; a page that is short then still carries a token to go on.
+LIST_CHUNKS = 4
+
+
+async def get(parts: Parts, backfill_id: int, access: Access) -> BackfillView:
+    """One backfill with its live progress, authorised for ``access`` on the row read.
+
+    Raises:
+        BackfillNotFound: none, or of a DAG the caller may not read.
+        PermissionDenied: the caller may read it but not do the call's action.
+    """
 
     async def read(conn: AsyncConnection) -> BackfillView:
-        record = await get_backfill(conn, backfill_id)
+        record = await load_backfill(conn, backfill_id, access)
         return view_of(record, (await progress_of(conn, [record]))[record.id])
 
     return await parts.tx.read(read)
 
 
-async def list_views(
-    parts: Parts, *, dag_id: str | None, state: State | None, page_size: int, before_id: int | None
-) -> tuple[list[BackfillView], int | None]:
-    """A page of backfills, newest first, and the id to continue before (None on the last page)."""
+async def _readable(
+    conn: AsyncConnection,
+    access: Access,
+    *,
+    dag_id: str | None,
+    state: State | None,
+    page_size: int,
+    before_id: int | None,
+) -> tuple[list[BackfillRecord], int | None]:
+    """Up to ``page_size + 1`` backfills ``access`` may read, and where the scan stopped.
 
-    async def read(conn: AsyncConnection) -> tuple[list[BackfillRecord], dict[int, Progress]]:
-        records = await list_backfills(
-            conn, dag_id=dag_id, state=state, limit=page_size + 1, before_id=before_id
+    Reads chunks narrowed in SQL to the caller's DAG globs (a superset), keeps the rows the
+    policy accepts, and stops after :data:`LIST_CHUNKS` chunks. The second value is the id
+    to continue before when the budget ran out first, None when the table was read to its end.
+    """
+    globs = None if dag_id else access.readable_globs()
+    found: list[BackfillRecord] = []
+    cursor = before_id
+    for _ in range(LIST_CHUNKS):
+        chunk = await list_backfills(
+            conn, dag_id=dag_id, state=state, limit=page_size + 1, before_id=cursor, dag_globs=globs
         )
-        return records, await progress_of(conn, records[:page_size])
+        found += [record for record in chunk if access.may_read(record.dag_id)]
+        if len(chunk) <= page_size:
+            return found, None
+        cursor = chunk[-1].id
+        if len(found) > page_size:
+            break
+    return found, cursor
 
-    records, progress = await parts.tx.read(read)
-    more = len(records) > page_size
-    records = records[:page_size]
-    return [view_of(r, progress[r.id]) for r in records], (records[-1].id if more else None)
+
+async def list_views(
+    parts: Parts,
+    access: Access,
+    *,
+    dag_id: str | None,
+    state: State | None,
+    page_size: int,
+    before_id: int | None,
+) -> tuple[list[BackfillView], int | None]:
+    """A page of the backfills ``access`` may read, newest first, and the id to continue before.
+
+    The page is full unless the caller may read few of the backfills scanned within the
+    call's budget; the second value is None on the last page.
+    """
+
+    async def read(conn: AsyncConnection) -> tuple[list[BackfillRecord], int | None, dict[int, Progress]]:
+        found, stopped = await _readable(
+            conn, access, dag_id=dag_id, state=state, page_size=page_size, before_id=before_id
+        )
+        return found, stopped, await progress_of(conn, found[:page_size])
+
+    found, stopped, progress = await parts.tx.read(read)
+    page = found[:page_size]
+    following = page[-1].id if len(found) > page_size else stopped
+    return [view_of(r, progress[r.id]) for r in page], following
 
 
 def planned_slot(run: PlannedRun, disposition: Disposition, existing: ExistingRun | None = None) -> SlotView:
@@ -118,7 +171,7 @@ async def pending_slots(
 ) -> list[SlotView]:
     """Slots of a windowed backfill not written yet, computed from the stored plan."""
     record = await plan_record(conn, backfill_id)
-    if record is None or record.phase is not Phase.MATERIALIZING or limit <= 0:
+    if record is None or record.phase not in PENDING_RUNS or limit <= 0:
         return []
     runs = plan_of(record).runs(after=run_of(record.cursor))
     pending = (r for r in runs if r.sort_ordinal > after_ordinal)
@@ -126,12 +179,15 @@ async def pending_slots(
 
 
 async def list_slots(
-    parts: Parts, backfill_id: int, *, page_size: int, after_ordinal: int
+    parts: Parts, backfill_id: int, access: Access, *, page_size: int, after_ordinal: int
 ) -> tuple[list[SlotView], int | None]:
-    """A page of a backfill's slots in plan order, written ones first, then pending ones."""
-    await get(parts, backfill_id)
+    """A page of a backfill's slots in plan order, written ones first, then pending ones.
+
+    The backfill is authorised for ``access`` in the transaction that reads its slots.
+    """
 
     async def read(conn: AsyncConnection) -> list[SlotView]:
+        await load_backfill(conn, backfill_id, access)
         slots = await written_slots(conn, backfill_id, after_ordinal, page_size + 1)
         if len(slots) <= page_size:
             last = slots[-1].sort_ordinal if slots else after_ordinal

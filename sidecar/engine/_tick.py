@@ -1,4 +1,9 @@
-"""The tick: topping up every materialising backfill to its window, completing finished ones."""
+"""The tick: topping up every materialising backfill to its window, completing finished ones.
+
+Each backfill is handled on its own: a failure of one is contained
+(:mod:`sidecar.engine._containment`: retried next tick if transient, else set aside)
+and the tick goes on with the others, so one backfill can never stop the rest.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,7 @@ import logging
 from dataclasses import dataclass
 
 from sidecar.engine._config import Parts
+from sidecar.engine._containment import contain
 from sidecar.engine._counting import BackgroundCounter
 from sidecar.engine._materialize import materialize
 from sidecar.engine._policies import SchedulerPolicies
@@ -45,14 +51,22 @@ async def tick(parts: Parts, policies: SchedulerPolicies, counter: BackgroundCou
         log.warning("not writing backfill runs: task_instance_mutation_hook reported: %s", hooks)
     for entry in entries:
         with log_context(backfill_id=entry.backfill_id, dag_id=entry.dag_id):
-            if entry.phase is Phase.MATERIALIZING:
-                if entry.planned_count is None:
-                    counter.ensure(entry.backfill_id)  # counting was cut short: resume it
-                if not hooks:
-                    written += await _top_up(parts, entry, now)
+            if entry.phase is Phase.SET_ASIDE:
+                # Runs remain to be written once it is resumed: hold Airflow's timer off it.
                 materializing.append(entry.backfill_id)
-            elif await _complete_if_done(parts, entry.backfill_id, now):
-                completed += 1
+                continue
+            writing = entry.phase is Phase.MATERIALIZING
+            try:
+                if writing:
+                    materializing.append(entry.backfill_id)
+                    if entry.planned_count is None:
+                        counter.ensure(entry.backfill_id)  # counting was cut short: resume it
+                    if not hooks:
+                        written += await _top_up(parts, entry, now)
+                elif await _complete_if_done(parts, entry.backfill_id, now):
+                    completed += 1
+            except Exception as exc:  # contained: the other backfills are still written
+                await contain(parts, entry.backfill_id, exc, now, writing=writing)
     return TickResult(written, completed, materializing)
 
 

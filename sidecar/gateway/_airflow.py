@@ -19,6 +19,7 @@ from __future__ import annotations
 import datetime as dt
 import enum
 import json
+import re
 from typing import Any
 
 import grpc
@@ -222,6 +223,22 @@ def backfill_json(b: pb.Backfill) -> dict[str, Any]:
     return response.model_dump(mode="json")
 
 
+def dry_run_json(response: pb.CreateBackfillResponse) -> dict[str, Any]:
+    """A validate-only create's planned runs as Airflow's ``DryRunBackfillCollectionResponse`` JSON."""
+    runs = [
+        DryRunBackfillResponse(
+            logical_date=_datetime(run.logical_date), partition_key=None, partition_date=None
+        )
+        for run in response.planned_runs
+        if run.disposition in (pb.DISPOSITION_CREATE, pb.DISPOSITION_REPROCESS)
+    ]
+    return DryRunBackfillCollectionResponse(backfills=runs, total_entries=len(runs)).model_dump(mode="json")
+
+
+#: Lone surrogates: JSON text may escape one (``"\\ud800"``), UTF-8 cannot encode it.
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
 def _coerce(value: dt.datetime) -> Timestamp:
     if value.tzinfo is None:
         value = value.replace(tzinfo=dt.UTC)
@@ -245,9 +262,16 @@ def parse_body(body: Any, present: bool) -> BackfillPostBody:
         raise _LocalError(422, _validation_errors(exc, "body")) from None
 
 
-def _create_request(body: BackfillPostBody, *, dry_run: bool) -> pb.CreateBackfillRequest:
+def create_request(body: BackfillPostBody, *, dry_run: bool) -> pb.CreateBackfillRequest:
+    """The sidecar's create (or, with ``dry_run``, validate-only) request for Airflow's body.
+
+    Raises:
+        HttpError: a value the sidecar's fields cannot carry (Airflow's 422).
+    """
     if not -(2**31) <= body.max_active_runs < 2**31:
         raise _LocalError(422, f"max_active_runs is out of range: {body.max_active_runs}")
+    if _SURROGATE.search(body.dag_id):  # JSON can escape one; a protobuf string (UTF-8) cannot hold it
+        raise _LocalError(422, "dag_id is not valid Unicode (a lone surrogate)")
     backfill = pb.Backfill(
         dag_id=body.dag_id,
         from_date=_coerce(body.from_date),
@@ -389,20 +413,9 @@ class AirflowRoutes:
     async def create(self, http: Request, body: Any, has_body: bool, *, dry_run: bool) -> Any:
         """``POST /api/v2/backfills`` and ``POST /api/v2/backfills/dry_run``."""
         parsed = parse_body(body, has_body)
-        request = _create_request(parsed, dry_run=dry_run)
+        request = create_request(parsed, dry_run=dry_run)
         response = await self._call("CreateBackfill", request, pb.CreateBackfillResponse, http)
-        if not dry_run:
-            return backfill_json(response.backfill)
-        runs = [
-            DryRunBackfillResponse(
-                logical_date=_datetime(run.logical_date), partition_key=None, partition_date=None
-            )
-            for run in response.planned_runs
-            if run.disposition in (pb.DISPOSITION_CREATE, pb.DISPOSITION_REPROCESS)
-        ]
-        return DryRunBackfillCollectionResponse(backfills=runs, total_entries=len(runs)).model_dump(
-            mode="json"
-        )
+        return backfill_json(response.backfill) if not dry_run else dry_run_json(response)
 
     async def list(self, http: Request) -> Any:
         """``GET /api/v2/backfills?dag_id=…&limit=…&offset=…&order_by=…``."""

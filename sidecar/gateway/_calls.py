@@ -8,6 +8,7 @@ descriptors, so the gateway needs no generated stubs and no code per RPC. The HT
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 
 import grpc
 from google.protobuf.message import Message
@@ -57,9 +58,14 @@ class Upstream:
             await channel.close()
 
     async def unary(
-        self, path: str, request: Message, response_class: type[Message], authorization: str | None
+        self,
+        path: str,
+        request: Message,
+        response_class: type[Message],
+        authorization: str | None,
+        metadata: Sequence[tuple[str, str | bytes]] = (),
     ) -> Message:
-        """Call a unary method.
+        """Call a unary method; ``metadata`` is sent besides the authorization and trace keys.
 
         Raises:
             grpc.RpcError: the call failed.
@@ -69,7 +75,8 @@ class Upstream:
             request_serializer=_serialize,
             response_deserializer=response_class.FromString,
         )
-        result: Message = await call(request, timeout=self.timeout, metadata=_metadata(authorization))
+        sent = (*_metadata(authorization), *metadata)
+        result: Message = await call(request, timeout=self.timeout, metadata=sent)
         return result
 
     def stream(

@@ -35,6 +35,18 @@ TICK_SECONDS = Histogram(
 DATABASE_ERRORS = Counter(
     "sidecar_database_errors_total", "Database failures by class (SQLSTATE).", ["failure"], registry=REGISTRY
 )
+SET_ASIDE = Counter(
+    "sidecar_backfills_set_aside_total",
+    "Backfills set aside: a batch failed for a reason a retry would not cure.",
+    ["reason"],
+    registry=REGISTRY,
+)
+WRITE_RETRIES = Counter(
+    "sidecar_backfill_write_retries_total",
+    "Ticks on which writing a backfill's runs failed transiently (retried on the next tick).",
+    ["reason"],
+    registry=REGISTRY,
+)
 QUEUE_DEPTH = Gauge(
     "sidecar_backfill_queued_runs",
     "Queued runs per active backfill.",

@@ -1,7 +1,8 @@
 """The database layer: Airflow's tables, the sidecar's own (the ledger), DAG loading and the batch writer.
 
-Only this package runs SQL. The ledger (``_ledger``, ``_creation``, ``_phases``, ``_backfill_reads``)
-owns the sidecar's rows and a backfill's lifecycle; ``_runs`` reads and ends Airflow's
+Only this package runs SQL. The ledger (``_ledger``, ``_creation``, ``_phases``, ``_backfill_reads``, ``_secrets``)
+owns the sidecar's rows and a backfill's lifecycle, and authorises a caller's call on the
+row it loads (``load_backfill``); ``_runs`` reads and ends Airflow's
 runs; ``_writer`` writes a batch of them; ``Transactions`` retries transient failures.
 """
 
@@ -11,6 +12,7 @@ from sidecar.store._backfill_reads import (
     backfill_stats,
     get_backfill,
     list_backfills,
+    load_backfill,
     plan_record,
 )
 from sidecar.store._creation import (
@@ -22,7 +24,14 @@ from sidecar.store._creation import (
 )
 from sidecar.store._dags import DagCatalog, LoadedDag, latest_log_template_id
 from sidecar.store._database import SUPPORTED_AIRFLOW_REVISIONS, Database, connect, prepare
-from sidecar.store._failures import RETRYABLE, Failure, classify, error_for
+from sidecar.store._failures import (
+    RETRYABLE,
+    Failure,
+    classify,
+    error_for,
+    is_database_failure,
+    sqlstate_of,
+)
 from sidecar.store._ledger import (
     TickEntry,
     advance_cursor,
@@ -31,11 +40,12 @@ from sidecar.store._ledger import (
     complete_if_done,
     finish_writing,
     record_planned_count,
+    record_write_failure,
     reopen_backfill,
     set_paused,
     tick_entries,
 )
-from sidecar.store._phases import TRANSITIONS, Event, Phase, transition
+from sidecar.store._phases import PENDING_RUNS, TRANSITIONS, Event, Phase, WriteFailure, transition
 from sidecar.store._retry import RetryPolicy, Transactions
 from sidecar.store._revocations import token_revoked
 from sidecar.store._rows import RunContext
@@ -48,6 +58,7 @@ from sidecar.store._runs import (
     run_state_counts,
     written_slots,
 )
+from sidecar.store._secrets import page_token_key
 from sidecar.store._versions import SUPPORTED_RANGE, AirflowRowContract, Refusals
 from sidecar.store._writer import (
     BatchResult,
@@ -59,6 +70,7 @@ from sidecar.store._writer import (
 from sidecar.vocabulary import Disposition
 
 __all__ = [
+    "PENDING_RUNS",
     "RETRYABLE",
     "SUPPORTED_AIRFLOW_REVISIONS",
     "SUPPORTED_RANGE",
@@ -84,6 +96,7 @@ __all__ = [
     "Slot",
     "TickEntry",
     "Transactions",
+    "WriteFailure",
     "advance_cursor",
     "analyze_written_tables",
     "backfill_stats",
@@ -102,14 +115,19 @@ __all__ = [
     "finish_writing",
     "get_backfill",
     "insert_backfill",
+    "is_database_failure",
     "latest_log_template_id",
     "list_backfills",
+    "load_backfill",
+    "page_token_key",
     "plan_record",
     "prepare",
     "record_planned_count",
+    "record_write_failure",
     "reopen_backfill",
     "run_state_counts",
     "set_paused",
+    "sqlstate_of",
     "tick_entries",
     "token_revoked",
     "transition",

@@ -13,8 +13,9 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from sidecar.auth import Access
 from sidecar.errors import BackfillNotFound
-from sidecar.store._phases import Phase, lifecycle_of, state_filter, state_of
+from sidecar.store._phases import Phase, WriteFailure, lifecycle_of, state_filter, state_of
 from sidecar.store._tables import backfill, dag_run, sidecar_backfill
 from sidecar.vocabulary import Mode, ReprocessBehavior, State
 
@@ -23,7 +24,9 @@ __all__ = [
     "PlanRecord",
     "backfill_stats",
     "get_backfill",
+    "glob_like",
     "list_backfills",
+    "load_backfill",
     "plan_record",
 ]
 
@@ -62,6 +65,8 @@ class BackfillRecord:
     planned_count: int | None
     written_count: int | None
     skipped_count: int | None
+    write_failure: WriteFailure | None
+    """Why its last batch failed (None while writing succeeds, and for a backfill Airflow made)."""
 
     @property
     def phase(self) -> Phase:
@@ -95,6 +100,7 @@ class BackfillRecord:
             planned_count=row.planned_count,
             written_count=row.written_count,
             skipped_count=row.skipped_count,
+            write_failure=WriteFailure.of(row, Phase(row.phase)) if row.phase else None,
         )
 
 
@@ -106,6 +112,10 @@ _COLUMNS = (
     sidecar_backfill.c.planned_count,
     sidecar_backfill.c.written_count,
     sidecar_backfill.c.skipped_count,
+    sidecar_backfill.c.failure_reason,
+    sidecar_backfill.c.failure_message,
+    sidecar_backfill.c.failure_attempts,
+    sidecar_backfill.c.failed_at,
 )
 
 
@@ -129,17 +139,85 @@ async def get_backfill(
         query = query.with_for_update(of=backfill)
     row = (await conn.execute(query)).one_or_none()
     if row is None:
-        raise BackfillNotFound(f"Backfill {backfill_id} not found", field="name")
+        raise BackfillNotFound.of(backfill_id)
     return BackfillRecord.of(row)
 
 
+async def load_backfill(
+    conn: AsyncConnection, backfill_id: int, access: Access, *, for_update: bool = False
+) -> BackfillRecord:
+    """The backfill a caller's call acts on, authorised on the row loaded (the one place).
+
+    Every call that names a backfill reads or locks its row here, in the transaction
+    that then reads or changes it, so no other backfill can take its place between the
+    decision and the act. With ``for_update`` the check runs after the lock.
+
+    Raises:
+        BackfillNotFound: none, or of a DAG the caller may not read (the same error).
+        PermissionDenied: the caller may read the DAG but not do the call's action.
+    """
+    record = await get_backfill(conn, backfill_id, for_update=for_update)
+    access.check(record.dag_id, backfill_id)
+    return record
+
+
+def _bracket_end(glob: str, start: int) -> int:
+    """The index of the ``]`` closing the fnmatch set opened at ``start``, or -1 if none."""
+    end = start + 1
+    if end < len(glob) and glob[end] == "!":
+        end += 1
+    if end < len(glob) and glob[end] == "]":
+        end += 1
+    return glob.find("]", end)
+
+
+def glob_like(glob: str) -> str:
+    """A LIKE pattern (escape ``\\``) matching at least every DAG id the fnmatch ``glob`` does.
+
+    ``*`` becomes ``%``; ``?`` and a ``[...]`` set become ``_`` (one character, any); the
+    rest is literal. Exact on PostgreSQL except for sets; SQLite's LIKE also ignores ASCII
+    case. Callers keep only the rows the policy itself accepts.
+    """
+    out: list[str] = []
+    i = 0
+    while i < len(glob):
+        char = glob[i]
+        if char == "*":
+            out.append("%")
+        elif char == "?":
+            out.append("_")
+        elif char == "[" and (end := _bracket_end(glob, i)) != -1:
+            out.append("_")
+            i = end
+        elif char in "%_\\":
+            out.append("\\" + char)
+        else:
+            out.append(char)
+        i += 1
+    return "".join(out)
+
+
 async def list_backfills(
-    conn: AsyncConnection, *, dag_id: str | None, state: State | None, limit: int, before_id: int | None
+    conn: AsyncConnection,
+    *,
+    dag_id: str | None,
+    state: State | None,
+    limit: int,
+    before_id: int | None,
+    dag_globs: tuple[str, ...] | None = None,
 ) -> list[BackfillRecord]:
-    """Up to ``limit`` backfills, newest first, optionally of one DAG, in one state, before an id."""
+    """Up to ``limit`` backfills, newest first, optionally of one DAG, in one state, before an id.
+
+    ``dag_globs`` (fnmatch) narrows to DAGs matching one of them, in SQL as a superset
+    (:func:`glob_like`); None means every DAG.
+    """
     query = backfill_query().order_by(backfill.c.id.desc()).limit(limit)
     if dag_id:
         query = query.where(backfill.c.dag_id == dag_id)
+    if dag_globs is not None:
+        query = query.where(
+            sa.or_(sa.false(), *(backfill.c.dag_id.like(glob_like(g), escape="\\") for g in dag_globs))
+        )
     if state is not None:
         query = query.where(state_filter(state))
     if before_id is not None:

@@ -42,6 +42,8 @@ class NewBackfill:
     request_fingerprint: str
     now: dt.datetime
     """Creation time, and the plan's cutoff."""
+    principal: str = ""
+    """Who creates it: its ``request_id`` is unique among this principal's ("" without auth)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,12 +54,12 @@ class RequestRecord:
     fingerprint: str | None
 
 
-async def find_request(conn: AsyncConnection, request_id: str) -> RequestRecord | None:
-    """The backfill created by ``request_id``, if any."""
+async def find_request(conn: AsyncConnection, principal: str, request_id: str) -> RequestRecord | None:
+    """The backfill ``principal`` created with ``request_id``, if any (another's ids are not seen)."""
     row = (
         await conn.execute(
             sa.select(sidecar_backfill.c.backfill_id, sidecar_backfill.c.request_fingerprint).where(
-                sidecar_backfill.c.request_id == request_id
+                sidecar_backfill.c.principal == principal, sidecar_backfill.c.request_id == request_id
             )
         )
     ).one_or_none()
@@ -82,7 +84,7 @@ async def check_no_active_backfill(conn: AsyncConnection, dag_id: str) -> None:
 
 
 async def insert_backfill(conn: AsyncConnection, new: NewBackfill) -> int | None:
-    """Insert the ``backfill`` and ``sidecar_backfill`` rows; None if ``request_id`` is taken.
+    """Insert the ``backfill`` and ``sidecar_backfill`` rows; None if the principal's ``request_id`` is taken.
 
     Safe to retry: the request-id and one-active-backfill checks run in the same
     transaction, under a per-DAG advisory lock on PostgreSQL.
@@ -96,7 +98,7 @@ async def insert_backfill(conn: AsyncConnection, new: NewBackfill) -> int | None
             sa.text("SELECT pg_advisory_xact_lock(hashtext(:k))"),
             {"k": f"airflow_sidecar.create:{new.dag_id}"},
         )
-    if new.request_id and await find_request(conn, new.request_id):
+    if new.request_id and await find_request(conn, new.principal, new.request_id):
         return None
     await check_no_active_backfill(conn, new.dag_id)
     backfill_id = (
@@ -132,6 +134,7 @@ async def insert_backfill(conn: AsyncConnection, new: NewBackfill) -> int | None
             "skipped_count": 0,
             "cursor": None,
             "request_id": new.request_id or None,
+            "principal": new.principal,
             "request_fingerprint": new.request_fingerprint,
             "created_at": new.now,
             "updated_at": new.now,

@@ -12,7 +12,15 @@ from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from sidecar.errors import SchemaMismatch
-from sidecar.store._tables import AIRFLOW_TABLES, SIDECAR_SCHEMA, sidecar_metadata, sidecar_schema_version
+from sidecar.store._secrets import create_page_token_key
+from sidecar.store._tables import (
+    AIRFLOW_TABLES,
+    FAILURE_COLUMNS,
+    SIDECAR_SCHEMA,
+    sidecar_backfill,
+    sidecar_metadata,
+    sidecar_schema_version,
+)
 from sidecar.store._versions import (
     CONTRACT_OPTION,
     NEWEST,
@@ -143,9 +151,69 @@ def _check_airflow_schema(conn: Connection) -> AirflowRowContract:
     return contract
 
 
-# Each migration step takes a connection inside the migration transaction.
+def _add_columns(conn: Connection, table: sa.Table, columns: tuple[sa.Column[object], ...]) -> None:
+    """Add the ``columns`` of ``table`` its live table lacks (step 1 creates new tables whole)."""
+    schema = table.schema if conn.dialect.name == "postgresql" else None
+    live = {c["name"] for c in sa.inspect(conn).get_columns(table.name, schema=schema)}
+    prefix = conn.dialect.identifier_preparer.format_table(table, use_schema=schema is not None)
+    for column in columns:
+        if column.name not in live:
+            kind = column.type.compile(dialect=conn.dialect)
+            conn.execute(sa.text(f"ALTER TABLE {prefix} ADD COLUMN {column.name} {kind}"))
+
+
+def _scope_request_ids(conn: Connection) -> None:
+    """Request ids become unique per principal: a ``principal`` column, unique with ``request_id``.
+
+    A database created at this shape by step 1 is left alone. Rows made before the step
+    belong to the principal "" (the server without authentication): an id used before
+    with authentication on is then free again for each principal, never shared by two.
+    """
+    schema = SIDECAR_SCHEMA if conn.dialect.name == "postgresql" else None
+    inspector = sa.inspect(conn)
+    if "principal" in {c["name"] for c in inspector.get_columns(sidecar_backfill.name, schema=schema)}:
+        return
+    if conn.dialect.name == "postgresql":
+        table = f"{SIDECAR_SCHEMA}.{sidecar_backfill.name}"
+        conn.execute(sa.text(f"ALTER TABLE {table} ADD COLUMN principal VARCHAR(512) NOT NULL DEFAULT ''"))
+        for unique in inspector.get_unique_constraints(sidecar_backfill.name, schema=schema):
+            if unique["column_names"] == ["request_id"]:
+                conn.execute(sa.text(f'ALTER TABLE {table} DROP CONSTRAINT "{unique["name"]}"'))
+        conn.execute(
+            sa.text(
+                f"ALTER TABLE {table} ADD CONSTRAINT sidecar_backfill_principal_request_id_key"
+                " UNIQUE (principal, request_id)"
+            )
+        )
+        return
+    # SQLite cannot drop a column's UNIQUE: rebuild the table at its new shape.
+    conn.execute(sa.text("ALTER TABLE sidecar_backfill RENAME TO sidecar_backfill_v1"))
+    sidecar_backfill.create(conn)
+    columns = ", ".join(c.name for c in sidecar_backfill.columns if c.name != "principal")
+    conn.execute(
+        sa.text(
+            f"INSERT INTO sidecar_backfill ({columns}, principal) SELECT {columns}, '' FROM sidecar_backfill_v1"
+        )
+    )
+    conn.execute(sa.text("DROP TABLE sidecar_backfill_v1"))
+
+
+def _create_secrets(conn: Connection) -> None:
+    """The ``sidecar_secret`` table and the page-token key every replica shares."""
+    sidecar_metadata.create_all(conn, checkfirst=True)
+    create_page_token_key(conn)
+
+
+# Each migration step takes a connection inside the migration transaction. Step 1 creates
+# the tables at their current shape, so later steps check before they change anything.
 _MIGRATIONS: list[Callable[[Connection], None]] = [
     lambda conn: sidecar_metadata.create_all(conn, checkfirst=True),
+    # 2: why a backfill's runs could not be written (a set-aside backfill's reason).
+    lambda conn: _add_columns(conn, sidecar_backfill, FAILURE_COLUMNS),
+    # 3: request ids unique per principal, not globally.
+    _scope_request_ids,
+    # 4: the page-token key every replica shares.
+    _create_secrets,
 ]
 
 

@@ -63,7 +63,8 @@ _ERRORS: dict[Failure, tuple[type[SidecarError], str]] = {
 }
 
 
-def _sqlstate(exc: BaseException) -> str | None:
+def sqlstate_of(exc: BaseException) -> str | None:
+    """The SQLSTATE of a database failure (asyncpg or SQLAlchemy-wrapped), if it carries one."""
     original = getattr(exc, "orig", None) or exc
     for candidate in (original, getattr(original, "__cause__", None)):
         code = getattr(candidate, "sqlstate", None) or getattr(candidate, "pgcode", None)
@@ -74,7 +75,7 @@ def _sqlstate(exc: BaseException) -> str | None:
 
 def classify(exc: BaseException) -> Failure:
     """The class of a database failure (asyncpg, SQLAlchemy-wrapped or a dropped socket)."""
-    code = _sqlstate(exc)
+    code = sqlstate_of(exc)
     if code is not None:
         return _BY_SQLSTATE.get(code) or _BY_CLASS.get(code[:2], Failure.OTHER)
     if isinstance(exc, DBAPIError) and exc.connection_invalidated:

@@ -22,7 +22,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from sidecar.store._backfill_reads import BackfillRecord, PlanRecord, get_backfill, plan_query
+from sidecar.auth import Access
+from sidecar.store._backfill_reads import BackfillRecord, PlanRecord, get_backfill, load_backfill, plan_query
 from sidecar.store._phases import TICKED, TRANSITIONS, Event, Phase, transition
 from sidecar.store._runs import count_unfinished_runs, fail_runs
 from sidecar.store._tables import backfill, sidecar_backfill
@@ -36,6 +37,7 @@ __all__ = [
     "complete_if_done",
     "finish_writing",
     "record_planned_count",
+    "record_write_failure",
     "reopen_backfill",
     "set_paused",
     "tick_entries",
@@ -82,6 +84,7 @@ async def advance_cursor(
         "written_count": sidecar_backfill.c.written_count + written,
         "skipped_count": sidecar_backfill.c.skipped_count + skipped,
         "updated_at": now,
+        **_NO_FAILURE,  # a batch that commits ends a run of failures
     }
     if cursor is not None:
         values["cursor"] = cursor
@@ -95,6 +98,52 @@ async def advance_cursor(
         .where(sidecar_backfill.c.backfill_id == claimed.backfill_id)
         .values(**values)
     )
+
+
+#: The ``failure_*`` columns of a backfill whose writing succeeds.
+_NO_FAILURE: dict[str, Any] = {
+    "failure_reason": None,
+    "failure_message": None,
+    "failure_attempts": None,
+    "failed_at": None,
+}
+
+
+async def record_write_failure(
+    conn: AsyncConnection,
+    backfill_id: int,
+    *,
+    reason: str,
+    message: str,
+    set_aside: bool,
+    now: dt.datetime,
+) -> int:
+    """Record that writing a backfill's runs failed; with ``set_aside``, set it aside too.
+
+    A transient failure keeps the phase (the next tick tries again); any other sets a
+    materialising backfill aside. Either way the reason, a caller-safe sentence, the
+    count of failed ticks in a row and the time are stored. Returns that count (0: the
+    backfill is no longer materialising, e.g. cancelled meanwhile, and nothing was recorded).
+    """
+    record = await _lock(conn, backfill_id)
+    if record.phase not in (Phase.MATERIALIZING, Phase.SET_ASIDE):
+        return 0
+    values: dict[str, Any] = {
+        "failure_reason": reason[:40],
+        "failure_message": message[:500],
+        "failure_attempts": sa.func.coalesce(sidecar_backfill.c.failure_attempts, 0) + 1,
+        "failed_at": now,
+        "updated_at": now,
+    }
+    if set_aside:
+        values["phase"] = transition(backfill_id, record.phase, Event.SET_ASIDE).value
+    attempts = await conn.scalar(
+        sidecar_backfill.update()
+        .where(sidecar_backfill.c.backfill_id == backfill_id)
+        .values(**values)
+        .returning(sidecar_backfill.c.failure_attempts)
+    )
+    return int(attempts or 0)
 
 
 async def finish_writing(conn: AsyncConnection, claimed: PlanRecord, now: dt.datetime) -> None:
@@ -160,24 +209,41 @@ async def reopen_backfill(conn: AsyncConnection, backfill_id: int) -> None:
     await conn.execute(backfill.update().where(backfill.c.id == backfill_id).values(completed_at=None))
 
 
-async def _lock(conn: AsyncConnection, backfill_id: int) -> BackfillRecord:
-    """Lock a backfill's rows in the ledger's order (its own row, then Airflow's) and read it."""
+async def _lock(conn: AsyncConnection, backfill_id: int, access: Access | None = None) -> BackfillRecord:
+    """Lock a backfill's rows in the ledger's order (its own row, then Airflow's) and read it.
+
+    With ``access`` (a caller's call), the locked row is authorised before anything changes.
+    """
     await conn.execute(
         sa.select(sidecar_backfill.c.backfill_id)
         .where(sidecar_backfill.c.backfill_id == backfill_id)
         .with_for_update()
     )
-    return await get_backfill(conn, backfill_id, for_update=True)
+    if access is None:
+        return await get_backfill(conn, backfill_id, for_update=True)
+    return await load_backfill(conn, backfill_id, access, for_update=True)
 
 
-async def set_paused(conn: AsyncConnection, backfill_id: int, paused: bool, now: dt.datetime) -> None:
-    """Pause or unpause; idempotent.
+async def set_paused(
+    conn: AsyncConnection, backfill_id: int, paused: bool, now: dt.datetime, access: Access
+) -> None:
+    """Pause or unpause; idempotent. Unpausing a set-aside backfill resumes writing it.
+
+    The locked row is authorised for ``access`` before anything changes.
 
     Raises:
-        BackfillNotFound, InvalidTransition: the backfill has ended.
+        BackfillNotFound: none, or of a DAG the caller may not read.
+        PermissionDenied: the caller may read the DAG but not pause it.
+        InvalidTransition: the backfill has ended.
     """
-    record = await get_backfill(conn, backfill_id, for_update=True)
-    transition(backfill_id, record.phase, Event.PAUSE if paused else Event.UNPAUSE)
+    record = await _lock(conn, backfill_id, access)
+    after = transition(backfill_id, record.phase, Event.PAUSE if paused else Event.UNPAUSE)
+    if after is not record.phase:  # set aside -> materializing: try again from a clean slate
+        await conn.execute(
+            sidecar_backfill.update()
+            .where(sidecar_backfill.c.backfill_id == backfill_id)
+            .values(phase=after.value, updated_at=now, **_NO_FAILURE)
+        )
     await conn.execute(
         backfill.update()
         .where(backfill.c.id == backfill_id, backfill.c.is_paused.is_not(paused))
@@ -186,17 +252,20 @@ async def set_paused(conn: AsyncConnection, backfill_id: int, paused: bool, now:
 
 
 async def cancel_backfill(
-    conn: AsyncConnection, backfill_id: int, run_states: tuple[str, ...], now: dt.datetime
+    conn: AsyncConnection, backfill_id: int, run_states: tuple[str, ...], now: dt.datetime, access: Access
 ) -> int:
     """Cancel: no batch starts after this commits; fail the runs in ``run_states``; end the backfill.
 
     Unlike Airflow, the backfill is not left paused, so a run of it cleared later is not
-    stranded. Returns the number of runs failed.
+    stranded. The locked row is authorised for ``access`` first. Returns the number of
+    runs failed.
 
     Raises:
-        BackfillNotFound, InvalidTransition: the backfill has ended.
+        BackfillNotFound: none, or of a DAG the caller may not read.
+        PermissionDenied: the caller may read the DAG but not cancel it.
+        InvalidTransition: the backfill has ended.
     """
-    record = await _lock(conn, backfill_id)
+    record = await _lock(conn, backfill_id, access)
     # The materialiser claims the sidecar row before each batch: once this commits no
     # batch can start, and one in flight holds the row lock until it commits.
     await _set_phase(conn, backfill_id, record.phase, Event.CANCEL, now)

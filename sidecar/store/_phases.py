@@ -7,8 +7,19 @@ change of phase (or refusal of a user action) goes through :func:`transition`, o
 table :data:`TRANSITIONS`, the way asyncpg's ``transaction.py`` guards its states::
 
     materializing --finish writing--> materialized --complete--> completed
-          |                                |
-          +------------cancel--------------+-----------------> cancelled
+       |    ^                              |
+       |    +--unpause--+                  |
+     set aside          |                  |
+       v                |                  |
+    set_aside ----------+                  |
+       |                                   |
+       +-------------cancel----------------+-----------------> cancelled
+
+A backfill whose batch fails for a reason that is not transient is *set aside*: the
+tick writes no more of its runs (every other backfill keeps being written), its reason
+is stored, Airflow's completion timer is held off it (it is in :data:`TICKED`, not in
+:data:`AIRFLOW_COMPLETES`), and a caller may cancel it, or resume it by unpausing it
+(once the cause, say the DAG, is fixed; if it fails again it is set aside again).
 
 Pausing and unpausing keep the phase (they flip ``backfill.is_paused``) but are guarded
 the same way. A new phase is added here and nowhere else: a member of :class:`Phase`,
@@ -23,6 +34,8 @@ from __future__ import annotations
 import datetime as dt
 import enum
 from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -32,11 +45,13 @@ from sidecar.vocabulary import State
 
 __all__ = [
     "AIRFLOW_COMPLETES",
+    "PENDING_RUNS",
     "SHOWN_AS",
     "TICKED",
     "TRANSITIONS",
     "Event",
     "Phase",
+    "WriteFailure",
     "lifecycle_of",
     "state_filter",
     "state_of",
@@ -51,6 +66,8 @@ class Phase(enum.Enum):
     """Runs remain to be written."""
     MATERIALIZED = "materialized"
     """Every slot is written; waiting for the runs to finish."""
+    SET_ASIDE = "set_aside"
+    """Writing failed for a reason a retry would not cure: no runs are written until it is resumed."""
     COMPLETED = "completed"
     CANCELLED = "cancelled"
 
@@ -65,6 +82,8 @@ class Event(enum.Enum):
     """The plan is exhausted, or the DAG is gone: nothing more will be written."""
     COMPLETE = "complete"
     """Every run has finished (idempotent: Airflow's own timer may have completed it)."""
+    SET_ASIDE = "set aside"
+    """A batch failed for a reason that is not transient (the reason is stored with it)."""
 
 
 #: The one table of allowed transitions: ``phase -> {event: next phase}``. Anything else is refused.
@@ -74,6 +93,13 @@ TRANSITIONS: Mapping[Phase, Mapping[Event, Phase]] = {
         Event.UNPAUSE: Phase.MATERIALIZING,
         Event.CANCEL: Phase.CANCELLED,
         Event.FINISH_WRITING: Phase.MATERIALIZED,
+        Event.SET_ASIDE: Phase.SET_ASIDE,
+    },
+    Phase.SET_ASIDE: {
+        Event.PAUSE: Phase.SET_ASIDE,
+        Event.UNPAUSE: Phase.MATERIALIZING,
+        Event.CANCEL: Phase.CANCELLED,
+        Event.SET_ASIDE: Phase.SET_ASIDE,
     },
     Phase.MATERIALIZED: {
         Event.PAUSE: Phase.MATERIALIZED,
@@ -85,15 +111,48 @@ TRANSITIONS: Mapping[Phase, Mapping[Event, Phase]] = {
     Phase.CANCELLED: {},
 }
 
-#: Phases the tick visits (stored phase): it writes the next runs of one, completes the other.
-TICKED = (Phase.MATERIALIZING, Phase.MATERIALIZED)
+#: Phases the tick visits (stored phase): it writes the next runs of one, completes another,
+#: and holds Airflow's completion timer off all but the last.
+TICKED = (Phase.MATERIALIZING, Phase.SET_ASIDE, Phase.MATERIALIZED)
+
+#: Phases whose plan still has slots to write (listed as pending).
+PENDING_RUNS = frozenset({Phase.MATERIALIZING, Phase.SET_ASIDE})
 
 #: Phases in which Airflow's ``completed_at`` means completed (its scheduler's timer may set it).
-#: Not MATERIALIZING: runs remain to be written, and the tick reopens it.
+#: Not MATERIALIZING: runs remain to be written, and the tick reopens it; nor SET_ASIDE: runs
+#: remain to be written once it is resumed (or it is cancelled).
 AIRFLOW_COMPLETES = frozenset({Phase.MATERIALIZED, Phase.COMPLETED})
 
 #: The caller-facing state of each ended phase; the others show ACTIVE or PAUSED (``is_paused``).
 SHOWN_AS: Mapping[Phase, State] = {Phase.COMPLETED: State.COMPLETED, Phase.CANCELLED: State.CANCELLED}
+
+
+@dataclass(frozen=True, slots=True)
+class WriteFailure:
+    """Why a backfill's last batch failed (``sidecar_backfill.failure_*``), as a caller may see it."""
+
+    reason: str
+    """The class of the failure: a database failure class (``connection``, ``data_exception``...) or ``internal``."""
+    message: str
+    """A sentence safe to show a caller: no SQL, no parameters; a correlation id into the log."""
+    attempts: int
+    """Ticks in a row that failed to write it."""
+    failed_at: dt.datetime
+    set_aside: bool
+    """True: no runs are written until it is resumed or cancelled; False: retried next tick."""
+
+    @classmethod
+    def of(cls, row: Any, phase: Phase) -> WriteFailure | None:
+        """The failure a row's ``failure_*`` columns hold, if any (``phase``: the backfill's)."""
+        if row.failure_reason is None:
+            return None
+        return cls(
+            reason=row.failure_reason,
+            message=row.failure_message or "",
+            attempts=int(row.failure_attempts or 0),
+            failed_at=row.failed_at,
+            set_aside=phase is Phase.SET_ASIDE,
+        )
 
 
 def transition(backfill_id: int, current: Phase, event: Event) -> Phase:

@@ -237,7 +237,7 @@ sidecar_backfill = sa.Table(
     sidecar_metadata,
     sa.Column("backfill_id", sa.Integer, primary_key=True, autoincrement=False),
     sa.Column("dag_id", sa.String(250), nullable=False),
-    # A Phase (sidecar.store._phases): materializing -> materialized -> completed | cancelled
+    # A Phase (sidecar.store._phases): materializing (| set_aside) -> materialized -> completed | cancelled
     sa.Column("phase", sa.String(20), nullable=False),
     sa.Column("mode", sa.String(10), nullable=False),
     sa.Column("run_backwards", sa.Boolean, nullable=False),
@@ -250,10 +250,34 @@ sidecar_backfill = sa.Table(
     sa.Column("skipped_count", sa.BigInteger, nullable=False),
     # The last slot written, as ISO strings: resumes the plan strictly after it.
     sa.Column("cursor", sa.JSON),
-    sa.Column("request_id", sa.String(128), unique=True),
+    sa.Column("request_id", sa.String(128)),
     sa.Column("request_fingerprint", sa.String(64)),
     sa.Column("created_at", UtcDateTime, nullable=False),
     sa.Column("updated_at", UtcDateTime, nullable=False),
+    # Why its last batch failed (migration step 2; NULL while writing succeeds): the class,
+    # a sentence safe to show a caller (never SQL or parameters), how many ticks in a row
+    # failed, and when. A batch that commits clears them.
+    sa.Column("failure_reason", sa.String(40)),
+    sa.Column("failure_message", sa.String(500)),
+    sa.Column("failure_attempts", sa.Integer),
+    sa.Column("failed_at", UtcDateTime),
+    # Who created it (migration step 3): request ids are scoped to it ("" without auth).
+    sa.Column("principal", sa.String(512), nullable=False, server_default=""),
+    sa.UniqueConstraint("principal", "request_id", name="sidecar_backfill_principal_request_id_key"),
 )
 
-SIDECAR_TABLES = (sidecar_schema_version, sidecar_backfill)
+#: The columns migration step 2 added to ``sidecar_backfill``.
+FAILURE_COLUMNS = tuple(
+    sidecar_backfill.c[name]
+    for name in ("failure_reason", "failure_message", "failure_attempts", "failed_at")
+)
+
+#: The sidecar's own secrets, shared by every replica (the page-token key), hex-encoded.
+sidecar_secret = sa.Table(
+    "sidecar_secret",
+    sidecar_metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("value", sa.String(256), nullable=False),
+)
+
+SIDECAR_TABLES = (sidecar_schema_version, sidecar_backfill, sidecar_secret)

@@ -227,19 +227,24 @@ async def test_calls_naming_a_backfill_are_authorised_by_its_dag(
     mine = (await stub.CreateBackfill(create_request(ALLOWED), metadata=bearer(hs("alice")))).backfill
     before = counts(sql)
     alice = bearer(hs("alice"))
+    # A backfill of a DAG alice may not read is, to her, a backfill that does not exist
+    # (issue 10: NOT_FOUND, as Airflow answers 404); naming its DAG in a listing stays refused.
     for call in (
         stub.GetBackfill(pb.GetBackfillRequest(name=theirs.name), metadata=alice),
         stub.PauseBackfill(pb.PauseBackfillRequest(name=theirs.name), metadata=alice),
         stub.UnpauseBackfill(pb.UnpauseBackfillRequest(name=theirs.name), metadata=alice),
         stub.CancelBackfill(pb.CancelBackfillRequest(name=theirs.name), metadata=alice),
         stub.ListBackfillRuns(pb.ListBackfillRunsRequest(parent=theirs.name), metadata=alice),
-        stub.ListBackfills(pb.ListBackfillsRequest(dag_id=FORBIDDEN), metadata=alice),
     ):
         with pytest.raises(grpc.aio.AioRpcError) as excinfo:
             await call
-        assert excinfo.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        assert excinfo.value.code() == grpc.StatusCode.NOT_FOUND
+        assert reason(excinfo.value) == "BACKFILL_NOT_FOUND"
     with pytest.raises(grpc.aio.AioRpcError) as excinfo:
         await stub.WatchBackfill(pb.WatchBackfillRequest(name=theirs.name), metadata=alice).read()
+    assert excinfo.value.code() == grpc.StatusCode.NOT_FOUND
+    with pytest.raises(grpc.aio.AioRpcError) as excinfo:
+        await stub.ListBackfills(pb.ListBackfillsRequest(dag_id=FORBIDDEN), metadata=alice)
     assert excinfo.value.code() == grpc.StatusCode.PERMISSION_DENIED
     sql.execute("SELECT id, is_paused, completed_at IS NULL FROM backfill ORDER BY id")
     assert sql.fetchall() == [(theirs.id, False, True), (mine.id, False, True)]

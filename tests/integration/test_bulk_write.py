@@ -7,11 +7,10 @@ from typing import Any
 
 import psycopg2.extensions
 import pytest
-import sqlalchemy as sa
 
 from sidecar.engine import BackfillEngine, BackfillSpec, DryRun, Mode, ReprocessBehavior
 from sidecar.engine._plans import build_plan
-from sidecar.store import Database, Failure, RunContext, classify, latest_log_template_id, write_batch
+from sidecar.store import Database, RunContext, latest_log_template_id, write_batch
 from sidecar.store._bulk import TaskInstanceMethod
 from sidecar.store._tables import backfill
 
@@ -181,14 +180,19 @@ async def test_a_batch_failing_after_the_run_insert_writes_nothing_and_keeps_the
         " FOR EACH STATEMENT EXECUTE FUNCTION sidecar_test_refuse()"
     )
     try:
-        with pytest.raises(sa.exc.DBAPIError, match="injected failure") as failure:
-            await engine.tick()
-        assert classify(failure.value) is Failure.OTHER  # SQLSTATE P0001, read like any statement's
+        # The failure is the backfill's own (issue 10): the tick answers, the backfill is set
+        # aside with the failure's class, and the batch left nothing behind.
+        await engine.tick()
+        failed = await engine.get(view.id)
+        assert failed.write_failure is not None and failed.write_failure.set_aside
+        assert failed.write_failure.reason == "database_error"  # SQLSTATE P0001: not transient
+        assert "injected failure" not in failed.write_failure.message  # no server text to callers
         sql.execute("SELECT count(*) FROM dag_run")
         assert sql.fetchone() == runs_before
         sql.execute("SELECT cursor, written_count FROM airflow_sidecar.sidecar_backfill")
         assert sql.fetchone() == cursor_before
     finally:
         sql.execute("DROP TRIGGER sidecar_test_refuse ON task_instance; DROP FUNCTION sidecar_test_refuse()")
+    await engine.set_paused(view.id, False)  # resume a set-aside backfill
     result = await engine.tick()
     assert result.runs_written > 0

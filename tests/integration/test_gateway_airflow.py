@@ -139,11 +139,16 @@ async def test_airflow_routes_refuse_bad_input(
     assert count_backfills(sql) == 0
 
     # A huge range is no error: it is planned lazily, clamped to the DAG's start and today.
+    # (Its ends lie in the supported dates, 1900-01-01 to 9000-01-01: issue 10.)
     huge = await http.post(
-        "/api/v2/backfills/dry_run", json={**BODY, "from_date": "0001-01-01", "to_date": "9999-12-31"}
+        "/api/v2/backfills/dry_run", json={**BODY, "from_date": "1900-01-01", "to_date": "8999-12-31"}
     )
     assert huge.status_code == 200
     assert 5 < huge.json()["total_entries"] <= 10_000
+    beyond = await http.post(
+        "/api/v2/backfills/dry_run", json={**BODY, "from_date": "0001-01-01", "to_date": "9999-12-31"}
+    )
+    assert beyond.status_code == 422 and "from_date" in beyond.json()["detail"], beyond.text
     assert count_backfills(sql) == 0
 
 

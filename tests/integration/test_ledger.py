@@ -23,6 +23,7 @@ from grpc_status import rpc_status
 
 from sidecar._gen.airflow_sidecar.v1 import backfill_pb2 as pb
 from sidecar._gen.airflow_sidecar.v1 import backfill_pb2_grpc
+from sidecar.auth import Access
 from sidecar.engine import BackfillEngine, BackfillSpec, DryRun, State
 from sidecar.errors import Aborted, InvalidTransition
 from sidecar.observability import REGISTRY
@@ -37,7 +38,7 @@ from sidecar.store import (
     list_backfills,
     set_paused,
 )
-from tests.conftest import AirflowDatabase
+from tests.support.fixtures import AirflowDatabase
 
 pytestmark = [pytest.mark.postgres, pytest.mark.airflow]
 
@@ -164,7 +165,7 @@ async def test_a_transient_failure_is_retried(
     _fail_backfill_updates(inject, times, action)
     failures: list[Failure] = []
     tx = Transactions(database, FAST, failures.append)
-    await tx.write(lambda conn: set_paused(conn, backfill_id, True, NOW))
+    await tx.write(lambda conn: set_paused(conn, backfill_id, True, NOW, Access.unrestricted()))
     assert failures == [failure] * times
     assert (await engine.get(backfill_id)).state is State.PAUSED
 
@@ -177,7 +178,7 @@ async def test_retries_are_bounded_then_aborted(
     failures: list[Failure] = []
     tx = Transactions(database, FAST, failures.append)
     with pytest.raises(Aborted, match="deadlock") as excinfo:
-        await tx.write(lambda conn: set_paused(conn, backfill_id, True, NOW))
+        await tx.write(lambda conn: set_paused(conn, backfill_id, True, NOW, Access.unrestricted()))
     assert excinfo.value.reason == "DATABASE_CONFLICT"
     assert failures == [Failure.DEADLOCK] * 3
 

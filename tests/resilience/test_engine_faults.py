@@ -58,7 +58,7 @@ def _check_intact(sql: psycopg2.extensions.cursor, backfill_id: int, planned: in
 
 
 async def _insert_only(engine: BackfillEngine, spec: BackfillSpec) -> int:
-    """What a crash right after the ``backfill`` row committed leaves: the rows, no batch."""
+    """A backfill's rows without a batch (what a crash between them left before they became one transaction)."""
     async with engine.db.engine.connect() as conn:
         loaded = await engine.catalog.load(conn, spec.dag_id)
     assert loaded is not None
@@ -66,8 +66,10 @@ async def _insert_only(engine: BackfillEngine, spec: BackfillSpec) -> int:
 
     now = dt.datetime.now(UTC)
     plan = build_plan(loaded.template.timetable, spec.dag_id, spec.from_date, spec.to_date, False, now)
-    backfill_id = await insert(engine._parts, spec, loaded.template.timetable, plan.count(), now, None, "x")
-    assert backfill_id is not None
+    created = await insert(engine._parts, spec, loaded.template.timetable, plan.count(), now, None, "x", 0)
+    assert created is not None
+    backfill_id, first = created
+    assert first is None  # no run wanted: no first batch
     return backfill_id
 
 

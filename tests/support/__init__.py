@@ -25,6 +25,8 @@ that importing a light module never pulls in a database driver):
 ``stack``                 ``airflow api-server`` and a scheduler: ``start_api_server``,
                           ``start_scheduler``, ``airflow_stack``.
 ``tcp_proxy``             a loopback TCP proxy that can cut connections (failure injection).
+``plugin``                the Airflow plugin's entry point on an api-server's ``PYTHONPATH``
+                          (standard library only).
 ``fixtures``              the pytest plugin loaded by ``tests/conftest.py``: ``pg_server``,
                           ``airflow_installed``, ``airflow_template``, ``airflow_dags_template``,
                           ``airflow_db`` (``AirflowDatabase``); imports psycopg2 only when one

@@ -13,6 +13,7 @@ from sidecar.store._phases import lifecycle_of, state_of
 from sidecar.vocabulary import State
 
 M, D, C, X = Phase.MATERIALIZING, Phase.MATERIALIZED, Phase.COMPLETED, Phase.CANCELLED
+S = Phase.SET_ASIDE
 
 #: The whole table, written out: (phase, event) -> next phase. Every other pair is refused.
 ALLOWED = {
@@ -20,6 +21,11 @@ ALLOWED = {
     (M, Event.UNPAUSE): M,
     (M, Event.CANCEL): X,
     (M, Event.FINISH_WRITING): D,
+    (M, Event.SET_ASIDE): S,
+    (S, Event.PAUSE): S,
+    (S, Event.UNPAUSE): M,  # resume: retry writing it
+    (S, Event.CANCEL): X,
+    (S, Event.SET_ASIDE): S,
     (D, Event.PAUSE): D,
     (D, Event.UNPAUSE): D,
     (D, Event.CANCEL): X,
@@ -69,6 +75,8 @@ NOW = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
     [
         (M, None, M),
         (M, NOW, M),  # Airflow's timer completed it early: runs remain, the tick reopens it
+        (S, None, S),
+        (S, NOW, S),  # set aside: runs remain to be written once resumed; Airflow's timer cannot end it
         (D, None, D),
         (D, NOW, C),  # Airflow's timer completed it: done
         (C, NOW, C),
@@ -92,6 +100,8 @@ def test_lifecycle_folds_airflows_completed_at_in(
         (M, True, State.PAUSED),
         (D, False, State.ACTIVE),
         (D, True, State.PAUSED),
+        (S, False, State.ACTIVE),  # Airflow's UI has no such state: the reason is a field of its own
+        (S, True, State.PAUSED),
         (C, True, State.COMPLETED),
         (X, True, State.CANCELLED),
         (X, None, State.CANCELLED),

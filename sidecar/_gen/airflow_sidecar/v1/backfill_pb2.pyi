@@ -173,6 +173,7 @@ class Backfill(_message.Message):
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
     COMPLETE_TIME_FIELD_NUMBER: _builtins.int
+    WRITE_FAILURE_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Resource name, `backfills/{id}`."""
     id: _builtins.int
@@ -219,6 +220,10 @@ class Backfill(_message.Message):
     def complete_time(self) -> _timestamp_pb2.Timestamp:
         """When it completed or was cancelled; unset while active."""
 
+    @_builtins.property
+    def write_failure(self) -> Global___WriteFailure:
+        """Why writing its runs failed last; unset while writing succeeds (and once it ended)."""
+
     def __init__(
         self,
         *,
@@ -239,16 +244,65 @@ class Backfill(_message.Message):
         create_time: _timestamp_pb2.Timestamp | None = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
         complete_time: _timestamp_pb2.Timestamp | None = ...,
+        write_failure: Global___WriteFailure | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_max_active_runs", b"_max_active_runs", "complete_time", b"complete_time", "create_time", b"create_time", "from_date", b"from_date", "max_active_runs", b"max_active_runs", "progress", b"progress", "to_date", b"to_date", "update_time", b"update_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_max_active_runs", b"_max_active_runs", "complete_time", b"complete_time", "create_time", b"create_time", "from_date", b"from_date", "max_active_runs", b"max_active_runs", "progress", b"progress", "to_date", b"to_date", "update_time", b"update_time", "write_failure", b"write_failure"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_active_runs", b"_max_active_runs", "complete_time", b"complete_time", "create_time", b"create_time", "dag_id", b"dag_id", "dag_run_conf", b"dag_run_conf", "from_date", b"from_date", "id", b"id", "is_paused", b"is_paused", "max_active_runs", b"max_active_runs", "mode", b"mode", "name", b"name", "progress", b"progress", "reprocess_behavior", b"reprocess_behavior", "run_backwards", b"run_backwards", "state", b"state", "to_date", b"to_date", "triggering_user_name", b"triggering_user_name", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_active_runs", b"_max_active_runs", "complete_time", b"complete_time", "create_time", b"create_time", "dag_id", b"dag_id", "dag_run_conf", b"dag_run_conf", "from_date", b"from_date", "id", b"id", "is_paused", b"is_paused", "max_active_runs", b"max_active_runs", "mode", b"mode", "name", b"name", "progress", b"progress", "reprocess_behavior", b"reprocess_behavior", "run_backwards", b"run_backwards", "state", b"state", "to_date", b"to_date", "triggering_user_name", b"triggering_user_name", "update_time", b"update_time", "write_failure", b"write_failure"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__max_active_runs: _TypeAlias = _typing.Literal["max_active_runs"]  # noqa: Y015
     _WhichOneofArgType__max_active_runs: _TypeAlias = _typing.Literal["_max_active_runs", b"_max_active_runs"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType__max_active_runs) -> _WhichOneofReturnType__max_active_runs | None: ...
 
 Global___Backfill: _TypeAlias = Backfill  # noqa: Y015
+
+@_typing.final
+class WriteFailure(_message.Message):
+    """Why the sidecar could not write a backfill's runs. A transient database failure is
+    retried on the next tick; any other sets the backfill aside: no more of its runs are
+    written (every other backfill still is) until it is unpaused (which retries it) or
+    cancelled.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REASON_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    ATTEMPTS_FIELD_NUMBER: _builtins.int
+    SET_ASIDE_FIELD_NUMBER: _builtins.int
+    TIME_FIELD_NUMBER: _builtins.int
+    reason: _builtins.str
+    """The class of the failure: a database failure class (`connection`,
+    `serialization_failure`, `data_exception`, ...), or `internal`.
+    """
+    message: _builtins.str
+    """What happened, in words safe to show: never SQL or parameters; a correlation id
+    names the sidecar's log line that holds the details.
+    """
+    attempts: _builtins.int
+    """Ticks in a row on which writing it failed."""
+    set_aside: _builtins.bool
+    """True: set aside (retried only when unpaused); false: retried on the next tick."""
+    @_builtins.property
+    def time(self) -> _timestamp_pb2.Timestamp:
+        """When it last failed."""
+
+    def __init__(
+        self,
+        *,
+        reason: _builtins.str = ...,
+        message: _builtins.str = ...,
+        attempts: _builtins.int = ...,
+        set_aside: _builtins.bool = ...,
+        time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["time", b"time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "message", b"message", "reason", b"reason", "set_aside", b"set_aside", "time", b"time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WriteFailure: _TypeAlias = WriteFailure  # noqa: Y015
 
 @_typing.final
 class Progress(_message.Message):

@@ -1,0 +1,42 @@
+"""The CLI shows why a backfill's runs are not being written (set aside, or retrying)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from sidecar._gen.airflow_sidecar.v1 import backfill_pb2 as pb
+from sidecar.cli._client import print_backfills, progress_line
+
+
+def backfill(set_aside: bool) -> pb.Backfill:
+    b = pb.Backfill(id=7, dag_id="etl", state=pb.Backfill.STATE_ACTIVE)
+    b.write_failure.reason = "data_exception"
+    b.write_failure.message = "the metadata database refused its runs (SQLSTATE 22P05); see id abc"
+    b.write_failure.attempts = 3
+    b.write_failure.set_aside = set_aside
+    return b
+
+
+def test_table_state_and_reason_line(capsys: pytest.CaptureFixture[str]) -> None:
+    print_backfills([backfill(True), pb.Backfill(id=8, dag_id="ok", state=pb.Backfill.STATE_ACTIVE)], "table")
+    out = capsys.readouterr().out.splitlines()
+    assert "active, set aside" in out[2] and out[3].split()[2] == "active" and "set aside" not in out[3]
+    assert out[-1] == (
+        "backfill 7 set aside (unpause to retry, or cancel): data_exception: "
+        "the metadata database refused its runs (SQLSTATE 22P05); see id abc"
+    )
+
+
+def test_retrying_and_watch_line(capsys: pytest.CaptureFixture[str]) -> None:
+    print_backfills([backfill(False)], "table")
+    out = capsys.readouterr().out
+    assert "active, retrying (3)" in out and "backfill 7 retrying (3 attempts): data_exception" in out
+    assert progress_line(backfill(True)).endswith("active, set aside")
+
+
+def test_json_carries_the_field(capsys: pytest.CaptureFixture[str]) -> None:
+    print_backfills([backfill(True)], "json")
+    (doc,) = json.loads(capsys.readouterr().out)
+    assert doc["write_failure"]["set_aside"] is True and doc["write_failure"]["attempts"] == 3
