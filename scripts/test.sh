@@ -3,7 +3,10 @@
 #
 #   ./scripts/test.sh [PYTEST ARGS...]
 #
-# Order: generated code is current -> proto lint -> ruff -> import contracts -> mypy -> pytest. CI=true is
+# Order: generated code is current -> proto lint -> ruff -> import contracts -> mypy -> pytest (the
+# newest Airflow, in full) -> the older Airflow minors' parity and end-to-end tests, each in its
+# cached environment (scripts/airflow_matrix.sh --older; SIDECAR_SKIP_MATRIX=1 skips it), which
+# also writes docs/support-matrix.md. CI=true is
 # exported so tests that need PostgreSQL or Airflow fail instead of skipping when the
 # infrastructure is missing. SIDECAR_SKIP_INSTALL=1 skips the pip step (offline reruns).
 set -euo pipefail
@@ -56,5 +59,11 @@ check-jsonschema --schemafile deploy/helm/values.schema.json deploy/helm/values-
 step "mypy"
 mypy
 
-step "pytest"
-python -m pytest -q "$@"
+step "pytest (Airflow $(python -c 'import importlib.metadata as m; print(m.version("apache-airflow"))'))"
+mkdir -p build/matrix
+python -m pytest -q --junitxml=build/matrix/3.3.2.xml "$@"
+
+if [[ "${SIDECAR_SKIP_MATRIX:-0}" != "1" && $# -eq 0 ]]; then
+    step "older Airflow minors (scripts/airflow_matrix.sh --older)"
+    ./scripts/airflow_matrix.sh --older
+fi

@@ -22,11 +22,11 @@ class Mode(enum.Enum):
 
 
 class ReprocessBehavior(enum.Enum):
-    """Airflow's reprocess behaviours (the values of ``backfill.reprocess_behavior``)."""
+    """Airflow's reprocess behaviours, in Airflow's order (its 422 messages list them so)."""
 
-    NONE = "none"
     FAILED = "failed"
     COMPLETED = "completed"
+    NONE = "none"
 
 
 class State(enum.Enum):

@@ -12,6 +12,8 @@ from sidecar.errors import (
     DagNotFound,
     InvalidDirection,
     InvalidReprocess,
+    NonPeriodicSchedule,
+    NoRunsToCreate,
     SidecarError,
     UnsupportedFeature,
 )
@@ -19,12 +21,19 @@ from sidecar.planning import BackfillPlan, DagRunInfo, PlannedRun, parse_timetab
 from sidecar.store import LoadedDag
 from sidecar.vocabulary import ReprocessBehavior
 
+#: The serialized type of ``schedule=None``, which Airflow 3.1 and 3.2 refuse as "no schedule".
+_NULL_TIMETABLE = "airflow.timetables.simple.NullTimetable"
+
 
 def check_dag(spec: BackfillSpec, loaded: LoadedDag | None) -> LoadedDag:
     """Airflow's first checks, in its order: the DAG exists and allows backfill runs.
 
+    On Airflow 3.1 and 3.2 (their :class:`~sidecar.store.Refusals`) a DAG without a schedule
+    is refused here too, with their words; 3.3 refuses every non-periodic schedule when the
+    plan is built.
+
     Raises:
-        DagNotFound, BackfillNotAllowed.
+        DagNotFound, BackfillNotAllowed, NonPeriodicSchedule.
     """
     if loaded is None:
         raise DagNotFound(f"Could not find dag {spec.dag_id}", field="backfill.dag_id")
@@ -33,33 +42,44 @@ def check_dag(spec: BackfillSpec, loaded: LoadedDag | None) -> LoadedDag:
         raise BackfillNotAllowed(
             f"Dag with dag_id: '{spec.dag_id}' does not allow backfill runs", field="backfill.dag_id"
         )
+    no_schedule = loaded.airflow.refusals.no_schedule
+    if no_schedule and loaded.template.timetable.get("__type") == _NULL_TIMETABLE:
+        raise NonPeriodicSchedule(no_schedule.format(dag_id=spec.dag_id), field="backfill.dag_id")
     return loaded
 
 
 def check_params(spec: BackfillSpec, loaded: LoadedDag, now: dt.datetime) -> None:
     """Airflow's ``_validate_backfill_params``: range, future, depends_on_past, conf.
 
+    In the order and words of the database's Airflow (``loaded.airflow.refusals``): 3.3 checks
+    the range first; 3.1 and 3.2 check future dates after ``depends_on_past`` and refuse a
+    from-after-to range, which they do not check, as the empty range it is, after the conf.
+
     Raises:
         InvalidDateRange, FutureDateRange, InvalidDirection, InvalidReprocess, InvalidConf.
+        NoRunsToCreate: (3.1 and 3.2) the range is empty.
         UnsupportedFeature: reprocessing a DAG that opts out of rerunning on its latest version.
     """
-    try:
-        validate_range(spec.from_date, spec.to_date, now)
-    except SidecarError as exc:
-        raise _in_request(exc, "from_date") from None
+    refusals = loaded.airflow.refusals
+    if refusals.range_checked_first:
+        _check_range(spec, now)
     if loaded.template.has_depends_on_past:
         if spec.run_backwards:
-            raise InvalidDirection(
-                "Backfill cannot be run in reverse when the Dag has tasks where depends_on_past=True.",
-                field="backfill.run_backwards",
-            )
+            raise InvalidDirection(refusals.reverse_depends_on_past, field="backfill.run_backwards")
         if spec.reprocess_behavior is ReprocessBehavior.NONE:
-            raise InvalidReprocess(
-                "Dag has tasks for which depends_on_past=True. You must set reprocess behavior to "
-                "reprocess completed or reprocess failed.",
-                field="backfill.reprocess_behavior",
-            )
+            raise InvalidReprocess(refusals.reprocess_depends_on_past, field="backfill.reprocess_behavior")
+    if not refusals.range_checked_first and spec.from_date <= spec.to_date:
+        _check_range(spec, now)  # only the future dates: the range is in order
     validate_conf(loaded.template, spec.dag_run_conf)
+    if not refusals.range_checked_first:
+        plan = build_plan(
+            loaded.template.timetable, spec.dag_id, spec.from_date, spec.to_date, spec.run_backwards, now
+        )
+        if next(iter(plan.runs()), None) is None:
+            raise NoRunsToCreate(
+                refusals.no_runs.format(dag_id=spec.dag_id, from_date=spec.from_date, to_date=spec.to_date),
+                field="backfill.from_date",
+            )
     if (
         loaded.template.rerun_with_latest_version is False
         and spec.reprocess_behavior is not ReprocessBehavior.NONE
@@ -71,6 +91,13 @@ def check_params(spec: BackfillSpec, loaded: LoadedDag, now: dt.datetime) -> Non
             "(Airflow clears them on their own DAG versions)",
             field="backfill.reprocess_behavior",
         )
+
+
+def _check_range(spec: BackfillSpec, now: dt.datetime) -> None:
+    try:
+        validate_range(spec.from_date, spec.to_date, now)
+    except SidecarError as exc:
+        raise _in_request(exc, "from_date") from None
 
 
 def _in_request(exc: SidecarError, default_field: str) -> SidecarError:

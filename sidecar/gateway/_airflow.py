@@ -17,7 +17,6 @@ form only, it is translated:
 from __future__ import annotations
 
 import datetime as dt
-import enum
 import json
 import re
 from typing import Any
@@ -33,6 +32,8 @@ from sidecar._gen.airflow_sidecar.v1 import backfill_pb2 as pb
 from sidecar.auth import TOKEN_EXPIRED, TOKEN_INVALID
 from sidecar.gateway._calls import Upstream
 from sidecar.gateway._errors import CallError, from_rpc_error, unexpected
+from sidecar.names import backfill_name
+from sidecar.vocabulary import ReprocessBehavior
 
 PREFIX = "/api/v2/backfills"
 _SERVICE = "/airflow_sidecar.v1.BackfillService/"
@@ -42,14 +43,6 @@ _MAXIMUM_PAGE_LIMIT = 100
 _MAX_SORT_PARAMS = 10
 _DRY_RUN_LIMIT = 10000
 _MAX_OFFSET = 2**31 - 1  # ListBackfillsRequest.skip is an int32
-
-
-class ReprocessBehavior(enum.StrEnum):
-    """Airflow's ``ReprocessBehavior`` values."""
-
-    FAILED = "failed"
-    COMPLETED = "completed"
-    NONE = "none"
 
 
 class BackfillPostBody(BaseModel):
@@ -388,7 +381,7 @@ class AirflowRoutes:
         if len(parts) == 1:
             if method != "GET":
                 raise HttpError(405, "Method Not Allowed")
-            name = f"backfills/{_backfill_id(parts[0])}"
+            name = backfill_name(_backfill_id(parts[0]))
             got = await self._call(
                 "GetBackfill", pb.GetBackfillRequest(name=name), pb.GetBackfillResponse, http
             )
@@ -396,7 +389,7 @@ class AirflowRoutes:
         if len(parts) == 2 and parts[1] in ("pause", "unpause", "cancel"):
             if method != "PUT":
                 raise HttpError(405, "Method Not Allowed")
-            name = f"backfills/{_backfill_id(parts[0])}"
+            name = backfill_name(_backfill_id(parts[0]))
             request, response_class, rpc = {
                 "pause": (pb.PauseBackfillRequest(name=name), pb.PauseBackfillResponse, "PauseBackfill"),
                 "unpause": (

@@ -77,6 +77,7 @@ from sidecar.store._runs import (
     written_slots,
 )
 from sidecar.store._secrets import page_token_key
+from sidecar.store._versions import SUPPORTED_RANGE, AirflowRowContract, Refusals
 from sidecar.store._writer import (
     BatchResult,
     ExistingRun,
@@ -90,9 +91,11 @@ __all__ = [
     "PENDING_RUNS",
     "RETRYABLE",
     "SUPPORTED_AIRFLOW_REVISIONS",
+    "SUPPORTED_RANGE",
     "TRANSITIONS",
     "UNFINISHED_RUN_STATES",
     "AirflowClosing",
+    "AirflowRowContract",
     "BackfillRecord",
     "BatchResult",
     "DagCatalog",
@@ -106,6 +109,7 @@ __all__ = [
     "NewBackfill",
     "Phase",
     "PlanRecord",
+    "Refusals",
     "RequestRecord",
     "RetryPolicy",
     "RunContext",

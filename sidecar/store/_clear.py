@@ -29,13 +29,15 @@ from sidecar.store._rows import (
     task_instance_rows,
 )
 from sidecar.store._tables import dag_run, task_instance
+from sidecar.store._versions import contract_of
 
 if TYPE_CHECKING:
     from sidecar.store._writer import ExistingRun
 
 _FINISHED_TI_STATES = ("success", "failed", "skipped", "upstream_failed", "removed")
 
-# Columns task_instance_history shares with task_instance (3.3 schema).
+# Columns task_instance_history shares with task_instance (3.3 schema; an older version's
+# history lacks what its task_instance lacks, see sidecar.store._versions).
 _HISTORY_COLUMNS = [
     "task_id",
     "dag_id",
@@ -114,7 +116,10 @@ async def _archive_tries(
         ).bindparams(run_ids_bind, now_bind),
         params,
     )
-    columns = [c for c in _HISTORY_COLUMNS if c != "rendered_map_index"]
+    contract = contract_of(conn)
+    columns = [
+        c for c in _HISTORY_COLUMNS if c != "rendered_map_index" and contract.has_column("task_instance", c)
+    ]
     cols = ", ".join(columns)
     ti_cols = ", ".join(f"ti.{c}" for c in columns)
     await conn.execute(
@@ -325,7 +330,7 @@ async def clear_runs_for_backfill(
             if (run_id, ti_row["task_id"]) not in present:
                 missing.append(ti_row)
     if missing:
-        await conn.execute(task_instance.insert(), missing)
+        await conn.execute(task_instance.insert(), contract_of(conn).project("task_instance", missing))
 
     run_values: dict[str, Any] = {
         "state": "queued",
@@ -343,7 +348,7 @@ async def clear_runs_for_backfill(
     }
     if ctx.bundle_version is not None and not ctx.dag.disable_bundle_versioning:
         run_values["bundle_version"] = ctx.bundle_version
-    if conf_given:
+    if conf_given and contract_of(conn).clear_sets_conf:
         run_values["conf"] = ctx.conf
     await conn.execute(
         dag_run.update()

@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from sidecar.errors import BackfillAlreadyRunning
 from sidecar.store._phases import Phase
 from sidecar.store._tables import backfill, sidecar_backfill
+from sidecar.store._versions import contract_of
 from sidecar.vocabulary import Mode, ReprocessBehavior
 
 __all__ = ["NewBackfill", "RequestRecord", "check_no_active_backfill", "find_request", "insert_backfill"]
@@ -78,8 +79,7 @@ async def check_no_active_backfill(conn: AsyncConnection, dag_id: str) -> None:
     )
     if active:
         raise BackfillAlreadyRunning(
-            f"Another backfill is running for Dag {dag_id}. There can be only one running backfill per Dag.",
-            field="backfill.dag_id",
+            contract_of(conn).refusals.already_running.format(dag_id=dag_id), field="backfill.dag_id"
         )
 
 

@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from sidecar.catalog import DagTemplate, parse_dag
 from sidecar.store._tables import dag, dag_version, log_template, serialized_dag
+from sidecar.store._versions import NEWEST, AirflowRowContract, contract_of
 
 
 @dataclass(frozen=True)
@@ -27,6 +28,8 @@ class LoadedDag:
     allowed_run_types: list[str] | None
     """``dag.allowed_run_types`` (NULL means every type)."""
     is_paused: bool
+    airflow: AirflowRowContract = NEWEST
+    """The row contract of the database's Airflow version (its refusals, for the checks)."""
 
 
 class DagCatalog:
@@ -50,7 +53,10 @@ class DagCatalog:
                     serialized_dag.c.dag_hash,
                     dag_version.c.id.label("version_id"),
                     dag.c.bundle_version,
-                    dag.c.allowed_run_types,
+                    # NULL (every run type) where the version has no such column (3.1).
+                    dag.c.allowed_run_types
+                    if contract_of(conn).has_column("dag", "allowed_run_types")
+                    else sa.null().label("allowed_run_types"),
                     dag.c.is_paused,
                 )
                 .select_from(
@@ -82,6 +88,7 @@ class DagCatalog:
             bundle_version=None if template.disable_bundle_versioning else row.bundle_version,
             allowed_run_types=allowed,
             is_paused=bool(row.is_paused),
+            airflow=contract_of(conn),
         )
 
 

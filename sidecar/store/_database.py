@@ -21,9 +21,17 @@ from sidecar.store._tables import (
     sidecar_metadata,
     sidecar_schema_version,
 )
+from sidecar.store._versions import (
+    CONTRACT_OPTION,
+    NEWEST,
+    SUPPORTED,
+    SUPPORTED_RANGE,
+    AirflowRowContract,
+    contract_for_revision,
+)
 
-#: Alembic heads of the Airflow releases whose schema the sidecar writes (3.3.0 to 3.3.x).
-SUPPORTED_AIRFLOW_REVISIONS = {"d2f4e1b3c5a7": "3.3"}
+#: Alembic heads of the Airflow releases whose schema the sidecar writes, to their minor.
+SUPPORTED_AIRFLOW_REVISIONS = {rev: c.minor for c in SUPPORTED for rev in sorted(c.revisions)}
 
 
 @dataclass(frozen=True)
@@ -34,6 +42,12 @@ class Database:
     """The async engine (asyncpg or aiosqlite), with the sidecar schema mapped for the dialect."""
     dialect: str
     """``postgresql`` or ``sqlite``."""
+
+    @property
+    def airflow(self) -> AirflowRowContract:
+        """The row contract of the database's Airflow version (the newest until :func:`prepare` ran)."""
+        contract = self.engine.sync_engine.get_execution_options().get(CONTRACT_OPTION)
+        return contract if isinstance(contract, AirflowRowContract) else NEWEST
 
     async def ping(self) -> bool:
         """Whether the database answers ``SELECT 1`` (not retried: a readiness probe answers fast)."""
@@ -104,24 +118,37 @@ def connect(url: str, *, pool_size: int = 5) -> Database:
     return Database(engine=engine, dialect="sqlite")
 
 
-def _check_airflow_schema(conn: Connection) -> str:
+def _check_airflow_schema(conn: Connection) -> AirflowRowContract:
+    """The contract of the database's Airflow version, after checking its tables hold its columns."""
     inspector = sa.inspect(conn)
     if not inspector.has_table("alembic_version"):
         raise SchemaMismatch("the database holds no Airflow metadata schema (no alembic_version table)")
-    revision = conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar()
-    if revision not in SUPPORTED_AIRFLOW_REVISIONS:
+    revisions = [row[0] for row in conn.execute(sa.text("SELECT version_num FROM alembic_version"))]
+    contract = contract_for_revision(revisions[0]) if len(revisions) == 1 else None
+    if contract is None:
+        found = ", ".join(repr(r) for r in revisions) or "none"
         raise SchemaMismatch(
-            f"the database's Airflow schema is at revision {revision!r}, not an Airflow 3.3 schema "
-            f"(expected {', '.join(SUPPORTED_AIRFLOW_REVISIONS)}); run `airflow db migrate` with Airflow 3.3"
+            f"the database's Airflow schema is at alembic revision {found}, which is not one of "
+            f"{SUPPORTED_RANGE} (revisions {', '.join(SUPPORTED_AIRFLOW_REVISIONS)}); "
+            "run the sidecar with a supported Airflow (`airflow db migrate` with it)"
         )
-    for table in AIRFLOW_TABLES:
+    if contract.not_yet is not None:
+        raise SchemaMismatch(
+            f"the database holds an Airflow {contract.patches} schema (alembic revision "
+            f"{revisions[0]!r}), which the sidecar does not support yet: {contract.not_yet}; "
+            f"supported: {SUPPORTED_RANGE}"
+        )
+    for declared in AIRFLOW_TABLES:
+        table = contract.table(declared.name)
         if not inspector.has_table(table.name):
             raise SchemaMismatch(f"the Airflow schema lacks table {table.name!r}")
         live = {c["name"] for c in inspector.get_columns(table.name)}
         missing = sorted(c.name for c in table.columns if c.name not in live)
         if missing:
-            raise SchemaMismatch(f"Airflow table {table.name!r} lacks columns {', '.join(missing)}")
-    return str(revision)
+            raise SchemaMismatch(
+                f"Airflow {contract.minor} table {table.name!r} lacks columns {', '.join(missing)}"
+            )
+    return contract
 
 
 @dataclass(frozen=True)
@@ -131,7 +158,7 @@ class DatabaseCheck:
     revision: str
     """Alembic revision of Airflow's schema (one of :data:`SUPPORTED_AIRFLOW_REVISIONS`)."""
     airflow_version: str
-    """The Airflow release line of that revision (``3.3``)."""
+    """The Airflow release line of that revision (``3.2``, ``3.3``)."""
     clock: dt.datetime | None
     """The database server's ``now()`` (PostgreSQL); None for SQLite, which uses the local clock."""
 
@@ -140,15 +167,16 @@ async def check_database(database: Database) -> DatabaseCheck:
     """Connect, check Airflow's schema as :func:`prepare` does, and read the server's clock; write nothing.
 
     Raises:
-        SchemaMismatch: the database is not an Airflow 3.3 metadata database.
+        SchemaMismatch: the database is not a supported Airflow metadata database.
         sqlalchemy.exc.DBAPIError, OSError: the database cannot be reached or refuses the login.
     """
     async with database.engine.connect() as conn:
-        revision = await conn.run_sync(_check_airflow_schema)
+        contract = await conn.run_sync(_check_airflow_schema)
+        revision = (await conn.execute(sa.text("SELECT version_num FROM alembic_version"))).scalar_one()
         clock = None
         if database.dialect == "postgresql":
             clock = (await conn.execute(sa.text("SELECT now()"))).scalar()
-    return DatabaseCheck(revision, SUPPORTED_AIRFLOW_REVISIONS[revision], clock)
+    return DatabaseCheck(str(revision), contract.minor, clock)
 
 
 def _add_columns(conn: Connection, table: sa.Table, columns: tuple[sa.Column[object], ...]) -> None:
@@ -234,11 +262,17 @@ def _migrate(conn: Connection, dialect: str) -> None:
 
 
 async def prepare(database: Database) -> None:
-    """Check Airflow's schema and bring the sidecar's own tables up to date.
+    """Check Airflow's schema, note its version's row contract, bring the sidecar's own tables up to date.
+
+    The contract goes on the engine (an execution option every connection inherits), so the
+    code that writes Airflow's rows finds it on its connection
+    (:func:`sidecar.store._versions.contract_of`). An unsupported revision is refused before
+    anything is written: not even the sidecar's own tables are created.
 
     Raises:
-        SchemaMismatch: the database is not an Airflow 3.3 metadata database.
+        SchemaMismatch: the database is not a metadata database of a supported Airflow.
     """
     async with database.engine.begin() as conn:
-        await conn.run_sync(_check_airflow_schema)
+        contract = await conn.run_sync(_check_airflow_schema)
         await conn.run_sync(_migrate, database.dialect)
+    database.engine.update_execution_options(**{CONTRACT_OPTION: contract})

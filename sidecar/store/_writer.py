@@ -22,6 +22,7 @@ from sidecar.store._bulk import TaskInstanceMethod, driver_connection, insert_ta
 from sidecar.store._clear import clear_runs_for_backfill
 from sidecar.store._rows import RunContext, dag_run_row, task_instance_rows
 from sidecar.store._tables import backfill_dag_run, dag_run, task_instance
+from sidecar.store._versions import AirflowRowContract, contract_of
 from sidecar.vocabulary import Disposition, ReprocessBehavior
 
 
@@ -96,20 +97,24 @@ async def _create_runs_bulk(
     runs: Sequence[PlannedRun],
     now: dt.datetime,
     method: TaskInstanceMethod,
+    contract: AirflowRowContract,
 ) -> dict[dt.datetime, int]:
     """Insert new runs (skipping conflicts) and their task instances; return the new ids by logical date."""
     driver = await driver_connection(conn)
     rows = [dag_run_row(ctx, run, now) for run in runs]
     carriers = {row["run_id"]: row["context_carrier"] for row in rows}
     inserted = await unnest_insert(
-        driver, "dag_run", rows, suffix="ON CONFLICT DO NOTHING RETURNING id, run_id, logical_date"
+        driver,
+        "dag_run",
+        contract.project("dag_run", rows),
+        suffix="ON CONFLICT DO NOTHING RETURNING id, run_id, logical_date",
     )
     created: dict[dt.datetime, int] = {}
     ti_rows: list[dict[str, Any]] = []
     for record in inserted:
         created[record["logical_date"]] = record["id"]
         ti_rows.extend(task_instance_rows(ctx, record["run_id"], carriers[record["run_id"]], now))
-    await insert_task_instances(driver, ti_rows, method)
+    await insert_task_instances(driver, contract.project("task_instance", ti_rows), method)
     return created
 
 
@@ -127,12 +132,14 @@ async def write_batch(
 
     On PostgreSQL the rows go through the bulk path (:mod:`sidecar.store._bulk`) unless
     ``bulk_method`` is None; SQLite (and ``bulk_method=None``) uses SQLAlchemy's
-    executemany. Both write the same values, built by :mod:`sidecar.store._rows`.
+    executemany. Both write the same values, built by :mod:`sidecar.store._rows`, with the
+    columns the database's Airflow version has (:mod:`sidecar.store._versions`).
 
     Returns:
         Counts of runs created, existing runs cleared for reprocessing, and slots skipped.
     """
     dialect = conn.dialect.name
+    contract = contract_of(conn)
     existing = await find_existing_runs(conn, ctx.dag.dag_id, runs)
     decisions = [(run, decide(existing.get(run.info.logical_date), reprocess_behavior)) for run in runs]
 
@@ -140,21 +147,21 @@ async def write_batch(
     created_ids: dict[dt.datetime, int] = {}
     bulk = dialect == "postgresql" and bulk_method is not None
     if to_create and bulk:
-        created_ids = await _create_runs_bulk(conn, ctx, to_create, now, bulk_method or "copy")
+        created_ids = await _create_runs_bulk(conn, ctx, to_create, now, bulk_method or "copy", contract)
     elif to_create:
         rows = [dag_run_row(ctx, run, now) for run in to_create]
         result = await conn.execute(
             _insert_ignoring_conflicts(dialect).returning(
                 dag_run.c.id, dag_run.c.logical_date, dag_run.c.run_id, dag_run.c.context_carrier
             ),
-            rows,
+            contract.project("dag_run", rows),
         )
         ti_rows: list[dict[str, Any]] = []
         for row in result:
             created_ids[row.logical_date] = row.id
             ti_rows.extend(task_instance_rows(ctx, row.run_id, row.context_carrier, now))
         if ti_rows:
-            await conn.execute(task_instance.insert(), ti_rows)
+            await conn.execute(task_instance.insert(), contract.project("task_instance", ti_rows))
 
     to_reprocess = [existing[run.info.logical_date] for run, d in decisions if d is Disposition.REPROCESS]
     if to_reprocess:
@@ -185,8 +192,9 @@ async def write_batch(
                 "sort_ordinal": run.sort_ordinal,
             }
         )
+    bdr_written = contract.project("backfill_dag_run", bdr_rows)
     if bdr_rows and bulk:
-        await unnest_insert(await driver_connection(conn), "backfill_dag_run", bdr_rows)
+        await unnest_insert(await driver_connection(conn), "backfill_dag_run", bdr_written)
     elif bdr_rows:
-        await conn.execute(backfill_dag_run.insert(), bdr_rows)
+        await conn.execute(backfill_dag_run.insert(), bdr_written)
     return BatchResult(created=len(created_ids), reprocessed=len(to_reprocess), skipped=skipped)

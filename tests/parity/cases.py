@@ -9,6 +9,7 @@ order). Ranges of one DAG never overlap unless a case is about existing runs.
 from __future__ import annotations
 
 from tests.parity.harness import Request, at
+from tests.parity.versions import present
 
 #: ``parity_evolving``: runs of version 1 made before the DAG changed (tests/parity/conftest.py).
 EVOLVING_RANGE = (at(2024, 4, 1), at(2024, 4, 6))
@@ -17,162 +18,178 @@ EVOLVING_EXISTING = ((1, "success"), (2, "failed"), (3, "running"), (4, "success
 #: Existing runs in every state, by index in the range (the range holds six runs).
 EVERY_STATE = ((1, "success"), (2, "failed"), (3, "queued"), (4, "running"))
 
-ROW_CASES: tuple[Request, ...] = (
-    Request("chain_forwards", "parity_chain", at(2024, 1, 1), at(2024, 1, 5)),
-    Request("chain_backwards", "parity_chain", at(2024, 2, 1), at(2024, 2, 4), reverse=True),
-    Request("fan_spring_dst", "parity_fan", at(2024, 3, 28), at(2024, 4, 2)),
-    Request("fan_autumn_dst_backwards", "parity_fan", at(2024, 10, 25), at(2024, 10, 29), reverse=True),
-    Request("mapped_forwards", "parity_mapped", at(2024, 3, 8), at(2024, 3, 13)),
-    Request("mapped_backwards", "parity_mapped", at(2024, 11, 1), at(2024, 11, 5), reverse=True),
-    Request("dop_forwards", "parity_dop", at(2024, 1, 1), at(2024, 1, 3), reprocess="completed"),
-    Request("multi_cron_forwards", "parity_multi_cron", at(2024, 1, 1), at(2024, 1, 3)),
-    Request("multi_cron_backwards", "parity_multi_cron", at(2024, 2, 1), at(2024, 2, 2), reverse=True),
-    Request("delta_trigger_forwards", "parity_delta_trigger", at(2024, 1, 1), at(2024, 1, 3)),
-    Request("delta_trigger_backwards", "parity_delta_trigger", at(2024, 2, 1), at(2024, 2, 3), reverse=True),
-    Request("params_with_conf", "parity_params", at(2024, 1, 1), at(2024, 1, 4), conf={"batch": 7}),
-    Request("params_no_conf_backwards", "parity_params", at(2024, 2, 1), at(2024, 2, 3), reverse=True),
-    Request("monthly_leap_february", "parity_monthly", at(2023, 12, 15), at(2024, 4, 15)),
-    Request("monthly_backwards", "parity_monthly", at(2024, 9, 1), at(2024, 12, 31), reverse=True),
-    Request("pinned_version_no_reprocess", "parity_pinned_version", at(2024, 2, 1), at(2024, 2, 3)),
-    Request("leap_day", "parity_leap_day", at(2020, 1, 1), at(2025, 1, 1)),
-    Request("leap_day_backwards", "parity_leap_day", at(2016, 1, 1), at(2019, 12, 31), reverse=True),
-    Request("versioned_bundle", "parity_versioned", at(2024, 1, 1), at(2024, 1, 1, 5)),
-    Request("unversioned_bundle", "parity_unversioned", at(2024, 1, 1), at(2024, 1, 1, 5)),
-    # The runs of an earlier backfill are still queued: in flight, whatever the behaviour.
-    Request(
-        "earlier_backfill_in_flight", "parity_chain", at(2024, 1, 1), at(2024, 1, 5), reprocess="completed"
-    ),
-    # Existing runs in each state, under each reprocess behaviour.
-    Request("existing_none", "parity_chain", at(2024, 5, 1), at(2024, 5, 6), arrange=EVERY_STATE),
-    Request(
-        "existing_failed",
-        "parity_chain",
-        at(2024, 6, 1),
-        at(2024, 6, 6),
-        reprocess="failed",
-        arrange=EVERY_STATE,
-    ),
-    Request(
-        "existing_completed_backwards_conf",
-        "parity_chain",
-        at(2024, 7, 1),
-        at(2024, 7, 6),
-        reverse=True,
-        reprocess="completed",
-        conf={"from": "backfill"},
-        arrange=EVERY_STATE,
-    ),
-    Request(
-        "existing_mapped_completed",
-        "parity_mapped",
-        at(2024, 1, 8),
-        at(2024, 1, 16),
-        reprocess="completed",
-        arrange=((0, "success"), (2, "failed"), (4, "running")),
-    ),
-    Request(
-        "existing_params_failed_conf",
-        "parity_params",
-        at(2024, 3, 1),
-        at(2024, 3, 6),
-        reprocess="failed",
-        conf={"batch": 9, "label": "again"},
-        arrange=((1, "failed"), (2, "success")),
-    ),
-    Request(
-        "existing_versioned_completed",
-        "parity_versioned",
-        at(2024, 2, 1),
-        at(2024, 2, 1, 5),
-        reprocess="completed",
-        arrange=((0, "success"), (1, "failed")),
-    ),
-    Request(
-        "existing_unversioned_completed",
-        "parity_unversioned",
-        at(2024, 2, 1),
-        at(2024, 2, 1, 5),
-        reprocess="completed",
-        arrange=((0, "failed"),),
-    ),
-    Request(
-        "evolved_dag_completed",
-        "parity_evolving",
-        *EVOLVING_RANGE,
-        reprocess="completed",
-        conf={"rerun": 2},
-    ),
-    Request(
-        "existing_dop_failed",
-        "parity_dop",
-        at(2024, 2, 1),
-        at(2024, 2, 2),
-        reprocess="failed",
-        arrange=((0, "success"), (1, "failed"), (2, "queued")),
-    ),
+ROW_CASES: tuple[Request, ...] = present(
+    (
+        Request("chain_forwards", "parity_chain", at(2024, 1, 1), at(2024, 1, 5)),
+        Request("chain_backwards", "parity_chain", at(2024, 2, 1), at(2024, 2, 4), reverse=True),
+        Request("fan_spring_dst", "parity_fan", at(2024, 3, 28), at(2024, 4, 2)),
+        Request("fan_autumn_dst_backwards", "parity_fan", at(2024, 10, 25), at(2024, 10, 29), reverse=True),
+        Request("mapped_forwards", "parity_mapped", at(2024, 3, 8), at(2024, 3, 13)),
+        Request("mapped_backwards", "parity_mapped", at(2024, 11, 1), at(2024, 11, 5), reverse=True),
+        Request("dop_forwards", "parity_dop", at(2024, 1, 1), at(2024, 1, 3), reprocess="completed"),
+        Request("multi_cron_forwards", "parity_multi_cron", at(2024, 1, 1), at(2024, 1, 3)),
+        Request("multi_cron_backwards", "parity_multi_cron", at(2024, 2, 1), at(2024, 2, 2), reverse=True),
+        Request("delta_trigger_forwards", "parity_delta_trigger", at(2024, 1, 1), at(2024, 1, 3)),
+        Request(
+            "delta_trigger_backwards", "parity_delta_trigger", at(2024, 2, 1), at(2024, 2, 3), reverse=True
+        ),
+        Request("params_with_conf", "parity_params", at(2024, 1, 1), at(2024, 1, 4), conf={"batch": 7}),
+        Request("params_no_conf_backwards", "parity_params", at(2024, 2, 1), at(2024, 2, 3), reverse=True),
+        Request("monthly_leap_february", "parity_monthly", at(2023, 12, 15), at(2024, 4, 15)),
+        Request("monthly_backwards", "parity_monthly", at(2024, 9, 1), at(2024, 12, 31), reverse=True),
+        Request("pinned_version_no_reprocess", "parity_pinned_version", at(2024, 2, 1), at(2024, 2, 3)),
+        Request("leap_day", "parity_leap_day", at(2020, 1, 1), at(2025, 1, 1)),
+        Request("leap_day_backwards", "parity_leap_day", at(2016, 1, 1), at(2019, 12, 31), reverse=True),
+        Request("versioned_bundle", "parity_versioned", at(2024, 1, 1), at(2024, 1, 1, 5)),
+        Request("unversioned_bundle", "parity_unversioned", at(2024, 1, 1), at(2024, 1, 1, 5)),
+        # The runs of an earlier backfill are still queued: in flight, whatever the behaviour.
+        Request(
+            "earlier_backfill_in_flight",
+            "parity_chain",
+            at(2024, 1, 1),
+            at(2024, 1, 5),
+            reprocess="completed",
+        ),
+        # Existing runs in each state, under each reprocess behaviour.
+        Request("existing_none", "parity_chain", at(2024, 5, 1), at(2024, 5, 6), arrange=EVERY_STATE),
+        Request(
+            "existing_failed",
+            "parity_chain",
+            at(2024, 6, 1),
+            at(2024, 6, 6),
+            reprocess="failed",
+            arrange=EVERY_STATE,
+        ),
+        Request(
+            "existing_completed_backwards_conf",
+            "parity_chain",
+            at(2024, 7, 1),
+            at(2024, 7, 6),
+            reverse=True,
+            reprocess="completed",
+            conf={"from": "backfill"},
+            arrange=EVERY_STATE,
+        ),
+        Request(
+            "existing_mapped_completed",
+            "parity_mapped",
+            at(2024, 1, 8),
+            at(2024, 1, 16),
+            reprocess="completed",
+            arrange=((0, "success"), (2, "failed"), (4, "running")),
+        ),
+        Request(
+            "existing_params_failed_conf",
+            "parity_params",
+            at(2024, 3, 1),
+            at(2024, 3, 6),
+            reprocess="failed",
+            conf={"batch": 9, "label": "again"},
+            arrange=((1, "failed"), (2, "success")),
+        ),
+        Request(
+            "existing_versioned_completed",
+            "parity_versioned",
+            at(2024, 2, 1),
+            at(2024, 2, 1, 5),
+            reprocess="completed",
+            arrange=((0, "success"), (1, "failed")),
+        ),
+        Request(
+            "existing_unversioned_completed",
+            "parity_unversioned",
+            at(2024, 2, 1),
+            at(2024, 2, 1, 5),
+            reprocess="completed",
+            arrange=((0, "failed"),),
+        ),
+        Request(
+            "evolved_dag_completed",
+            "parity_evolving",
+            *EVOLVING_RANGE,
+            reprocess="completed",
+            conf={"rerun": 2},
+        ),
+        Request(
+            "existing_dop_failed",
+            "parity_dop",
+            at(2024, 2, 1),
+            at(2024, 2, 2),
+            reprocess="failed",
+            arrange=((0, "success"), (1, "failed"), (2, "queued")),
+        ),
+    )
 )
 
 FUTURE = at(2100, 1, 1)
 
 #: Each of Airflow's checks failing; the expected sidecar error class goes with the name.
-VALIDATION_CASES: tuple[Request, ...] = (
-    Request("dag_not_found", "parity_missing", at(2024, 1, 1), at(2024, 1, 2)),
-    Request("backfill_not_allowed", "parity_no_backfill", at(2024, 1, 1), at(2024, 1, 2)),
-    Request("non_periodic", "parity_manual", at(2024, 1, 1), at(2024, 1, 2)),
-    # Order: not allowed is checked before the range.
-    Request("not_allowed_before_range", "parity_no_backfill", at(2024, 1, 3), at(2024, 1, 2)),
-    Request("non_periodic_before_range", "parity_manual", at(2024, 1, 3), at(2024, 1, 2)),
-    Request("from_after_to", "parity_chain", at(2024, 9, 3), at(2024, 9, 2)),
-    Request("future_only", "parity_chain", FUTURE, at(2100, 1, 5)),
-    Request("dop_backwards", "parity_dop", at(2024, 3, 1), at(2024, 3, 2), reverse=True, reprocess="failed"),
-    Request("dop_reprocess_none", "parity_dop", at(2024, 3, 1), at(2024, 3, 2)),
-    Request("dop_reprocess_null", "parity_dop", at(2024, 3, 1), at(2024, 3, 2), reprocess=None),
-    # Order: the range before depends_on_past, depends_on_past direction before reprocess.
-    Request("range_before_dop", "parity_dop", at(2024, 3, 3), at(2024, 3, 2), reverse=True),
-    Request("dop_direction_before_reprocess", "parity_dop", at(2024, 3, 1), at(2024, 3, 2), reverse=True),
-    Request("conf_below_minimum", "parity_params", at(2024, 9, 1), at(2024, 9, 2), conf={"batch": 0}),
-    Request("conf_wrong_type", "parity_params", at(2024, 9, 1), at(2024, 9, 2), conf={"label": 3}),
-    Request("empty_range", "parity_chain", at(2024, 9, 1, 1), at(2024, 9, 1, 5)),
-    # Another active backfill: the first one stays active for the next three requests.
-    Request("active_first", "parity_fan", at(2024, 9, 1), at(2024, 9, 2), complete=False),
-    Request("active_second", "parity_fan", at(2024, 9, 5), at(2024, 9, 6), complete=False),
-    # Order: another backfill is checked before the range and the params.
-    Request("active_before_range", "parity_fan", at(2024, 9, 7), at(2024, 9, 6), complete=False),
-    Request("active_before_future", "parity_fan", FUTURE, FUTURE),
+VALIDATION_CASES: tuple[Request, ...] = present(
+    (
+        Request("dag_not_found", "parity_missing", at(2024, 1, 1), at(2024, 1, 2)),
+        Request("backfill_not_allowed", "parity_no_backfill", at(2024, 1, 1), at(2024, 1, 2)),
+        Request("non_periodic", "parity_manual", at(2024, 1, 1), at(2024, 1, 2)),
+        # Order: not allowed is checked before the range.
+        Request("not_allowed_before_range", "parity_no_backfill", at(2024, 1, 3), at(2024, 1, 2)),
+        Request("non_periodic_before_range", "parity_manual", at(2024, 1, 3), at(2024, 1, 2)),
+        Request("from_after_to", "parity_chain", at(2024, 9, 3), at(2024, 9, 2)),
+        Request("future_only", "parity_chain", FUTURE, at(2100, 1, 5)),
+        Request(
+            "dop_backwards", "parity_dop", at(2024, 3, 1), at(2024, 3, 2), reverse=True, reprocess="failed"
+        ),
+        Request("dop_reprocess_none", "parity_dop", at(2024, 3, 1), at(2024, 3, 2)),
+        Request("dop_reprocess_null", "parity_dop", at(2024, 3, 1), at(2024, 3, 2), reprocess=None),
+        # Order: the range before depends_on_past, depends_on_past direction before reprocess.
+        Request("range_before_dop", "parity_dop", at(2024, 3, 3), at(2024, 3, 2), reverse=True),
+        Request("dop_direction_before_reprocess", "parity_dop", at(2024, 3, 1), at(2024, 3, 2), reverse=True),
+        Request("conf_below_minimum", "parity_params", at(2024, 9, 1), at(2024, 9, 2), conf={"batch": 0}),
+        Request("conf_wrong_type", "parity_params", at(2024, 9, 1), at(2024, 9, 2), conf={"label": 3}),
+        Request("empty_range", "parity_chain", at(2024, 9, 1, 1), at(2024, 9, 1, 5)),
+        # Another active backfill: the first one stays active for the next three requests.
+        Request("active_first", "parity_fan", at(2024, 9, 1), at(2024, 9, 2), complete=False),
+        Request("active_second", "parity_fan", at(2024, 9, 5), at(2024, 9, 6), complete=False),
+        # Order: another backfill is checked before the range and the params.
+        Request("active_before_range", "parity_fan", at(2024, 9, 7), at(2024, 9, 6), complete=False),
+        Request("active_before_future", "parity_fan", FUTURE, FUTURE),
+    )
 )
 
 #: Where Airflow 3.3.2 is wrong and the sidecar refuses (docs/adr/0003-parity.md).
-BETTER_CASES: tuple[Request, ...] = (
-    Request(
-        "max_active_runs_zero",
-        "parity_chain",
-        at(2024, 9, 10),
-        at(2024, 9, 11),
-        max_active_runs=0,
-        discard=True,
-    ),
-    Request(
-        "max_active_runs_negative",
-        "parity_chain",
-        at(2024, 9, 10),
-        at(2024, 9, 11),
-        max_active_runs=-1,
-        discard=True,
-    ),
+BETTER_CASES: tuple[Request, ...] = present(
+    (
+        Request(
+            "max_active_runs_zero",
+            "parity_chain",
+            at(2024, 9, 10),
+            at(2024, 9, 11),
+            max_active_runs=0,
+            discard=True,
+        ),
+        Request(
+            "max_active_runs_negative",
+            "parity_chain",
+            at(2024, 9, 10),
+            at(2024, 9, 11),
+            max_active_runs=-1,
+            discard=True,
+        ),
+    )
 )
 
 #: DAG features the sidecar refuses (FAILED_PRECONDITION naming them); Airflow accepts them.
-REFUSED_CASES: tuple[Request, ...] = (
-    Request("partitioned", "parity_partitioned", at(2024, 1, 1), at(2024, 1, 3), discard=True),
-    Request("deadline_alerts", "parity_deadline", at(2024, 1, 1), at(2024, 1, 3), discard=True),
-    Request(
-        "pinned_version_reprocess",
-        "parity_pinned_version",
-        at(2024, 1, 1),
-        at(2024, 1, 3),
-        reprocess="failed",
-        discard=True,
-    ),
+REFUSED_CASES: tuple[Request, ...] = present(
+    (
+        Request("partitioned", "parity_partitioned", at(2024, 1, 1), at(2024, 1, 3), discard=True),
+        Request("deadline_alerts", "parity_deadline", at(2024, 1, 1), at(2024, 1, 3), discard=True),
+        Request(
+            "pinned_version_reprocess",
+            "parity_pinned_version",
+            at(2024, 1, 1),
+            at(2024, 1, 3),
+            reprocess="failed",
+            discard=True,
+        ),
+    )
 )
 
 SCRIPT: tuple[Request, ...] = ROW_CASES + VALIDATION_CASES + BETTER_CASES + REFUSED_CASES

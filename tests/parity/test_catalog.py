@@ -77,7 +77,7 @@ class _FreshRunSession:
 
 
 def _serialize(dag: Any) -> dict[str, Any]:
-    from airflow.serialization.serialized_objects import DagSerialization
+    from tests.parity.airflow_compat import DagSerialization
 
     return json.loads(json.dumps(DagSerialization.to_dict(dag)))
 
@@ -86,8 +86,9 @@ def _airflow_rows(data: dict[str, Any]) -> list[dict[str, Any]]:
     """The TI mappings Airflow's verify_integrity would bulk-insert for a new backfill run."""
     from airflow.models.dagrun import DagRun
     from airflow.models.taskinstance import TaskInstance
-    from airflow.serialization.serialized_objects import DagSerialization
     from airflow.utils.sqlalchemy import ExecutorConfigType
+
+    from tests.parity.airflow_compat import DagSerialization
 
     sdag = DagSerialization.from_dict(json.loads(json.dumps(data)))
     run = DagRun(dag_id=sdag.dag_id, run_id="backfill__2024-01-02T00:00:00+00:00", run_type="backfill")
@@ -141,7 +142,7 @@ def _check(dag: Any) -> DagTemplate:
     ours = sorted(_our_rows(tpl), key=lambda r: (r["task_id"], r["map_index"]))
     assert ours == exp
     assert tpl.ti_count == len(expected)
-    from airflow.serialization.serialized_objects import DagSerialization
+    from tests.parity.airflow_compat import DagSerialization
 
     sdag = DagSerialization.from_dict(json.loads(json.dumps(data)))
     by_id = {t.task_id: t for t in tpl.tasks}
@@ -340,7 +341,7 @@ def test_mapped_indexes() -> None:
 
 
 def test_task_fields_from_client_defaults() -> None:
-    from airflow.serialization.serialized_objects import DagSerialization
+    from tests.parity.airflow_compat import DagSerialization
 
     dag = dag_chain()
     data = _serialize(dag)
@@ -424,7 +425,7 @@ def test_allowed_run_types_and_bundle_flag() -> None:
 
 
 def _airflow_conf_error(data: dict[str, Any], conf: Any) -> str | None:
-    from airflow.serialization.serialized_objects import DagSerialization
+    from tests.parity.airflow_compat import DagSerialization
 
     sdag = DagSerialization.from_dict(json.loads(json.dumps(data)))
     try:

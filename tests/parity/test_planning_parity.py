@@ -20,20 +20,20 @@ if os.environ.get("CI") != "true":
 os.environ.setdefault("AIRFLOW_HOME", tempfile.mkdtemp(prefix="airflow-home-"))
 
 from airflow.models.backfill import _get_info_list
-from airflow.sdk import (
-    DAG,
-    CronDataIntervalTimetable,
-    CronTriggerTimetable,
-    DeltaDataIntervalTimetable,
-    DeltaTriggerTimetable,
-    MultipleCronTriggerTimetable,
-)
-from airflow.serialization.serialized_objects import DagSerialization
+from airflow.sdk import DAG
 from dateutil.relativedelta import relativedelta  # type: ignore[import-untyped]
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sidecar.planning import BackfillPlan, parse_timetable, run_id_for
+from tests.parity.airflow_compat import (
+    CronDataIntervalTimetable,
+    CronTriggerTimetable,
+    DagSerialization,
+    DeltaDataIntervalTimetable,
+    DeltaTriggerTimetable,
+    MultipleCronTriggerTimetable,
+)
 
 UTC = dt.UTC
 ZONES = [

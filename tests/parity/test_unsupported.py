@@ -118,17 +118,19 @@ async def test_reported_hook_refuses_creation_and_writes_nothing(
     assert isinstance(plan, DryRun) and len(plan.runs) == 3
 
 
+#: What each refusal names (the cases of the Airflow under test: tests/parity/versions.py).
+REFUSED_FEATURES = {
+    "partitioned": "partitioned timetable",
+    "deadline_alerts": "deadline alerts",
+    "pinned_version_reprocess": "rerun_with_latest_version=False",
+}
+
+
 @pytest.mark.postgres
 @pytest.mark.airflow
 @pytest.mark.parametrize(
     ("case", "feature"),
-    list(
-        zip(
-            REFUSED_CASES,
-            ("partitioned timetable", "deadline alerts", "rerun_with_latest_version=False"),
-            strict=True,
-        )
-    ),
+    [(case, REFUSED_FEATURES[case.name]) for case in REFUSED_CASES],
     ids=lambda v: getattr(v, "name", ""),
 )
 def test_refused_features_are_named(parity_run: ParityRun, case: Request, feature: str) -> None:

@@ -21,13 +21,16 @@ from typing import TypeAlias
 import psycopg2
 import psycopg2.extensions
 
+from tests.support.airflow import AIRFLOW_VERSION
+
 #: The PostgreSQL server the tests use; overridable for unusual machines.
 PG_HOST = os.environ.get("SIDECAR_TEST_PG_HOST", "127.0.0.1")
 PG_PORT = int(os.environ.get("SIDECAR_TEST_PG_PORT", "5432"))
 PG_USER = os.environ.get("SIDECAR_TEST_PG_USER", "postgres")
 
-#: Name of the migrated template database that per-module test databases are cloned from.
-TEMPLATE_DATABASE = "airflow_template_332"
+#: Name of the migrated template database that per-module test databases are cloned from: one per
+#: Airflow version under test (``airflow_template_332``, ``airflow_template_318``, ...).
+TEMPLATE_DATABASE = f"airflow_template_{AIRFLOW_VERSION.replace('.', '')}"
 
 _ADVISORY_LOCK_KEY = 0x51DECA5  # serialises template builds across concurrent pytest runs
 _OBJECT_IN_USE = "55006"  # SQLSTATE: "source database is being accessed by other users"

@@ -1,0 +1,92 @@
+#!/usr/bin/env bash
+# Build (once) and print the cached per-version test environments: one venv per older Airflow
+# minor, at its newest patch, with that Airflow, this project and the test dependencies.
+#
+#   ./scripts/airflow_envs.sh [VERSION...]     # default: every version in OLDER_AIRFLOWS
+#
+# Prints "<version> <venv>" per version on stdout (progress and timings on stderr). A venv is
+# reused while its stamp matches (Airflow version, pyproject.toml, the deps and pins below and the
+# checkout it installs from, editable); otherwise it
+# is rebuilt from scratch. Where: ${SIDECAR_VENV_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/airflow-sidecar/venvs}/airflow-<version>.
+# The newest minor (3.3.x) is the project's own .venv and is not built here.
+#
+# Airflow's constraint files live on GitHub, which this CI cannot reach; instead the few
+# libraries that break an older Airflow are pinned in PINS below.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# shellcheck source=scripts/_python.sh
+source "$ROOT/scripts/_python.sh"
+
+# 3.1.8 only proves its refusal (sidecar/store/_versions.py: not yet); 3.2.2 runs everything.
+OLDER_AIRFLOWS=(3.1.8 3.2.2)
+# The test dependencies the parity and end-to-end suites import (pyproject's `dev` minus lint,
+# code generation and the 3.3 API client).
+TEST_DEPS=(pytest pytest-asyncio pytest-timeout hypothesis psycopg2-binary cryptography httpx)
+# Per-version pins for libraries whose newer releases break that Airflow: "version=req req ...".
+# 3.2.2: FastAPI >= 0.137 rejects its execution API's callable discriminator (the api-server
+# does not start), and cadwyn 8+ needs that FastAPI.
+PINS=(
+    "3.2.2=fastapi[standard-no-fastapi-cloud-cli]<0.137 cadwyn<8"
+)
+
+CACHE="${SIDECAR_VENV_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/airflow-sidecar/venvs}"
+
+pins_for() {
+    local version="$1" entry
+    for entry in "${PINS[@]+"${PINS[@]}"}"; do
+        if [[ "${entry%%=*}" == "$version" ]]; then
+            printf '%s\n' ${entry#*=}
+        fi
+    done
+}
+
+stamp_for() {
+    local version="$1"
+    {
+        echo "airflow=$version root=$ROOT deps=${TEST_DEPS[*]} pins=$(pins_for "$version" | xargs)"
+        cat "$ROOT/pyproject.toml"
+    } | sha256sum | cut -d' ' -f1
+}
+
+build() {
+    local version="$1" venv="$CACHE/airflow-$version" stamp start python
+    stamp="$(stamp_for "$version")"
+    if [[ -x "$venv/bin/python" && -f "$venv/.stamp" && "$(cat "$venv/.stamp")" == "$stamp" ]]; then
+        echo "airflow_envs: $version: cached at $venv" >&2
+        echo "$version $venv"
+        return 0
+    fi
+    start=$SECONDS
+    python="$(find_python)" || { echo "error: python >= 3.11 is required" >&2; return 1; }
+    echo "airflow_envs: $version: building $venv" >&2
+    rm -rf "$venv"
+    mkdir -p "$CACHE"
+    "$python" -m venv "$venv"
+    local -a pins
+    mapfile -t pins < <(pins_for "$version")
+    # The project without its `shim` extra (which names the newest minor's range): this Airflow
+    # is what the environment is about.
+    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check \
+        "apache-airflow==$version" -e "$ROOT" "${TEST_DEPS[@]}" "${pins[@]+"${pins[@]}"}" >&2
+    "$venv/bin/python" -m pip check >&2 || {
+        echo "error: airflow $version: pip check failed (add a pin to PINS in $0)" >&2
+        return 1
+    }
+    echo "$stamp" >"$venv/.stamp"
+    echo "airflow_envs: $version: built in $((SECONDS - start)) s" >&2
+    echo "$version $venv"
+}
+
+main() {
+    local -a versions=("$@")
+    if [[ ${#versions[@]} -eq 0 ]]; then
+        versions=("${OLDER_AIRFLOWS[@]}")
+    fi
+    local version
+    for version in "${versions[@]}"; do
+        build "$version"
+    done
+}
+
+main "$@"

@@ -1,0 +1,79 @@
+"""The per-version row contracts: revision lookup, and rows and tables without a version's missing columns.
+
+Each contract is also checked against its Airflow's real schema by
+``tests/integration/test_airflow_versions.py``, run in every version's environment.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from sidecar.store._tables import AIRFLOW_TABLES
+from sidecar.store._versions import (
+    AIRFLOW_3_1,
+    AIRFLOW_3_2,
+    AIRFLOW_3_3,
+    CONTRACTS,
+    NEWEST,
+    SUPPORTED,
+    SUPPORTED_RANGE,
+    contract_for_revision,
+)
+
+
+@pytest.mark.parametrize(
+    ("revision", "minor"),
+    [
+        ("cc92b33c6709", "3.1"),  # 3.1.0 .. 3.1.7
+        ("509b94a1042d", "3.1"),  # 3.1.8
+        ("1d6611b6ab7c", "3.2"),
+        ("d2f4e1b3c5a7", "3.3"),
+    ],
+)
+def test_each_release_head_selects_its_minor(revision: str, minor: str) -> None:
+    contract = contract_for_revision(revision)
+    assert contract is not None and contract.minor == minor
+
+
+@pytest.mark.parametrize("revision", [None, "", "29ce7909c52b", "0badc0ffee00"])  # 3.0.0, a future one
+def test_other_revisions_have_no_contract(revision: str | None) -> None:
+    assert contract_for_revision(revision) is None
+
+
+def test_the_supported_range_names_the_oldest_and_newest_supported_release() -> None:
+    assert SUPPORTED_RANGE == "Airflow 3.2.0 to 3.3.2"
+    assert NEWEST is AIRFLOW_3_3 and CONTRACTS[-1] is NEWEST
+    assert SUPPORTED == (AIRFLOW_3_2, AIRFLOW_3_3)
+    assert AIRFLOW_3_1.not_yet and "trace carriers" in AIRFLOW_3_1.not_yet  # known, refused by name
+
+
+def test_the_newest_lacks_nothing_and_passes_rows_through_untouched() -> None:
+    rows = [{"run_id": "r", "partition_key": None, "created_at": 1}]
+    assert NEWEST.project("dag_run", rows) is rows
+    for table in AIRFLOW_TABLES:
+        assert NEWEST.table(table.name) is table
+        assert NEWEST.columns(table.name) == tuple(c.name for c in table.columns)
+
+
+def test_an_older_version_drops_the_columns_it_lacks_from_rows_and_tables() -> None:
+    rows = [{"run_id": "a", "created_at": 1, "partition_key": None, "partition_date": None}]
+    assert AIRFLOW_3_1.project("dag_run", rows) == [{"run_id": "a"}]
+    assert AIRFLOW_3_2.project("dag_run", rows) is rows  # 3.2 has them all
+    table = AIRFLOW_3_1.table("dag_run")
+    assert {"created_at", "partition_key", "partition_date"}.isdisjoint(table.c.keys())
+    assert "run_id" in table.c
+    assert not AIRFLOW_3_1.has_column("dag", "allowed_run_types")
+    assert AIRFLOW_3_2.has_column("dag", "allowed_run_types")
+    for contract in (AIRFLOW_3_1, AIRFLOW_3_2):
+        assert "retry_reason" not in contract.columns("task_instance")
+
+
+def test_refusals_follow_each_minor() -> None:
+    assert AIRFLOW_3_3.refusals.range_checked_first and AIRFLOW_3_3.refusals.no_schedule is None
+    for older in (AIRFLOW_3_1, AIRFLOW_3_2):
+        assert not older.refusals.range_checked_first
+        assert older.refusals.no_schedule == "{dag_id} has no schedule"
+        assert older.refusals.no_runs.format(dag_id="d") == "No runs to create for Dag d"
+    assert "per dag." in AIRFLOW_3_1.refusals.already_running
+    assert "per Dag." in AIRFLOW_3_2.refusals.already_running
+    assert not AIRFLOW_3_1.clear_sets_conf and AIRFLOW_3_2.clear_sets_conf
