@@ -62,14 +62,15 @@ async def materialize_batch(
     *,
     max_runs: int,
     now: dt.datetime,
+    unpaused: bool = False,
 ) -> MaterializeResult | None:
     """Write up to ``max_runs`` next slots of one backfill inside the caller's transaction.
 
     Returns:
-        What was written, or None when the backfill is not materialising or another
-        replica holds it.
+        What was written, or None when the backfill is not materialising, another
+        replica holds it, or (with ``unpaused``) it is paused.
     """
-    claimed = await claim_batch(conn, backfill_id)
+    claimed = await claim_batch(conn, backfill_id, unpaused=unpaused)
     if claimed is None:
         return None
     loaded = await catalog.load(conn, claimed.dag_id)
@@ -144,11 +145,13 @@ async def materialize(
     runs_wanted: int | None,
     batch_size: int,
     now: dt.datetime,
+    unpaused: bool = False,
 ) -> int:
     """Write batches until ``runs_wanted`` runs were made (None: the whole plan) or the plan ends.
 
-    Each batch commits on its own (retried as a whole on a transient failure). Returns
-    the number of runs made or reprocessed.
+    Each batch commits on its own (retried as a whole on a transient failure). With
+    ``unpaused`` (the tick), writing stops at the first batch that finds the backfill
+    paused. Returns the number of runs made or reprocessed.
     """
     made = 0
     postgres = tx.db.dialect == "postgresql"
@@ -160,7 +163,14 @@ async def materialize(
             want = max(1, min(want, next_analyze - made))
         started = time.perf_counter()
         result = await tx.write(
-            partial(materialize_batch, catalog=catalog, backfill_id=backfill_id, max_runs=want, now=now)
+            partial(
+                materialize_batch,
+                catalog=catalog,
+                backfill_id=backfill_id,
+                max_runs=want,
+                now=now,
+                unpaused=unpaused,
+            )
         )
         if result is None:
             break

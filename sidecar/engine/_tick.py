@@ -1,5 +1,9 @@
 """The tick: topping up every materialising backfill to its window, completing finished ones.
 
+Airflow's controls are obeyed on the next tick and never reversed: a paused backfill gets
+no new runs (an eager one interrupted mid-way waits too) until it is unpaused, and one
+that Airflow's own cancel closed is cancelled by the ledger as the sidecar's cancel would
+(:func:`sidecar.store.airflow_closing` tells Airflow's cancel from its completion timer).
 Each backfill is handled on its own: a failure of one is contained
 (:mod:`sidecar.engine._containment`: retried next tick if transient, else set aside)
 and the tick goes on with the others, so one backfill can never stop the rest.
@@ -18,8 +22,10 @@ from sidecar.engine._materialize import materialize
 from sidecar.engine._policies import SchedulerPolicies
 from sidecar.observability import log_context
 from sidecar.store import (
+    AirflowClosing,
     Phase,
     TickEntry,
+    cancel_cancelled_by_airflow,
     complete_if_done,
     count_unfinished_runs,
     reopen_backfill,
@@ -50,6 +56,9 @@ async def tick(parts: Parts, policies: SchedulerPolicies, counter: BackgroundCou
     policies.announce(hooks)  # logged when the reported set changes, not on every tick
     for entry in entries:
         with log_context(backfill_id=entry.backfill_id, dag_id=entry.dag_id):
+            if entry.closing is AirflowClosing.CANCELLED:
+                await _cancelled_by_airflow(parts, entry.backfill_id, now)
+                continue
             if entry.phase is Phase.SET_ASIDE:
                 # Runs remain to be written once it is resumed: hold Airflow's timer off it.
                 materializing.append(entry.backfill_id)
@@ -60,7 +69,7 @@ async def tick(parts: Parts, policies: SchedulerPolicies, counter: BackgroundCou
                     materializing.append(entry.backfill_id)
                     if entry.planned_count is None:
                         counter.ensure(entry.backfill_id)  # counting was cut short: resume it
-                    if not hooks:
+                    if not hooks and not entry.is_paused:  # paused: no new runs until unpaused
                         written += await _top_up(parts, entry, now)
                 elif await _complete_if_done(parts, entry.backfill_id, now):
                     completed += 1
@@ -70,7 +79,7 @@ async def tick(parts: Parts, policies: SchedulerPolicies, counter: BackgroundCou
 
 
 async def _top_up(parts: Parts, entry: TickEntry, now: dt.datetime) -> int:
-    if entry.completed_at is not None:
+    if entry.closing is AirflowClosing.CLOSED_EARLY:
         # Airflow's completion timer closed it while runs remain to be written: reopen it.
         await parts.tx.write(lambda conn: reopen_backfill(conn, entry.backfill_id))
         log.warning("backfill %s was completed early by Airflow's timer; reopened", entry.backfill_id)
@@ -88,7 +97,16 @@ async def _top_up(parts: Parts, entry: TickEntry, now: dt.datetime) -> int:
         runs_wanted=wanted,
         batch_size=parts.config.batch_size,
         now=now,
+        unpaused=True,
     )
+
+
+async def _cancelled_by_airflow(parts: Parts, backfill_id: int, now: dt.datetime) -> None:
+    ended = await parts.tx.write(lambda conn: cancel_cancelled_by_airflow(conn, backfill_id, now))
+    if ended is not None:
+        log.info(
+            "backfill %s was cancelled by Airflow; cancelled: %s runs ended as failed", backfill_id, ended
+        )
 
 
 async def _complete_if_done(parts: Parts, backfill_id: int, now: dt.datetime) -> bool:

@@ -44,6 +44,7 @@ from sidecar.store._ledger import (
     TickEntry,
     advance_cursor,
     cancel_backfill,
+    cancel_cancelled_by_airflow,
     claim_batch,
     complete_if_done,
     finish_writing,
@@ -53,7 +54,16 @@ from sidecar.store._ledger import (
     set_paused,
     tick_entries,
 )
-from sidecar.store._phases import PENDING_RUNS, TRANSITIONS, Event, Phase, WriteFailure, transition
+from sidecar.store._phases import (
+    PENDING_RUNS,
+    TRANSITIONS,
+    AirflowClosing,
+    Event,
+    Phase,
+    WriteFailure,
+    airflow_closing,
+    transition,
+)
 from sidecar.store._retry import RetryPolicy, Transactions
 from sidecar.store._revocations import token_revoked
 from sidecar.store._rows import RunContext
@@ -84,6 +94,7 @@ __all__ = [
     "SUPPORTED_RANGE",
     "TRANSITIONS",
     "UNFINISHED_RUN_STATES",
+    "AirflowClosing",
     "AirflowRowContract",
     "BackfillRecord",
     "BatchResult",
@@ -107,9 +118,11 @@ __all__ = [
     "Transactions",
     "WriteFailure",
     "advance_cursor",
+    "airflow_closing",
     "analyze_written_tables",
     "backfill_stats",
     "cancel_backfill",
+    "cancel_cancelled_by_airflow",
     "check_database",
     "check_no_active_backfill",
     "claim_batch",

@@ -24,7 +24,15 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from sidecar.auth import Access
 from sidecar.store._backfill_reads import BackfillRecord, PlanRecord, get_backfill, load_backfill, plan_query
-from sidecar.store._phases import TICKED, TRANSITIONS, Event, Phase, transition
+from sidecar.store._phases import (
+    TICKED,
+    TRANSITIONS,
+    AirflowClosing,
+    Event,
+    Phase,
+    airflow_closing,
+    transition,
+)
 from sidecar.store._runs import count_unfinished_runs, fail_runs
 from sidecar.store._tables import backfill, sidecar_backfill
 from sidecar.vocabulary import Mode
@@ -33,6 +41,7 @@ __all__ = [
     "TickEntry",
     "advance_cursor",
     "cancel_backfill",
+    "cancel_cancelled_by_airflow",
     "claim_batch",
     "complete_if_done",
     "finish_writing",
@@ -44,13 +53,19 @@ __all__ = [
 ]
 
 
-async def claim_batch(conn: AsyncConnection, backfill_id: int) -> PlanRecord | None:
+async def claim_batch(
+    conn: AsyncConnection, backfill_id: int, *, unpaused: bool = False
+) -> PlanRecord | None:
     """Claim a materialising backfill for one batch; None if it is not materialising or held.
 
-    On PostgreSQL the sidecar row stays locked (``FOR UPDATE SKIP LOCKED``) until the
-    caller's transaction ends, so no other replica writes the same batch.
+    With ``unpaused`` (the tick), a paused backfill is not claimed either: a pause, from
+    the sidecar or from Airflow, stops writing at the next batch. On PostgreSQL the sidecar
+    row stays locked (``FOR UPDATE SKIP LOCKED``) until the caller's transaction ends, so
+    no other replica writes the same batch.
     """
     query = plan_query(backfill_id).where(sidecar_backfill.c.phase == Phase.MATERIALIZING.value)
+    if unpaused:
+        query = query.where(backfill.c.is_paused.is_not(True))
     if conn.dialect.name == "postgresql":
         query = query.with_for_update(of=sidecar_backfill, skip_locked=True)
     row = (await conn.execute(query)).one_or_none()
@@ -172,6 +187,12 @@ class TickEntry:
     planned_count: int | None
     max_active_runs: int
     completed_at: dt.datetime | None
+    is_paused: bool
+
+    @property
+    def closing(self) -> AirflowClosing | None:
+        """What Airflow's ``completed_at`` on it means (:func:`~sidecar.store._phases.airflow_closing`)."""
+        return airflow_closing(self.phase, self.completed_at, self.is_paused)
 
 
 async def tick_entries(conn: AsyncConnection) -> list[TickEntry]:
@@ -185,6 +206,7 @@ async def tick_entries(conn: AsyncConnection) -> list[TickEntry]:
             backfill.c.dag_id,
             backfill.c.max_active_runs,
             backfill.c.completed_at,
+            backfill.c.is_paused,
         )
         .join(backfill, backfill.c.id == sidecar_backfill.c.backfill_id)
         .where(sidecar_backfill.c.phase.in_([p.value for p in TICKED]))
@@ -199,6 +221,7 @@ async def tick_entries(conn: AsyncConnection) -> list[TickEntry]:
             r.planned_count,
             r.max_active_runs,
             r.completed_at,
+            bool(r.is_paused),
         )
         for r in rows
     ]
@@ -266,14 +289,52 @@ async def cancel_backfill(
         InvalidTransition: the backfill has ended.
     """
     record = await _lock(conn, backfill_id, access)
+    return await _cancel(conn, record, run_states, now, completed_at=now)
+
+
+async def cancel_cancelled_by_airflow(
+    conn: AsyncConnection, backfill_id: int, now: dt.datetime
+) -> int | None:
+    """Cancel a backfill Airflow's own cancel closed while it had runs to write; None if it was not.
+
+    Airflow paused it, failed its queued runs (no end date, task instances without a
+    state) and set ``completed_at``. This ends it exactly as the sidecar's cancel does: the
+    phase cancelled, queued runs (written meanwhile) and the runs Airflow failed ended with
+    an end date and their task instances skipped, the backfill unpaused (so a run cleared
+    later is not stranded) with Airflow's ``completed_at`` kept. Returns the number of runs
+    ended.
+    """
+    record = await _lock(conn, backfill_id)
+    if record.stored_phase is None:
+        return None
+    if (
+        airflow_closing(record.stored_phase, record.completed_at, record.is_paused)
+        is not AirflowClosing.CANCELLED
+    ):
+        return None  # unpaused or reopened meanwhile
+    return await _cancel(
+        conn, record, ("queued",), now, completed_at=record.completed_at, failed_unended=True
+    )
+
+
+async def _cancel(
+    conn: AsyncConnection,
+    record: BackfillRecord,
+    run_states: tuple[str, ...],
+    now: dt.datetime,
+    *,
+    completed_at: dt.datetime | None,
+    failed_unended: bool = False,
+) -> int:
+    """Cancel a locked backfill: phase, runs, and Airflow's row (see :func:`cancel_backfill`)."""
     # The materialiser claims the sidecar row before each batch: once this commits no
     # batch can start, and one in flight holds the row lock until it commits.
-    await _set_phase(conn, backfill_id, record.phase, Event.CANCEL, now)
-    stopped = await fail_runs(conn, backfill_id, record.dag_id, run_states, now)
+    await _set_phase(conn, record.id, record.phase, Event.CANCEL, now)
+    stopped = await fail_runs(conn, record.id, record.dag_id, run_states, now, failed_unended=failed_unended)
     await conn.execute(
         backfill.update()
-        .where(backfill.c.id == backfill_id)
-        .values(completed_at=now, updated_at=now, is_paused=False)
+        .where(backfill.c.id == record.id)
+        .values(completed_at=completed_at, updated_at=now, is_paused=False)
     )
     return stopped
 

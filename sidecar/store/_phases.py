@@ -22,7 +22,16 @@ is stored, Airflow's completion timer is held off it (it is in :data:`TICKED`, n
 (once the cause, say the DAG, is fixed; if it fails again it is set aside again).
 
 Pausing and unpausing keep the phase (they flip ``backfill.is_paused``) but are guarded
-the same way. A new phase is added here and nowhere else: a member of :class:`Phase`,
+the same way; a paused backfill gets no new runs until it is unpaused, whoever paused it.
+
+Airflow's own controls are authoritative, and :func:`airflow_closing` reads them. Airflow's
+cancel (its UI's button, ``PUT /api/v2/backfills/{id}/cancel``, its CLI) sets ``is_paused``
+and then ``completed_at``; its completion timer sets only ``completed_at``. So a backfill
+with runs still to write whose ``completed_at`` is set *with* ``is_paused`` was cancelled by
+Airflow, and the ledger cancels it (:data:`Event.CANCEL`, as the sidecar's own cancel); one
+without ``is_paused`` was closed early by the timer, and the tick reopens it. The one
+ambiguity: a backfill paused by its user and then completed by Airflow's timer (no shim
+holding the timer back) reads as cancelled, and stays cancelled. A new phase is added here and nowhere else: a member of :class:`Phase`,
 its rows in :data:`TRANSITIONS` (and the :class:`Event` that leads to it), and, as the
 case may be, an entry in :data:`TICKED` (the tick visits it), :data:`SHOWN_AS` (a
 caller sees a state of its own) and :data:`AIRFLOW_COMPLETES` (Airflow's timer may
@@ -49,9 +58,11 @@ __all__ = [
     "SHOWN_AS",
     "TICKED",
     "TRANSITIONS",
+    "AirflowClosing",
     "Event",
     "Phase",
     "WriteFailure",
+    "airflow_closing",
     "lifecycle_of",
     "state_filter",
     "state_of",
@@ -165,6 +176,32 @@ def transition(backfill_id: int, current: Phase, event: Event) -> Phase:
     if after is None:
         raise InvalidTransition(f"cannot {event.value}: backfill {backfill_id} is {current.value}")
     return after
+
+
+class AirflowClosing(enum.Enum):
+    """What Airflow's ``completed_at`` means on a backfill whose runs are not all written."""
+
+    CANCELLED = "cancelled"
+    """Airflow's cancel (it pauses, then completes): the ledger cancels the backfill."""
+    CLOSED_EARLY = "closed early"
+    """Airflow's completion timer (it completes only): the tick reopens the backfill."""
+
+
+def airflow_closing(
+    stored: Phase, completed_at: dt.datetime | None, is_paused: bool
+) -> AirflowClosing | None:
+    """How to read Airflow's ``completed_at`` on a backfill in stored phase ``stored``; None: nothing to do.
+
+    Only a backfill with runs left to write (:data:`PENDING_RUNS`) is concerned: in the
+    other phases ``completed_at`` means completed (:data:`AIRFLOW_COMPLETES`) or the backfill
+    has ended. A set-aside backfill closed by the timer stays as it is (it is reopened once
+    resumed); cancelled by Airflow, it is cancelled.
+    """
+    if completed_at is None or stored not in PENDING_RUNS:
+        return None
+    if is_paused:
+        return AirflowClosing.CANCELLED
+    return AirflowClosing.CLOSED_EARLY if stored is Phase.MATERIALIZING else None
 
 
 def lifecycle_of(stored: Phase | None, completed_at: dt.datetime | None) -> Phase:

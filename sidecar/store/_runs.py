@@ -67,16 +67,21 @@ async def fail_runs(
     dag_id: str,
     run_states: Sequence[str],
     now: dt.datetime,
+    *,
+    failed_unended: bool = False,
 ) -> int:
     """Fail a backfill's runs in ``run_states`` with their task instances; return how many.
 
-    Runs inside the caller's transaction, so a cancel is all or nothing.
+    With ``failed_unended``, runs already ``failed`` without an end date are ended the same
+    way: Airflow's own cancel fails queued runs so, leaving their task instances without a
+    state (a run failed any other way has an end date). Runs inside the caller's
+    transaction, so a cancel is all or nothing.
     """
-    runs = (
-        sa.select(dag_run.c.run_id)
-        .where(dag_run.c.backfill_id == backfill_id, dag_run.c.state.in_(tuple(run_states)))
-        .scalar_subquery()
-    )
+    stopping: sa.ColumnElement[bool] = dag_run.c.state.in_(tuple(run_states))
+    if failed_unended:
+        stopping = sa.or_(stopping, sa.and_(dag_run.c.state == "failed", dag_run.c.end_date.is_(None)))
+    of_backfill = sa.and_(dag_run.c.backfill_id == backfill_id, stopping)
+    runs = sa.select(dag_run.c.run_id).where(of_backfill).scalar_subquery()
     of_runs = (task_instance.c.dag_id == dag_id, task_instance.c.run_id.in_(runs))
     ended = {
         "start_date": sa.func.coalesce(task_instance.c.start_date, now),
@@ -100,9 +105,7 @@ async def fail_runs(
         .values(state="skipped", **ended)
     )
     result = await conn.execute(
-        dag_run.update()
-        .where(dag_run.c.backfill_id == backfill_id, dag_run.c.state.in_(tuple(run_states)))
-        .values(state="failed", end_date=now, updated_at=now)
+        dag_run.update().where(of_backfill).values(state="failed", end_date=now, updated_at=now)
     )
     return int(result.rowcount or 0)
 

@@ -9,7 +9,7 @@ import pytest
 
 from sidecar.errors import FailedPrecondition, InvalidTransition
 from sidecar.store import TRANSITIONS, Event, Phase, transition
-from sidecar.store._phases import lifecycle_of, state_of
+from sidecar.store._phases import AirflowClosing, airflow_closing, lifecycle_of, state_of
 from sidecar.vocabulary import State
 
 M, D, C, X = Phase.MATERIALIZING, Phase.MATERIALIZED, Phase.COMPLETED, Phase.CANCELLED
@@ -109,3 +109,40 @@ def test_lifecycle_folds_airflows_completed_at_in(
 )
 def test_state_a_caller_sees(phase: Phase, paused: bool | None, state: State) -> None:
     assert state_of(phase, paused) is state
+
+
+#: Airflow's ``completed_at`` on a backfill in each stored phase, paused or not: what it means.
+#: Its cancel pauses then completes; its completion timer only completes.
+CLOSINGS = {
+    (M, True): AirflowClosing.CANCELLED,  # Airflow's cancel: the ledger cancels it too
+    (M, False): AirflowClosing.CLOSED_EARLY,  # the timer, no shim (or a stale one): reopened
+    (S, True): AirflowClosing.CANCELLED,
+    (S, False): None,  # set aside: reopened once resumed
+    (D, True): None,  # fully written: completed_at means completed
+    (D, False): None,
+    (C, True): None,
+    (C, False): None,
+    (X, True): None,
+    (X, False): None,
+}
+
+
+@pytest.mark.parametrize(("phase", "paused"), list(CLOSINGS))
+def test_what_airflows_completed_at_means(phase: Phase, paused: bool) -> None:
+    now = dt.datetime(2025, 1, 1, tzinfo=dt.UTC)
+    assert airflow_closing(phase, now, paused) is CLOSINGS[phase, paused]
+    assert airflow_closing(phase, None, paused) is None  # not closed by Airflow: nothing to do
+
+
+def test_airflows_cancel_is_a_transition_of_the_table() -> None:
+    # Every phase Airflow's cancel can close is one the table lets the ledger cancel, to CANCELLED;
+    # the cancelled backfill then refuses every control, so it is never reopened or resumed.
+    now = dt.datetime(2025, 1, 1, tzinfo=dt.UTC)
+    closed = [p for p in Phase if airflow_closing(p, now, True) is AirflowClosing.CANCELLED]
+    assert closed == [M, S]
+    for phase in closed:
+        assert transition(7, phase, Event.CANCEL) is X
+    assert TRANSITIONS[X] == {}
+    # A timer closing is only ever read on a phase that is still writing (the tick reopens it).
+    early = [p for p in Phase if airflow_closing(p, now, False) is AirflowClosing.CLOSED_EARLY]
+    assert early == [M]
