@@ -86,8 +86,11 @@ async def _top_up(parts: Parts, entry: TickEntry, now: dt.datetime) -> int:
     if entry.mode is Mode.EAGER:
         wanted = None  # an eager backfill interrupted mid-way: finish it
     else:
-        unfinished = await parts.tx.read(lambda conn: count_unfinished_runs(conn, entry.backfill_id))
-        wanted = entry.max_active_runs + parts.config.lookahead - unfinished
+        window = entry.max_active_runs + parts.config.lookahead
+        unfinished = await parts.tx.read(
+            lambda conn: count_unfinished_runs(conn, entry.backfill_id, at_most=window)
+        )
+        wanted = window - unfinished
         if wanted <= 0:
             return 0
     return await materialize(

@@ -73,6 +73,7 @@ from sidecar.store._runs import (
     analyze_written_tables,
     count_unfinished_runs,
     fail_runs,
+    has_unfinished_runs,
     run_state_counts,
     written_slots,
 )
@@ -137,6 +138,7 @@ __all__ = [
     "find_request",
     "finish_writing",
     "get_backfill",
+    "has_unfinished_runs",
     "insert_backfill",
     "is_database_failure",
     "latest_log_template_id",

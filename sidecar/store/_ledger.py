@@ -33,7 +33,7 @@ from sidecar.store._phases import (
     airflow_closing,
     transition,
 )
-from sidecar.store._runs import count_unfinished_runs, fail_runs
+from sidecar.store._runs import fail_runs, has_unfinished_runs
 from sidecar.store._tables import backfill, sidecar_backfill
 from sidecar.vocabulary import Mode
 
@@ -341,7 +341,7 @@ async def _cancel(
 
 async def complete_if_done(conn: AsyncConnection, backfill_id: int, now: dt.datetime) -> bool:
     """Complete a fully written backfill whose runs have all finished; False if not (yet)."""
-    if await count_unfinished_runs(conn, backfill_id):
+    if await has_unfinished_runs(conn, backfill_id):
         return False
     record = await _lock(conn, backfill_id)
     if Event.COMPLETE not in TRANSITIONS[record.phase]:  # cancelled meanwhile

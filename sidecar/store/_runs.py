@@ -25,6 +25,7 @@ __all__ = [
     "analyze_written_tables",
     "count_unfinished_runs",
     "fail_runs",
+    "has_unfinished_runs",
     "run_state_counts",
     "written_slots",
 ]
@@ -36,14 +37,30 @@ RUNNING_TI_STATES = ("running", "deferred", "up_for_reschedule", "awaiting_input
 FINISHED_TI_STATES = ("success", "failed", "skipped", "upstream_failed", "removed")
 
 
-async def count_unfinished_runs(conn: AsyncConnection, backfill_id: int) -> int:
-    """Queued and running runs of a backfill."""
-    value = await conn.scalar(
-        sa.select(sa.func.count())
-        .select_from(dag_run)
-        .where(dag_run.c.backfill_id == backfill_id, dag_run.c.state.in_(UNFINISHED_RUN_STATES))
+async def count_unfinished_runs(
+    conn: AsyncConnection, backfill_id: int, *, at_most: int | None = None
+) -> int:
+    """Queued and running runs of a backfill, counted up to ``at_most`` (None: all of them).
+
+    A tick asks only whether a window has room (``at_most``: the window) or whether any run
+    is left (:func:`has_unfinished_runs`), so its cost stays that of the window, not of an
+    eager backfill's 100,000 queued runs (issue 14: a full count scanned them every tick).
+    """
+    unfinished = sa.select(dag_run.c.id).where(
+        dag_run.c.backfill_id == backfill_id, dag_run.c.state.in_(UNFINISHED_RUN_STATES)
     )
+    if at_most is not None:
+        unfinished = unfinished.limit(at_most)
+    value = await conn.scalar(sa.select(sa.func.count()).select_from(unfinished.subquery()))
     return int(value or 0)
+
+
+async def has_unfinished_runs(conn: AsyncConnection, backfill_id: int) -> bool:
+    """Whether any run of a backfill is queued or running (an EXISTS: stops at the first)."""
+    unfinished = sa.select(dag_run.c.id).where(
+        dag_run.c.backfill_id == backfill_id, dag_run.c.state.in_(UNFINISHED_RUN_STATES)
+    )
+    return bool(await conn.scalar(sa.select(unfinished.exists())))
 
 
 async def run_state_counts(conn: AsyncConnection, backfill_ids: Iterable[int]) -> dict[int, dict[str, int]]:

@@ -35,6 +35,8 @@ from sidecar.store import (
     RetryPolicy,
     Transactions,
     claim_batch,
+    count_unfinished_runs,
+    has_unfinished_runs,
     list_backfills,
     set_paused,
 )
@@ -97,6 +99,22 @@ async def test_a_batch_claim_skips_a_backfill_another_replica_holds(
         assert (claimed.phase, claimed.written_count, claimed.dag_id) == (Phase.MATERIALIZING, 3, ONE_TASK)
         async with database.engine.begin() as second:
             assert await claim_batch(second, backfill_id) is None  # SKIP LOCKED: no waiting, no batch
+
+
+async def test_unfinished_runs_are_counted_only_as_far_as_asked(
+    engine: BackfillEngine, database: Database, sql: psycopg2.extensions.cursor
+) -> None:
+    backfill_id = await _create(engine)  # its first window is written: 3 queued runs
+    async with database.engine.connect() as conn:
+        everything = await count_unfinished_runs(conn, backfill_id)
+        assert everything == 3
+        assert await count_unfinished_runs(conn, backfill_id, at_most=2) == 2
+        assert await count_unfinished_runs(conn, backfill_id, at_most=10) == everything
+        assert await has_unfinished_runs(conn, backfill_id)
+    sql.execute("UPDATE dag_run SET state = 'success' WHERE backfill_id = %s", (backfill_id,))
+    async with database.engine.connect() as conn:
+        assert await count_unfinished_runs(conn, backfill_id, at_most=2) == 0
+        assert not await has_unfinished_runs(conn, backfill_id)
 
 
 async def test_every_phase_change_is_guarded(engine: BackfillEngine, sql: psycopg2.extensions.cursor) -> None:
