@@ -83,7 +83,8 @@ class ServerSettings:
     dry_run_burst: int = 10
     """Dry runs a principal may make at once."""
     planning_workers: int = 2
-    """Threads stepping plans (dry runs, sizing, pending slots) at once; more calls wait."""
+    """Planning jobs (dry runs, sizing, pending slots) run at once, each in a thread and then a
+    low-priority worker process; more calls wait."""
     planning_cpu_seconds: float = 10.0
     """CPU time one call's planning may use; a dry run over it answers what it has."""
     log_level: str = "INFO"
@@ -223,7 +224,8 @@ def add_server_arguments(serve: argparse.ArgumentParser, environ: Environ | None
         "--planning-workers",
         type=int,
         default=_env.number(env, "SIDECAR_PLANNING_WORKERS", 2, int),
-        help="threads planning at once (dry runs, sizing); env SIDECAR_PLANNING_WORKERS",
+        help="planning jobs run at once (dry runs, sizing): each starts in a thread and moves to a "
+        "low-priority worker process when it needs more than a few ms; env SIDECAR_PLANNING_WORKERS",
     )
     serve.add_argument(
         "--planning-cpu-seconds",
