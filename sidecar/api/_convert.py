@@ -7,6 +7,7 @@ import json
 import math
 from typing import Any
 
+from google.protobuf.duration_pb2 import Duration
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -17,7 +18,9 @@ from sidecar.engine import (
     BackfillSpec,
     BackfillView,
     Disposition,
+    Estimate,
     Mode,
+    PlanSummary,
     ReprocessBehavior,
     SlotView,
     State,
@@ -194,6 +197,42 @@ def backfill_message(view: BackfillView) -> pb.Backfill:
         update_time=timestamp(view.updated_at),
         complete_time=timestamp(view.completed_at),
         write_failure=_write_failure(view.write_failure),
+        estimate=_estimate(view.estimate),
+    )
+
+
+def _duration(value: dt.timedelta) -> Duration:
+    duration = Duration()
+    duration.FromTimedelta(value)
+    return duration
+
+
+def _estimate(estimate: Estimate | None) -> pb.Estimate | None:
+    if estimate is None:
+        return None
+    return pb.Estimate(
+        basis=estimate.basis,
+        sample_size=estimate.sample_size,
+        run_duration_p50=_duration(estimate.run_p50),
+        run_duration_p90=_duration(estimate.run_p90),
+        runs_remaining=estimate.runs_remaining,
+        remaining_p50=_duration(estimate.remaining_p50),
+        remaining_p90=_duration(estimate.remaining_p90),
+    )
+
+
+def summary_message(summary: PlanSummary | None) -> pb.PlanSummary | None:
+    """A dry run's summary as the API message."""
+    if summary is None:
+        return None
+    return pb.PlanSummary(
+        create=summary.create,
+        reprocess=summary.reprocess,
+        already_exists=summary.already_exists,
+        in_flight=summary.in_flight,
+        exact=summary.exact,
+        first_run=slot_message(summary.first_run) if summary.first_run else None,
+        last_run=slot_message(summary.last_run) if summary.last_run else None,
     )
 
 

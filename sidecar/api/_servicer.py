@@ -19,6 +19,7 @@ from sidecar.api._convert import (
     page_size_of,
     slot_message,
     spec_of,
+    summary_message,
 )
 from sidecar.api._errors import streaming, unary
 from sidecar.api._limits import DRY_RUN_BURST, DRY_RUN_RATE_PER_MINUTE, RateLimiter
@@ -64,6 +65,8 @@ class BackfillServicer(backfill_pb2_grpc.BackfillServiceServicer):
         self, request: pb.CreateBackfillRequest, context: Ctx
     ) -> pb.CreateBackfillResponse:
         spec = spec_of(request, principal_of(context))
+        if request.dry_run_view not in pb.DryRunView.values():
+            raise InvalidArgument(f"unknown dry run view {request.dry_run_view}", field="dry_run_view")
         if request.validate_only:  # planning costs CPU: dry runs have a bucket of their own
             self._dry_run_limiter.check(spec.triggering_user_name, "dry-run")
         else:
@@ -72,7 +75,9 @@ class BackfillServicer(backfill_pb2_grpc.BackfillServiceServicer):
             spec,
             request_id=request.request_id or None,
             validate_only=request.validate_only,
-            dry_run_limit=request.dry_run_page_size or None,
+            dry_run_limit=0
+            if request.dry_run_view == pb.DRY_RUN_VIEW_SUMMARY
+            else request.dry_run_page_size or None,
             principal=current_access().owner,
         )
         if isinstance(result, DryRun):
@@ -81,12 +86,15 @@ class BackfillServicer(backfill_pb2_grpc.BackfillServiceServicer):
                 planned_runs=[slot_message(s) for s in result.runs],
                 planned_runs_truncated=result.truncated,
                 planned_count_is_lower_bound=not result.planned_exact,
+                summary=summary_message(result.summary),
             )
         return pb.CreateBackfillResponse(backfill=backfill_message(result))
 
     @unary
     async def GetBackfill(self, request: pb.GetBackfillRequest, context: Ctx) -> pb.GetBackfillResponse:
-        view = await self._engine.get(backfill_id_of(request.name), access=current_access())
+        view = await self._engine.get(
+            backfill_id_of(request.name), access=current_access(), with_estimate=True
+        )
         return pb.GetBackfillResponse(backfill=backfill_message(view))
 
     @unary
@@ -171,10 +179,11 @@ class BackfillServicer(backfill_pb2_grpc.BackfillServiceServicer):
         last: pb.Backfill | None = None
         while True:
             # Every update is read, and authorised, afresh.
-            message = backfill_message(await self._engine.get(backfill_id, access=access))
+            message = backfill_message(await self._engine.get(backfill_id, access=access, with_estimate=True))
             comparable = pb.Backfill()
             comparable.CopyFrom(message)
             comparable.ClearField("update_time")
+            comparable.ClearField("estimate")  # follows the counts; alone it is no news
             if last is None or comparable != last:
                 yield pb.WatchBackfillResponse(backfill=message)
                 last = comparable

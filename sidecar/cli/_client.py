@@ -14,7 +14,7 @@ from google.protobuf import json_format
 from sidecar._gen.airflow_sidecar.v1 import backfill_pb2 as pb
 from sidecar._gen.airflow_sidecar.v1 import backfill_pb2_grpc
 from sidecar.channel import open_channel
-from sidecar.cli._plans import SUMMARY_ABOVE, size_line, summary
+from sidecar.cli._plans import SUMMARY_ABOVE, iso, size_line, summary, summary_dict
 from sidecar.cli._progress import follow, state_text, totals
 from sidecar.config import ClientSettings
 from sidecar.names import BACKFILLS, backfill_name
@@ -62,12 +62,6 @@ def parse_when(value: str, flag: str) -> dt.datetime:
     return when if when.tzinfo else when.replace(tzinfo=dt.UTC)
 
 
-def _iso(ts: Any) -> str | None:
-    if ts is None or (ts.seconds == 0 and ts.nanos == 0):
-        return None
-    return str(ts.ToDatetime(tzinfo=dt.UTC).isoformat())
-
-
 _DISPOSITION_NAMES = {
     pb.DISPOSITION_CREATE: "create",
     pb.DISPOSITION_REPROCESS: "reprocess",
@@ -81,10 +75,10 @@ def run_dict(run: pb.BackfillRun) -> dict[str, Any]:
     """A planned or written slot as plain JSON."""
     out: dict[str, Any] = {
         "sort_ordinal": run.sort_ordinal,
-        "logical_date": _iso(run.logical_date),
-        "data_interval_start": _iso(run.data_interval_start),
-        "data_interval_end": _iso(run.data_interval_end),
-        "run_after": _iso(run.run_after),
+        "logical_date": iso(run.logical_date),
+        "data_interval_start": iso(run.data_interval_start),
+        "data_interval_end": iso(run.data_interval_end),
+        "run_after": iso(run.run_after),
         "run_id": run.run_id,
         "action": _DISPOSITION_NAMES.get(run.disposition, "unknown"),
     }
@@ -129,8 +123,8 @@ def print_backfills(backfills: Sequence[pb.Backfill], output: str) -> None:
         (
             b.id,
             b.dag_id,
-            _iso(b.from_date),
-            _iso(b.to_date),
+            iso(b.from_date),
+            iso(b.to_date),
             state_text(b),
             b.max_active_runs,
             f"{b.progress.succeeded}/{b.progress.planned}",
@@ -260,6 +254,8 @@ def run_command(args: argparse.Namespace) -> int:
 def _create(
     stub: backfill_pb2_grpc.BackfillServiceStub, args: argparse.Namespace, timeout: float | None
 ) -> int:
+    if args.summary and not args.dry_run:
+        raise UsageError("--summary works with --dry-run only")
     conf = ""
     if args.dag_run_conf is not None:
         try:
@@ -281,16 +277,23 @@ def _create(
     if args.max_active_runs is not None:
         backfill.max_active_runs = args.max_active_runs
     request = pb.CreateBackfillRequest(
-        backfill=backfill, validate_only=args.dry_run, request_id=args.request_id or ""
+        backfill=backfill,
+        validate_only=args.dry_run,
+        request_id=args.request_id or "",
+        dry_run_view=pb.DRY_RUN_VIEW_SUMMARY if args.summary else pb.DRY_RUN_VIEW_LIST,
     )
     response = stub.CreateBackfill(request, timeout=timeout)
     if args.dry_run:
+        if args.summary:
+            print(
+                json.dumps(summary_dict(response), indent=2) if args.output == "json" else summary(response)
+            )
+            return 0
         runs = [run_dict(r) for r in response.planned_runs]
-        truncated = response.planned_runs_truncated
         if args.output == "json":
             print(json.dumps(runs, indent=2))
         elif len(runs) > SUMMARY_ABOVE and not args.all:
-            print(summary(args.dag_id, runs, truncated))
+            print(summary(response))
             return 0
         else:
             print(
@@ -318,7 +321,7 @@ def _create(
                     ),
                 )
             )
-        print(size_line(runs, truncated), file=sys.stderr)
+        print(size_line(response), file=sys.stderr)
         return 0
     b = response.backfill
     if args.watch:

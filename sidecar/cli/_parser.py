@@ -160,6 +160,12 @@ def _add_backfill(commands: argparse._SubParsersAction[argparse.ArgumentParser])
         "--all", action="store_true", help="with --dry-run: list every planned run, not a summary"
     )
     create.add_argument(
+        "--summary",
+        action="store_true",
+        help="with --dry-run: only the whole plan's counts (create, reprocess, skipped), its first and "
+        "last run and an estimate of how long it takes from the DAG's run history; no run is listed",
+    )
+    create.add_argument(
         "--watch",
         action="store_true",
         help="follow progress until the backfill ends (a progress bar on a terminal)",

@@ -36,6 +36,8 @@ class EngineConfig:
     """Planning jobs that may wait for a worker; more are refused ``RESOURCE_EXHAUSTED``."""
     planning_cpu_seconds: float = 10.0
     """CPU time one call's planning may use (about 18,000 slots of a cron with daylight saving)."""
+    estimate_sample: int = 200
+    """Finished runs an estimate draws its durations from (the latest ones)."""
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     """How transactions are retried on transient database failures."""
 

@@ -98,7 +98,8 @@ async def create(
         return checked
     timetable, plan = checked
     if validate_only:  # planned off the event loop, outside the transaction
-        return await dry_run(parts, pool, spec, plan, now, dry_run_limit or parts.config.dry_run_limit)
+        limit = parts.config.dry_run_limit if dry_run_limit is None else dry_run_limit
+        return await dry_run(parts, pool, spec, plan, now, limit)
     planned = await size_before_create(pool, plan, spec.dag_id, parts.config.max_runs_per_backfill)
     wanted = None if spec.mode is Mode.EAGER else spec.max_active_runs + parts.config.lookahead
     created = await insert(parts, spec, timetable, planned, now, request_id, fingerprint, wanted, principal)

@@ -11,7 +11,7 @@ import datetime as dt
 from collections.abc import Callable
 
 from sidecar.auth import Access, PageTokens
-from sidecar.engine import _create, _reads, _steer, _tick
+from sidecar.engine import _create, _estimates, _reads, _steer, _tick
 from sidecar.engine._config import EngineConfig, Parts, utcnow
 from sidecar.engine._counting import BackgroundCounter
 from sidecar.engine._model import BackfillSpec, BackfillView, DryRun, SlotView
@@ -87,14 +87,19 @@ class BackfillEngine:
             principal=principal,
         )
 
-    async def get(self, backfill_id: int, *, access: Access = UNRESTRICTED) -> BackfillView:
+    async def get(
+        self, backfill_id: int, *, access: Access = UNRESTRICTED, with_estimate: bool = False
+    ) -> BackfillView:
         """One backfill with its live progress, authorised for ``access`` on the row read.
+
+        ``with_estimate``: also estimate how long its unfinished runs take (one more bounded read).
 
         Raises:
             BackfillNotFound: none, or of a DAG the caller may not read (the same error).
             PermissionDenied: readable, but not for the call's action.
         """
-        return await _reads.get(self._parts, backfill_id, access)
+        view = await _reads.get(self._parts, backfill_id, access)
+        return await _estimates.with_estimate(self._parts, view) if with_estimate else view
 
     async def list_backfills(
         self,

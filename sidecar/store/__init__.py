@@ -40,6 +40,7 @@ from sidecar.store._failures import (
     is_database_failure,
     sqlstate_of,
 )
+from sidecar.store._history import backfill_run_durations, dag_run_durations, existing_runs_between
 from sidecar.store._ledger import (
     TickEntry,
     advance_cursor,
@@ -121,6 +122,7 @@ __all__ = [
     "advance_cursor",
     "airflow_closing",
     "analyze_written_tables",
+    "backfill_run_durations",
     "backfill_stats",
     "cancel_backfill",
     "cancel_cancelled_by_airflow",
@@ -131,8 +133,10 @@ __all__ = [
     "complete_if_done",
     "connect",
     "count_unfinished_runs",
+    "dag_run_durations",
     "decide",
     "error_for",
+    "existing_runs_between",
     "fail_runs",
     "find_existing_runs",
     "find_request",
