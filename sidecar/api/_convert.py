@@ -21,10 +21,13 @@ from sidecar.engine import (
     Estimate,
     Mode,
     PlanSummary,
+    RecordedEvent,
     ReprocessBehavior,
     SlotView,
     State,
+    WebhookStatus,
     WriteFailure,
+    shown_target,
 )
 from sidecar.errors import InvalidArgument
 from sidecar.names import backfill_name, parse_backfill_name
@@ -55,6 +58,10 @@ _DISPOSITIONS = {
     Disposition.IN_FLIGHT: pb.DISPOSITION_IN_FLIGHT,
     Disposition.PENDING: pb.DISPOSITION_PENDING,
 }
+
+
+_WEBHOOK_FORMATS = {"json": pb.Webhook.FORMAT_JSON, "slack": pb.Webhook.FORMAT_SLACK}
+_WEBHOOK_FORMATS_IN = {v: k for k, v in _WEBHOOK_FORMATS.items()} | {pb.Webhook.FORMAT_UNSPECIFIED: "json"}
 
 
 def timestamp(value: dt.datetime | None) -> Timestamp | None:
@@ -150,6 +157,14 @@ def spec_of(request: pb.CreateBackfillRequest, principal: str | None) -> Backfil
         raise InvalidArgument(
             f"unknown reprocess_behavior {b.reprocess_behavior}", field="backfill.reprocess_behavior"
         )
+    webhook_url: str | None = None
+    webhook_format = "json"
+    if b.HasField("webhook"):
+        if b.webhook.format not in _WEBHOOK_FORMATS_IN:
+            raise InvalidArgument(
+                f"unknown webhook format {b.webhook.format}", field="backfill.webhook.format"
+            )
+        webhook_url, webhook_format = b.webhook.url, _WEBHOOK_FORMATS_IN[b.webhook.format]
     return BackfillSpec(
         dag_id=b.dag_id,
         from_date=datetime_of(b, "from_date", "backfill.from_date"),
@@ -160,6 +175,8 @@ def spec_of(request: pb.CreateBackfillRequest, principal: str | None) -> Backfil
         dag_run_conf=parse_conf(b.dag_run_conf),
         mode=_MODES_IN[b.mode],
         triggering_user_name=principal,
+        webhook_url=webhook_url,
+        webhook_format=webhook_format,
     )
 
 
@@ -198,7 +215,25 @@ def backfill_message(view: BackfillView) -> pb.Backfill:
         complete_time=timestamp(view.completed_at),
         write_failure=_write_failure(view.write_failure),
         estimate=_estimate(view.estimate),
+        webhook=_webhook(view.webhook),
     )
+
+
+def _webhook(status: WebhookStatus | None) -> pb.Webhook | None:
+    if status is None:
+        return None
+    return pb.Webhook(
+        format=_WEBHOOK_FORMATS[status.format],
+        target=shown_target(status.url),
+        undelivered=status.undelivered,
+        given_up=status.given_up,
+        last_error=status.last_error or "",
+    )
+
+
+def event_message(event: RecordedEvent) -> pb.BackfillEvent:
+    """A backfill event as the API message."""
+    return pb.BackfillEvent(id=event.id, kind=event.kind, time=timestamp(event.occurred_at))
 
 
 def _duration(value: dt.timedelta) -> Duration:

@@ -16,6 +16,7 @@ from sidecar.api._convert import (
     ascending_of,
     backfill_id_of,
     backfill_message,
+    event_message,
     page_size_of,
     slot_message,
     spec_of,
@@ -177,17 +178,27 @@ class BackfillServicer(backfill_pb2_grpc.BackfillServiceServicer):
         backfill_id = backfill_id_of(request.name)
         access = current_access()
         last: pb.Backfill | None = None
+        seen = 0  # the last event reported
         while True:
-            # Every update is read, and authorised, afresh.
+            # Every update is read, and authorised, afresh; then the events since the last one.
             message = backfill_message(await self._engine.get(backfill_id, access=access, with_estimate=True))
+            ended = message.state in (pb.Backfill.STATE_COMPLETED, pb.Backfill.STATE_CANCELLED)
+            if ended:  # its last event may not be recorded yet: record it before the stream ends
+                await self._engine.notifier.record([backfill_id])
+            events = await self._engine.events(backfill_id, seen)
+            for event in events:
+                yield pb.WatchBackfillResponse(backfill=message, event=event_message(event))
+                seen = event.id
             comparable = pb.Backfill()
             comparable.CopyFrom(message)
             comparable.ClearField("update_time")
             comparable.ClearField("estimate")  # follows the counts; alone it is no news
-            if last is None or comparable != last:
+            if events:
+                last = comparable
+            elif last is None or comparable != last:
                 yield pb.WatchBackfillResponse(backfill=message)
                 last = comparable
-            if message.state in (pb.Backfill.STATE_COMPLETED, pb.Backfill.STATE_CANCELLED):
+            if ended:
                 return
             await asyncio.sleep(self._watch_interval)
 

@@ -6,7 +6,7 @@ import argparse
 import datetime as dt
 import json
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
 from google.protobuf import json_format
@@ -62,6 +62,8 @@ def parse_when(value: str, flag: str) -> dt.datetime:
     return when if when.tzinfo else when.replace(tzinfo=dt.UTC)
 
 
+_WEBHOOK_FORMATS = {"json": pb.Webhook.FORMAT_JSON, "slack": pb.Webhook.FORMAT_SLACK}
+
 _DISPOSITION_NAMES = {
     pb.DISPOSITION_CREATE: "create",
     pb.DISPOSITION_REPROCESS: "reprocess",
@@ -114,6 +116,15 @@ def failure_line(b: pb.Backfill) -> str | None:
     return f"backfill {b.id} {what}: {f.reason}: {f.message}"
 
 
+def webhook_line(b: pb.Backfill) -> str | None:
+    """How the backfill's webhook deliveries stand, in one line, when some are not delivered; else None."""
+    if not b.HasField("webhook") or not (b.webhook.undelivered or b.webhook.given_up):
+        return None
+    w = b.webhook
+    error = f"; last error: {w.last_error}" if w.last_error else ""
+    return f"backfill {b.id} webhook {w.target}: {w.undelivered} undelivered, {w.given_up} given up{error}"
+
+
 def print_backfills(backfills: Sequence[pb.Backfill], output: str) -> None:
     """Print backfills as a table or JSON."""
     if output == "json":
@@ -140,18 +151,30 @@ def print_backfills(backfills: Sequence[pb.Backfill], output: str) -> None:
         )
     )
     for b in backfills:
-        if line := failure_line(b):
-            print(line)
+        for line in (failure_line(b), webhook_line(b)):
+            if line:
+                print(line)
 
 
 def watch(stub: backfill_pb2_grpc.BackfillServiceStub, name: str, output: str) -> pb.Backfill:
     """Follow a backfill until it ends: a progress bar on a terminal, plain lines elsewhere, or JSON lines."""
-    updates = (u.backfill for u in stub.WatchBackfill(pb.WatchBackfillRequest(name=name)))
+    stream = stub.WatchBackfill(pb.WatchBackfillRequest(name=name))
     if output != "json":
-        return follow(updates)
+
+        def updates() -> Iterator[pb.Backfill]:
+            for update in stream:
+                if update.HasField("event"):
+                    print(f"backfill {update.backfill.id}: {update.event.kind}", file=sys.stderr, flush=True)
+                yield update.backfill
+
+        return follow(updates())
     last = pb.Backfill()
-    for last in updates:
-        print(json.dumps(backfill_dict(last)), flush=True)
+    for update in stream:
+        line = backfill_dict(update.backfill)
+        if update.HasField("event"):
+            line["event"] = json_format.MessageToDict(update.event, preserving_proto_field_name=True)
+        print(json.dumps(line), flush=True)
+        last = update.backfill
     return last
 
 
@@ -276,6 +299,9 @@ def _create(
     backfill.to_date.FromDatetime(parse_when(args.to_date, "--to-date"))
     if args.max_active_runs is not None:
         backfill.max_active_runs = args.max_active_runs
+    if args.webhook_url is not None:
+        backfill.webhook.url = args.webhook_url
+        backfill.webhook.format = _WEBHOOK_FORMATS[args.webhook_format]
     request = pb.CreateBackfillRequest(
         backfill=backfill,
         validate_only=args.dry_run,

@@ -15,6 +15,7 @@ from pathlib import Path
 from sidecar.config import _env
 from sidecar.config._client import DEFAULT_TARGET
 from sidecar.config._env import Environ
+from sidecar.config._webhooks import WebhookSettings, add_webhook_arguments
 
 #: Airflow's default ``[api_auth] jwt_audience``.
 AIRFLOW_AUDIENCE = "apache-airflow"
@@ -93,6 +94,8 @@ class ServerSettings:
     """``text``, or ``json``: one object per line with backfill and DAG ids."""
     port_file: Path | None = None
     """Where to write the bound gRPC port once serving (with ``--listen host:0``: no port race)."""
+    webhooks: WebhookSettings = dataclasses.field(default_factory=WebhookSettings)
+    """Where backfill events may be sent, and how they are signed (off until a secret is set)."""
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> ServerSettings:
@@ -138,6 +141,7 @@ class ServerSettings:
             log_level=args.log_level,
             log_format=args.log_format,
             port_file=_path(getattr(args, "port_file", None)),
+            webhooks=WebhookSettings.from_args(args),
         )
 
 
@@ -233,6 +237,7 @@ def add_server_arguments(serve: argparse.ArgumentParser, environ: Environ | None
         default=_env.number(env, "SIDECAR_PLANNING_CPU_SECONDS", 10.0, float),
         help="CPU seconds one call may spend planning; env SIDECAR_PLANNING_CPU_SECONDS",
     )
+    add_webhook_arguments(serve, env)
     serve.add_argument(
         "--ops-listen",
         default=_env.text(env, "SIDECAR_OPS_LISTEN"),

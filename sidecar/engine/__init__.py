@@ -14,7 +14,8 @@ from sidecar.engine._model import (
 )
 from sidecar.engine._requests import MAX_CONF_DEPTH
 from sidecar.engine._tick import TickResult
-from sidecar.store import Phase, WriteFailure
+from sidecar.engine._webhook_urls import shown_target
+from sidecar.store import Phase, RecordedEvent, WebhookStatus, WriteFailure
 from sidecar.vocabulary import Disposition, Mode, ReprocessBehavior, State
 
 __all__ = [
@@ -31,9 +32,12 @@ __all__ = [
     "Phase",
     "PlanSummary",
     "Progress",
+    "RecordedEvent",
     "ReprocessBehavior",
     "SlotView",
     "State",
     "TickResult",
+    "WebhookStatus",
     "WriteFailure",
+    "shown_target",
 ]

@@ -6,7 +6,7 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Any
 
-from sidecar.store import Slot, WriteFailure
+from sidecar.store import Slot, WebhookStatus, WriteFailure
 from sidecar.vocabulary import Mode, ReprocessBehavior, State
 
 DEFAULT_MAX_ACTIVE_RUNS = 10
@@ -25,6 +25,10 @@ class BackfillSpec:
     dag_run_conf: dict[str, Any] | None = None
     mode: Mode = Mode.WINDOWED
     triggering_user_name: str | None = None
+    webhook_url: str | None = None
+    """Where its events are POSTed (checked by ``_webhook_urls``); None: Watch only."""
+    webhook_format: str = "json"
+    """``json`` or ``slack``."""
 
 
 @dataclass(frozen=True)
@@ -65,6 +69,8 @@ class BackfillView:
     """Why writing its runs failed last (set aside, or retried next tick); None while all is well."""
     estimate: Estimate | None = None
     """How long its unfinished runs should take (see ``_estimates``); None when not asked or no history."""
+    webhook: WebhookStatus | None = None
+    """Its webhook and how deliveries went (``get`` only); None without one."""
 
 
 @dataclass(frozen=True)

@@ -200,6 +200,7 @@ class Backfill(_message.Message):
     COMPLETE_TIME_FIELD_NUMBER: _builtins.int
     WRITE_FAILURE_FIELD_NUMBER: _builtins.int
     ESTIMATE_FIELD_NUMBER: _builtins.int
+    WEBHOOK_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Resource name, `backfills/{id}`."""
     id: _builtins.int
@@ -256,6 +257,12 @@ class Backfill(_message.Message):
         GetBackfill, WatchBackfill and a dry run (not by ListBackfills), unset without history.
         """
 
+    @_builtins.property
+    def webhook(self) -> Global___Webhook:
+        """Where the backfill's events (paused, cancelled, completed, failed_threshold) are sent:
+        signed JSON (or a Slack message) POSTed to a URL. Unset: Watch only.
+        """
+
     def __init__(
         self,
         *,
@@ -278,16 +285,118 @@ class Backfill(_message.Message):
         complete_time: _timestamp_pb2.Timestamp | None = ...,
         write_failure: Global___WriteFailure | None = ...,
         estimate: Global___Estimate | None = ...,
+        webhook: Global___Webhook | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_max_active_runs", b"_max_active_runs", "complete_time", b"complete_time", "create_time", b"create_time", "estimate", b"estimate", "from_date", b"from_date", "max_active_runs", b"max_active_runs", "progress", b"progress", "to_date", b"to_date", "update_time", b"update_time", "write_failure", b"write_failure"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_max_active_runs", b"_max_active_runs", "complete_time", b"complete_time", "create_time", b"create_time", "estimate", b"estimate", "from_date", b"from_date", "max_active_runs", b"max_active_runs", "progress", b"progress", "to_date", b"to_date", "update_time", b"update_time", "webhook", b"webhook", "write_failure", b"write_failure"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_active_runs", b"_max_active_runs", "complete_time", b"complete_time", "create_time", b"create_time", "dag_id", b"dag_id", "dag_run_conf", b"dag_run_conf", "estimate", b"estimate", "from_date", b"from_date", "id", b"id", "is_paused", b"is_paused", "max_active_runs", b"max_active_runs", "mode", b"mode", "name", b"name", "progress", b"progress", "reprocess_behavior", b"reprocess_behavior", "run_backwards", b"run_backwards", "state", b"state", "to_date", b"to_date", "triggering_user_name", b"triggering_user_name", "update_time", b"update_time", "write_failure", b"write_failure"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_active_runs", b"_max_active_runs", "complete_time", b"complete_time", "create_time", b"create_time", "dag_id", b"dag_id", "dag_run_conf", b"dag_run_conf", "estimate", b"estimate", "from_date", b"from_date", "id", b"id", "is_paused", b"is_paused", "max_active_runs", b"max_active_runs", "mode", b"mode", "name", b"name", "progress", b"progress", "reprocess_behavior", b"reprocess_behavior", "run_backwards", b"run_backwards", "state", b"state", "to_date", b"to_date", "triggering_user_name", b"triggering_user_name", "update_time", b"update_time", "webhook", b"webhook", "write_failure", b"write_failure"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__max_active_runs: _TypeAlias = _typing.Literal["max_active_runs"]  # noqa: Y015
     _WhichOneofArgType__max_active_runs: _TypeAlias = _typing.Literal["_max_active_runs", b"_max_active_runs"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType__max_active_runs) -> _WhichOneofReturnType__max_active_runs | None: ...
 
 Global___Backfill: _TypeAlias = Backfill  # noqa: Y015
+
+@_typing.final
+class Webhook(_message.Message):
+    """A backfill's webhook. The server signs every request (HMAC-SHA256) and retries it with
+    backoff until the receiver answers 2xx; docs/controls.md describes the requests.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    class _Format:
+        ValueType = _typing.NewType("ValueType", _builtins.int)
+        V: _TypeAlias = ValueType  # noqa: Y015
+
+    class _FormatEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[Webhook._Format.ValueType], _builtins.type):
+        DESCRIPTOR: _descriptor.EnumDescriptor
+        FORMAT_UNSPECIFIED: Webhook._Format.ValueType  # 0
+        """The default: JSON."""
+        FORMAT_JSON: Webhook._Format.ValueType  # 1
+        """The event as a JSON object (`id`, `kind`, `occurred_at`, `backfill`)."""
+        FORMAT_SLACK: Webhook._Format.ValueType  # 2
+        """A Slack incoming-webhook message: `{"text": "..."}`."""
+
+    class Format(_Format, metaclass=_FormatEnumTypeWrapper):
+        """The format of the requests."""
+
+    FORMAT_UNSPECIFIED: Webhook.Format.ValueType  # 0
+    """The default: JSON."""
+    FORMAT_JSON: Webhook.Format.ValueType  # 1
+    """The event as a JSON object (`id`, `kind`, `occurred_at`, `backfill`)."""
+    FORMAT_SLACK: Webhook.Format.ValueType  # 2
+    """A Slack incoming-webhook message: `{"text": "..."}`."""
+
+    URL_FIELD_NUMBER: _builtins.int
+    FORMAT_FIELD_NUMBER: _builtins.int
+    TARGET_FIELD_NUMBER: _builtins.int
+    UNDELIVERED_FIELD_NUMBER: _builtins.int
+    GIVEN_UP_FIELD_NUMBER: _builtins.int
+    LAST_ERROR_FIELD_NUMBER: _builtins.int
+    url: _builtins.str
+    """Where to POST events (`https://`; the server's operator may allow more). Never shown back:
+    a Slack URL's path is its secret.
+    """
+    format: Global___Webhook.Format.ValueType
+    """The format of the requests."""
+    target: _builtins.str
+    """The scheme and host of `url`, as callers see it."""
+    undelivered: _builtins.int
+    """Events not delivered yet (including those waiting for a retry)."""
+    given_up: _builtins.int
+    """Events whose delivery was given up after the last attempt."""
+    last_error: _builtins.str
+    """Why the last failed attempt failed, empty when none did."""
+    def __init__(
+        self,
+        *,
+        url: _builtins.str = ...,
+        format: Global___Webhook.Format.ValueType = ...,
+        target: _builtins.str = ...,
+        undelivered: _builtins.int = ...,
+        given_up: _builtins.int = ...,
+        last_error: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["format", b"format", "given_up", b"given_up", "last_error", b"last_error", "target", b"target", "undelivered", b"undelivered", "url", b"url"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Webhook: _TypeAlias = Webhook  # noqa: Y015
+
+@_typing.final
+class BackfillEvent(_message.Message):
+    """Something that happened to a backfill (also sent to its webhook)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    TIME_FIELD_NUMBER: _builtins.int
+    id: _builtins.int
+    """The event's id: increasing, and the webhook request's `X-Sidecar-Event-Id`."""
+    kind: _builtins.str
+    """`paused`, `cancelled`, `completed` or `failed_threshold`."""
+    @_builtins.property
+    def time(self) -> _timestamp_pb2.Timestamp:
+        """When the sidecar recorded it."""
+
+    def __init__(
+        self,
+        *,
+        id: _builtins.int = ...,
+        kind: _builtins.str = ...,
+        time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["time", b"time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "kind", b"kind", "time", b"time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BackfillEvent: _TypeAlias = BackfillEvent  # noqa: Y015
 
 @_typing.final
 class Estimate(_message.Message):
@@ -996,18 +1105,26 @@ class WatchBackfillResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     BACKFILL_FIELD_NUMBER: _builtins.int
+    EVENT_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def backfill(self) -> Global___Backfill:
         """The backfill as it is now."""
+
+    @_builtins.property
+    def event(self) -> Global___BackfillEvent:
+        """The event this update reports, if any: a stream reports every event of the backfill once,
+        in order (those recorded before it started first), each with the backfill as it is now.
+        """
 
     def __init__(
         self,
         *,
         backfill: Global___Backfill | None = ...,
+        event: Global___BackfillEvent | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["backfill", b"backfill"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["backfill", b"backfill", "event", b"event"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["backfill", b"backfill"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["backfill", b"backfill", "event", b"event"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
