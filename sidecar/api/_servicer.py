@@ -32,6 +32,9 @@ log = logging.getLogger(__name__)
 
 Ctx = grpc.aio.ServicerContext[Any, Any]
 
+#: The most events one WatchBackfill update carries (more follow in the next update at once).
+WATCH_EVENTS = 100
+
 
 def principal_of(context: Ctx) -> str | None:
     """The authenticated caller, recorded as the backfill's triggering user.
@@ -185,22 +188,19 @@ class BackfillServicer(backfill_pb2_grpc.BackfillServiceServicer):
             ended = message.state in (pb.Backfill.STATE_COMPLETED, pb.Backfill.STATE_CANCELLED)
             if ended:  # its last event may not be recorded yet: record it before the stream ends
                 await self._engine.notifier.record([backfill_id])
-            events = await self._engine.events(backfill_id, seen)
-            for event in events:
-                yield pb.WatchBackfillResponse(backfill=message, event=event_message(event))
-                seen = event.id
+            events = await self._engine.events(backfill_id, seen, WATCH_EVENTS)
             comparable = pb.Backfill()
             comparable.CopyFrom(message)
             comparable.ClearField("update_time")
             comparable.ClearField("estimate")  # follows the counts; alone it is no news
-            if events:
+            if events or last is None or comparable != last:
+                yield pb.WatchBackfillResponse(backfill=message, events=[event_message(e) for e in events])
                 last = comparable
-            elif last is None or comparable != last:
-                yield pb.WatchBackfillResponse(backfill=message)
-                last = comparable
-            if ended:
+                seen = events[-1].id if events else seen
+            if ended and len(events) < WATCH_EVENTS:
                 return
-            await asyncio.sleep(self._watch_interval)
+            if len(events) < WATCH_EVENTS:
+                await asyncio.sleep(self._watch_interval)
 
 
 class SchedulerServicer(scheduler_pb2_grpc.SchedulerServiceServicer):

@@ -163,16 +163,18 @@ def watch(stub: backfill_pb2_grpc.BackfillServiceStub, name: str, output: str) -
 
         def updates() -> Iterator[pb.Backfill]:
             for update in stream:
-                if update.HasField("event"):
-                    print(f"backfill {update.backfill.id}: {update.event.kind}", file=sys.stderr, flush=True)
+                for event in update.events:
+                    print(f"backfill {update.backfill.id}: {event.kind}", file=sys.stderr, flush=True)
                 yield update.backfill
 
         return follow(updates())
     last = pb.Backfill()
     for update in stream:
         line = backfill_dict(update.backfill)
-        if update.HasField("event"):
-            line["event"] = json_format.MessageToDict(update.event, preserving_proto_field_name=True)
+        if update.events:
+            line["events"] = [
+                json_format.MessageToDict(e, preserving_proto_field_name=True) for e in update.events
+            ]
         print(json.dumps(line), flush=True)
         last = update.backfill
     return last

@@ -84,9 +84,9 @@ def test_each_transition_is_delivered_once_across_kill_9(module_db: AirflowDatab
             with grpc.insecure_channel(target) as channel:
                 stub = backfill_pb2_grpc.BackfillServiceStub(channel)
                 watched = [
-                    u.event.kind
+                    e.kind
                     for u in stub.WatchBackfill(pb.WatchBackfillRequest(name=windowed.name), timeout=30)
-                    if u.HasField("event")
+                    for e in u.events
                 ]
                 assert watched == ["paused", "cancelled"]
                 shown = stub.GetBackfill(pb.GetBackfillRequest(name=windowed.name)).backfill.webhook

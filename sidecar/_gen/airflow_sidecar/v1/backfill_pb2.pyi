@@ -1105,26 +1105,26 @@ class WatchBackfillResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     BACKFILL_FIELD_NUMBER: _builtins.int
-    EVENT_FIELD_NUMBER: _builtins.int
+    EVENTS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def backfill(self) -> Global___Backfill:
         """The backfill as it is now."""
 
     @_builtins.property
-    def event(self) -> Global___BackfillEvent:
-        """The event this update reports, if any: a stream reports every event of the backfill once,
-        in order (those recorded before it started first), each with the backfill as it is now.
+    def events(self) -> _containers.RepeatedCompositeFieldContainer[Global___BackfillEvent]:
+        """The events since the last update, oldest first: a stream reports every event of the
+        backfill once, in order (those recorded before it started in its first update).
         """
 
     def __init__(
         self,
         *,
         backfill: Global___Backfill | None = ...,
-        event: Global___BackfillEvent | None = ...,
+        events: _abc.Iterable[Global___BackfillEvent] | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["backfill", b"backfill", "event", b"event"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["backfill", b"backfill"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["backfill", b"backfill", "event", b"event"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["backfill", b"backfill", "events", b"events"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
