@@ -179,6 +179,8 @@ async def materialize(
         if result.exhausted:
             break
         if postgres and made >= next_analyze:
-            await tx.write(partial(analyze_written_tables, everything=next_analyze == ANALYZE_FIRST))
+            await tx.write(
+                partial(analyze_written_tables, everything=next_analyze == ANALYZE_FIRST, runs_written=made)
+            )
             next_analyze = made * ANALYZE_GROWTH
     return made
