@@ -33,7 +33,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from sidecar.store._rows import uuid7s
+from sidecar.store._rows import uuid7_bytes
 from sidecar.store._tables import backfill_dag_run, dag_run, task_instance
 
 #: How ``task_instance`` rows travel: binary ``COPY`` (default) or an ``unnest`` insert.
@@ -218,7 +218,11 @@ async def copy_task_instances(
         return
     shared = [c for c in columns if c in bases[0] and c not in _PER_RUN]
     rests = [tuple(_encode("task_instance", c, base[c]) for c in shared) for base in bases]
-    ids = iter(uuid7s(len(rests) * len(runs)))
+    # asyncpg's own UUID (a uuid.UUID; the driver is imported only where it is used) is
+    # made from bytes in C and sent as it is.
+    from asyncpg.pgproto.pgproto import UUID
+
+    ids = map(UUID, uuid7_bytes(len(rests) * len(runs)))
 
     def records() -> Iterator[tuple[Any, ...]]:
         for run_id, carrier in runs:

@@ -20,8 +20,6 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from asyncpg.pgproto.pgproto import UUID as _FastUUID
-
 from sidecar.catalog import DagTemplate
 from sidecar.planning import PlannedRun
 
@@ -102,28 +100,33 @@ _VERSION_7 = 0x7 << 76
 _VARIANT = 0b10 << 62
 
 
-def uuid7s(count: int) -> list[uuid.UUID]:
-    """``count`` new UUIDv7 ids (RFC 9562), strictly increasing, from one clock read and one random draw.
+def uuid7_bytes(count: int) -> list[bytes]:
+    """``count`` new UUIDv7 ids (RFC 9562) as 16 bytes each, strictly increasing, from one clock read and one random draw.
 
     The 74 bits after the 48-bit millisecond timestamp (``rand_a``, then ``rand_b`` past
     the variant) hold a counter (RFC 9562 section 6.2, method 2, "monotonic random"): it
     starts at a random 73-bit value and grows by a random 1 to 65,536 per id, so the ids of
     one call are unique and sorted, and those of later calls (a later millisecond) sort
-    after them. They are asyncpg's ``UUID`` (a :class:`uuid.UUID` that the driver sends
-    without converting), about twenty times cheaper to make than ``uuid6.uuid7()``.
+    after them. About five times cheaper than ``uuid6.uuid7()`` per id (one ``os.urandom``
+    each); the bulk path wraps the bytes in the driver's own UUID type, which it sends
+    without converting.
     """
     if count <= 0:
         return []
     draw = os.urandom(10 + 2 * count)
     stamp = (time.time_ns() // 1_000_000) << 80 | _VERSION_7 | _VARIANT
     counter = int.from_bytes(draw[:10]) >> 7  # 73 bits: the steps (< 2**32 in all) cannot overflow 74
-    steps = memoryview(draw)[10:].cast("H")
-    ids: list[uuid.UUID] = []
+    ids: list[bytes] = []
     append = ids.append
-    for step in steps:
+    for step in memoryview(draw)[10:].cast("H"):
         counter += step + 1
-        append(_FastUUID((stamp | (counter >> _RAND_B_BITS) << 64 | (counter & _RAND_B_MASK)).to_bytes(16)))
+        append((stamp | (counter >> _RAND_B_BITS) << 64 | (counter & _RAND_B_MASK)).to_bytes(16))
     return ids
+
+
+def uuid7s(count: int) -> list[uuid.UUID]:
+    """``count`` new UUIDv7 ids, strictly increasing (:func:`uuid7_bytes`)."""
+    return [uuid.UUID(bytes=value) for value in uuid7_bytes(count)]
 
 
 def task_instance_bases(ctx: RunContext, now: dt.datetime) -> list[dict[str, Any]]:
