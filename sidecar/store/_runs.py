@@ -24,6 +24,7 @@ __all__ = [
     "Slot",
     "analyze_written_tables",
     "count_unfinished_runs",
+    "counted_runs",
     "fail_runs",
     "has_unfinished_runs",
     "run_state_counts",
@@ -191,6 +192,14 @@ async def written_slots(
         )
         for r in result
     ]
+
+
+async def counted_runs(conn: AsyncConnection) -> int:
+    """The runs ``dag_run``'s statistics count (``pg_class.reltuples``; 0 when never analysed)."""
+    counted = await conn.scalar(
+        sa.text("SELECT reltuples FROM pg_class WHERE oid = CAST('dag_run' AS regclass)")
+    )
+    return max(0, int(counted or 0))
 
 
 async def analyze_written_tables(conn: AsyncConnection, *, everything: bool, runs_written: int) -> list[str]:
