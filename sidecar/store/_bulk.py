@@ -191,6 +191,17 @@ async def unnest_task_instances(driver: BulkConnection, rows: Sequence[Mapping[s
     await unnest_insert(driver, "task_instance", rows)
 
 
+def _new_ids(count: int) -> list[Any]:
+    """``count`` uuid7 ids (:func:`uuid7_bytes`) as asyncpg's own UUID type.
+
+    A :class:`uuid.UUID` made from bytes in C and sent as it is (the driver is imported
+    only here, where it is used).
+    """
+    from asyncpg.pgproto.pgproto import UUID
+
+    return list(map(UUID, uuid7_bytes(count)))
+
+
 #: The columns a run's task instances do not share, first in the ``COPY`` column list.
 _PER_RUN = ("id", "run_id", "context_carrier")
 
@@ -218,11 +229,7 @@ async def copy_task_instances(
         return
     shared = [c for c in columns if c in bases[0] and c not in _PER_RUN]
     rests = [tuple(_encode("task_instance", c, base[c]) for c in shared) for base in bases]
-    # asyncpg's own UUID (a uuid.UUID; the driver is imported only where it is used) is
-    # made from bytes in C and sent as it is.
-    from asyncpg.pgproto.pgproto import UUID
-
-    ids = map(UUID, uuid7_bytes(len(rests) * len(runs)))
+    ids = iter(_new_ids(len(rests) * len(runs)))
 
     def records() -> Iterator[tuple[Any, ...]]:
         for run_id, carrier in runs:
