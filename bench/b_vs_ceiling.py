@@ -8,13 +8,17 @@ one transaction, no sidecar code:
 - ``client COPY``: rows built in Python (ids, carriers, uuid7s) and sent with binary
   ``COPY`` (dag_run ids pre-allocated with ``nextval``), as a hand-written loader would.
 
-The sidecar runs ``BackfillEngine.create`` in eager mode (batches of ``--batch-size``
-runs, each batch and its cursor in one transaction). Prints medians and the ratio
-sidecar / fastest ceiling (target: <= 1.25).
+The sidecar runs ``BackfillEngine.create`` in eager mode (batches of ``--batch-sizes``
+runs, each batch and its cursor in one transaction). Each case runs on an empty database
+and on one with history (20,000 earlier runs x 10 tasks of ``bench_hourly_10``, vacuumed
+and analysed, as autovacuum leaves a real deployment). The variants are interleaved: each
+round measures every variant once, in alternating order, on fresh clones; the table shows
+each variant's median over ``--pairs`` rounds and its ratio to the fastest ceiling's
+median, plus the median of the per-round ratios (target: <= 1.25).
 
-    python -m bench.b_vs_ceiling                 # 5,000 x 10 and 100,000 x 10
-    python -m bench.b_vs_ceiling --quick         # 5,000 x 10 only
-    python -m bench.b_vs_ceiling --batch-sizes 250,500,1000,2000,5000 --quick   # batch size sweep
+    python -m bench.b_vs_ceiling                                  # quick: 1,000 and 5,000 x 10
+    python -m bench.b_vs_ceiling --sizes 1000,5000,20000,100000 --tasks 10,50   # everything
+    python -m bench.b_vs_ceiling --sizes 5000 --history 0 --batch-sizes 500,1000,2000   # sweep
 """
 
 from __future__ import annotations
@@ -23,7 +27,9 @@ import argparse
 import asyncio
 import datetime as dt
 import json
+import os
 import secrets
+import statistics
 import time
 from collections.abc import Callable
 from functools import partial
@@ -31,9 +37,13 @@ from functools import partial
 import asyncpg
 import uuid6
 
-from bench._common import UTC, FreshDatabase, bench_template, days, median_of, row, sidecar_create
+from bench._common import UTC, FreshDatabase, bench_template, days, row, sidecar_create
+from tests.support.postgres import asyncpg_url, drop_database, fresh_airflow_database
 
-TASKS = 10
+#: The DAG of each task count: hourly (10 tasks) and daily (50 tasks) runs, chained EmptyOperators.
+DAGS = {10: ("bench_hourly_10", dt.timedelta(hours=1)), 50: ("bench_daily_50", dt.timedelta(days=1))}
+#: The first logical date of every measured backfill; history lies before it.
+START = dt.datetime(2000, 1, 1, tzinfo=UTC)
 
 _SERVER_SIDE = """
 WITH bf AS (
@@ -80,13 +90,13 @@ async def _version_id(conn: asyncpg.Connection, dag_id: str) -> object:
 
 
 async def _server_side(
-    url: str, dag_id: str, start: dt.datetime, end: dt.datetime, step: dt.timedelta
+    url: str, dag_id: str, start: dt.datetime, end: dt.datetime, step: dt.timedelta, tasks: int
 ) -> float:
     conn = await asyncpg.connect(url.replace("postgresql+asyncpg://", "postgresql://"))
     try:
         version = await _version_id(conn, dag_id)
         await conn.execute(_UUID_STUB)
-        sql = _SERVER_SIDE.format(tasks=TASKS).replace("uuidv7_stub()", "pg_temp.uuidv7_stub()")
+        sql = _SERVER_SIDE.format(tasks=tasks).replace("uuidv7_stub()", "pg_temp.uuidv7_stub()")
         started = time.perf_counter()
         async with conn.transaction():
             await conn.execute(sql, dag_id, start, end, version, step)
@@ -96,7 +106,7 @@ async def _server_side(
 
 
 async def _client_copy(
-    url: str, dag_id: str, start: dt.datetime, end: dt.datetime, step: dt.timedelta
+    url: str, dag_id: str, start: dt.datetime, end: dt.datetime, step: dt.timedelta, tasks: int
 ) -> float:
     conn = await asyncpg.connect(url.replace("postgresql+asyncpg://", "postgresql://"))
     try:
@@ -162,7 +172,7 @@ async def _client_copy(
                         carrier,
                     )
                 )
-                for t in range(TASKS):
+                for t in range(tasks):
                     task_id = f"t{t:02d}"
                     tis.append(
                         (
@@ -178,7 +188,7 @@ async def _client_copy(
                             "default_pool",
                             1,
                             "default",
-                            TASKS - t,
+                            tasks - t,
                             "EmptyOperator",
                             "EmptyOperator",
                             b"\x80\x05}\x94.",
@@ -253,69 +263,124 @@ async def _client_copy(
         await conn.close()
 
 
-def _fresh(template: str, measure: Callable[[FreshDatabase], float]) -> float:
-    with FreshDatabase(template, "b") as db:
-        return measure(db)
+Measure = Callable[[str], float]
 
 
-def _server_side_sync(
-    dag_id: str, start: dt.datetime, end: dt.datetime, step: dt.timedelta, db: FreshDatabase
-) -> float:
-    return asyncio.run(_server_side(db.asyncpg_url, dag_id, start, end, step))
+def _server_side_sync(span: tuple[str, dt.datetime, dt.datetime, dt.timedelta, int], url: str) -> float:
+    return asyncio.run(_server_side(url, *span))
 
 
-def _client_copy_sync(
-    dag_id: str, start: dt.datetime, end: dt.datetime, step: dt.timedelta, db: FreshDatabase
-) -> float:
-    return asyncio.run(_client_copy(db.asyncpg_url, dag_id, start, end, step))
+def _client_copy_sync(span: tuple[str, dt.datetime, dt.datetime, dt.timedelta, int], url: str) -> float:
+    return asyncio.run(_client_copy(url, *span))
 
 
-def _sidecar(
-    dag_id: str, start: dt.datetime, end: dt.datetime, runs: int, batch: int, db: FreshDatabase
-) -> float:
-    seconds, written = sidecar_create(db.asyncpg_url, dag_id, start, end, batch_size=batch)
+def _sidecar(dag_id: str, start: dt.datetime, end: dt.datetime, runs: int, batch: int, url: str) -> float:
+    seconds, written = sidecar_create(url, dag_id, start, end, batch_size=batch)
     assert written == runs, (written, runs)
     return seconds
 
 
+def _in_fresh_clone(template: str, measure: Measure) -> float:
+    with FreshDatabase(template, "b") as db:
+        return measure(db.asyncpg_url)
+
+
+def history_template(template: str, runs: int) -> str:
+    """A clone of ``template`` with ``runs`` earlier hourly runs x 10 tasks, vacuumed and analysed."""
+    name = f"sidecar_bench_history_{os.getpid()}"
+    fresh_airflow_database(name, template=template)
+    step = dt.timedelta(hours=1)
+    start, end = days(START - step * runs, runs, step)
+
+    async def fill() -> None:
+        await _server_side(asyncpg_url(name), "bench_hourly_10", start, end, step, 10)
+        conn = await asyncpg.connect(asyncpg_url(name).replace("postgresql+asyncpg://", "postgresql://"))
+        try:  # finished history: the backfill completed, its runs and tasks succeeded
+            await conn.execute("UPDATE backfill SET completed_at = now()")
+            await conn.execute("UPDATE dag_run SET state = 'success', start_date = now(), end_date = now()")
+            await conn.execute("UPDATE task_instance SET state = 'success', try_number = 1")
+            await conn.execute("VACUUM ANALYZE")
+        finally:
+            await conn.close()
+
+    asyncio.run(fill())
+    return name
+
+
+def interleaved(template: str, variants: dict[str, Measure], pairs: int) -> dict[str, list[float]]:
+    """Each variant measured ``pairs`` times, one round at a time, the order reversed every other round."""
+    names = list(variants)
+    seconds: dict[str, list[float]] = {name: [] for name in names}
+    for round_ in range(pairs):
+        for name in names if round_ % 2 == 0 else reversed(names):
+            seconds[name].append(_in_fresh_clone(template, variants[name]))
+    return seconds
+
+
+def _report(case: str, seconds: dict[str, list[float]]) -> None:
+    ceilings = [name for name in seconds if name.startswith("ceiling")]
+    fastest = min(statistics.median(seconds[name]) for name in ceilings)
+    rounds = len(next(iter(seconds.values())))
+    per_round_best = [min(seconds[name][i] for name in ceilings) for i in range(rounds)]
+    for name, values in seconds.items():
+        median = statistics.median(values)
+        round_ratio = statistics.median(v / best for v, best in zip(values, per_round_best, strict=True))
+        print(
+            row(
+                case,
+                name,
+                f"{median:.2f}",
+                sorted(round(v, 2) for v in values),
+                f"{median / fastest:.2f}x",
+                f"{round_ratio:.2f}x",
+            ),
+            flush=True,
+        )
+
+
+def _ints(text: str) -> list[int]:
+    return [int(part) for part in text.split(",") if part]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="5,000 x 10 only")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--sizes", default="1000,5000", help="runs per backfill, comma-separated")
+    parser.add_argument("--tasks", default="10", help="tasks per run: 10 and/or 50")
+    parser.add_argument(
+        "--history", default="0,20000", help="earlier runs in the database, comma-separated (0: empty)"
+    )
+    parser.add_argument("--pairs", type=int, default=3, help="interleaved rounds per case (>= 3)")
     parser.add_argument("--batch-sizes", default="1000", help="comma-separated sidecar batch sizes")
     args = parser.parse_args()
-    sizes = [5_000] if args.quick else [5_000, 100_000]
-    batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
-    template = bench_template()
-    print(row("runs x 10 tasks", "method", "seconds (median)", "all", "vs fastest ceiling"))
-    print(row("---", "---", "---", "---", "---"))
-    for runs in sizes:
-        dag_id, step = "bench_hourly_10", dt.timedelta(hours=1)
-        start, end = days(dt.datetime(2000, 1, 1, tzinfo=UTC), runs, step)
-        results: dict[str, tuple[float, list[float]]] = {}
-        span = (dag_id, start, end, step)
-        results["ceiling: server INSERT..SELECT"] = median_of(
-            args.repeats, partial(_fresh, template, partial(_server_side_sync, *span))
+    base = bench_template()
+    templates: dict[int, str] = {}
+    try:
+        for history in _ints(args.history):
+            templates[history] = history_template(base, history) if history else base
+        print(
+            row("case", "method", "seconds (median)", "all", "vs fastest ceiling", "median of round ratios")
         )
-        results["ceiling: client COPY"] = median_of(
-            args.repeats, partial(_fresh, template, partial(_client_copy_sync, *span))
-        )
-        for batch in batch_sizes:
-            results[f"sidecar eager, batch {batch}"] = median_of(
-                args.repeats, partial(_fresh, template, partial(_sidecar, dag_id, start, end, runs, batch))
-            )
-        ceiling = min(v[0] for k, v in results.items() if k.startswith("ceiling"))
-        for name, (median, values) in results.items():
-            print(
-                row(
-                    runs,
-                    name,
-                    f"{median:.2f}",
-                    sorted(round(v, 2) for v in values),
-                    f"{median / ceiling:.2f}x",
-                ),
-                flush=True,
-            )
+        print(row("---", "---", "---", "---", "---", "---"))
+        for tasks in _ints(args.tasks):
+            dag_id, step = DAGS[tasks]
+            for runs in _ints(args.sizes):
+                start, end = days(START, runs, step)
+                span = (dag_id, start, end, step, tasks)
+                variants: dict[str, Measure] = {
+                    "ceiling: server INSERT..SELECT": partial(_server_side_sync, span),
+                    "ceiling: client COPY": partial(_client_copy_sync, span),
+                }
+                for batch in _ints(args.batch_sizes):
+                    variants[f"sidecar eager, batch {batch}"] = partial(
+                        _sidecar, dag_id, start, end, runs, batch
+                    )
+                for history, template in templates.items():
+                    case = f"{runs:,} x {tasks}, history {history:,}"
+                    _report(case, interleaved(template, variants, args.pairs))
+    finally:
+        for history, template in templates.items():
+            if history:
+                drop_database(template)
 
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@ from sidecar.store import (
     advance_cursor,
     analyze_written_tables,
     claim_batch,
+    counted_runs,
     finish_writing,
     latest_log_template_id,
     write_batch,
@@ -156,6 +157,11 @@ async def materialize(
     made = 0
     postgres = tx.db.dialect == "postgresql"
     next_analyze = ANALYZE_FIRST
+    first_analysis = True
+    if postgres and (runs_wanted is None or runs_wanted > ANALYZE_FIRST):
+        # Statistics change no plan before the backfill outgrows the runs they count (a
+        # database with history): no ANALYZE point, and no batch cut short, until then.
+        next_analyze = max(ANALYZE_FIRST, await tx.read(counted_runs) + 1)
     while runs_wanted is None or made < runs_wanted:
         want = batch_size if runs_wanted is None else min(batch_size, runs_wanted - made)
         if postgres:
@@ -179,6 +185,7 @@ async def materialize(
         if result.exhausted:
             break
         if postgres and made >= next_analyze:
-            await tx.write(partial(analyze_written_tables, everything=next_analyze == ANALYZE_FIRST))
+            await tx.write(partial(analyze_written_tables, everything=first_analysis, runs_written=made))
+            first_analysis = False
             next_analyze = made * ANALYZE_GROWTH
     return made

@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import datetime as dt
 import getpass
+import os
 import secrets
+import time
 import uuid
 from dataclasses import dataclass
 from typing import Any
-
-import uuid6
 
 from sidecar.catalog import DagTemplate
 from sidecar.planning import PlannedRun
@@ -94,19 +94,55 @@ def dag_run_row(ctx: RunContext, run: PlannedRun, now: dt.datetime) -> dict[str,
     }
 
 
-def task_instance_rows(
-    ctx: RunContext, run_id: str, carrier: dict[str, Any], now: dt.datetime
-) -> list[dict[str, Any]]:
-    """The ``task_instance`` rows of one new run: one per task and map index, state NULL."""
-    rows: list[dict[str, Any]] = []
+_RAND_B_BITS = 62
+_RAND_B_MASK = (1 << _RAND_B_BITS) - 1
+_VERSION_7 = 0x7 << 76
+_VARIANT = 0b10 << 62
+
+
+def uuid7_bytes(count: int) -> list[bytes]:
+    """``count`` new UUIDv7 ids (RFC 9562) as 16 bytes each, strictly increasing, from one clock read and one random draw.
+
+    The 74 bits after the 48-bit millisecond timestamp (``rand_a``, then ``rand_b`` past
+    the variant) hold a counter (RFC 9562 section 6.2, method 2, "monotonic random"): it
+    starts at a random 73-bit value and grows by a random 1 to 65,536 per id, so the ids of
+    one call are unique and sorted, and those of later calls (a later millisecond) sort
+    after them. About five times cheaper than ``uuid6.uuid7()`` per id (one ``os.urandom``
+    each); the bulk path wraps the bytes in the driver's own UUID type, which it sends
+    without converting.
+    """
+    if count <= 0:
+        return []
+    draw = os.urandom(10 + 2 * count)
+    stamp = (time.time_ns() // 1_000_000) << 80 | _VERSION_7 | _VARIANT
+    counter = int.from_bytes(draw[:10]) >> 7  # 73 bits: the steps (< 2**32 in all) cannot overflow 74
+    ids: list[bytes] = []
+    append = ids.append
+    for step in memoryview(draw)[10:].cast("H"):
+        counter += step + 1
+        append((stamp | (counter >> _RAND_B_BITS) << 64 | (counter & _RAND_B_MASK)).to_bytes(16))
+    return ids
+
+
+def uuid7s(count: int) -> list[uuid.UUID]:
+    """``count`` new UUIDv7 ids, strictly increasing (:func:`uuid7_bytes`)."""
+    return [uuid.UUID(bytes=value) for value in uuid7_bytes(count)]
+
+
+def task_instance_bases(ctx: RunContext, now: dt.datetime) -> list[dict[str, Any]]:
+    """What the ``task_instance`` rows of every new run share: one per task and map index.
+
+    A run's rows are these plus its own ``id`` (a uuid7 each), ``run_id`` and
+    ``context_carrier`` (the run's carrier): :func:`task_instance_rows` builds them as
+    dicts, the bulk path (:mod:`sidecar.store._bulk`) as ``COPY`` tuples.
+    """
+    bases: list[dict[str, Any]] = []
     for task in ctx.dag.tasks:
         for map_index in task.map_indexes:
-            rows.append(
+            bases.append(
                 {
-                    "id": uuid6.uuid7(),
                     "task_id": task.task_id,
                     "dag_id": ctx.dag.dag_id,
-                    "run_id": run_id,
                     "map_index": map_index,
                     "try_number": 0,
                     "max_tries": task.max_tries,
@@ -121,10 +157,20 @@ def task_instance_rows(
                     "executor": task.executor,
                     "executor_config": task.executor_config,
                     "updated_at": now,
-                    "context_carrier": carrier,
                     "span_status": SPAN_NOT_STARTED,
                     "task_display_name": task.task_display_name,
                     "dag_version_id": ctx.dag_version_id,
                 }
             )
-    return rows
+    return bases
+
+
+def task_instance_rows(
+    ctx: RunContext, run_id: str, carrier: dict[str, Any], now: dt.datetime
+) -> list[dict[str, Any]]:
+    """The ``task_instance`` rows of one new run: one per task and map index, state NULL."""
+    bases = task_instance_bases(ctx, now)
+    return [
+        {"id": id_, "run_id": run_id, "context_carrier": carrier, **base}
+        for id_, base in zip(uuid7s(len(bases)), bases, strict=True)
+    ]

@@ -18,9 +18,15 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from sidecar.planning import PlannedRun
-from sidecar.store._bulk import TaskInstanceMethod, driver_connection, insert_task_instances, unnest_insert
+from sidecar.store._bulk import (
+    TaskInstanceMethod,
+    copy_task_instances,
+    driver_connection,
+    unnest_insert,
+    unnest_task_instances,
+)
 from sidecar.store._clear import clear_runs_for_backfill
-from sidecar.store._rows import RunContext, dag_run_row, task_instance_rows
+from sidecar.store._rows import RunContext, dag_run_row, task_instance_bases, task_instance_rows
 from sidecar.store._tables import backfill_dag_run, dag_run, task_instance
 from sidecar.store._versions import AirflowRowContract, contract_of
 from sidecar.vocabulary import Disposition, ReprocessBehavior
@@ -109,12 +115,16 @@ async def _create_runs_bulk(
         contract.project("dag_run", rows),
         suffix="ON CONFLICT DO NOTHING RETURNING id, run_id, logical_date",
     )
-    created: dict[dt.datetime, int] = {}
-    ti_rows: list[dict[str, Any]] = []
-    for record in inserted:
-        created[record["logical_date"]] = record["id"]
-        ti_rows.extend(task_instance_rows(ctx, record["run_id"], carriers[record["run_id"]], now))
-    await insert_task_instances(driver, contract.project("task_instance", ti_rows), method)
+    created = {record["logical_date"]: record["id"] for record in inserted}
+    new_runs = [(record["run_id"], carriers[record["run_id"]]) for record in inserted]
+    if method == "copy":
+        bases = task_instance_bases(ctx, now)
+        await copy_task_instances(driver, bases, new_runs, contract.columns("task_instance"))
+    elif new_runs:
+        ti_rows = [
+            row for run_id, carrier in new_runs for row in task_instance_rows(ctx, run_id, carrier, now)
+        ]
+        await unnest_task_instances(driver, contract.project("task_instance", ti_rows))
     return created
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import uuid
 from typing import Any
 
 import psycopg2.extensions
@@ -10,7 +11,7 @@ import pytest
 
 from sidecar.engine import BackfillEngine, BackfillSpec, DryRun, Mode, ReprocessBehavior
 from sidecar.engine._plans import build_plan
-from sidecar.store import Database, RunContext, latest_log_template_id, write_batch
+from sidecar.store import Database, RunContext, analyze_written_tables, latest_log_template_id, write_batch
 from sidecar.store._bulk import TaskInstanceMethod
 from sidecar.store._tables import backfill
 
@@ -124,6 +125,41 @@ async def test_bulk_path_writes_the_same_rows_as_the_simple_path(
         " FROM dag_run r JOIN task_instance t USING (dag_id, run_id)"
     )
     assert sql.fetchone() == (4, True)
+
+    # Ids: UUIDv7, strictly increasing in the order each batch (transaction) wrote them.
+    sql.execute("SELECT xmin::text, array_agg(id::text ORDER BY ctid) FROM task_instance GROUP BY 1")
+    for _, ids in sql.fetchall():
+        parsed = [uuid.UUID(i) for i in ids]
+        assert all(i.version == 7 for i in parsed)
+        if method == "copy":
+            assert parsed == sorted(parsed) and len(set(parsed)) == len(parsed)
+
+
+async def test_statistics_are_refreshed_only_for_tables_the_backfill_outgrew(
+    database: Database, sql: psycopg2.extensions.cursor
+) -> None:
+    await _write_plan(database, MAPPED, "copy")
+    sql.execute("ANALYZE dag_run, task_instance, backfill_dag_run")
+    sql.execute("SELECT relname, reltuples FROM pg_class WHERE relname IN ('dag_run', 'backfill_dag_run')")
+    counted = dict(sql.fetchall())
+    assert counted == {"dag_run": 4, "backfill_dag_run": 4}
+    async with database.engine.begin() as conn:
+        # As many runs as the statistics count: the table at most doubled, no plan changes.
+        assert await analyze_written_tables(conn, everything=True, runs_written=4) == []
+        assert await analyze_written_tables(conn, everything=False, runs_written=4) == []
+    async with database.engine.begin() as conn:
+        # More runs than the statistics count (the first ANALYZE point of an empty database).
+        assert await analyze_written_tables(conn, everything=True, runs_written=5) == [
+            "dag_run",
+            "backfill_dag_run",
+        ]
+    async with database.engine.begin() as conn:
+        assert await analyze_written_tables(conn, everything=True, runs_written=1_000) == [
+            "dag_run",
+            "task_instance",
+            "backfill_dag_run",
+        ]
+        assert await analyze_written_tables(conn, everything=False, runs_written=1_000) == ["dag_run"]
 
 
 async def test_conflicting_runs_are_recorded_as_before(
