@@ -1,10 +1,16 @@
 """Script C: windowed mode at scale: time to the first queued run, and the sidecar's peak memory.
 
-1. Time until the first run of a 100,000-run (hourly, 10-task) windowed backfill is
-   committed, i.e. queued and visible to the scheduler (``CreateBackfill`` returns after
-   that commit), against Airflow 3.3.2's time until its one transaction commits.
-   Airflow is measured on ``--airflow-runs`` runs and extrapolated linearly to 100,000
-   (its rate only falls with size, so the ratio printed is a lower bound).
+1. Time until the first run of a 100,000-run (10-task) windowed backfill is committed,
+   i.e. queued and visible to the scheduler (``CreateBackfill`` returns after that
+   commit), for four schedules: hourly and daily in UTC (counted arithmetically), hourly
+   and weekdays in Europe/Amsterdam (stepped slot by slot in a planning worker after
+   creation). Each repeat runs in a fresh process (:mod:`bench._fresh`): a planning
+   worker or counting thread of an earlier repeat must not slow a later one. Also
+   printed: when the count was recorded, and how late the event loop woke a 1 ms sleep
+   at most meanwhile (the count must stay off the loop). Against Airflow 3.3.2's time
+   until its one transaction commits, measured on ``--airflow-runs`` runs and
+   extrapolated linearly to 100,000 (its rate only falls with size, so the ratio printed
+   is a lower bound).
 2. Peak RSS (``VmHWM``) of the ``airflow-sidecar serve`` process: after a windowed
    1,000,000-run backfill is created, and after an eager backfill of ``--eager-runs``
    runs (every row written) on a fresh server; memory must not grow with the size.
@@ -12,16 +18,22 @@
 
     python -m bench.c_windowed            # 100,000-run first-run latency, 1M windowed + 100k eager RSS
     python -m bench.c_windowed --quick    # 10,000 runs, 1M windowed + 10k eager RSS
+    python -m bench.c_windowed --first-run-only   # only part 1
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import datetime as dt
+import json
+import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
+from typing import Any
 
 from bench._common import (
     ROOT,
@@ -32,9 +44,10 @@ from bench._common import (
     days,
     median_of,
     row,
-    sidecar_create,
 )
-from sidecar.engine import Mode
+from bench._fresh import answer, in_fresh_process
+from sidecar.engine import BackfillEngine, BackfillSpec, BackfillView, EngineConfig, Mode
+from sidecar.store import connect, plan_record, prepare
 from tests.support.processes import start_sidecar
 
 DAG = "bench_hourly_10"
@@ -90,34 +103,149 @@ def _serve_rss(template: str, runs: int, mode: Mode) -> tuple[float, float]:
             process.stop()
 
 
+#: ``(label, dag_id, first slot, slot length)`` of the first-run cases; the DST-zone ones are
+#: counted in a planning worker after creation, the others arithmetically at once.
+CASES = (
+    ("hourly, UTC", DAG, START, HOUR),
+    ("daily, UTC", "bench_daily_10", START, dt.timedelta(days=1)),
+    ("hourly, Europe/Amsterdam (counted in the background)", DST_DAG, START, HOUR),
+    (
+        "weekdays 09:30, Europe/Amsterdam (counted in the background)",
+        "bench_weekdays_amsterdam",
+        START,
+        dt.timedelta(days=1.4),  # about as many weekdays as slots (to 2283: creation allows the future)
+    ),
+)
+
+
+async def _lag_monitor(lags: list[float], stop: asyncio.Event) -> None:
+    """How late the event loop wakes a 1 ms sleep, every time until ``stop``."""
+    while not stop.is_set():
+        asked = time.perf_counter()
+        await asyncio.sleep(0.001)
+        lags.append(time.perf_counter() - asked - 0.001)
+
+
+async def _first_run(
+    url: str, dag_id: str, start: dt.datetime, end: dt.datetime, count_wait: float
+) -> dict[str, float | int | None]:
+    """Create one windowed backfill on a fresh engine; time it, and the background count
+    (waited for ``count_wait`` seconds at most: its worker runs only on an idle core)."""
+    db = connect(url)
+    await prepare(db)
+    engine = BackfillEngine(db, EngineConfig())
+    lags: list[float] = []
+    stop = asyncio.Event()
+    monitor = asyncio.create_task(_lag_monitor(lags, stop))
+    try:
+        spec = BackfillSpec(
+            dag_id=dag_id, from_date=start, to_date=end, max_active_runs=10, mode=Mode.WINDOWED
+        )
+        started, cpu = time.perf_counter(), time.process_time()
+        view = await engine.create(spec)
+        created, cpu = time.perf_counter() - started, time.process_time() - cpu
+        create_lag = max(lags, default=0.0)
+        assert isinstance(view, BackfillView) and view.progress.written > 0
+        planned: int | None = None
+        counted: float | None = None
+        while counted is None and time.perf_counter() - started < count_wait:
+            record = await engine.tx.read(lambda conn: plan_record(conn, view.id))
+            planned = None if record is None else record.planned_count
+            if planned is None:  # the count: at once for even schedules, else in a planning worker
+                await asyncio.sleep(0.05)
+            else:
+                counted = time.perf_counter() - started
+        return {
+            "created_s": created,
+            "create_cpu_s": cpu,
+            "written": view.progress.written,
+            "planned": planned,
+            "counted_s": counted,
+            "create_lag_ms": create_lag * 1000,
+            "lag_max_ms": max(lags, default=0.0) * 1000,
+        }
+    finally:
+        stop.set()
+        await monitor
+        await engine.close()
+        await db.dispose()
+
+
+def _one(case: dict[str, Any]) -> None:
+    """``--one``: one first-run case in this (fresh) process."""
+    with FreshDatabase(case["template"], "c") as db:
+        result = asyncio.run(
+            _first_run(
+                db.asyncpg_url,
+                case["dag_id"],
+                dt.datetime.fromisoformat(case["from"]),
+                dt.datetime.fromisoformat(case["to"]),
+                case["count_wait"],
+            )
+        )
+    answer(result)
+
+
+def _first_runs(template: str, runs: int, repeats: int, count_wait: float) -> float:
+    """Print one row per case (each repeat a fresh process); the median of the hourly UTC case."""
+    headline = 0.0
+    for label, dag_id, first, step in CASES:
+        start, end = days(first, runs, step)
+        case = {
+            "template": template,
+            "dag_id": dag_id,
+            "from": start.isoformat(),
+            "to": end.isoformat(),
+            "count_wait": count_wait,
+        }
+        results = [in_fresh_process("bench.c_windowed", case) for _ in range(repeats)]
+        created = [r["created_s"] * 1000 for r in results]
+        median = statistics.median(created)
+        headline = headline or median / 1000
+        cpu = statistics.median(r["create_cpu_s"] * 1000 for r in results)
+        counts = [r["counted_s"] for r in results if r["counted_s"] is not None]
+        counted = (
+            f"count recorded after {statistics.median(counts):.2f} s ({len(counts)}/{len(results)} within {count_wait:.0f} s)"
+            if counts
+            else f"count not recorded within {count_wait:.0f} s (its worker runs on idle cores only)"
+        )
+        lag = max(r["lag_max_ms"] for r in results)
+        print(
+            row(
+                f"sidecar windowed: first run queued, {label}, {runs:,} slots",
+                f"{median:.0f} ms",
+                f"median of {sorted(round(v) for v in created)} ms, each in a fresh process "
+                f"(its CPU {cpu:.0f} ms); {counted}; event loop late by at most {lag:.1f} ms",
+            ),
+            flush=True,
+        )
+    return headline
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--airflow-runs", type=int, default=2_000)
     parser.add_argument("--eager-runs", type=int, default=100_000)
+    parser.add_argument("--first-run-only", action="store_true", help="only the first-run cases")
+    parser.add_argument(
+        "--count-wait", type=float, default=60.0, help="seconds to wait for a background count"
+    )
+    parser.add_argument("--one", help=argparse.SUPPRESS)  # a case, in a fresh process (bench._fresh)
     args = parser.parse_args()
+    if args.one:
+        _one(json.loads(args.one))
+        return
     runs = 10_000 if args.quick else 100_000
     eager_runs = 10_000 if args.quick else args.eager_runs
     airflow_runs = min(args.airflow_runs, 500) if args.quick else args.airflow_runs
     template = bench_template()
-    start, end = days(START, runs, HOUR)
-
-    def first_run() -> float:
-        with FreshDatabase(template, "c") as db:
-            seconds, written = sidecar_create(db.asyncpg_url, DAG, start, end, mode=Mode.WINDOWED)
-            assert written > 0
-            return seconds
-
-    first, all_first = median_of(args.repeats, first_run)
-
-    def first_run_dst() -> float:
-        with FreshDatabase(template, "cd") as db:
-            seconds, written = sidecar_create(db.asyncpg_url, DST_DAG, start, end, mode=Mode.WINDOWED)
-            assert written > 0
-            return seconds
-
-    first_dst, all_first_dst = median_of(args.repeats, first_run_dst)
+    print(row("measure", "value", "how"))
+    print(row("---", "---", "---"), flush=True)
+    first = _first_runs(template, runs, 3 if args.quick else args.repeats, args.count_wait)
+    if args.first_run_only:
+        return
     a_start, a_end = days(START, airflow_runs, HOUR)
 
     def airflow() -> float:
@@ -126,22 +254,6 @@ def main() -> None:
 
     measured, _ = median_of(1 if args.quick else 3, airflow)
     extrapolated = measured * runs / airflow_runs
-    print(row("measure", "value", "how"))
-    print(row("---", "---", "---"))
-    print(
-        row(
-            f"sidecar windowed: first run queued, {runs:,} runs",
-            f"{first * 1000:.0f} ms",
-            f"median of {sorted(round(v * 1000) for v in all_first)} ms",
-        )
-    )
-    print(
-        row(
-            f"sidecar windowed, Europe/Amsterdam hourly (counted in the background): first run queued, {runs:,} runs",
-            f"{first_dst * 1000:.0f} ms",
-            f"median of {sorted(round(v * 1000) for v in all_first_dst)} ms",
-        )
-    )
     print(
         row(
             f"Airflow: transaction committed, {runs:,} runs",
@@ -149,7 +261,7 @@ def main() -> None:
             f"{measured:.1f} s measured for {airflow_runs:,} runs, x {runs / airflow_runs:.0f}",
         )
     )
-    print(row("ratio Airflow / sidecar", f"{extrapolated / first:,.0f}x", ""), flush=True)
+    print(row("ratio Airflow / sidecar (hourly, UTC)", f"{extrapolated / first:,.0f}x", ""), flush=True)
     before, after = _serve_rss(template, 1_000_000, Mode.WINDOWED)
     print(
         row(

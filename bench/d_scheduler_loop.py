@@ -7,24 +7,28 @@ the measurement is the same everywhere: the shim times each call of Airflow's
 per loop; this script reads those lines for a fixed window after a warm-up.
 
 Each situation runs on a fresh clone of the migrated Airflow template database with
-``bench/dags`` serialized; only ``bench_daily_10`` (10 chained tasks, @daily) is unpaused,
-the other bench DAGs are paused so their hourly runs cannot land in one window and not
-another:
+``bench/dags`` serialized; only the DAG of the situation is unpaused, the other bench
+DAGs are paused so their runs cannot land in one window and not another:
 
-1. no backfill at all (the DAG's one scheduled run, catchup off, finishes in the warm-up);
-2. a ``--runs`` backfill (default 100,000) created by the sidecar in WINDOWED mode,
-   max_active_runs 10, topped up by the shim's Tick every loop;
-3. the same backfill as Airflow itself creates it: every run queued up front. Airflow's
+1. no backfill at all (``bench_hourly_10``'s one scheduled run, catchup off, finishes in
+   the warm-up): the scheduler with nothing to do;
+2. the like-for-like baseline: no backfill, but ``bench_daily_10_catchup`` (the same 10
+   chained tasks, catchup on from 1900, max_active_runs 10), so the scheduler itself keeps
+   10 regular runs in flight and creates one whenever one finishes, with the same shim;
+3. a ``--runs`` backfill (default 100,000) of ``bench_hourly_10`` created by the sidecar
+   in WINDOWED mode, max_active_runs 10, topped up by the shim's Tick every loop;
+4. the same backfill as Airflow itself creates it: every run queued up front. Airflow's
    own ``_create_backfill`` needs hours for 100,000 runs (about 100 runs/s and falling,
    see script A/C), so the rows are written by the sidecar's EAGER mode, which writes
    row-for-row what Airflow writes (proved by ``tests/parity``).
 
 Tasks do nothing: they are ``EmptyOperator``s, which Airflow's scheduler marks successful
-itself (no executor, no task process, no api-server needed). So the backfill advances at
-the scheduler's own pace (10 runs in flight, one task of each per loop) and every loop of
-situations 2 and 3 does the same real work; situation 1 is the scheduler with nothing to
-do. Besides the loop time (Tick included, what the scheduler pays) the script prints the
-Airflow part (loop minus Tick) and how many backfill runs finished in the window.
+itself (no executor, no task process, no api-server needed). So runs advance at the
+scheduler's own pace (10 in flight, one task of each per loop) and every loop of
+situations 2, 3 and 4 does the same real work: (3) against (2) is the sidecar's cost.
+Besides the loop time (Tick included, what the scheduler pays) the script prints the
+Airflow part (loop minus Tick), the Tick's own time per loop (median and p90, as the shim
+measures it) and how many runs finished in the window.
 
     python -m bench.d_scheduler_loop            # 100,000 runs, 60 s per situation after 20 s warm-up
     python -m bench.d_scheduler_loop --quick    # 5,000 runs, 20 s after 10 s warm-up
@@ -47,9 +51,10 @@ from tests.support.dags import metadata_query, set_dags_paused
 from tests.support.processes import start_sidecar
 from tests.support.stack import start_scheduler
 
-DAG = "bench_daily_10"
-DAY = dt.timedelta(days=1)
-START = dt.datetime(1700, 1, 1, tzinfo=UTC)  # 100,000 days later is 1973: all in the past
+DAG = "bench_hourly_10"
+CATCHUP_DAG = "bench_daily_10_catchup"
+HOUR = dt.timedelta(hours=1)
+START = dt.datetime(1900, 1, 1, tzinfo=UTC)  # 100,000 hours later is 1911: all in the past
 STATS = re.compile(r"sidecar shim loop stats: loops=(\d+) loop_max_ms=([\d.]+) \S+ tick_max_ms=([\d.]+)")
 
 
@@ -59,26 +64,33 @@ def _p90(values: list[float]) -> float:
     return ordered[max(0, -(-9 * len(ordered) // 10) - 1)]
 
 
-def _runs_by_state(env: dict[str, str]) -> dict[str, int]:
+def _runs_by_state(env: dict[str, str], dag_id: str) -> dict[str, int]:
     rows = metadata_query(
         env,
-        "SELECT state, count(*) FROM dag_run WHERE dag_id = %s AND backfill_id IS NOT NULL GROUP BY state",
-        (DAG,),
+        "SELECT state, count(*) FROM dag_run WHERE dag_id = %s AND run_type <> 'manual' GROUP BY state",
+        (dag_id,),
     )
     return {str(state): int(count) for state, count in rows}  # type: ignore[call-overload]
 
 
 def _situation(
-    template: str, label: str, mode: Mode | None, runs: int, warmup: float, seconds: float, fairness: str
+    template: str,
+    label: str,
+    dag_id: str,
+    mode: Mode | None,
+    runs: int,
+    warmup: float,
+    seconds: float,
+    fairness: str,
 ) -> dict[str, object]:
     """Loop times (ms) of the scheduler with the shim over ``seconds`` after ``warmup``."""
     with FreshDatabase(template, f"d{label}") as db, tempfile.TemporaryDirectory() as logs:
         env = db.airflow_env()
         set_dags_paused(env, True)
-        set_dags_paused(env, False, [DAG])
+        set_dags_paused(env, False, [dag_id])
         created = 0.0
         if mode is not None:
-            start, end = days(START, runs, DAY)
+            start, end = days(START, runs, HOUR)
             created, _ = sidecar_create(db.asyncpg_url, DAG, start, end, mode=mode, max_active_runs=10)
         sidecar, target = start_sidecar(db.asyncpg_url, Path(logs))
         try:
@@ -92,13 +104,13 @@ def _situation(
             )
             try:
                 time.sleep(warmup)
-                before_runs = _runs_by_state(env)
+                before_runs = _runs_by_state(env, dag_id)
                 offset = scheduler.log_path.stat().st_size
                 time.sleep(seconds)
                 with scheduler.log_path.open("rb") as log:
                     log.seek(offset)
                     window = log.read().decode(errors="replace")
-                after_runs = _runs_by_state(env)
+                after_runs = _runs_by_state(env, dag_id)
                 if not scheduler.running():
                     raise RuntimeError(f"the scheduler died:\n{scheduler.log_tail()}")
             finally:
@@ -133,7 +145,7 @@ def main() -> None:
         "--shim-fairness", choices=("on", "off"), default="on", help="SIDECAR_SHIM_FAIRNESS (default on)"
     )
     parser.add_argument(
-        "--situations", default="1,2,3", help="which situations to run, e.g. 1,2 (default 1,2,3)"
+        "--situations", default="1,2,3,4", help="which situations to run, e.g. 2,3 (default 1,2,3,4)"
     )
     args = parser.parse_args()
     runs = args.runs or (5_000 if args.quick else 100_000)
@@ -141,23 +153,30 @@ def main() -> None:
     warmup = args.warmup if args.warmup is not None else (10.0 if args.quick else 20.0)
     template = bench_template()
     situations = [
-        ("1", "no backfill", None),
-        ("2", f"sidecar windowed backfill, {runs:,} runs, max_active_runs 10", Mode.WINDOWED),
-        ("3", f"Airflow-style backfill, {runs:,} runs all queued (written by sidecar eager)", Mode.EAGER),
+        ("1", "no backfill, nothing to do", DAG, None),
+        ("2", "no backfill, 10 regular catchup runs in flight (like-for-like)", CATCHUP_DAG, None),
+        ("3", f"sidecar windowed backfill, {runs:,} runs, max_active_runs 10", DAG, Mode.WINDOWED),
+        (
+            "4",
+            f"Airflow-style backfill, {runs:,} runs all queued (written by sidecar eager)",
+            DAG,
+            Mode.EAGER,
+        ),
     ]
     wanted = {s.strip() for s in args.situations.split(",")}
     situations = [s for s in situations if s[0] in wanted]
     results: dict[str, dict[str, object]] = {}
-    for key, name, mode in situations:
-        results[key] = r = _situation(template, key, mode, runs, warmup, seconds, args.shim_fairness)
+    for key, name, dag_id, mode in situations:
+        results[key] = r = _situation(template, key, dag_id, mode, runs, warmup, seconds, args.shim_fairness)
         loops = r["loops"]
         print(
             f"# ({key}) {name}: {len(loops)} loops in {seconds:.0f} s, "  # type: ignore[arg-type]
-            f"{r['finished']} backfill runs finished, {r['queued']} queued, {r['written']} written"
+            f"{r['finished']} runs finished, {r['queued']} queued, {r['written']} written"
             + (f", created in {r['created_s']:.1f} s" if mode is not None else ""),
             flush=True,
         )
-    first = situations[0][0]  # the baseline: (1) unless it was left out
+    # The baseline: the like-for-like (2) when it ran, else the first situation that did.
+    first = "2" if "2" in results else situations[0][0]
     base = statistics.median(results[first]["loops"])  # type: ignore[arg-type]
     base_af = statistics.median(results[first]["airflow"])  # type: ignore[arg-type]
     print(
@@ -170,10 +189,11 @@ def main() -> None:
             "median Airflow part",
             f"vs ({first})",
             "median Tick",
+            "p90 Tick",
         )
     )
-    print(row(*["---"] * 8))
-    for key, name, _ in situations:
+    print(row(*["---"] * 9))
+    for key, name, _, _ in situations:
         r = results[key]
         loops, airflow, ticks = r["loops"], r["airflow"], r["ticks"]
         med, med_af = statistics.median(loops), statistics.median(airflow)  # type: ignore[arg-type]
@@ -187,18 +207,19 @@ def main() -> None:
                 f"{med_af:.1f} ms",
                 f"{med_af / base_af:.2f}x",
                 f"{statistics.median(ticks):.1f} ms",  # type: ignore[arg-type]
+                f"{_p90(ticks):.1f} ms",  # type: ignore[arg-type]
             )
         )
-    for a, b in (("2", "1"), ("3", "1"), ("3", "2")):
+    for a, b in (("3", "2"), ("4", "2"), ("4", "3"), ("2", "1"), ("3", "1")):
         if a in results and b in results:
             la, lb = results[a]["loops"], results[b]["loops"]
             print(
                 f"ratio ({a})/({b}): {statistics.median(la) / statistics.median(lb):.2f}x (median), "  # type: ignore[arg-type]
                 f"{_p90(la) / _p90(lb):.2f}x (p90)"  # type: ignore[arg-type]
             )
-    if "3" in results:
+    if "4" in results:
         print(
-            "(3) was built with the sidecar's EAGER mode (row-for-row what Airflow's _create_backfill writes, "
+            "(4) was built with the sidecar's EAGER mode (row-for-row what Airflow's _create_backfill writes, "
             "tests/parity); Airflow itself would need hours for it."
         )
     print(
