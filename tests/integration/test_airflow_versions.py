@@ -102,7 +102,7 @@ def test_the_shim_starts_only_on_an_airflow_it_is_proved_with(tmp_path: Path) ->
         assert result.returncode == 2
         assert result.stderr.strip() == (
             f"airflow-sidecar scheduler: Airflow {AIRFLOW_VERSION} is not supported by the shim "
-            "(supported: Airflow 3.2.x, 3.3.x)"
+            "(supported: Airflow 3.1.x, 3.2.x, 3.3.x)"
         )
 
 
