@@ -7,8 +7,8 @@ import sys
 from collections.abc import Sequence
 
 #: The Airflow minors whose scheduler the shim is proved with (tests/e2e, per minor:
-#: docs/support-matrix.md). 3.1's scheduler does not run the sidecar's backfills to the end.
-SHIM_MINORS = ("3.2", "3.3")
+#: docs/support-matrix.md).
+SHIM_MINORS = ("3.1", "3.2", "3.3")
 
 
 def unsupported_airflow() -> str | None:

@@ -51,6 +51,14 @@ class LoopStats:
         return line
 
 
+class _QueuedRuns(list[DagRun]):
+    """The fair pick of queued runs: a list that also answers ``.all()``, since 3.1's
+    scheduler calls it on the query ``get_queued_dag_runs_to_set_running`` returns there."""
+
+    def all(self) -> list[DagRun]:
+        return list(self)
+
+
 class SidecarSchedulerJobRunner(SchedulerJobRunner):
     """The unmodified scheduler plus four hooks.
 
@@ -128,7 +136,9 @@ class SidecarSchedulerJobRunner(SchedulerJobRunner):
             extra = backfill_runs_left_out(
                 session, DagRunState.RUNNING, {r.id for r in runs}, DagRun.DEFAULT_DAGRUNS_TO_EXAMINE
             )
-            self._stamp_team_names(extra, session)  # as Airflow does for its own pick
+            stamp = getattr(self, "_stamp_team_names", None)  # 3.3's multi-team; 3.1 and 3.2 have none
+            if stamp is not None:
+                stamp(extra, session)  # as Airflow does for its own pick
         except Exception:
             self.log.exception("sidecar shim: could not pick left-out backfill runs; Airflow's own pick only")
             extra = []
@@ -150,6 +160,9 @@ class SidecarSchedulerJobRunner(SchedulerJobRunner):
         log = self.log
 
         def fair(cls: type[DagRun], session: Session) -> Collection[DagRun]:
+            return _QueuedRuns(pick(cls, session))
+
+        def pick(cls: type[DagRun], session: Session) -> list[DagRun]:
             runs = list(original.__func__(cls, session))
             # No savepoint here: Airflow's prohibit_commit guard counts releasing one as a commit.
             try:

@@ -18,7 +18,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 # shellcheck source=scripts/_python.sh
 source "$ROOT/scripts/_python.sh"
 
-# 3.1.8 only proves its refusal (sidecar/store/_versions.py: not yet); 3.2.2 runs everything.
+# Each older minor's newest patch (scripts/airflow_matrix.sh decides which tests each runs).
 OLDER_AIRFLOWS=(3.1.8 3.2.2)
 # The test dependencies the parity and end-to-end suites import (pyproject's `dev` minus lint,
 # code generation and the 3.3 API client).

@@ -9,11 +9,12 @@ run conf the way ``dag.params.deep_merge(conf).validate()`` does.
 from __future__ import annotations
 
 from sidecar.catalog._model import NOTSET, DagParams, DagTemplate, MapLength, ParamSpec, TaskTemplate
-from sidecar.catalog._params import validate_conf
+from sidecar.catalog._params import ConfRules, validate_conf
 from sidecar.catalog._parse import parse_dag
 
 __all__ = [
     "NOTSET",
+    "ConfRules",
     "DagParams",
     "DagTemplate",
     "MapLength",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import jsonschema
@@ -11,9 +12,21 @@ from sidecar.catalog._decode import TYPE, contains_opaque, decode
 from sidecar.catalog._model import NOTSET, DagParams, DagTemplate, ParamSpec
 from sidecar.errors import InvalidConf, UnsupportedFeature
 
-__all__ = ["parse_params", "validate_conf", "validate_conf_params"]
+__all__ = ["ConfRules", "parse_params", "validate_conf", "validate_conf_params"]
 
 _FIELD = "backfill.dag_run_conf"
+
+
+@dataclass(frozen=True)
+class ConfRules:
+    """How one Airflow minor checks a run conf against the DAG's params (the same schemas, other order and words)."""
+
+    conf_keys_first: bool = False
+    """3.1 (``ParamsDict.update``, then ``validate``): the conf's keys that name params are
+    checked first, in the conf's order, then every param; 3.2+ (``deep_merge``): every param
+    in the DAG's order, then the conf's other keys."""
+    no_value: str = "No value passed"
+    """What a param without a value is refused with, after ``Invalid input for param <name>: ``."""
 
 
 def _is_serialized(val: Any) -> bool:
@@ -71,7 +84,7 @@ def parse_params(encoded: Any) -> DagParams:
     return DagParams(tuple(specs.values()))
 
 
-def _check_one(spec: ParamSpec, value: Any) -> None:
+def _check_one(spec: ParamSpec, value: Any, rules: ConfRules) -> None:
     """Resolve one param like ``SerializedParam.resolve(raises=True)``.
 
     Raises:
@@ -80,7 +93,7 @@ def _check_one(spec: ParamSpec, value: Any) -> None:
     """
     try:
         if value is NOTSET:
-            raise ValueError("No value passed")
+            raise ValueError(rules.no_value)
         if contains_opaque(value) and spec.schema:
             raise UnsupportedFeature(f"param {spec.name!r} with a non-JSON default and a schema")
         jsonschema.validate(value, spec.schema, format_checker=jsonschema.FormatChecker())
@@ -90,12 +103,15 @@ def _check_one(spec: ParamSpec, value: Any) -> None:
         raise InvalidConf(f"Invalid input for param {spec.name}: {e}", field=_FIELD) from None
 
 
-def validate_conf_params(params: DagParams, conf: Mapping[str, Any] | None) -> None:
-    """Apply ``params.deep_merge(conf).validate()`` semantics.
+def validate_conf_params(
+    params: DagParams, conf: Mapping[str, Any] | None, rules: ConfRules = ConfRules()
+) -> None:
+    """Apply ``params.deep_merge(conf).validate()`` semantics (3.1's ``update`` by ``rules``).
 
     Args:
         params: The DAG params.
         conf: The run conf, or None.
+        rules: The Airflow minor's order and words.
 
     Raises:
         InvalidConf: When the conf is not an object or a param fails validation.
@@ -110,21 +126,24 @@ def validate_conf_params(params: DagParams, conf: Mapping[str, Any] | None) -> N
         for key, value in conf.items():
             if key in merged:
                 merged[key] = (merged[key][0], value)
+                if rules.conf_keys_first:
+                    _check_one(merged[key][0], value, rules)
             else:
                 merged[key] = (ParamSpec(name=key, value=value, schema={}), value)
     for spec, value in merged.values():
-        _check_one(spec, value)
+        _check_one(spec, value, rules)
 
 
-def validate_conf(dag: DagTemplate, conf: Mapping[str, Any] | None) -> None:
+def validate_conf(dag: DagTemplate, conf: Mapping[str, Any] | None, rules: ConfRules = ConfRules()) -> None:
     """Validate a run conf against the DAG's params.
 
     Args:
         dag: The parsed DAG.
         conf: The run conf (a JSON object) or None.
+        rules: The Airflow minor's order and words (the newest's by default).
 
     Raises:
         InvalidConf: When the conf is not an object or fails a param (Airflow's message).
         UnsupportedFeature: When validation needs a value only Airflow can build.
     """
-    validate_conf_params(dag.params, conf)
+    validate_conf_params(dag.params, conf, rules)

@@ -53,7 +53,8 @@ def check_params(spec: BackfillSpec, loaded: LoadedDag, now: dt.datetime) -> Non
 
     In the order and words of the database's Airflow (``loaded.airflow.refusals``): 3.3 checks
     the range first; 3.1 and 3.2 check future dates after ``depends_on_past`` and refuse a
-    from-after-to range, which they do not check, as the empty range it is, after the conf.
+    from-after-to range, which they do not check, as the empty range it is, after the conf
+    (3.1: before it, since its ``create_dagrun`` checks the conf as it creates the first run).
 
     Raises:
         InvalidDateRange, FutureDateRange, InvalidDirection, InvalidReprocess, InvalidConf.
@@ -70,7 +71,8 @@ def check_params(spec: BackfillSpec, loaded: LoadedDag, now: dt.datetime) -> Non
             raise InvalidReprocess(refusals.reprocess_depends_on_past, field="backfill.reprocess_behavior")
     if not refusals.range_checked_first and spec.from_date <= spec.to_date:
         _check_range(spec, now)  # only the future dates: the range is in order
-    validate_conf(loaded.template, spec.dag_run_conf)
+    if refusals.conf_before_runs:
+        validate_conf(loaded.template, spec.dag_run_conf, loaded.airflow.conf_rules)
     if not refusals.range_checked_first:
         plan = build_plan(
             loaded.template.timetable, spec.dag_id, spec.from_date, spec.to_date, spec.run_backwards, now
@@ -80,6 +82,8 @@ def check_params(spec: BackfillSpec, loaded: LoadedDag, now: dt.datetime) -> Non
                 refusals.no_runs.format(dag_id=spec.dag_id, from_date=spec.from_date, to_date=spec.to_date),
                 field="backfill.from_date",
             )
+    if not refusals.conf_before_runs:  # 3.1: create_dagrun checks it, at the first run
+        validate_conf(loaded.template, spec.dag_run_conf, loaded.airflow.conf_rules)
     if (
         loaded.template.rerun_with_latest_version is False
         and spec.reprocess_behavior is not ReprocessBehavior.NONE

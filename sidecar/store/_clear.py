@@ -25,7 +25,6 @@ from sidecar.store._rows import (
     RUN_TYPE_BACKFILL,
     TRIGGERED_BY_BACKFILL,
     RunContext,
-    new_context_carrier,
     task_instance_rows,
 )
 from sidecar.store._tables import dag_run, task_instance
@@ -255,16 +254,19 @@ async def clear_runs_for_backfill(
             task_instance.c.id, task_instance.c.task_id, task_instance.c.run_id, task_instance.c.try_number
         ).where(task_instance.c.dag_id == dag_id, task_instance.c.run_id.in_(run_ids))
     )
-    carriers = {run_id: new_context_carrier() for run_id in run_ids}
+    contract = contract_of(conn)
+    # Renewed where the version renews them (3.2+); 3.1 leaves the run's and its tasks' as they are.
+    carriers = {run_id: contract.run_carrier() for run_id in run_ids}
     updates: list[dict[str, Any]] = []
     for row in result:
         task = tasks.get(row.task_id)
         values: dict[str, Any] = {
             "old_id": row.id,
             "new_id": uuid6.uuid7(),
-            "b_context_carrier": carriers[row.run_id],
             "b_dag_version_id": ctx.dag_version_id,
         }
+        if contract.trace_carriers:
+            values["b_context_carrier"] = contract.task_carrier(carriers[row.run_id])
         if task is not None:  # refreshed from the latest definition of the task
             values |= {
                 "b_max_tries": row.try_number + task.max_tries,
@@ -288,9 +290,12 @@ async def clear_runs_for_backfill(
         "next_method": None,
         "next_kwargs": None,
         "updated_at": now,
-        "context_carrier": sa.bindparam("b_context_carrier", type_=task_instance.c.context_carrier.type),
         "dag_version_id": sa.bindparam("b_dag_version_id", type_=task_instance.c.dag_version_id.type),
     }
+    if contract.trace_carriers:
+        common["context_carrier"] = sa.bindparam(
+            "b_context_carrier", type_=task_instance.c.context_carrier.type
+        )
     where = task_instance.c.id == sa.bindparam("old_id", type_=task_instance.c.id.type)
     if refreshed:
         fields = [
@@ -326,11 +331,11 @@ async def clear_runs_for_backfill(
     # them only for tasks that have no task instance at all in the run).
     missing: list[dict[str, Any]] = []
     for run_id in run_ids:
-        for ti_row in task_instance_rows(ctx, run_id, carriers[run_id], now):
+        for ti_row in task_instance_rows(ctx, run_id, contract.task_carrier(carriers[run_id]), now):
             if (run_id, ti_row["task_id"]) not in present:
                 missing.append(ti_row)
     if missing:
-        await conn.execute(task_instance.insert(), contract_of(conn).project("task_instance", missing))
+        await conn.execute(task_instance.insert(), contract.project("task_instance", missing))
 
     run_values: dict[str, Any] = {
         "state": "queued",
@@ -341,18 +346,22 @@ async def clear_runs_for_backfill(
         "updated_at": now,
         "clear_number": dag_run.c.clear_number + 1,
         "created_dag_version_id": ctx.dag_version_id,
-        "context_carrier": sa.bindparam("carrier", type_=dag_run.c.context_carrier.type),
         "backfill_id": ctx.backfill_id,
         "run_type": RUN_TYPE_BACKFILL,
         "triggered_by": TRIGGERED_BY_BACKFILL,
     }
     if ctx.bundle_version is not None and not ctx.dag.disable_bundle_versioning:
         run_values["bundle_version"] = ctx.bundle_version
-    if conf_given and contract_of(conn).clear_sets_conf:
+    if contract.trace_carriers:
+        run_values["context_carrier"] = sa.bindparam("carrier", type_=dag_run.c.context_carrier.type)
+    if conf_given and contract.clear_sets_conf:
         run_values["conf"] = ctx.conf
     await conn.execute(
         dag_run.update()
         .where(dag_run.c.id == sa.bindparam("run_pk", type_=dag_run.c.id.type))
         .values(**run_values),
-        [{"run_pk": r.id, "carrier": carriers[r.run_id]} for r in runs],
+        [
+            {"run_pk": r.id} | ({"carrier": carriers[r.run_id]} if contract.trace_carriers else {})
+            for r in runs
+        ],
     )

@@ -101,6 +101,9 @@ async def insert_backfill(conn: AsyncConnection, new: NewBackfill) -> int | None
     if new.request_id and await find_request(conn, new.principal, new.request_id):
         return None
     await check_no_active_backfill(conn, new.dag_id)
+    conf = new.dag_run_conf
+    if conf is None and contract_of(conn).stores_no_conf_as_empty:
+        conf = {}
     backfill_id = (
         await conn.execute(
             backfill.insert().returning(backfill.c.id),
@@ -108,7 +111,7 @@ async def insert_backfill(conn: AsyncConnection, new: NewBackfill) -> int | None
                 "dag_id": new.dag_id,
                 "from_date": new.from_date,
                 "to_date": new.to_date,
-                "dag_run_conf": new.dag_run_conf,
+                "dag_run_conf": conf,
                 "is_paused": False,
                 "reprocess_behavior": new.reprocess_behavior.value,
                 "max_active_runs": new.max_active_runs,

@@ -14,7 +14,6 @@ from __future__ import annotations
 import datetime as dt
 import getpass
 import os
-import secrets
 import time
 import uuid
 from dataclasses import dataclass
@@ -53,14 +52,11 @@ class RunContext:
     triggering_user_name: str | None
 
 
-def new_context_carrier() -> dict[str, Any]:
-    """A W3C trace carrier in Airflow's extended-JSON form, as written with tracing off."""
-    traceparent = f"00-{secrets.token_hex(16)}-{secrets.token_hex(8)}-00"
-    return {"__var": {"traceparent": traceparent}, "__type": "dict"}
-
-
-def dag_run_row(ctx: RunContext, run: PlannedRun, now: dt.datetime) -> dict[str, Any]:
-    """The ``dag_run`` row of a new backfill run (state queued, no start date)."""
+def dag_run_row(
+    ctx: RunContext, run: PlannedRun, now: dt.datetime, carrier: dict[str, Any]
+) -> dict[str, Any]:
+    """The ``dag_run`` row of a new backfill run (state queued, no start date; ``carrier``:
+    its trace carrier, ``AirflowRowContract.run_carrier``)."""
     info = run.info
     return {
         "dag_id": ctx.dag.dag_id,
@@ -86,7 +82,7 @@ def dag_run_row(ctx: RunContext, run: PlannedRun, now: dt.datetime) -> dict[str,
         "backfill_id": ctx.backfill_id,
         "bundle_version": ctx.bundle_version,
         "scheduled_by_job_id": None,
-        "context_carrier": new_context_carrier(),
+        "context_carrier": carrier,
         "span_status": SPAN_NOT_STARTED,
         "created_dag_version_id": ctx.dag_version_id,
         "partition_key": None,
@@ -166,7 +162,7 @@ def task_instance_bases(ctx: RunContext, now: dt.datetime) -> list[dict[str, Any
 
 
 def task_instance_rows(
-    ctx: RunContext, run_id: str, carrier: dict[str, Any], now: dt.datetime
+    ctx: RunContext, run_id: str, carrier: dict[str, Any] | None, now: dt.datetime
 ) -> list[dict[str, Any]]:
     """The ``task_instance`` rows of one new run: one per task and map index, state NULL."""
     bases = task_instance_bases(ctx, now)

@@ -1,7 +1,8 @@
 """Which Airflow versions the sidecar writes for, and how their rows differ: one row contract each.
 
-Supported: 3.2 and 3.3. 3.1 is known (its contract records what differs) but refused at
-start-up by name until its remaining differences (``not_yet``) are reproduced.
+Supported: 3.1, 3.2 and 3.3 (every patch: 3.1.0-3.1.8, 3.2.0-3.2.2, 3.3.0-3.3.2). A known
+minor whose rows the sidecar cannot reproduce yet would carry a ``not_yet`` reason and be
+refused at start-up by name; any other revision (a newer Airflow) is refused as unknown.
 
 Every difference between the supported Airflow minors that the sidecar's rows or refusals
 depend on is a field of :class:`AirflowRowContract`, one frozen instance per minor, looked up
@@ -25,10 +26,21 @@ The differences, from the sources and migrations of apache-airflow-core 3.1.8, 3
   create for Dag x"; 3.1 even creates the empty backfill, which the sidecar refuses). 3.1 says
   "dag"/"DAG" where the others say "Dag".
 - 3.1 does not give a reprocessed run the backfill's conf (``_handle_clear_run``).
+- 3.1 writes no trace context: ``DagRun()`` starts with an empty carrier (``{}``, in extended
+  JSON ``{"__var": {}, "__type": "dict"}``), ``insert_mapping`` gives task instances none, and
+  ``clear_task_instances`` leaves both alone (``trace_carriers``).
+- 3.1 stores ``backfill.dag_run_conf`` ``{}`` when no conf is given (``JSONField`` with the
+  column default; 3.2+ ``sa.JSON``: null).
+- 3.1 checks the conf in ``create_dagrun``, as each run is created, with
+  ``ParamsDict.update`` then ``validate`` (the conf's keys first, "No value passed and Param
+  has no default value"); the sidecar checks it before writing anything, after the
+  empty-range refusal (:class:`~sidecar.catalog.ConfRules`, ``Refusals.conf_before_runs``).
+  Where 3.1 commits a backfill and then fails on the conf, the sidecar writes nothing.
 """
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cache
@@ -37,6 +49,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from sidecar.catalog import ConfRules
 from sidecar.store._tables import AIRFLOW_TABLES
 
 #: The execution option (on the engine, so on every connection) carrying the live contract.
@@ -66,6 +79,9 @@ class Refusals:
     already_running: str = (
         "Another backfill is running for Dag {dag_id}. There can be only one running backfill per Dag."
     )
+    conf_before_runs: bool = True
+    """3.2+ check the conf with the other parameters; 3.1's ``create_dagrun`` checks it as it
+    creates the first run, so an empty range is refused before a bad conf."""
 
 
 @dataclass(frozen=True, eq=False)  # one instance per minor: compared (and cached) by identity
@@ -84,8 +100,28 @@ class AirflowRowContract:
     """The version's order and wording of the refusals that differ."""
     clear_sets_conf: bool = True
     """Whether reprocessing a run gives it the backfill's conf (``_handle_clear_run``; not on 3.1)."""
+    conf_rules: ConfRules = field(default_factory=ConfRules)
+    """How the version checks a conf against the DAG's params (order and words)."""
+    stores_no_conf_as_empty: bool = False
+    """3.1 stores ``backfill.dag_run_conf`` ``{}`` when no conf is given (its column's default);
+    3.2+ store JSON null. Runs get ``{}`` on every version."""
+    trace_carriers: bool = True
+    """3.2+: a new run gets a fresh W3C trace carrier, its task instances the run's, and
+    clearing renews both. 3.1 writes an empty carrier on the run (``{}``), none on its task
+    instances, and clearing leaves them as they are."""
     not_yet: str | None = None
     """Why the sidecar cannot write this version's rows exactly yet (start-up refuses it), or None."""
+
+    def run_carrier(self) -> dict[str, Any]:
+        """The ``dag_run.context_carrier`` of a new run (Airflow's extended JSON)."""
+        if not self.trace_carriers:
+            return {"__var": {}, "__type": "dict"}
+        traceparent = f"00-{secrets.token_hex(16)}-{secrets.token_hex(8)}-00"
+        return {"__var": {"traceparent": traceparent}, "__type": "dict"}
+
+    def task_carrier(self, run_carrier: dict[str, Any]) -> dict[str, Any] | None:
+        """The ``task_instance.context_carrier`` of a new task instance of a run with ``run_carrier``."""
+        return run_carrier if self.trace_carriers else None
 
     def columns(self, table: str) -> tuple[str, ...]:
         """The columns of ``table`` (as the sidecar declares it) that exist in this version."""
@@ -154,15 +190,12 @@ AIRFLOW_3_1 = AirflowRowContract(
         already_running=(
             "Another backfill is running for dag {dag_id}. There can be only one running backfill per dag."
         ),
+        conf_before_runs=False,
     ),
     clear_sets_conf=False,
-    # What the parity suite shows on 3.1.8 (docs/support-matrix.md), still to reproduce:
-    not_yet=(
-        "its rows differ in ways the sidecar does not reproduce yet (empty trace carriers on "
-        "dag_run and none on task_instance, backfill.dag_run_conf {} when no conf is given, conf "
-        "checked by create_dagrun, relativedelta schedules serialized differently) and the shim "
-        "does not run its scheduler"
-    ),
+    conf_rules=ConfRules(conf_keys_first=True, no_value="No value passed and Param has no default value"),
+    stores_no_conf_as_empty=True,
+    trace_carriers=False,
 )
 AIRFLOW_3_2 = AirflowRowContract(
     minor="3.2",

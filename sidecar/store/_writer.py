@@ -107,8 +107,8 @@ async def _create_runs_bulk(
 ) -> dict[dt.datetime, int]:
     """Insert new runs (skipping conflicts) and their task instances; return the new ids by logical date."""
     driver = await driver_connection(conn)
-    rows = [dag_run_row(ctx, run, now) for run in runs]
-    carriers = {row["run_id"]: row["context_carrier"] for row in rows}
+    rows = [dag_run_row(ctx, run, now, contract.run_carrier()) for run in runs]
+    carriers = {row["run_id"]: contract.task_carrier(row["context_carrier"]) for row in rows}
     inserted = await unnest_insert(
         driver,
         "dag_run",
@@ -159,7 +159,7 @@ async def write_batch(
     if to_create and bulk:
         created_ids = await _create_runs_bulk(conn, ctx, to_create, now, bulk_method or "copy", contract)
     elif to_create:
-        rows = [dag_run_row(ctx, run, now) for run in to_create]
+        rows = [dag_run_row(ctx, run, now, contract.run_carrier()) for run in to_create]
         result = await conn.execute(
             _insert_ignoring_conflicts(dialect).returning(
                 dag_run.c.id, dag_run.c.logical_date, dag_run.c.run_id, dag_run.c.context_carrier
@@ -169,7 +169,9 @@ async def write_batch(
         ti_rows: list[dict[str, Any]] = []
         for row in result:
             created_ids[row.logical_date] = row.id
-            ti_rows.extend(task_instance_rows(ctx, row.run_id, row.context_carrier, now))
+            ti_rows.extend(
+                task_instance_rows(ctx, row.run_id, contract.task_carrier(row.context_carrier), now)
+            )
         if ti_rows:
             await conn.execute(task_instance.insert(), contract.project("task_instance", ti_rows))
 

@@ -102,7 +102,7 @@ def test_the_shim_starts_only_on_an_airflow_it_is_proved_with(tmp_path: Path) ->
         assert result.returncode == 2
         assert result.stderr.strip() == (
             f"airflow-sidecar scheduler: Airflow {AIRFLOW_VERSION} is not supported by the shim "
-            "(supported: Airflow 3.2.x, 3.3.x)"
+            "(supported: Airflow 3.1.x, 3.2.x, 3.3.x)"
         )
 
 
@@ -110,10 +110,9 @@ def test_the_shim_starts_only_on_an_airflow_it_is_proved_with(tmp_path: Path) ->
     ("revision", "named"),
     [
         (NEWER_REVISION, [NEWER_REVISION]),
-        # Airflow 3.1.8: known, not supported yet; the line says why.
-        ("509b94a1042d", ["509b94a1042d", "Airflow 3.1.0-3.1.8", "does not support yet", "trace carriers"]),
+        ("fe199e1abd77", ["fe199e1abd77"]),  # Airflow 3.0.3: older than the oldest supported
     ],
-    ids=["newer", "3.1"],
+    ids=["newer", "3.0"],
 )
 def test_an_unsupported_revision_is_refused_in_one_line_and_nothing_is_written(
     schema_db: tuple[str, str], revision: str, named: list[str]
@@ -142,7 +141,7 @@ def test_an_unsupported_revision_is_refused_in_one_line_and_nothing_is_written(
     assert len(lines) == 1, result.stderr
     for part in named:
         assert part in lines[0]
-    assert SUPPORTED_RANGE in lines[0]  # "Airflow 3.2.0 to 3.3.2"
+    assert SUPPORTED_RANGE in lines[0]  # "Airflow 3.1.0 to 3.3.2"
     assert "Traceback" not in result.stderr + result.stdout
     # Refused before the migration: not even the sidecar's own schema exists.
     assert _query(name, "SELECT 1 FROM pg_namespace WHERE nspname = 'airflow_sidecar'") == []

@@ -106,7 +106,7 @@ def _backfill(op: dict[str, Any]) -> dict[str, Any]:
     from airflow.models import DagRun
     from airflow.models.backfill import Backfill, BackfillDagRun, ReprocessBehavior, _create_backfill
     from airflow.utils.session import create_session
-    from sqlalchemy import delete, text
+    from sqlalchemy import delete, func, select, text
 
     behavior = op.get("reprocess_behavior")
     try:
@@ -125,6 +125,10 @@ def _backfill(op: dict[str, Any]) -> dict[str, Any]:
         )
     except Exception as exc:  # the oracle reports every refusal, whatever its type
         return {"error": [type(exc).__name__, str(exc)]}
+    with create_session() as session:  # 3.1 creates a backfill of no runs for an empty range
+        runs = session.scalar(
+            select(func.count()).select_from(BackfillDagRun).where(BackfillDagRun.backfill_id == backfill.id)
+        )
     if op.get("discard"):
         with create_session() as session:
             session.execute(delete(BackfillDagRun).where(BackfillDagRun.backfill_id == backfill.id))
@@ -136,7 +140,7 @@ def _backfill(op: dict[str, Any]) -> dict[str, Any]:
             )
             session.execute(delete(DagRun).where(DagRun.backfill_id == backfill.id))
             session.execute(delete(Backfill).where(Backfill.id == backfill.id))
-    return {"backfill_id": backfill.id}
+    return {"backfill_id": backfill.id, "runs": runs}
 
 
 def _complete(op: dict[str, Any]) -> dict[str, Any]:

@@ -10,7 +10,9 @@ compared field by field with :func:`sidecar.catalog.parse_dag`.
 
 from __future__ import annotations
 
+import copy
 import datetime
+import inspect
 import json
 import os
 import tempfile
@@ -25,6 +27,8 @@ os.environ.setdefault("AIRFLOW__CORE__UNIT_TEST_MODE", "True")
 
 from sidecar.catalog import DagTemplate, TaskTemplate, parse_dag, validate_conf
 from sidecar.errors import InvalidConf, UnsupportedFeature
+from sidecar.store._versions import CONTRACTS
+from tests.parity.versions import AIRFLOW_MINOR
 
 if os.environ.get("CI") == "true":
     import airflow  # noqa: F401  (CI: a missing Airflow is a failure, not a skip)
@@ -35,6 +39,9 @@ from airflow.sdk import DAG, Param, task, task_group
 from airflow.sdk.bases.operator import BaseOperator
 
 pytestmark = pytest.mark.airflow
+
+#: The row contract of the Airflow under test (its conf rules).
+CONTRACT = next(c for c in CONTRACTS if c.minor == AIRFLOW_MINOR)
 
 START = datetime.datetime(2024, 1, 1, tzinfo=datetime.UTC)
 
@@ -94,10 +101,15 @@ def _airflow_rows(data: dict[str, Any]) -> list[dict[str, Any]]:
     run = DagRun(dag_id=sdag.dag_id, run_id="backfill__2024-01-02T00:00:00+00:00", run_type="backfill")
     run.context_carrier = {}
 
+    # 3.2+ pass the run (its trace carrier); 3.1's insert_mapping takes no dag_run.
+    with_run = (
+        {"dag_run": run} if "dag_run" in inspect.signature(TaskInstance.insert_mapping).parameters else {}
+    )
+
     def creator(task_: Any, indexes: Any) -> Iterator[dict[str, Any]]:
         for map_index in indexes:
             yield TaskInstance.insert_mapping(
-                run.run_id, task_, map_index=map_index, dag_version_id=None, dag_run=run
+                run.run_id, task_, map_index=map_index, dag_version_id=None, **with_run
             )
 
     rows = list(run._create_tasks(sdag.task_dict.values(), creator, session=_FreshRunSession()))
@@ -153,9 +165,8 @@ def _check(dag: Any) -> DagTemplate:
     assert tpl.dag_id == sdag.dag_id
     assert tpl.timetable == data["dag"]["timetable"]
     assert tpl.disable_bundle_versioning == bool(sdag.disable_bundle_versioning)
-    expected_types = (
-        None if not sdag.allowed_run_types else sorted(str(x.value) for x in sdag.allowed_run_types)
-    )
+    allowed = getattr(sdag, "allowed_run_types", None)  # new in 3.2
+    expected_types = None if not allowed else sorted(str(x.value) for x in allowed)
     assert (None if tpl.allowed_run_types is None else sorted(tpl.allowed_run_types)) == expected_types
     return tpl
 
@@ -386,7 +397,8 @@ def test_builtin_strategy_qualname_accepted() -> None:
     var["weight_rule"] = "airflow.task.priority_strategy._AbsolutePriorityWeightStrategy"
     tpl = parse_dag(data)
     assert _task(tpl, "a").priority_weight == 2
-    assert {r["task_id"]: r["priority_weight"] for r in _airflow_rows(data)}["a"] == 2
+    if AIRFLOW_MINOR != "3.1":  # 3.1 registers its strategies by name only and writes no qualname
+        assert {r["task_id"]: r["priority_weight"] for r in _airflow_rows(data)}["a"] == 2
 
 
 def test_deadline_refused() -> None:
@@ -407,16 +419,12 @@ def test_pod_override_refused() -> None:
 
 
 def test_allowed_run_types_and_bundle_flag() -> None:
-    with DAG(
-        "art",
-        schedule=None,
-        start_date=START,
-        allowed_run_types=["backfill", "manual"],
-        disable_bundle_versioning=True,
-    ) as dag:
+    # allowed_run_types is new in 3.2: on 3.1 a DAG has none, and the sidecar reads none.
+    allowed = {"allowed_run_types": ["backfill", "manual"]} if AIRFLOW_MINOR != "3.1" else {}
+    with DAG("art", schedule=None, start_date=START, disable_bundle_versioning=True, **allowed) as dag:  # type: ignore[arg-type]
         Noop(task_id="t")
     tpl = _check(dag)
-    assert tpl.allowed_run_types is not None
+    assert (tpl.allowed_run_types is not None) == bool(allowed)
     assert tpl.disable_bundle_versioning is True
     assert parse_dag(_serialize(dag_chain())).allowed_run_types is None
 
@@ -429,7 +437,13 @@ def _airflow_conf_error(data: dict[str, Any], conf: Any) -> str | None:
 
     sdag = DagSerialization.from_dict(json.loads(json.dumps(data)))
     try:
-        sdag.params.deep_merge(conf).validate()
+        if hasattr(sdag.params, "deep_merge"):  # 3.2+: _validate_backfill_params
+            sdag.params.deep_merge(conf).validate()
+        else:  # 3.1: create_dagrun
+            params = copy.deepcopy(sdag.params)
+            if conf:
+                params.update(conf)
+            params.validate()
     except Exception as e:
         return str(e)
     return None
@@ -444,6 +458,7 @@ CONFS: list[Any] = [
     {"required": "here", "count": "5"},
     {"required": 3},
     {"count": 3},
+    {"count": -1},  # two params fail: 3.1 names the conf's first, 3.2+ the DAG's first
     {"required": "x", "email": "not-an-email"},
     {"required": "x", "choice": "z"},
     {"required": "x", "when": "2024-13-45"},
@@ -458,10 +473,10 @@ def test_conf_validation_matches_airflow(conf: Any) -> None:
     tpl = parse_dag(data)
     expected = _airflow_conf_error(data, conf)
     if expected is None:
-        validate_conf(tpl, conf)
+        validate_conf(tpl, conf, CONTRACT.conf_rules)
     else:
         with pytest.raises(InvalidConf) as info:
-            validate_conf(tpl, conf)
+            validate_conf(tpl, conf, CONTRACT.conf_rules)
         assert info.value.message == expected
         assert info.value.field == "backfill.dag_run_conf"
 

@@ -54,8 +54,10 @@ _CHECKS_3_2 = (
 AIRFLOW_CHECKS: dict[str, frozenset[str]] = {
     "3.3": _CHECKS_3_3,
     "3.2": _CHECKS_3_2,
-    # 3.1: no allowed_run_types, no conf check, and an empty range is created, not refused.
-    "3.1": _CHECKS_3_2 - {"DagRunTypeNotAllowed", "InvalidBackfillConf", "RuntimeError"},
+    # 3.1: no allowed_run_types, the conf checked by create_dagrun, and an empty range is
+    # created, not refused.
+    "3.1": (_CHECKS_3_2 - {"DagRunTypeNotAllowed", "InvalidBackfillConf", "RuntimeError"})
+    | {"ParamValidationError"},
 }
 
 #: Airflow 3.1 and 3.2 write a ``backfill`` row for an empty range (3.1 keeps it as a backfill

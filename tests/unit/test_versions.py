@@ -41,10 +41,9 @@ def test_other_revisions_have_no_contract(revision: str | None) -> None:
 
 
 def test_the_supported_range_names_the_oldest_and_newest_supported_release() -> None:
-    assert SUPPORTED_RANGE == "Airflow 3.2.0 to 3.3.2"
+    assert SUPPORTED_RANGE == "Airflow 3.1.0 to 3.3.2"
     assert NEWEST is AIRFLOW_3_3 and CONTRACTS[-1] is NEWEST
-    assert SUPPORTED == (AIRFLOW_3_2, AIRFLOW_3_3)
-    assert AIRFLOW_3_1.not_yet and "trace carriers" in AIRFLOW_3_1.not_yet  # known, refused by name
+    assert SUPPORTED == CONTRACTS == (AIRFLOW_3_1, AIRFLOW_3_2, AIRFLOW_3_3)
 
 
 def test_the_newest_lacks_nothing_and_passes_rows_through_untouched() -> None:
@@ -77,3 +76,19 @@ def test_refusals_follow_each_minor() -> None:
     assert "per dag." in AIRFLOW_3_1.refusals.already_running
     assert "per Dag." in AIRFLOW_3_2.refusals.already_running
     assert not AIRFLOW_3_1.clear_sets_conf and AIRFLOW_3_2.clear_sets_conf
+
+
+def test_trace_carriers_and_conf_follow_each_minor() -> None:
+    for contract in (AIRFLOW_3_2, AIRFLOW_3_3):
+        carrier = contract.run_carrier()
+        assert carrier["__type"] == "dict" and carrier["__var"]["traceparent"].startswith("00-")
+        assert contract.run_carrier() != carrier  # a fresh one per run
+        assert contract.task_carrier(carrier) is carrier
+        assert not contract.stores_no_conf_as_empty and contract.refusals.conf_before_runs
+    # 3.1: DagRun() starts with {} (extended JSON), insert_mapping writes no carrier.
+    assert AIRFLOW_3_1.run_carrier() == {"__var": {}, "__type": "dict"}
+    assert AIRFLOW_3_1.task_carrier(AIRFLOW_3_1.run_carrier()) is None
+    assert AIRFLOW_3_1.stores_no_conf_as_empty and not AIRFLOW_3_1.refusals.conf_before_runs
+    assert AIRFLOW_3_1.conf_rules.conf_keys_first
+    assert AIRFLOW_3_1.conf_rules.no_value == "No value passed and Param has no default value"
+    assert AIRFLOW_3_2.conf_rules == AIRFLOW_3_3.conf_rules
