@@ -280,6 +280,8 @@ def _create(
     backfill.to_date.FromDatetime(parse_when(args.to_date, "--to-date"))
     if args.max_active_runs is not None:
         backfill.max_active_runs = args.max_active_runs
+    if args.run_on_latest_version is not None:
+        backfill.run_on_latest_version = args.run_on_latest_version
     request = pb.CreateBackfillRequest(
         backfill=backfill, validate_only=args.dry_run, request_id=args.request_id or ""
     )

@@ -25,6 +25,8 @@ class BackfillSpec:
     dag_run_conf: dict[str, Any] | None = None
     mode: Mode = Mode.WINDOWED
     triggering_user_name: str | None = None
+    run_on_latest_version: bool | None = None
+    """Whether reprocessed runs move to the backfill's DAG version; None: resolved as Airflow does."""
 
 
 @dataclass(frozen=True)
@@ -63,6 +65,10 @@ class BackfillView:
     completed_at: dt.datetime | None
     write_failure: WriteFailure | None = None
     """Why writing its runs failed last (set aside, or retried next tick); None while all is well."""
+    run_on_latest_version: bool | None = None
+    """As resolved at creation; None for a backfill Airflow made (or one made before pinning)."""
+    bundle_version: str | None = None
+    """The bundle version its runs are pinned to; None when unversioned or not the sidecar's."""
 
 
 #: One slot of a plan as a caller sees it: exactly as the store reads it back.

@@ -16,6 +16,7 @@ from sidecar.store._secrets import create_page_token_key
 from sidecar.store._tables import (
     AIRFLOW_TABLES,
     FAILURE_COLUMNS,
+    PINNING_COLUMNS,
     SIDECAR_SCHEMA,
     sidecar_backfill,
     sidecar_metadata,
@@ -242,6 +243,8 @@ _MIGRATIONS: list[Callable[[Connection], None]] = [
     _scope_request_ids,
     # 4: the page-token key every replica shares.
     _create_secrets,
+    # 5: what a backfill's runs are pinned to (DAG version, bundle version, run_on_latest_version).
+    lambda conn: _add_columns(conn, sidecar_backfill, PINNING_COLUMNS),
 ]
 
 
