@@ -218,7 +218,9 @@ def _scope_request_ids(conn: Connection) -> None:
     # SQLite cannot drop a column's UNIQUE: rebuild the table at its new shape.
     conn.execute(sa.text("ALTER TABLE sidecar_backfill RENAME TO sidecar_backfill_v1"))
     sidecar_backfill.create(conn)
-    columns = ", ".join(c.name for c in sidecar_backfill.columns if c.name != "principal")
+    # The old table's columns: those later steps add are not there yet (they are NULL).
+    old = {c["name"] for c in inspector.get_columns("sidecar_backfill_v1")}
+    columns = ", ".join(c.name for c in sidecar_backfill.columns if c.name in old and c.name != "principal")
     conn.execute(
         sa.text(
             f"INSERT INTO sidecar_backfill ({columns}, principal) SELECT {columns}, '' FROM sidecar_backfill_v1"
