@@ -178,6 +178,9 @@ async def _sidecar_side(url: str, db_name: str) -> None:
             )
             assert not isinstance(view, DryRun)
             assert view.progress.written == MAX_ACTIVE_RUNS + LOOKAHEAD  # the first window only
+            # Read back as the API shows it (fields 19 and 20).
+            assert view.run_on_latest_version is case.run_on_latest_version
+            assert (view.bundle_version is None) is (case.bundle == "dags-folder")
     finally:
         await db.dispose()
 
