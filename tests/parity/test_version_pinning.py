@@ -34,7 +34,6 @@ from sidecar.store import connect, prepare
 from tests.parity.harness import USER, at, finish_oracle, start_oracle
 from tests.parity.rowdiff import TABLES, snapshot
 from tests.parity.rowdiff import diff as row_diff
-from tests.parity.versions import AIRFLOW_MINOR
 from tests.support.airflow import airflow_environ
 from tests.support.dags import metadata_query, serialize_dags
 from tests.support.postgres import drop_database, fresh_airflow_database, pg_connect, psycopg2_url
@@ -304,7 +303,6 @@ def _of_dag(rows: dict[str, dict[tuple[object, ...], dict[str, object]]], dag_id
     return out
 
 
-@pytest.mark.skipif(AIRFLOW_MINOR != "3.3", reason="the DAGs and the oracle's resolution are 3.3's")
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.dag_id)
 def test_rows_written_after_the_dag_changed_equal_airflows(pinning_run: PinningRun, case: Case) -> None:
     versions = pinning_run.versions[case.dag_id]
