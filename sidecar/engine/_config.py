@@ -6,6 +6,7 @@ import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from sidecar.config import WebhookSettings
 from sidecar.engine._counting import MAX_RUNS_PER_BACKFILL
 from sidecar.store import DagCatalog, RetryPolicy, Transactions
 
@@ -39,6 +40,10 @@ class EngineConfig:
     rerun_with_latest_version: bool | None = None
     """Airflow's ``[core] rerun_with_latest_version`` (None: unset), for a request that sets no
     ``run_on_latest_version`` on a DAG that sets no ``rerun_with_latest_version`` (3.3)."""
+    estimate_sample: int = 200
+    """Finished runs an estimate draws its durations from (the latest ones)."""
+    webhooks: WebhookSettings = field(default_factory=WebhookSettings)
+    """Where backfill events may be sent and how (off until a secret is set)."""
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     """How transactions are retried on transient database failures."""
 

@@ -19,7 +19,9 @@ from sidecar.store._tables import (
     PINNING_COLUMNS,
     SIDECAR_SCHEMA,
     sidecar_backfill,
+    sidecar_event,
     sidecar_metadata,
+    sidecar_notify,
     sidecar_schema_version,
 )
 from sidecar.store._versions import (
@@ -245,7 +247,9 @@ _MIGRATIONS: list[Callable[[Connection], None]] = [
     _scope_request_ids,
     # 4: the page-token key every replica shares.
     _create_secrets,
-    # 5: what a backfill's runs are pinned to (DAG version, bundle version, run_on_latest_version).
+    # 5: events and their webhook deliveries (the outbox).
+    lambda conn: sidecar_metadata.create_all(conn, tables=[sidecar_notify, sidecar_event], checkfirst=True),
+    # 6: what a backfill's runs are pinned to (DAG version, bundle version, run_on_latest_version).
     lambda conn: _add_columns(conn, sidecar_backfill, PINNING_COLUMNS),
 ]
 

@@ -19,6 +19,7 @@ import pytest
 from sidecar._gen.airflow_sidecar.v1 import backfill_pb2 as pb
 from sidecar.engine import BackfillEngine, BackfillSpec
 from sidecar.store import connect, prepare
+from sidecar.store._database import _MIGRATIONS
 from tests.integration.test_engine_sqlite import db_path, sqlite_template  # noqa: F401  (fixtures)
 from tests.support.authz import ADMIN, ALICE, DAG_A, DAG_B, Stack, authz_stack, bearer, create_request
 from tests.support.fixtures import AirflowDatabase
@@ -73,13 +74,13 @@ _OLD_SHAPE_PG = (
     "ALTER TABLE airflow_sidecar.sidecar_backfill DROP CONSTRAINT sidecar_backfill_principal_request_id_key",
     "ALTER TABLE airflow_sidecar.sidecar_backfill DROP COLUMN principal",
     "ALTER TABLE airflow_sidecar.sidecar_backfill ADD CONSTRAINT sidecar_backfill_request_id_key UNIQUE (request_id)",
-    # ... and before migration step 5 (the pinned versions).
+    # ... and before migration step 6 (the pinned versions).
     "ALTER TABLE airflow_sidecar.sidecar_backfill DROP COLUMN dag_version_id",
     "ALTER TABLE airflow_sidecar.sidecar_backfill DROP COLUMN bundle_version",
     "ALTER TABLE airflow_sidecar.sidecar_backfill DROP COLUMN run_on_latest_version",
     "DELETE FROM airflow_sidecar.sidecar_schema_version WHERE version > 1",
 )
-#: Migration step 5's columns, NULL on a backfill made before it (its runs: the latest version).
+#: Migration step 6's columns, NULL on a backfill made before it (its runs: the latest version).
 _PINNING = ("dag_version_id", "bundle_version", "run_on_latest_version")
 
 
@@ -108,7 +109,7 @@ async def test_the_migration_scopes_request_ids_on_postgresql(
         sql.execute("SELECT length(value) FROM airflow_sidecar.sidecar_secret WHERE name = 'page_token_key'")
         assert sql.fetchall() == [(64,)]
         sql.execute("SELECT max(version) FROM airflow_sidecar.sidecar_schema_version")
-        assert sql.fetchone() == (5,)
+        assert sql.fetchone() == (len(_MIGRATIONS),)
         sql.execute(f"SELECT {', '.join(_PINNING)} FROM airflow_sidecar.sidecar_backfill")
         assert sql.fetchall() == [(None, None, None)]
         again = await BackfillEngine(db).create(spec(), request_id="before", principal="someone")
