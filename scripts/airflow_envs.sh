@@ -21,8 +21,10 @@ source "$ROOT/scripts/_python.sh"
 # Each older minor's newest patch (scripts/airflow_matrix.sh decides which tests each runs).
 OLDER_AIRFLOWS=(3.1.8 3.2.2)
 # The test dependencies the parity and end-to-end suites import (pyproject's `dev` minus lint,
-# code generation and the 3.3 API client).
-TEST_DEPS=(pytest pytest-asyncio pytest-timeout hypothesis psycopg2-binary cryptography httpx)
+# code generation and the 3.3 API client; the git provider: the versioned bundle of
+# tests/parity/test_version_pinning.py).
+TEST_DEPS=(pytest pytest-asyncio pytest-timeout hypothesis psycopg2-binary cryptography httpx
+    "apache-airflow-providers-git>=1.0,<2")
 # Per-version pins for libraries whose newer releases break that Airflow: "version=req req ...".
 # 3.2.2: FastAPI >= 0.137 rejects its execution API's callable discriminator (the api-server
 # does not start), and cadwyn 8+ needs that FastAPI.

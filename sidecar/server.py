@@ -82,6 +82,7 @@ class SidecarServer:
             self._engine_config or EngineConfig(),
             planning_workers=self.config.planning_workers,
             planning_cpu_seconds=self.config.planning_cpu_seconds,
+            rerun_with_latest_version=self.config.rerun_with_latest_version,
             webhooks=self.config.webhooks,
         )
         self.engine = BackfillEngine(self.db, engine_config)

@@ -175,6 +175,7 @@ def spec_of(request: pb.CreateBackfillRequest, principal: str | None) -> Backfil
         dag_run_conf=parse_conf(b.dag_run_conf),
         mode=_MODES_IN[b.mode],
         triggering_user_name=principal,
+        run_on_latest_version=b.run_on_latest_version if b.HasField("run_on_latest_version") else None,
         webhook_url=webhook_url,
         webhook_format=webhook_format,
     )
@@ -214,6 +215,8 @@ def backfill_message(view: BackfillView) -> pb.Backfill:
         update_time=timestamp(view.updated_at),
         complete_time=timestamp(view.completed_at),
         write_failure=_write_failure(view.write_failure),
+        run_on_latest_version=view.run_on_latest_version,
+        bundle_version=view.bundle_version or "",
         estimate=_estimate(view.estimate),
         webhook=_webhook(view.webhook),
     )

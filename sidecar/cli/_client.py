@@ -301,6 +301,8 @@ def _create(
     backfill.to_date.FromDatetime(parse_when(args.to_date, "--to-date"))
     if args.max_active_runs is not None:
         backfill.max_active_runs = args.max_active_runs
+    if args.run_on_latest_version is not None:
+        backfill.run_on_latest_version = args.run_on_latest_version
     if args.webhook_url is not None:
         backfill.webhook.url = args.webhook_url
         backfill.webhook.format = _WEBHOOK_FORMATS[args.webhook_format]

@@ -139,6 +139,14 @@ def _add_backfill(commands: argparse._SubParsersAction[argparse.ArgumentParser])
         help="run the newest date first (refused with depends_on_past)",
     )
     create.add_argument(
+        "--run-on-latest-version",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="reprocessed runs move to the backfill's DAG version (--no-run-on-latest-version: they "
+        "stay on their own); default: the DAG's rerun_with_latest_version, then Airflow's [core] "
+        "setting, then yes. New runs always get the DAG version of the backfill's creation",
+    )
+    create.add_argument(
         "--dag-run-conf",
         default=None,
         help="JSON object passed to every run (checked against the DAG's params)",

@@ -61,3 +61,21 @@ def number(env: Environ, name: str, default: _N, kind: Callable[[str], _N]) -> _
         return kind(value)
     except ValueError:
         raise ValueError(f"{name} must be a number, got {value!r}") from None
+
+
+def tristate(env: Environ, *names: str) -> bool | None:
+    """The first of ``names`` that is set, as a boolean; None when none is set.
+
+    Raises:
+        ValueError: set to something other than true/false (one line naming the variable).
+    """
+    for name in names:
+        value = env.get(name, "").strip().lower()
+        if not value:
+            continue
+        if value in _TRUE:
+            return True
+        if value in _FALSE:
+            return False
+        raise ValueError(f"{name} must be true or false, got {value!r}")
+    return None

@@ -94,6 +94,9 @@ class ServerSettings:
     """``text``, or ``json``: one object per line with backfill and DAG ids."""
     port_file: Path | None = None
     """Where to write the bound gRPC port once serving (with ``--listen host:0``: no port race)."""
+    rerun_with_latest_version: bool | None = None
+    """Airflow's ``[core] rerun_with_latest_version`` (None: unset): resolves a backfill's
+    ``run_on_latest_version`` when neither the request nor the DAG sets it (Airflow 3.3)."""
     webhooks: WebhookSettings = dataclasses.field(default_factory=WebhookSettings)
     """Where backfill events may be sent, and how they are signed (off until a secret is set)."""
 
@@ -141,8 +144,13 @@ class ServerSettings:
             log_level=args.log_level,
             log_format=args.log_format,
             port_file=_path(getattr(args, "port_file", None)),
+            rerun_with_latest_version=_tristate(getattr(args, "rerun_with_latest_version", None)),
             webhooks=WebhookSettings.from_args(args),
         )
+
+
+def _tristate(value: str | None) -> bool | None:
+    return None if value is None else value == "true"
 
 
 def _path(value: str | None) -> Path | None:
@@ -236,6 +244,17 @@ def add_server_arguments(serve: argparse.ArgumentParser, environ: Environ | None
         type=float,
         default=_env.number(env, "SIDECAR_PLANNING_CPU_SECONDS", 10.0, float),
         help="CPU seconds one call may spend planning; env SIDECAR_PLANNING_CPU_SECONDS",
+    )
+    rerun = _env.tristate(
+        env, "SIDECAR_RERUN_WITH_LATEST_VERSION", "AIRFLOW__CORE__RERUN_WITH_LATEST_VERSION"
+    )
+    serve.add_argument(
+        "--rerun-with-latest-version",
+        choices=("true", "false"),
+        default=None if rerun is None else str(rerun).lower(),
+        help="Airflow's [core] rerun_with_latest_version, for backfills whose request and DAG leave "
+        "run_on_latest_version unset (default: unset, then true); env SIDECAR_RERUN_WITH_LATEST_VERSION, "
+        "else AIRFLOW__CORE__RERUN_WITH_LATEST_VERSION",
     )
     add_webhook_arguments(serve, env)
     serve.add_argument(

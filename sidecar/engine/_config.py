@@ -37,6 +37,9 @@ class EngineConfig:
     """Planning jobs that may wait for a worker; more are refused ``RESOURCE_EXHAUSTED``."""
     planning_cpu_seconds: float = 10.0
     """CPU time one call's planning may use (about 18,000 slots of a cron with daylight saving)."""
+    rerun_with_latest_version: bool | None = None
+    """Airflow's ``[core] rerun_with_latest_version`` (None: unset), for a request that sets no
+    ``run_on_latest_version`` on a DAG that sets no ``rerun_with_latest_version`` (3.3)."""
     estimate_sample: int = 200
     """Finished runs an estimate draws its durations from (the latest ones)."""
     webhooks: WebhookSettings = field(default_factory=WebhookSettings)

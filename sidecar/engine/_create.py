@@ -26,6 +26,7 @@ from sidecar.engine._materialize import (
 )
 from sidecar.engine._model import BackfillSpec, BackfillView, DryRun
 from sidecar.engine._offload import PlanningPool
+from sidecar.engine._pinning import Pin, pin_of
 from sidecar.engine._plans import build_plan, check_dag, check_params
 from sidecar.engine._policies import SchedulerPolicies
 from sidecar.engine._reads import get
@@ -78,7 +79,7 @@ async def create(
             return previous
     now = parts.clock()
 
-    async def check(conn: AsyncConnection) -> tuple[Any, BackfillPlan] | BackfillView | DryRun:
+    async def check(conn: AsyncConnection) -> tuple[Any, BackfillPlan, Pin] | BackfillView | DryRun:
         loaded = check_dag(spec, await parts.catalog.load(conn, spec.dag_id))
         if not validate_only:
             policies.check()
@@ -95,18 +96,20 @@ async def create(
                     return previous
                 raise
         check_params(spec, loaded, now)
-        return timetable, plan
+        return timetable, plan, pin_of(spec, loaded, parts.config.rerun_with_latest_version)
 
     checked = await parts.tx.read(check)
     if not isinstance(checked, tuple):
         return checked
-    timetable, plan = checked
+    timetable, plan, pin = checked
     if validate_only:  # planned off the event loop, outside the transaction
         limit = parts.config.dry_run_limit if dry_run_limit is None else dry_run_limit
         return await dry_run(parts, pool, spec, plan, now, limit)
     planned = await size_before_create(pool, plan, spec.dag_id, parts.config.max_runs_per_backfill)
     wanted = None if spec.mode is Mode.EAGER else spec.max_active_runs + parts.config.lookahead
-    created = await insert(parts, spec, timetable, planned, now, request_id, fingerprint, wanted, principal)
+    created = await insert(
+        parts, spec, timetable, planned, now, request_id, fingerprint, wanted, principal, pin
+    )
     if created is None:  # a concurrent create with this request_id won the race
         assert request_id is not None
         previous = await by_request_id(parts, principal, request_id, fingerprint)
@@ -137,12 +140,14 @@ async def insert(
     fingerprint: str,
     wanted: int | None,
     principal: str = "",
+    pin: Pin | None = None,
 ) -> tuple[int, MaterializeResult | None] | None:
     """Insert the backfill's rows and write its first batch, in one transaction.
 
     A first batch that fails rolls the backfill's own rows back with it: a refused or
     failed create leaves no row behind. Returns the id and what the first batch wrote
     (None when nothing was wanted), or None if ``principal``'s ``request_id`` is taken.
+    ``pin``: the DAG version every run is written on (None: the latest at each batch).
     """
     new = NewBackfill(
         dag_id=spec.dag_id,
@@ -160,6 +165,9 @@ async def insert(
         principal=principal,
         request_fingerprint=fingerprint,
         now=now,
+        dag_version_id=pin.dag_version_id if pin else None,
+        bundle_version=pin.bundle_version if pin else None,
+        run_on_latest_version=pin.run_on_latest_version if pin else True,
     )
     first_runs = first_batch_size(parts, wanted)
 
@@ -217,4 +225,6 @@ def fingerprint_of(spec: BackfillSpec) -> str:
     """A digest of what the request asks for (not who asks), to tell a reused request id."""
     payload = asdict(spec)
     payload.pop("triggering_user_name")
+    if payload["run_on_latest_version"] is None:  # as before the field existed
+        payload.pop("run_on_latest_version")
     return hashlib.sha256(json.dumps(payload, default=str, sort_keys=True).encode()).hexdigest()[:64]

@@ -24,6 +24,8 @@ from sidecar.engine._plans import build_plan, cursor_of, run_of
 from sidecar.observability import BATCH_SECONDS, RUNS_WRITTEN, SLOTS_WRITTEN
 from sidecar.store import (
     DagCatalog,
+    LoadedDag,
+    PlanRecord,
     RunContext,
     Transactions,
     advance_cursor,
@@ -74,11 +76,12 @@ async def materialize_batch(
     claimed = await claim_batch(conn, backfill_id, unpaused=unpaused)
     if claimed is None:
         return None
-    loaded = await catalog.load(conn, claimed.dag_id)
+    loaded = await load_pinned(conn, catalog, claimed)
     if loaded is None:  # the DAG was deleted: nothing more can be written
         log.warning("backfill %s: DAG %s is gone; stopping creation", backfill_id, claimed.dag_id)
         await finish_writing(conn, claimed, now)
         return MaterializeResult(0, 0, exhausted=True)
+    pinned = loaded.dag_version_id == claimed.dag_version_id
     plan = build_plan(
         claimed.timetable,
         claimed.dag_id,
@@ -95,10 +98,11 @@ async def materialize_batch(
         backfill_id=backfill_id,
         dag=loaded.template,
         dag_version_id=loaded.dag_version_id,
-        bundle_version=loaded.bundle_version,
+        bundle_version=claimed.bundle_version if pinned else loaded.bundle_version,
         log_template_id=await latest_log_template_id(conn),
         conf=claimed.dag_run_conf or {},
         triggering_user_name=claimed.triggering_user_name,
+        run_on_latest_version=claimed.run_on_latest_version,
     )
     result = await write_batch(
         conn,
@@ -107,6 +111,7 @@ async def materialize_batch(
         reprocess_behavior=claimed.reprocess_behavior,
         conf_given=claimed.dag_run_conf_given,
         now=now,
+        catalog=catalog,
     )
     exhausted = len(batch) < max_runs
     await advance_cursor(
@@ -129,6 +134,26 @@ async def materialize_batch(
             result.skipped,
         )
     return MaterializeResult(result.created + result.reprocessed, len(batch), exhausted)
+
+
+async def load_pinned(conn: AsyncConnection, catalog: DagCatalog, claimed: PlanRecord) -> LoadedDag | None:
+    """The DAG version a backfill's runs are written on: the one pinned when it was created.
+
+    Airflow's ``_create_backfill`` writes every run on the version that was the latest when
+    the backfill was created, so a DAG changed since does not change the runs written later.
+    A backfill made before versions were pinned, or whose version is gone (``airflow db
+    clean``), is written on the latest.
+    """
+    if claimed.dag_version_id is not None:
+        loaded = await catalog.load(conn, claimed.dag_id, claimed.dag_version_id)
+        if loaded is not None:
+            return loaded
+        log.warning(
+            "backfill %s: its DAG version %s is gone; writing on the latest",
+            claimed.backfill_id,
+            claimed.dag_version_id,
+        )
+    return await catalog.load(conn, claimed.dag_id)
 
 
 def count_batch(result: MaterializeResult, started: float) -> None:

@@ -25,6 +25,8 @@ class BackfillSpec:
     dag_run_conf: dict[str, Any] | None = None
     mode: Mode = Mode.WINDOWED
     triggering_user_name: str | None = None
+    run_on_latest_version: bool | None = None
+    """Whether reprocessed runs move to the backfill's DAG version; None: resolved as Airflow does."""
     webhook_url: str | None = None
     """Where its events are POSTed (checked by ``_webhook_urls``); None: Watch only."""
     webhook_format: str = "json"
@@ -67,6 +69,10 @@ class BackfillView:
     completed_at: dt.datetime | None
     write_failure: WriteFailure | None = None
     """Why writing its runs failed last (set aside, or retried next tick); None while all is well."""
+    run_on_latest_version: bool | None = None
+    """As resolved at creation; None for a backfill Airflow made (or one made before pinning)."""
+    bundle_version: str | None = None
+    """The bundle version its runs are pinned to; None when unversioned or not the sidecar's."""
     estimate: Estimate | None = None
     """How long its unfinished runs should take (see ``_estimates``); None when not asked or no history."""
     webhook: WebhookStatus | None = None

@@ -15,7 +15,6 @@ from sidecar.errors import (
     NonPeriodicSchedule,
     NoRunsToCreate,
     SidecarError,
-    UnsupportedFeature,
 )
 from sidecar.planning import BackfillPlan, DagRunInfo, PlannedRun, parse_timetable, validate_range
 from sidecar.store import LoadedDag
@@ -59,7 +58,6 @@ def check_params(spec: BackfillSpec, loaded: LoadedDag, now: dt.datetime) -> Non
     Raises:
         InvalidDateRange, FutureDateRange, InvalidDirection, InvalidReprocess, InvalidConf.
         NoRunsToCreate: (3.1 and 3.2) the range is empty.
-        UnsupportedFeature: reprocessing a DAG that opts out of rerunning on its latest version.
     """
     refusals = loaded.airflow.refusals
     if refusals.range_checked_first:
@@ -84,17 +82,6 @@ def check_params(spec: BackfillSpec, loaded: LoadedDag, now: dt.datetime) -> Non
             )
     if not refusals.conf_before_runs:  # 3.1: create_dagrun checks it, at the first run
         validate_conf(loaded.template, spec.dag_run_conf, loaded.airflow.conf_rules)
-    if (
-        loaded.template.rerun_with_latest_version is False
-        and spec.reprocess_behavior is not ReprocessBehavior.NONE
-    ):
-        # Airflow would clear the reprocessed runs on their own (older) DAG versions; the
-        # sidecar's clear always moves them to the latest one.
-        raise UnsupportedFeature(
-            "reprocessing runs of a DAG with rerun_with_latest_version=False "
-            "(Airflow clears them on their own DAG versions)",
-            field="backfill.reprocess_behavior",
-        )
 
 
 def _check_range(spec: BackfillSpec, now: dt.datetime) -> None:

@@ -74,6 +74,8 @@ def view_of(record: BackfillRecord, progress: Progress) -> BackfillView:
         updated_at=record.updated_at,
         completed_at=record.completed_at if state in (State.COMPLETED, State.CANCELLED) else None,
         write_failure=record.write_failure if state in (State.ACTIVE, State.PAUSED) else None,
+        run_on_latest_version=record.run_on_latest_version,
+        bundle_version=record.bundle_version,
     )
 
 

@@ -9,8 +9,9 @@ form only, it is translated:
 * ``dag_display_name`` is the DAG id (the sidecar's resource does not carry the display name);
 * the sidecar's own fields (``mode``) have no place in Airflow's body: such backfills are
   windowed, the sidecar's default;
-* ``run_on_latest_version`` is accepted and has no effect: new runs always use the DAG's
-  latest version;
+* ``run_on_latest_version`` means what it means in Airflow (unset: the DAG's
+  ``rerun_with_latest_version``, then ``[core]``, then true), and every run is written on the
+  DAG and bundle version of the backfill's creation, as Airflow's ``_create_backfill`` does;
 * naive dates are taken as UTC, Airflow's default ``[core] default_timezone``.
 """
 
@@ -59,7 +60,10 @@ class BackfillPostBody(BaseModel):
     max_active_runs: int = 10
     run_on_latest_version: bool | None = Field(
         default=None,
-        description="Accepted for compatibility; the sidecar always runs the DAG's latest version.",
+        description="Run on the latest bundle version of the Dag for each backfilled run. "
+        "If not specified, falls back to the DAG-level ``rerun_with_latest_version`` parameter, "
+        "then the ``[core] rerun_with_latest_version`` config option, "
+        "and finally ``True`` (the historical default for backfills).",
     )
 
 
@@ -274,6 +278,8 @@ def create_request(body: BackfillPostBody, *, dry_run: bool) -> pb.CreateBackfil
         max_active_runs=body.max_active_runs,
         mode=pb.MODE_WINDOWED,
     )
+    if body.run_on_latest_version is not None:
+        backfill.run_on_latest_version = body.run_on_latest_version
     if body.dag_run_conf is not None:
         try:
             backfill.dag_run_conf = json.dumps(body.dag_run_conf, allow_nan=False)

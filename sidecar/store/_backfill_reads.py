@@ -7,6 +7,7 @@ None, and its phase is derived from Airflow's columns alone (:func:`lifecycle_of
 from __future__ import annotations
 
 import datetime as dt
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,6 +43,12 @@ def _conf(value: object) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
 
+def _uuid(value: object) -> uuid.UUID | None:
+    if value is None or isinstance(value, uuid.UUID):
+        return value
+    return uuid.UUID(str(value))
+
+
 @dataclass(frozen=True, slots=True)
 class BackfillRecord:
     """One backfill as stored."""
@@ -67,6 +74,10 @@ class BackfillRecord:
     skipped_count: int | None
     write_failure: WriteFailure | None
     """Why its last batch failed (None while writing succeeds, and for a backfill Airflow made)."""
+    run_on_latest_version: bool | None = None
+    """How its reprocessed runs are cleared (None: a backfill Airflow made, or one made before pinning)."""
+    bundle_version: str | None = None
+    """The bundle version its runs are pinned to (None: unversioned, or not the sidecar's)."""
 
     @property
     def phase(self) -> Phase:
@@ -101,6 +112,8 @@ class BackfillRecord:
             written_count=row.written_count,
             skipped_count=row.skipped_count,
             write_failure=WriteFailure.of(row, Phase(row.phase)) if row.phase else None,
+            run_on_latest_version=row.run_on_latest_version,
+            bundle_version=row.bundle_version,
         )
 
 
@@ -116,6 +129,8 @@ _COLUMNS = (
     sidecar_backfill.c.failure_message,
     sidecar_backfill.c.failure_attempts,
     sidecar_backfill.c.failed_at,
+    sidecar_backfill.c.run_on_latest_version,
+    sidecar_backfill.c.bundle_version,
 )
 
 
@@ -249,6 +264,12 @@ class PlanRecord:
     dag_run_conf_given: bool
     triggering_user_name: str | None
     reprocess_behavior: ReprocessBehavior
+    dag_version_id: uuid.UUID | None = None
+    """The DAG version its runs are written on (None: made before pinning, the latest then)."""
+    bundle_version: str | None = None
+    """The bundle version its new runs record (when ``dag_version_id`` is set)."""
+    run_on_latest_version: bool = True
+    """Reprocessed runs move to the pinned version (True) or are cleared on their own."""
 
     @classmethod
     def of(cls, row: Any) -> PlanRecord:
@@ -272,6 +293,9 @@ class PlanRecord:
             dag_run_conf_given=bool(row.dag_run_conf_given),
             triggering_user_name=row.triggering_user_name,
             reprocess_behavior=_reprocess(row.reprocess_behavior) or ReprocessBehavior.NONE,
+            dag_version_id=_uuid(row.dag_version_id),
+            bundle_version=row.bundle_version,
+            run_on_latest_version=row.run_on_latest_version is not False,
         )
 
 

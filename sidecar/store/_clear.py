@@ -12,14 +12,15 @@ to ``queued`` with ``clear_number + 1``, and then the backfill claims it
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+import uuid
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 import uuid6
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from sidecar.catalog import MapLength, TaskTemplate
+from sidecar.catalog import DagTemplate, MapLength, TaskTemplate
 from sidecar.errors import UnsupportedFeature
 from sidecar.store._rows import (
     RUN_TYPE_BACKFILL,
@@ -235,6 +236,33 @@ async def _mark_removed(
     return {(row.run_id, row.task_id) for row in rows}
 
 
+def on_latest_version(conn: AsyncConnection, ctx: RunContext, run: ExistingRun) -> bool:
+    """Whether reprocessing ``run`` moves it to the backfill's DAG version (``use_latest_version``).
+
+    With ``run_on_latest_version`` always; without it only a run that has no version of its
+    own (on 3.3: a run migrated from Airflow 2, or whose version ``airflow db clean`` deleted).
+    """
+    return ctx.run_on_latest_version or (
+        run.created_dag_version_id is None and contract_of(conn).versionless_follow_run
+    )
+
+
+def _own_template(
+    ctx: RunContext, run: ExistingRun, own_versions: Mapping[uuid.UUID, DagTemplate]
+) -> DagTemplate | None:
+    """The tasks a run kept on its own version is refreshed from (Airflow's ``get_dag_for_run``).
+
+    A run without a bundle version (an unversioned bundle's) reads the latest version's
+    tasks, which is the backfill's pinned one here, though it keeps its own version id;
+    one with a bundle version reads its own version's (None when that version is gone).
+    """
+    if not run.bundle_version:
+        return ctx.dag
+    if run.created_dag_version_id is None:
+        return None
+    return own_versions.get(run.created_dag_version_id)
+
+
 async def clear_runs_for_backfill(
     conn: AsyncConnection,
     ctx: RunContext,
@@ -242,16 +270,39 @@ async def clear_runs_for_backfill(
     *,
     conf_given: bool,
     now: dt.datetime,
+    own_versions: Mapping[uuid.UUID, DagTemplate] | None = None,
 ) -> None:
-    """Clear finished ``runs`` on the latest DAG version and attach them to the backfill."""
+    """Clear finished ``runs`` and attach them to the backfill, as ``dag.clear`` does.
+
+    A run :func:`on_latest_version` moves to the backfill's pinned DAG version (``ctx``:
+    the latest when the backfill was created) and bundle version: its task instances are
+    refreshed from that version, gain the tasks it added and lose (``removed``) those it
+    dropped. Any other run keeps its version, bundle version and task instances, which are
+    refreshed from the tasks of the version Airflow reads for it (:func:`_own_template`;
+    ``own_versions``: the versions of the runs with a bundle version, by id).
+    """
     dag_id = ctx.dag.dag_id
     run_ids = [r.run_id for r in runs]
+    by_run_id = {r.run_id: r for r in runs}
+    follow = contract_of(conn).versionless_follow_run
+    latest = {r.run_id for r in runs if on_latest_version(conn, ctx, r)}
     await _archive_tries(conn, dag_id, run_ids, now)
 
-    tasks = {t.task_id: t for t in ctx.dag.tasks}
+    latest_tasks = {t.task_id: t for t in ctx.dag.tasks}
+    tasks_of: dict[str, dict[str, TaskTemplate]] = {}
+    for run in runs:
+        if run.run_id in latest:
+            tasks_of[run.run_id] = latest_tasks
+            continue
+        own = _own_template(ctx, run, own_versions or {})
+        tasks_of[run.run_id] = {t.task_id: t for t in own.tasks} if own is not None else {}
     result = await conn.execute(
         sa.select(
-            task_instance.c.id, task_instance.c.task_id, task_instance.c.run_id, task_instance.c.try_number
+            task_instance.c.id,
+            task_instance.c.task_id,
+            task_instance.c.run_id,
+            task_instance.c.try_number,
+            task_instance.c.dag_version_id,
         ).where(task_instance.c.dag_id == dag_id, task_instance.c.run_id.in_(run_ids))
     )
     contract = contract_of(conn)
@@ -259,15 +310,22 @@ async def clear_runs_for_backfill(
     carriers = {run_id: contract.run_carrier() for run_id in run_ids}
     updates: list[dict[str, Any]] = []
     for row in result:
-        task = tasks.get(row.task_id)
+        task = tasks_of[row.run_id].get(row.task_id)
+        version: uuid.UUID | None
+        if row.run_id in latest:
+            version = ctx.dag_version_id
+        elif row.dag_version_id is None and follow:  # joins its run's version
+            version = by_run_id[row.run_id].created_dag_version_id
+        else:
+            version = row.dag_version_id
         values: dict[str, Any] = {
             "old_id": row.id,
             "new_id": uuid6.uuid7(),
-            "b_dag_version_id": ctx.dag_version_id,
+            "b_dag_version_id": version,
         }
         if contract.trace_carriers:
             values["b_context_carrier"] = contract.task_carrier(carriers[row.run_id])
-        if task is not None:  # refreshed from the latest definition of the task
+        if task is not None:  # refreshed from the task's definition in the version it runs on
             values |= {
                 "b_max_tries": row.try_number + task.max_tries,
                 "b_pool": task.pool,
@@ -325,12 +383,13 @@ async def clear_runs_for_backfill(
             kept,
         )
 
-    present = await _mark_removed(conn, ctx, run_ids)
+    moved = [run_id for run_id in run_ids if run_id in latest]
+    present = await _mark_removed(conn, ctx, moved) if moved else set()
 
     # Tasks added in the latest version get their task instances (verify_integrity creates
     # them only for tasks that have no task instance at all in the run).
     missing: list[dict[str, Any]] = []
-    for run_id in run_ids:
+    for run_id in moved:
         for ti_row in task_instance_rows(ctx, run_id, contract.task_carrier(carriers[run_id]), now):
             if (run_id, ti_row["task_id"]) not in present:
                 missing.append(ti_row)
@@ -345,23 +404,28 @@ async def clear_runs_for_backfill(
         "queued_at": now,
         "updated_at": now,
         "clear_number": dag_run.c.clear_number + 1,
-        "created_dag_version_id": ctx.dag_version_id,
         "backfill_id": ctx.backfill_id,
         "run_type": RUN_TYPE_BACKFILL,
         "triggered_by": TRIGGERED_BY_BACKFILL,
     }
-    if ctx.bundle_version is not None and not ctx.dag.disable_bundle_versioning:
-        run_values["bundle_version"] = ctx.bundle_version
     if contract.trace_carriers:
         run_values["context_carrier"] = sa.bindparam("carrier", type_=dag_run.c.context_carrier.type)
     if conf_given and contract.clear_sets_conf:
         run_values["conf"] = ctx.conf
-    await conn.execute(
-        dag_run.update()
-        .where(dag_run.c.id == sa.bindparam("run_pk", type_=dag_run.c.id.type))
-        .values(**run_values),
-        [
-            {"run_pk": r.id} | ({"carrier": carriers[r.run_id]} if contract.trace_carriers else {})
-            for r in runs
-        ],
-    )
+    latest_values = {**run_values, "created_dag_version_id": ctx.dag_version_id}
+    if ctx.bundle_version is not None and not ctx.dag.disable_bundle_versioning:
+        latest_values["bundle_version"] = ctx.bundle_version
+    for values, group in (
+        (latest_values, [r for r in runs if r.run_id in latest]),
+        (run_values, [r for r in runs if r.run_id not in latest]),
+    ):
+        if group:
+            await conn.execute(
+                dag_run.update()
+                .where(dag_run.c.id == sa.bindparam("run_pk", type_=dag_run.c.id.type))
+                .values(**values),
+                [
+                    {"run_pk": r.id} | ({"carrier": carriers[r.run_id]} if contract.trace_carriers else {})
+                    for r in group
+                ],
+            )

@@ -6,6 +6,7 @@ Part of the ledger (:mod:`sidecar.store._ledger`): the only writer of a new back
 from __future__ import annotations
 
 import datetime as dt
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -44,6 +45,12 @@ class NewBackfill:
     """Creation time, and the plan's cutoff."""
     principal: str = ""
     """Who creates it: its ``request_id`` is unique among this principal's ("" without auth)."""
+    dag_version_id: uuid.UUID | None = None
+    """The DAG version every run is written on: the latest when the backfill is created."""
+    bundle_version: str | None = None
+    """The bundle version every new run records (``dag.bundle_version`` at creation)."""
+    run_on_latest_version: bool = True
+    """Airflow's resolved ``run_on_latest_version``: reprocessed runs move to the pinned version."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,6 +146,9 @@ async def insert_backfill(conn: AsyncConnection, new: NewBackfill) -> int | None
             "request_id": new.request_id or None,
             "principal": new.principal,
             "request_fingerprint": new.request_fingerprint,
+            "dag_version_id": new.dag_version_id,
+            "bundle_version": new.bundle_version,
+            "run_on_latest_version": new.run_on_latest_version,
             "created_at": new.now,
             "updated_at": new.now,
         },

@@ -43,32 +43,39 @@ class DagCatalog:
         self._cache: dict[tuple[uuid.UUID, str], DagTemplate] = {}
         self._max_entries = max_entries
 
-    async def load(self, conn: AsyncConnection, dag_id: str) -> LoadedDag | None:
-        """The latest serialized version of ``dag_id``, or None when Airflow has none."""
-        row = (
-            await conn.execute(
-                sa.select(
-                    serialized_dag.c.data,
-                    serialized_dag.c.data_compressed,
-                    serialized_dag.c.dag_hash,
-                    dag_version.c.id.label("version_id"),
-                    dag.c.bundle_version,
-                    # NULL (every run type) where the version has no such column (3.1).
-                    dag.c.allowed_run_types
-                    if contract_of(conn).has_column("dag", "allowed_run_types")
-                    else sa.null().label("allowed_run_types"),
-                    dag.c.is_paused,
-                )
-                .select_from(
-                    serialized_dag.join(
-                        dag_version, dag_version.c.id == serialized_dag.c.dag_version_id
-                    ).join(dag, dag.c.dag_id == dag_version.c.dag_id, isouter=True)
-                )
-                .where(dag_version.c.dag_id == dag_id)
-                .order_by(dag_version.c.version_number.desc())
-                .limit(1)
+    async def load(
+        self, conn: AsyncConnection, dag_id: str, version_id: uuid.UUID | None = None
+    ) -> LoadedDag | None:
+        """The latest serialized version of ``dag_id`` (or its version ``version_id``); None if none.
+
+        A version's ``bundle_version`` here is the DAG's current one: a pinned backfill
+        records its own at creation (:class:`sidecar.store.NewBackfill`).
+        """
+        query = (
+            sa.select(
+                serialized_dag.c.data,
+                serialized_dag.c.data_compressed,
+                serialized_dag.c.dag_hash,
+                dag_version.c.id.label("version_id"),
+                dag.c.bundle_version,
+                # NULL (every run type) where the version has no such column (3.1).
+                dag.c.allowed_run_types
+                if contract_of(conn).has_column("dag", "allowed_run_types")
+                else sa.null().label("allowed_run_types"),
+                dag.c.is_paused,
             )
-        ).one_or_none()
+            .select_from(
+                serialized_dag.join(dag_version, dag_version.c.id == serialized_dag.c.dag_version_id).join(
+                    dag, dag.c.dag_id == dag_version.c.dag_id, isouter=True
+                )
+            )
+            .where(dag_version.c.dag_id == dag_id)
+            .order_by(dag_version.c.version_number.desc())
+            .limit(1)
+        )
+        if version_id is not None:
+            query = query.where(dag_version.c.id == version_id)
+        row = (await conn.execute(query)).one_or_none()
         if row is None:
             return None
         key = (row.version_id, row.dag_hash)

@@ -16,6 +16,7 @@ from sidecar.store._secrets import create_page_token_key
 from sidecar.store._tables import (
     AIRFLOW_TABLES,
     FAILURE_COLUMNS,
+    PINNING_COLUMNS,
     SIDECAR_SCHEMA,
     sidecar_backfill,
     sidecar_event,
@@ -219,7 +220,9 @@ def _scope_request_ids(conn: Connection) -> None:
     # SQLite cannot drop a column's UNIQUE: rebuild the table at its new shape.
     conn.execute(sa.text("ALTER TABLE sidecar_backfill RENAME TO sidecar_backfill_v1"))
     sidecar_backfill.create(conn)
-    columns = ", ".join(c.name for c in sidecar_backfill.columns if c.name != "principal")
+    # The old table's columns: those later steps add are not there yet (they are NULL).
+    old = {c["name"] for c in inspector.get_columns("sidecar_backfill_v1")}
+    columns = ", ".join(c.name for c in sidecar_backfill.columns if c.name in old and c.name != "principal")
     conn.execute(
         sa.text(
             f"INSERT INTO sidecar_backfill ({columns}, principal) SELECT {columns}, '' FROM sidecar_backfill_v1"
@@ -246,6 +249,8 @@ _MIGRATIONS: list[Callable[[Connection], None]] = [
     _create_secrets,
     # 5: events and their webhook deliveries (the outbox).
     lambda conn: sidecar_metadata.create_all(conn, tables=[sidecar_notify, sidecar_event], checkfirst=True),
+    # 6: what a backfill's runs are pinned to (DAG version, bundle version, run_on_latest_version).
+    lambda conn: _add_columns(conn, sidecar_backfill, PINNING_COLUMNS),
 ]
 
 

@@ -50,6 +50,8 @@ class RunContext:
     log_template_id: int | None
     conf: dict[str, Any]
     triggering_user_name: str | None
+    run_on_latest_version: bool = True
+    """Reprocessed runs move to ``dag_version_id`` (True) or are cleared on their own versions."""
 
 
 def dag_run_row(

@@ -264,12 +264,24 @@ sidecar_backfill = sa.Table(
     # Who created it (migration step 3): request ids are scoped to it ("" without auth).
     sa.Column("principal", sa.String(512), nullable=False, server_default=""),
     sa.UniqueConstraint("principal", "request_id", name="sidecar_backfill_principal_request_id_key"),
+    # What its runs are pinned to (migration step 6; NULL for backfills made before it, whose
+    # runs take the DAG's latest version): the DAG version and bundle version Airflow's
+    # ``_create_backfill`` gives every run of a backfill (the latest at its creation), and how
+    # reprocessed runs are cleared (Airflow's resolved ``run_on_latest_version``).
+    sa.Column("dag_version_id", sa.Uuid),
+    sa.Column("bundle_version", sa.String(250)),
+    sa.Column("run_on_latest_version", sa.Boolean),
 )
 
 #: The columns migration step 2 added to ``sidecar_backfill``.
 FAILURE_COLUMNS = tuple(
     sidecar_backfill.c[name]
     for name in ("failure_reason", "failure_message", "failure_attempts", "failed_at")
+)
+
+#: The columns migration step 6 added to ``sidecar_backfill``.
+PINNING_COLUMNS = tuple(
+    sidecar_backfill.c[name] for name in ("dag_version_id", "bundle_version", "run_on_latest_version")
 )
 
 #: The sidecar's own secrets, shared by every replica (the page-token key), hex-encoded.

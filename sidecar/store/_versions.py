@@ -109,6 +109,13 @@ class AirflowRowContract:
     """3.2+: a new run gets a fresh W3C trace carrier, its task instances the run's, and
     clearing renews both. 3.1 writes an empty carrier on the run (``{}``), none on its task
     instances, and clearing leaves them as they are."""
+    resolves_run_on_latest_version: bool = True
+    """Whether an unset ``run_on_latest_version`` follows the DAG's ``rerun_with_latest_version``
+    and ``[core] rerun_with_latest_version`` before the fallback True (3.3's
+    ``resolve_run_on_latest_version``); older minors' API and CLI default to True."""
+    versionless_follow_run: bool = True
+    """Whether a clear not on the latest version still moves a run without a DAG version to the
+    latest and a task instance without one to its run's (3.3's ``clear_task_instances``)."""
     not_yet: str | None = None
     """Why the sidecar cannot write this version's rows exactly yet (start-up refuses it), or None."""
 
@@ -167,6 +174,8 @@ _RETRY_POLICY = frozenset({"retry_delay_override", "retry_reason"})
 
 AIRFLOW_3_1 = AirflowRowContract(
     minor="3.1",
+    resolves_run_on_latest_version=False,
+    versionless_follow_run=False,
     patches="3.1.0-3.1.8",
     # 3.1.0 to 3.1.7, then 3.1.8 (two 3.1.8 migrations: an index and a column type).
     revisions=frozenset({"cc92b33c6709", "509b94a1042d"}),
@@ -199,6 +208,8 @@ AIRFLOW_3_1 = AirflowRowContract(
 )
 AIRFLOW_3_2 = AirflowRowContract(
     minor="3.2",
+    resolves_run_on_latest_version=False,
+    versionless_follow_run=False,
     patches="3.2.0-3.2.2",
     revisions=frozenset({"1d6611b6ab7c"}),
     absent_columns={"task_instance": _RETRY_POLICY},

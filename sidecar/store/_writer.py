@@ -9,6 +9,7 @@ does on a race), one insert of their task instances, one insert of the
 from __future__ import annotations
 
 import datetime as dt
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -17,6 +18,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from sidecar.catalog import DagTemplate
 from sidecar.planning import PlannedRun
 from sidecar.store._bulk import (
     TaskInstanceMethod,
@@ -25,7 +27,8 @@ from sidecar.store._bulk import (
     unnest_insert,
     unnest_task_instances,
 )
-from sidecar.store._clear import clear_runs_for_backfill
+from sidecar.store._clear import clear_runs_for_backfill, on_latest_version
+from sidecar.store._dags import DagCatalog
 from sidecar.store._rows import RunContext, dag_run_row, task_instance_bases, task_instance_rows
 from sidecar.store._tables import backfill_dag_run, dag_run, task_instance
 from sidecar.store._versions import AirflowRowContract, contract_of
@@ -39,6 +42,10 @@ class ExistingRun:
     id: int
     run_id: str
     state: str | None
+    created_dag_version_id: uuid.UUID | None = None
+    """The DAG version it was created (or last moved) on; a clear may keep it."""
+    bundle_version: str | None = None
+    """Its bundle version: without one, Airflow reads its tasks from the latest DAG version."""
 
 
 def decide(existing: ExistingRun | None, reprocess_behavior: ReprocessBehavior) -> Disposition:
@@ -68,7 +75,14 @@ async def find_existing_runs(
         return {}
     dates = [r.info.logical_date for r in runs]
     result = await conn.execute(
-        sa.select(dag_run.c.id, dag_run.c.run_id, dag_run.c.state, dag_run.c.logical_date).where(
+        sa.select(
+            dag_run.c.id,
+            dag_run.c.run_id,
+            dag_run.c.state,
+            dag_run.c.logical_date,
+            dag_run.c.created_dag_version_id,
+            dag_run.c.bundle_version,
+        ).where(
             dag_run.c.dag_id == dag_id,
             dag_run.c.logical_date >= min(dates),
             dag_run.c.logical_date <= max(dates),
@@ -76,10 +90,29 @@ async def find_existing_runs(
     )
     wanted = set(dates)
     return {
-        row.logical_date: ExistingRun(row.id, row.run_id, row.state)
+        row.logical_date: ExistingRun(
+            row.id, row.run_id, row.state, row.created_dag_version_id, row.bundle_version
+        )
         for row in result
         if row.logical_date in wanted
     }
+
+
+async def _own_versions(
+    conn: AsyncConnection, catalog: DagCatalog, ctx: RunContext, runs: Sequence[ExistingRun]
+) -> dict[uuid.UUID, DagTemplate]:
+    """The DAG versions the ``runs`` a clear keeps on their own version read their tasks from, by id."""
+    wanted = {
+        r.created_dag_version_id
+        for r in runs
+        if r.created_dag_version_id is not None and r.bundle_version and not on_latest_version(conn, ctx, r)
+    }
+    found: dict[uuid.UUID, DagTemplate] = {}
+    for version_id in sorted(wanted, key=str):
+        loaded = await catalog.load(conn, ctx.dag.dag_id, version_id)
+        if loaded is not None:  # gone (``airflow db clean``): its tasks are kept as they are
+            found[version_id] = loaded.template
+    return found
 
 
 @dataclass(frozen=True)
@@ -137,6 +170,7 @@ async def write_batch(
     conf_given: bool,
     now: dt.datetime,
     bulk_method: TaskInstanceMethod | None = "copy",
+    catalog: DagCatalog | None = None,
 ) -> BatchResult:
     """Write the rows of ``runs`` (consecutive slots of the plan) inside the caller's transaction.
 
@@ -144,6 +178,9 @@ async def write_batch(
     ``bulk_method`` is None; SQLite (and ``bulk_method=None``) uses SQLAlchemy's
     executemany. Both write the same values, built by :mod:`sidecar.store._rows`, with the
     columns the database's Airflow version has (:mod:`sidecar.store._versions`).
+
+    New runs are written on ``ctx``'s DAG version; reprocessed runs that keep their own
+    (``ctx.run_on_latest_version`` off) are refreshed from it, read through ``catalog``.
 
     Returns:
         Counts of runs created, existing runs cleared for reprocessing, and slots skipped.
@@ -177,7 +214,10 @@ async def write_batch(
 
     to_reprocess = [existing[run.info.logical_date] for run, d in decisions if d is Disposition.REPROCESS]
     if to_reprocess:
-        await clear_runs_for_backfill(conn, ctx, to_reprocess, conf_given=conf_given, now=now)
+        own_versions = await _own_versions(conn, catalog or DagCatalog(), ctx, to_reprocess)
+        await clear_runs_for_backfill(
+            conn, ctx, to_reprocess, conf_given=conf_given, now=now, own_versions=own_versions
+        )
 
     bdr_rows: list[dict[str, Any]] = []
     skipped = 0

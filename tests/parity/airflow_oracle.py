@@ -14,7 +14,8 @@ result per operation. Operations:
   and its task instances into ``state`` with fixed dates and ``try_number`` 1, as if it
   had run. Used on both databases so their pre-existing runs are identical.
 * ``{"op": "backfill", "dag_id", "from_date", "to_date", "max_active_runs", "reverse",
-  "dag_run_conf", "reprocess_behavior", "triggering_user_name", "discard"}``: call
+  "dag_run_conf", "reprocess_behavior", "triggering_user_name", "discard",
+  "run_on_latest_version"}``: call
   ``airflow.models.backfill._create_backfill``. The result is ``{"backfill_id": id}`` or
   ``{"error": [exception class name, message]}``. With ``discard`` the backfill's rows
   are deleted afterwards (for requests Airflow wrongly accepts).
@@ -102,6 +103,24 @@ def _arrange(op: dict[str, Any]) -> dict[str, Any]:
     return {"dag_run_id": run.id}
 
 
+def _run_on_latest_version(op: dict[str, Any]) -> bool:
+    """The value Airflow's API and CLI pass to ``_create_backfill`` for the request's.
+
+    3.3 resolves an unset one (``resolve_run_on_latest_version(..., fallback=True)`` in
+    api_fastapi/common/dagbag.py: the DAG's, then ``[core]``'s, then True); 3.1 and 3.2's
+    request body and CLI default to True.
+    """
+    requested = op.get("run_on_latest_version")
+    try:
+        from airflow.api_fastapi.common.dagbag import resolve_run_on_latest_version
+    except ImportError:
+        return True if requested is None else bool(requested)
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        return resolve_run_on_latest_version(requested, op["dag_id"], session, fallback=True)
+
+
 def _backfill(op: dict[str, Any]) -> dict[str, Any]:
     from airflow.models import DagRun
     from airflow.models.backfill import Backfill, BackfillDagRun, ReprocessBehavior, _create_backfill
@@ -119,9 +138,7 @@ def _backfill(op: dict[str, Any]) -> dict[str, Any]:
             dag_run_conf=op.get("dag_run_conf"),
             triggering_user_name=op.get("triggering_user_name"),
             reprocess_behavior=ReprocessBehavior(behavior) if behavior else None,
-            # What the API and CLI resolve by default (``resolve_run_on_latest_version`` in Airflow's
-            # api_fastapi/common/dagbag.py, used by the backfills route and ``airflow backfill create``).
-            run_on_latest_version=True,
+            run_on_latest_version=_run_on_latest_version(op),
         )
     except Exception as exc:  # the oracle reports every refusal, whatever its type
         return {"error": [type(exc).__name__, str(exc)]}

@@ -14,6 +14,8 @@ from tests.parity.versions import present
 #: ``parity_evolving``: runs of version 1 made before the DAG changed (tests/parity/conftest.py).
 EVOLVING_RANGE = (at(2024, 4, 1), at(2024, 4, 6))
 EVOLVING_EXISTING = ((1, "success"), (2, "failed"), (3, "running"), (4, "success"))
+#: ``parity_evolving`` again: runs of version 1 reprocessed on their own version.
+EVOLVING_OWN_RANGE = (at(2024, 5, 1), at(2024, 5, 6))
 
 #: Existing runs in every state, by index in the range (the range holds six runs).
 EVERY_STATE = ((1, "success"), (2, "failed"), (3, "queued"), (4, "running"))
@@ -110,6 +112,23 @@ ROW_CASES: tuple[Request, ...] = present(
             reprocess="completed",
             conf={"rerun": 2},
         ),
+        # run_on_latest_version=False: the reprocessed runs stay on version 1 (its tasks).
+        Request(
+            "evolved_dag_own_version",
+            "parity_evolving",
+            *EVOLVING_OWN_RANGE,
+            reprocess="completed",
+            run_on_latest_version=False,
+        ),
+        # The DAG sets rerun_with_latest_version=False: the same, resolved as Airflow's API does.
+        Request(
+            "pinned_version_reprocess",
+            "parity_pinned_version",
+            at(2024, 1, 1),
+            at(2024, 1, 3),
+            reprocess="failed",
+            arrange=((1, "failed"),),
+        ),
         Request(
             "existing_dop_failed",
             "parity_dop",
@@ -181,14 +200,6 @@ REFUSED_CASES: tuple[Request, ...] = present(
     (
         Request("partitioned", "parity_partitioned", at(2024, 1, 1), at(2024, 1, 3), discard=True),
         Request("deadline_alerts", "parity_deadline", at(2024, 1, 1), at(2024, 1, 3), discard=True),
-        Request(
-            "pinned_version_reprocess",
-            "parity_pinned_version",
-            at(2024, 1, 1),
-            at(2024, 1, 3),
-            reprocess="failed",
-            discard=True,
-        ),
     )
 )
 

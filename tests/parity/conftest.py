@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.parity.cases import EVOLVING_EXISTING, EVOLVING_RANGE, SCRIPT
+from tests.parity.cases import EVOLVING_EXISTING, EVOLVING_OWN_RANGE, EVOLVING_RANGE, SCRIPT
 from tests.parity.harness import Outcome, finish_oracle, run_script, start_oracle
 from tests.support.airflow import airflow_environ
 from tests.support.dags import serialize_dags
@@ -38,7 +38,7 @@ VERSIONED_BUNDLE_SQL = (
 
 
 def _evolve_dag(base: str, home: Path) -> None:
-    """Give ``parity_evolving`` finished runs of version 1, then serialize its version 2.
+    """Give ``parity_evolving`` finished runs of version 1 (in two ranges), then serialize its version 2.
 
     Done once in the base database, so both clones hold the same two versions and the
     same runs of the first (made by Airflow's own ``create_dagrun``).
@@ -51,11 +51,12 @@ def _evolve_dag(base: str, home: Path) -> None:
                 {
                     "op": "arrange",
                     "dag_id": "parity_evolving",
-                    "from_date": EVOLVING_RANGE[0].isoformat(),
-                    "to_date": EVOLVING_RANGE[1].isoformat(),
+                    "from_date": first.isoformat(),
+                    "to_date": last.isoformat(),
                     "index": index,
                     "state": state,
                 }
+                for first, last in (EVOLVING_RANGE, EVOLVING_OWN_RANGE)
                 for index, state in EVOLVING_EXISTING
             ],
         )

@@ -54,6 +54,8 @@ class Request:
     """Mark the backfill completed afterwards (both sides), so the DAG is free again."""
     discard: bool = False
     """Delete what Airflow wrote (for requests Airflow wrongly accepts and the sidecar refuses)."""
+    run_on_latest_version: bool | None = None
+    """As in the request body (None: resolved as Airflow's API and CLI resolve it)."""
 
 
 @dataclass
@@ -94,6 +96,7 @@ def _oracle_ops(requests: Sequence[Request]) -> list[dict[str, Any]]:
                 "max_active_runs": r.max_active_runs,
                 "triggering_user_name": USER,
                 "discard": r.discard,
+                "run_on_latest_version": r.run_on_latest_version,
             }
         )
         if r.complete:
@@ -142,6 +145,7 @@ def spec_of(r: Request) -> BackfillSpec:
         dag_run_conf=r.conf,
         mode=Mode.EAGER,
         triggering_user_name=USER,
+        run_on_latest_version=r.run_on_latest_version,
     )
 
 

@@ -122,7 +122,6 @@ async def test_reported_hook_refuses_creation_and_writes_nothing(
 REFUSED_FEATURES = {
     "partitioned": "partitioned timetable",
     "deadline_alerts": "deadline alerts",
-    "pinned_version_reprocess": "rerun_with_latest_version=False",
 }
 
 

@@ -19,6 +19,7 @@ import pytest
 from sidecar._gen.airflow_sidecar.v1 import backfill_pb2 as pb
 from sidecar.engine import BackfillEngine, BackfillSpec
 from sidecar.store import connect, prepare
+from sidecar.store._database import _MIGRATIONS
 from tests.integration.test_engine_sqlite import db_path, sqlite_template  # noqa: F401  (fixtures)
 from tests.support.authz import ADMIN, ALICE, DAG_A, DAG_B, Stack, authz_stack, bearer, create_request
 from tests.support.fixtures import AirflowDatabase
@@ -73,8 +74,14 @@ _OLD_SHAPE_PG = (
     "ALTER TABLE airflow_sidecar.sidecar_backfill DROP CONSTRAINT sidecar_backfill_principal_request_id_key",
     "ALTER TABLE airflow_sidecar.sidecar_backfill DROP COLUMN principal",
     "ALTER TABLE airflow_sidecar.sidecar_backfill ADD CONSTRAINT sidecar_backfill_request_id_key UNIQUE (request_id)",
+    # ... and before migration step 6 (the pinned versions).
+    "ALTER TABLE airflow_sidecar.sidecar_backfill DROP COLUMN dag_version_id",
+    "ALTER TABLE airflow_sidecar.sidecar_backfill DROP COLUMN bundle_version",
+    "ALTER TABLE airflow_sidecar.sidecar_backfill DROP COLUMN run_on_latest_version",
     "DELETE FROM airflow_sidecar.sidecar_schema_version WHERE version > 1",
 )
+#: Migration step 6's columns, NULL on a backfill made before it (its runs: the latest version).
+_PINNING = ("dag_version_id", "bundle_version", "run_on_latest_version")
 
 
 async def test_the_migration_scopes_request_ids_on_postgresql(
@@ -102,7 +109,9 @@ async def test_the_migration_scopes_request_ids_on_postgresql(
         sql.execute("SELECT length(value) FROM airflow_sidecar.sidecar_secret WHERE name = 'page_token_key'")
         assert sql.fetchall() == [(64,)]
         sql.execute("SELECT max(version) FROM airflow_sidecar.sidecar_schema_version")
-        assert sql.fetchone() == (4,)
+        assert sql.fetchone() == (len(_MIGRATIONS),)
+        sql.execute(f"SELECT {', '.join(_PINNING)} FROM airflow_sidecar.sidecar_backfill")
+        assert sql.fetchall() == [(None, None, None)]
         again = await BackfillEngine(db).create(spec(), request_id="before", principal="someone")
         assert again.id != old.id
     finally:
@@ -120,6 +129,8 @@ async def test_the_migration_scopes_request_ids_on_sqlite(db_path: Path) -> None
         with sqlite3.connect(db_path) as conn:
             (ddl,) = conn.execute("SELECT sql FROM sqlite_master WHERE name = 'sidecar_backfill'").fetchone()
             old_ddl = re.sub(r",\s*principal [^,]*", "", ddl)
+            for column in _PINNING:
+                old_ddl = re.sub(rf",\s*{column} [^,]*", "", old_ddl)
             old_ddl = re.sub(
                 r"CONSTRAINT sidecar_backfill_principal_request_id_key UNIQUE \(principal, request_id\)",
                 "UNIQUE (request_id)",
@@ -127,7 +138,9 @@ async def test_the_migration_scopes_request_ids_on_sqlite(db_path: Path) -> None
             )
             assert "principal" not in old_ddl and "UNIQUE (request_id)" in old_ddl
             columns = ", ".join(
-                r[1] for r in conn.execute("PRAGMA table_info(sidecar_backfill)") if r[1] != "principal"
+                r[1]
+                for r in conn.execute("PRAGMA table_info(sidecar_backfill)")
+                if r[1] != "principal" and r[1] not in _PINNING
             )
             conn.executescript(
                 "ALTER TABLE sidecar_backfill RENAME TO new_shape;"
@@ -146,6 +159,9 @@ async def test_the_migration_scopes_request_ids_on_sqlite(db_path: Path) -> None
             assert conn.execute("SELECT count(*) FROM sidecar_secret").fetchone() == (1,)
             (ddl,) = conn.execute("SELECT sql FROM sqlite_master WHERE name = 'sidecar_backfill'").fetchone()
             assert "UNIQUE (principal, request_id)" in ddl and "UNIQUE (request_id)" not in ddl
+            assert conn.execute(f"SELECT {', '.join(_PINNING)} FROM sidecar_backfill").fetchall() == [
+                (None, None, None)
+            ]
         again = await BackfillEngine(db).create(spec(), request_id="before", principal="someone")
         assert again.id != old.id
     finally:

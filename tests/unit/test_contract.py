@@ -18,11 +18,12 @@ from __future__ import annotations
 import argparse
 import importlib
 import importlib.util
+import json
 from collections.abc import Iterator
 
 import pytest
 from google.api import annotations_pb2, http_pb2
-from google.protobuf import descriptor, descriptor_pb2
+from google.protobuf import descriptor, descriptor_pb2, json_format
 
 from sidecar._gen.airflow_sidecar.v1 import backfill_pb2, backfill_pb2_grpc, scheduler_pb2, scheduler_pb2_grpc
 from sidecar.api import BackfillServicer, SchedulerServicer
@@ -162,3 +163,58 @@ def test_every_http_binding_has_a_gateway_route() -> None:
     assert routes is not None, "the REST gateway (sidecar.gateway) is missing"
     assert bound <= routes, f"no gateway route for {sorted(bound - routes)}"
     assert not (routes & SCHEDULER_ONLY)
+
+
+# ---------------------------------------------------------------- fields on every surface
+
+
+class _RecordingStub:
+    """Stands in for the gRPC stub: keeps the request the CLI builds, answers a default backfill."""
+
+    def __init__(self) -> None:
+        self.requests: list[backfill_pb2.CreateBackfillRequest] = []
+
+    def CreateBackfill(
+        self, request: backfill_pb2.CreateBackfillRequest, timeout: float | None = None
+    ) -> backfill_pb2.CreateBackfillResponse:
+        self.requests.append(request)
+        return backfill_pb2.CreateBackfillResponse(backfill=backfill_pb2.Backfill(name="backfills/1", id=1))
+
+
+@pytest.mark.parametrize(
+    ("flag", "value"),
+    [([], None), (["--run-on-latest-version"], True), (["--no-run-on-latest-version"], False)],
+)
+def test_run_on_latest_version_on_every_surface(flag: list[str], value: bool | None) -> None:
+    """Field 19 goes from each surface to the engine's spec unchanged, unset staying unset."""
+    from sidecar.api._convert import spec_of
+    from sidecar.cli._client import _create
+    from sidecar.gateway import AirflowBackfillBody, airflow_create_request
+
+    # CLI
+    args = build_parser().parse_args(
+        ["backfill", "create", "--dag-id", "d", "--from-date", "2024-01-01", "--to-date", "2024-01-02", *flag]
+    )
+    stub = _RecordingStub()
+    _create(stub, args, None)  # type: ignore[arg-type]
+    (cli_request,) = stub.requests
+    # Airflow's /api/v2 body (the gateway and the Airflow plugin share this translation)
+    body = {"dag_id": "d", "from_date": "2024-01-01T00:00:00Z", "to_date": "2024-01-02T00:00:00Z"}
+    if value is not None:
+        body["run_on_latest_version"] = value  # type: ignore[assignment]
+    api_v2 = airflow_create_request(AirflowBackfillBody.model_validate(body), dry_run=False)
+    # /v1: the proto3 JSON mapping of the same message
+    v1 = backfill_pb2.CreateBackfillRequest()
+    json_format.Parse(
+        json.dumps({"backfill": {"dagId": "d"} | ({} if value is None else {"runOnLatestVersion": value})}),
+        v1,
+    )
+    for request in (cli_request, api_v2, v1):
+        assert request.backfill.HasField("run_on_latest_version") is (value is not None)
+        if value is not None:
+            assert request.backfill.run_on_latest_version is value
+    for request in (cli_request, api_v2):  # complete requests: what the engine is asked
+        assert spec_of(request, "someone").run_on_latest_version is value
+    # Read back: the resolved value and the pinned bundle version (output only)
+    fields = backfill_pb2.Backfill.DESCRIPTOR.fields_by_name
+    assert fields["run_on_latest_version"].number == 19 and fields["bundle_version"].number == 20

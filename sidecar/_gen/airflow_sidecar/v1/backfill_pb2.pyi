@@ -199,6 +199,8 @@ class Backfill(_message.Message):
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
     COMPLETE_TIME_FIELD_NUMBER: _builtins.int
     WRITE_FAILURE_FIELD_NUMBER: _builtins.int
+    RUN_ON_LATEST_VERSION_FIELD_NUMBER: _builtins.int
+    BUNDLE_VERSION_FIELD_NUMBER: _builtins.int
     ESTIMATE_FIELD_NUMBER: _builtins.int
     WEBHOOK_FIELD_NUMBER: _builtins.int
     name: _builtins.str
@@ -223,6 +225,17 @@ class Backfill(_message.Message):
     """The backfill's state."""
     triggering_user_name: _builtins.str
     """Who created it (the authenticated principal)."""
+    run_on_latest_version: _builtins.bool
+    """Whether runs it reprocesses move to its DAG version (Airflow's `run_on_latest_version`);
+    false clears them on their own versions. Unset: the DAG's `rerun_with_latest_version`,
+    else `[core] rerun_with_latest_version`, else true (Airflow 3.3; 3.1 and 3.2: true).
+    Read back as resolved at creation. New runs are written on the DAG version and bundle
+    version that were the latest when the backfill was created, whenever they are written.
+    """
+    bundle_version: _builtins.str
+    """The bundle version its runs are pinned to (a versioned bundle's, e.g. a git commit);
+    empty for an unversioned bundle.
+    """
     @_builtins.property
     def from_date(self) -> _timestamp_pb2.Timestamp:
         """First date of the range (inclusive)."""
@@ -284,16 +297,23 @@ class Backfill(_message.Message):
         update_time: _timestamp_pb2.Timestamp | None = ...,
         complete_time: _timestamp_pb2.Timestamp | None = ...,
         write_failure: Global___WriteFailure | None = ...,
+        run_on_latest_version: _builtins.bool | None = ...,
+        bundle_version: _builtins.str = ...,
         estimate: Global___Estimate | None = ...,
         webhook: Global___Webhook | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_max_active_runs", b"_max_active_runs", "complete_time", b"complete_time", "create_time", b"create_time", "estimate", b"estimate", "from_date", b"from_date", "max_active_runs", b"max_active_runs", "progress", b"progress", "to_date", b"to_date", "update_time", b"update_time", "webhook", b"webhook", "write_failure", b"write_failure"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_max_active_runs", b"_max_active_runs", "_run_on_latest_version", b"_run_on_latest_version", "complete_time", b"complete_time", "create_time", b"create_time", "estimate", b"estimate", "from_date", b"from_date", "max_active_runs", b"max_active_runs", "progress", b"progress", "run_on_latest_version", b"run_on_latest_version", "to_date", b"to_date", "update_time", b"update_time", "webhook", b"webhook", "write_failure", b"write_failure"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_active_runs", b"_max_active_runs", "complete_time", b"complete_time", "create_time", b"create_time", "dag_id", b"dag_id", "dag_run_conf", b"dag_run_conf", "estimate", b"estimate", "from_date", b"from_date", "id", b"id", "is_paused", b"is_paused", "max_active_runs", b"max_active_runs", "mode", b"mode", "name", b"name", "progress", b"progress", "reprocess_behavior", b"reprocess_behavior", "run_backwards", b"run_backwards", "state", b"state", "to_date", b"to_date", "triggering_user_name", b"triggering_user_name", "update_time", b"update_time", "webhook", b"webhook", "write_failure", b"write_failure"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_active_runs", b"_max_active_runs", "_run_on_latest_version", b"_run_on_latest_version", "bundle_version", b"bundle_version", "complete_time", b"complete_time", "create_time", b"create_time", "dag_id", b"dag_id", "dag_run_conf", b"dag_run_conf", "estimate", b"estimate", "from_date", b"from_date", "id", b"id", "is_paused", b"is_paused", "max_active_runs", b"max_active_runs", "mode", b"mode", "name", b"name", "progress", b"progress", "reprocess_behavior", b"reprocess_behavior", "run_backwards", b"run_backwards", "run_on_latest_version", b"run_on_latest_version", "state", b"state", "to_date", b"to_date", "triggering_user_name", b"triggering_user_name", "update_time", b"update_time", "webhook", b"webhook", "write_failure", b"write_failure"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__max_active_runs: _TypeAlias = _typing.Literal["max_active_runs"]  # noqa: Y015
     _WhichOneofArgType__max_active_runs: _TypeAlias = _typing.Literal["_max_active_runs", b"_max_active_runs"]  # noqa: Y015
+    _WhichOneofReturnType__run_on_latest_version: _TypeAlias = _typing.Literal["run_on_latest_version"]  # noqa: Y015
+    _WhichOneofArgType__run_on_latest_version: _TypeAlias = _typing.Literal["_run_on_latest_version", b"_run_on_latest_version"]  # noqa: Y015
+    @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__max_active_runs) -> _WhichOneofReturnType__max_active_runs | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__run_on_latest_version) -> _WhichOneofReturnType__run_on_latest_version | None: ...
 
 Global___Backfill: _TypeAlias = Backfill  # noqa: Y015
 
