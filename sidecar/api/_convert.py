@@ -21,6 +21,7 @@ from sidecar.engine import (
     ReprocessBehavior,
     SlotView,
     State,
+    TaskSelection,
     WriteFailure,
 )
 from sidecar.errors import InvalidArgument
@@ -157,6 +158,30 @@ def spec_of(request: pb.CreateBackfillRequest, principal: str | None) -> Backfil
         dag_run_conf=parse_conf(b.dag_run_conf),
         mode=_MODES_IN[b.mode],
         triggering_user_name=principal,
+        task_selection=_selection_of(b.task_selection) if b.HasField("task_selection") else None,
+    )
+
+
+def _selection_of(message: pb.TaskSelection) -> TaskSelection:
+    """A task subset (an empty ``task_regex`` is unset: proto3 cannot tell them apart)."""
+    return TaskSelection(
+        task_regex=message.task_regex or None,
+        task_ids=tuple(message.task_ids),
+        include_upstream=message.include_upstream,
+        include_downstream=message.include_downstream,
+    )
+
+
+def _selection_message(view: BackfillView) -> pb.TaskSelection | None:
+    selection = view.task_selection
+    if selection is None:
+        return None
+    return pb.TaskSelection(
+        task_regex=selection.task_regex or "",
+        task_ids=list(selection.task_ids),
+        include_upstream=selection.include_upstream,
+        include_downstream=selection.include_downstream,
+        selected_task_ids=list(view.selected_task_ids),
     )
 
 
@@ -194,6 +219,7 @@ def backfill_message(view: BackfillView) -> pb.Backfill:
         update_time=timestamp(view.updated_at),
         complete_time=timestamp(view.completed_at),
         write_failure=_write_failure(view.write_failure),
+        task_selection=_selection_message(view),
     )
 
 

@@ -120,6 +120,34 @@ def failure_line(b: pb.Backfill) -> str | None:
     return f"backfill {b.id} {what}: {f.reason}: {f.message}"
 
 
+def _task_selection(args: argparse.Namespace) -> pb.TaskSelection | None:
+    """``--task-regex`` / ``--task-id`` with ``--include-upstream`` / ``--include-downstream``.
+
+    Raises:
+        UsageError: an include flag without a selector.
+    """
+    if args.task_regex is None and not args.task_id:
+        if args.include_upstream or args.include_downstream:
+            raise UsageError("--include-upstream and --include-downstream need --task-regex or --task-id")
+        return None
+    return pb.TaskSelection(
+        task_regex=args.task_regex or "",
+        task_ids=args.task_id or [],
+        include_upstream=args.include_upstream,
+        include_downstream=args.include_downstream,
+    )
+
+
+def selection_line(b: pb.Backfill) -> str | None:
+    """The tasks a backfill runs, in one line; None when it runs every task."""
+    if not b.HasField("task_selection"):
+        return None
+    ids = list(b.task_selection.selected_task_ids)
+    shown = ", ".join(ids[:10]) + (f" and {len(ids) - 10} more" if len(ids) > 10 else "")
+    name = f"backfill {b.id}" if b.id else "the backfill"
+    return f"{name} runs only {len(ids)} task(s): {shown}"
+
+
 def print_backfills(backfills: Sequence[pb.Backfill], output: str) -> None:
     """Print backfills as a table or JSON."""
     if output == "json":
@@ -147,6 +175,8 @@ def print_backfills(backfills: Sequence[pb.Backfill], output: str) -> None:
     )
     for b in backfills:
         if line := failure_line(b):
+            print(line)
+        if line := selection_line(b):
             print(line)
 
 
@@ -280,6 +310,8 @@ def _create(
     backfill.to_date.FromDatetime(parse_when(args.to_date, "--to-date"))
     if args.max_active_runs is not None:
         backfill.max_active_runs = args.max_active_runs
+    if selection := _task_selection(args):
+        backfill.task_selection.CopyFrom(selection)
     request = pb.CreateBackfillRequest(
         backfill=backfill, validate_only=args.dry_run, request_id=args.request_id or ""
     )
@@ -319,6 +351,8 @@ def _create(
                 )
             )
         print(size_line(runs, truncated), file=sys.stderr)
+        if line := selection_line(response.backfill):
+            print(line, file=sys.stderr)
         return 0
     b = response.backfill
     if args.watch:

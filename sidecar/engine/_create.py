@@ -14,6 +14,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from sidecar.auth import Access
+from sidecar.catalog import DagTemplate
 from sidecar.engine._config import Parts
 from sidecar.engine._counting import BackgroundCounter, size_before_create
 from sidecar.engine._dry_run import dry_run
@@ -30,6 +31,7 @@ from sidecar.engine._plans import build_plan, check_dag, check_params
 from sidecar.engine._policies import SchedulerPolicies
 from sidecar.engine._reads import get
 from sidecar.engine._requests import check_request
+from sidecar.engine._subsets import selected_tasks
 from sidecar.errors import BackfillAlreadyRunning, InvalidArgument
 from sidecar.planning import BackfillPlan
 from sidecar.store import (
@@ -74,7 +76,7 @@ async def create(
             return previous
     now = parts.clock()
 
-    async def check(conn: AsyncConnection) -> tuple[Any, BackfillPlan] | BackfillView | DryRun:
+    async def check(conn: AsyncConnection) -> tuple[Any, BackfillPlan, DagTemplate] | BackfillView | DryRun:
         loaded = check_dag(spec, await parts.catalog.load(conn, spec.dag_id))
         if not validate_only:
             policies.check()
@@ -91,17 +93,21 @@ async def create(
                     return previous
                 raise
         check_params(spec, loaded, now)
-        return timetable, plan
+        return timetable, plan, loaded.template
 
     checked = await parts.tx.read(check)
     if not isinstance(checked, tuple):
         return checked
-    timetable, plan = checked
+    timetable, plan, template = checked
+    selected = await selected_tasks(template, spec.task_selection)
     if validate_only:  # planned off the event loop, outside the transaction
-        return await dry_run(parts, pool, spec, plan, now, dry_run_limit or parts.config.dry_run_limit)
+        limit = dry_run_limit or parts.config.dry_run_limit
+        return await dry_run(parts, pool, spec, plan, now, limit, selected)
     planned = await size_before_create(pool, plan, spec.dag_id, parts.config.max_runs_per_backfill)
     wanted = None if spec.mode is Mode.EAGER else spec.max_active_runs + parts.config.lookahead
-    created = await insert(parts, spec, timetable, planned, now, request_id, fingerprint, wanted, principal)
+    created = await insert(
+        parts, spec, timetable, planned, now, request_id, fingerprint, wanted, principal, selected
+    )
     if created is None:  # a concurrent create with this request_id won the race
         assert request_id is not None
         previous = await by_request_id(parts, principal, request_id, fingerprint)
@@ -132,6 +138,7 @@ async def insert(
     fingerprint: str,
     wanted: int | None,
     principal: str = "",
+    selected_task_ids: tuple[str, ...] = (),
 ) -> tuple[int, MaterializeResult | None] | None:
     """Insert the backfill's rows and write its first batch, in one transaction.
 
@@ -155,6 +162,8 @@ async def insert(
         principal=principal,
         request_fingerprint=fingerprint,
         now=now,
+        task_selection=spec.task_selection,
+        selected_task_ids=selected_task_ids,
     )
     first_runs = first_batch_size(parts, wanted)
 
@@ -211,4 +220,6 @@ def fingerprint_of(spec: BackfillSpec) -> str:
     """A digest of what the request asks for (not who asks), to tell a reused request id."""
     payload = asdict(spec)
     payload.pop("triggering_user_name")
+    if payload["task_selection"] is None:  # fingerprints of requests without a subset stay as they were
+        payload.pop("task_selection")
     return hashlib.sha256(json.dumps(payload, default=str, sort_keys=True).encode()).hexdigest()[:64]

@@ -24,7 +24,13 @@ __all__ = ["dry_run"]
 
 
 async def dry_run(
-    parts: Parts, pool: PlanningPool, spec: BackfillSpec, plan: BackfillPlan, now: dt.datetime, limit: int
+    parts: Parts,
+    pool: PlanningPool,
+    spec: BackfillSpec,
+    plan: BackfillPlan,
+    now: dt.datetime,
+    limit: int,
+    selected_task_ids: tuple[str, ...] = (),
 ) -> DryRun:
     """The plan a create would write, each slot with what would happen to it."""
     limit = min(limit, parts.config.dry_run_limit)
@@ -52,5 +58,7 @@ async def dry_run(
         created_at=now,
         updated_at=now,
         completed_at=None,
+        task_selection=spec.task_selection,
+        selected_task_ids=selected_task_ids,
     )
     return DryRun(backfill=view, runs=slots, truncated=planned > len(slots) or not exact, planned_exact=exact)

@@ -98,6 +98,7 @@ async def materialize_batch(
         log_template_id=await latest_log_template_id(conn),
         conf=claimed.dag_run_conf or {},
         triggering_user_name=claimed.triggering_user_name,
+        selected_task_ids=claimed.selected_task_ids,
     )
     result = await write_batch(
         conn,

@@ -6,6 +6,7 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Any
 
+from sidecar.catalog import TaskSelection
 from sidecar.store import Slot, WriteFailure
 from sidecar.vocabulary import Mode, ReprocessBehavior, State
 
@@ -25,6 +26,8 @@ class BackfillSpec:
     dag_run_conf: dict[str, Any] | None = None
     mode: Mode = Mode.WINDOWED
     triggering_user_name: str | None = None
+    task_selection: TaskSelection | None = None
+    """Run only these tasks (None: all of them)."""
 
 
 @dataclass(frozen=True)
@@ -63,6 +66,10 @@ class BackfillView:
     completed_at: dt.datetime | None
     write_failure: WriteFailure | None = None
     """Why writing its runs failed last (set aside, or retried next tick); None while all is well."""
+    task_selection: TaskSelection | None = None
+    """The task subset asked for (None: every task)."""
+    selected_task_ids: tuple[str, ...] = ()
+    """The tasks the subset resolved to when the backfill was created (empty without a subset)."""
 
 
 #: One slot of a plan as a caller sees it: exactly as the store reads it back.

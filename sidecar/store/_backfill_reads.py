@@ -14,9 +14,10 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from sidecar.auth import Access
+from sidecar.catalog import TaskSelection
 from sidecar.errors import BackfillNotFound
 from sidecar.store._phases import Phase, WriteFailure, lifecycle_of, state_filter, state_of
-from sidecar.store._tables import backfill, dag_run, sidecar_backfill
+from sidecar.store._tables import backfill, dag_run, sidecar_backfill, sidecar_task_selection
 from sidecar.vocabulary import Mode, ReprocessBehavior, State
 
 __all__ = [
@@ -67,6 +68,10 @@ class BackfillRecord:
     skipped_count: int | None
     write_failure: WriteFailure | None
     """Why its last batch failed (None while writing succeeds, and for a backfill Airflow made)."""
+    task_selection: TaskSelection | None = None
+    """Its task subset (None: every task runs)."""
+    selected_task_ids: tuple[str, ...] = ()
+    """The task ids the subset resolved to (empty without one)."""
 
     @property
     def phase(self) -> Phase:
@@ -101,6 +106,8 @@ class BackfillRecord:
             written_count=row.written_count,
             skipped_count=row.skipped_count,
             write_failure=WriteFailure.of(row, Phase(row.phase)) if row.phase else None,
+            task_selection=selection_of(row),
+            selected_task_ids=tuple(row.selected_task_ids or ()),
         )
 
 
@@ -116,13 +123,32 @@ _COLUMNS = (
     sidecar_backfill.c.failure_message,
     sidecar_backfill.c.failure_attempts,
     sidecar_backfill.c.failed_at,
+    sidecar_task_selection.c.task_regex,
+    sidecar_task_selection.c.task_ids,
+    sidecar_task_selection.c.include_upstream,
+    sidecar_task_selection.c.include_downstream,
+    sidecar_task_selection.c.selected_task_ids,
 )
+
+
+def selection_of(row: Any) -> TaskSelection | None:
+    """The task subset of a row joined with ``sidecar_task_selection`` (None without one)."""
+    if row.selected_task_ids is None:
+        return None
+    return TaskSelection(
+        task_regex=row.task_regex,
+        task_ids=tuple(row.task_ids or ()),
+        include_upstream=bool(row.include_upstream),
+        include_downstream=bool(row.include_downstream),
+    )
 
 
 def backfill_query() -> sa.Select[Any]:
     """Airflow's backfill rows with the sidecar's own columns (NULL for backfills Airflow made)."""
     return sa.select(*_COLUMNS).select_from(
-        backfill.outerjoin(sidecar_backfill, sidecar_backfill.c.backfill_id == backfill.c.id)
+        backfill.outerjoin(sidecar_backfill, sidecar_backfill.c.backfill_id == backfill.c.id).outerjoin(
+            sidecar_task_selection, sidecar_task_selection.c.backfill_id == backfill.c.id
+        )
     )
 
 
@@ -249,6 +275,8 @@ class PlanRecord:
     dag_run_conf_given: bool
     triggering_user_name: str | None
     reprocess_behavior: ReprocessBehavior
+    selected_task_ids: frozenset[str] | None = None
+    """The only tasks its runs run (the others' task instances are ``removed``); None: all."""
 
     @classmethod
     def of(cls, row: Any) -> PlanRecord:
@@ -272,6 +300,7 @@ class PlanRecord:
             dag_run_conf_given=bool(row.dag_run_conf_given),
             triggering_user_name=row.triggering_user_name,
             reprocess_behavior=_reprocess(row.reprocess_behavior) or ReprocessBehavior.NONE,
+            selected_task_ids=None if row.selected_task_ids is None else frozenset(row.selected_task_ids),
         )
 
 
@@ -286,8 +315,12 @@ def plan_query(backfill_id: int) -> sa.Select[Any]:
             backfill.c.from_date,
             backfill.c.to_date,
             backfill.c.reprocess_behavior,
+            sidecar_task_selection.c.selected_task_ids,
         )
         .join(backfill, backfill.c.id == sidecar_backfill.c.backfill_id)
+        .outerjoin(
+            sidecar_task_selection, sidecar_task_selection.c.backfill_id == sidecar_backfill.c.backfill_id
+        )
         .where(sidecar_backfill.c.backfill_id == backfill_id)
     )
 

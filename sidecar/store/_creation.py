@@ -13,9 +13,10 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from sidecar.catalog import TaskSelection
 from sidecar.errors import BackfillAlreadyRunning
 from sidecar.store._phases import Phase
-from sidecar.store._tables import backfill, sidecar_backfill
+from sidecar.store._tables import backfill, sidecar_backfill, sidecar_task_selection
 from sidecar.store._versions import contract_of
 from sidecar.vocabulary import Mode, ReprocessBehavior
 
@@ -44,6 +45,10 @@ class NewBackfill:
     """Creation time, and the plan's cutoff."""
     principal: str = ""
     """Who creates it: its ``request_id`` is unique among this principal's ("" without auth)."""
+    task_selection: TaskSelection | None = None
+    """The task subset asked for (None: every task runs)."""
+    selected_task_ids: tuple[str, ...] = ()
+    """What ``task_selection`` resolved to."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,4 +145,16 @@ async def insert_backfill(conn: AsyncConnection, new: NewBackfill) -> int | None
             "updated_at": new.now,
         },
     )
+    if new.task_selection is not None:
+        await conn.execute(
+            sidecar_task_selection.insert(),
+            {
+                "backfill_id": backfill_id,
+                "task_regex": new.task_selection.task_regex,
+                "task_ids": list(new.task_selection.task_ids),
+                "include_upstream": new.task_selection.include_upstream,
+                "include_downstream": new.task_selection.include_downstream,
+                "selected_task_ids": list(new.selected_task_ids),
+            },
+        )
     return int(backfill_id)

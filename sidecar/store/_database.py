@@ -242,6 +242,8 @@ _MIGRATIONS: list[Callable[[Connection], None]] = [
     _scope_request_ids,
     # 4: the page-token key every replica shares.
     _create_secrets,
+    # 5: task subsets (sidecar_task_selection).
+    lambda conn: sidecar_metadata.create_all(conn, checkfirst=True),
 ]
 
 

@@ -280,4 +280,17 @@ sidecar_secret = sa.Table(
     sa.Column("value", sa.String(256), nullable=False),
 )
 
-SIDECAR_TABLES = (sidecar_schema_version, sidecar_backfill, sidecar_secret)
+#: A backfill's task subset (migration step 5; no row: every task runs): what was asked,
+#: and the task ids it resolved to at creation, which every later batch and reprocess uses.
+sidecar_task_selection = sa.Table(
+    "sidecar_task_selection",
+    sidecar_metadata,
+    sa.Column("backfill_id", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("task_regex", sa.Text),
+    sa.Column("task_ids", sa.JSON, nullable=False),
+    sa.Column("include_upstream", sa.Boolean, nullable=False),
+    sa.Column("include_downstream", sa.Boolean, nullable=False),
+    sa.Column("selected_task_ids", sa.JSON, nullable=False),
+)
+
+SIDECAR_TABLES = (sidecar_schema_version, sidecar_backfill, sidecar_secret, sidecar_task_selection)
