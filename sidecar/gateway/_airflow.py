@@ -45,6 +45,20 @@ _DRY_RUN_LIMIT = 10000
 _MAX_OFFSET = 2**31 - 1  # ListBackfillsRequest.skip is an int32
 
 
+class TaskSelectionBody(BaseModel):
+    """A sidecar extension (Airflow has no such field): run only some of the DAG's tasks."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    task_regex: str | None = Field(default=None, description="Python regex searched in each task id.")
+    task_ids: list[str] = Field(default_factory=list, description="Explicit task ids (not with task_regex).")
+    include_upstream: bool = False
+    include_downstream: bool = False
+    selected_task_ids: list[str] = Field(
+        default_factory=list, description="Output only: what the selection resolved to (ignored in requests)."
+    )
+
+
 class BackfillPostBody(BaseModel):
     """Object used for create backfill request."""
 
@@ -60,6 +74,9 @@ class BackfillPostBody(BaseModel):
     run_on_latest_version: bool | None = Field(
         default=None,
         description="Accepted for compatibility; the sidecar always runs the DAG's latest version.",
+    )
+    task_selection: TaskSelectionBody | None = Field(
+        default=None, description="Sidecar extension: run only these tasks (docs/controls.md, Task subsets)."
     )
 
 
@@ -213,7 +230,17 @@ def backfill_json(b: pb.Backfill) -> dict[str, Any]:
         updated_at=_datetime(b.update_time),
         dag_display_name=b.dag_id,
     )
-    return response.model_dump(mode="json")
+    shown = response.model_dump(mode="json")
+    if b.HasField("task_selection"):  # the sidecar extension, only on backfills that have one
+        s = b.task_selection
+        shown["task_selection"] = TaskSelectionBody(
+            task_regex=s.task_regex or None,
+            task_ids=list(s.task_ids),
+            include_upstream=s.include_upstream,
+            include_downstream=s.include_downstream,
+            selected_task_ids=list(s.selected_task_ids),
+        ).model_dump(mode="json")
+    return shown
 
 
 def dry_run_json(response: pb.CreateBackfillResponse) -> dict[str, Any]:
@@ -274,6 +301,20 @@ def create_request(body: BackfillPostBody, *, dry_run: bool) -> pb.CreateBackfil
         max_active_runs=body.max_active_runs,
         mode=pb.MODE_WINDOWED,
     )
+    if body.task_selection is not None:
+        if any(
+            _SURROGATE.search(t)
+            for t in [body.task_selection.task_regex or "", *body.task_selection.task_ids]
+        ):
+            raise _LocalError(422, "task_selection is not valid Unicode (a lone surrogate)")
+        backfill.task_selection.CopyFrom(
+            pb.TaskSelection(
+                task_regex=body.task_selection.task_regex or "",
+                task_ids=body.task_selection.task_ids,
+                include_upstream=body.task_selection.include_upstream,
+                include_downstream=body.task_selection.include_downstream,
+            )
+        )
     if body.dag_run_conf is not None:
         try:
             backfill.dag_run_conf = json.dumps(body.dag_run_conf, allow_nan=False)
