@@ -8,7 +8,6 @@ that write nothing; and a reprocess that clears only the selected tasks.
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +15,7 @@ import httpx
 import psycopg2.extensions
 import pytest
 
+from tests.integration.test_cli import cli
 from tests.integration.test_gateway import RANGE, THREE, count_backfills, violations
 from tests.support.fixtures import AirflowDatabase
 from tests.support.processes import start_sidecar
@@ -178,13 +178,7 @@ async def test_reprocess_clears_only_the_selected_tasks(
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "sidecar", "backfill", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    return cli("backfill", *args)
 
 
 def test_cli_flags_reach_the_server(clean_db: AirflowDatabase, tmp_path: Path) -> None:
