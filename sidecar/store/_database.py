@@ -18,8 +18,11 @@ from sidecar.store._tables import (
     FAILURE_COLUMNS,
     SIDECAR_SCHEMA,
     sidecar_backfill,
+    sidecar_event,
     sidecar_metadata,
+    sidecar_notify,
     sidecar_schema_version,
+    sidecar_task_selection,
 )
 from sidecar.store._versions import (
     CONTRACT_OPTION,
@@ -242,8 +245,10 @@ _MIGRATIONS: list[Callable[[Connection], None]] = [
     _scope_request_ids,
     # 4: the page-token key every replica shares.
     _create_secrets,
-    # 5: task subsets (sidecar_task_selection).
-    lambda conn: sidecar_metadata.create_all(conn, checkfirst=True),
+    # 5: events and their webhook deliveries (the outbox).
+    lambda conn: sidecar_metadata.create_all(conn, tables=[sidecar_notify, sidecar_event], checkfirst=True),
+    # 6: task subsets (sidecar_task_selection).
+    lambda conn: sidecar_metadata.create_all(conn, tables=[sidecar_task_selection], checkfirst=True),
 ]
 
 
