@@ -12,7 +12,8 @@ and each class carries the stable ``reason`` string that goes into
     │   ├── InvalidDirection       run backwards with depends_on_past tasks
     │   ├── InvalidReprocess       reprocess "none" with depends_on_past tasks
     │   ├── InvalidConf            conf fails the DAG's params
-    │   └── NoRunsToCreate         the range holds no run
+    │   ├── NoRunsToCreate         the range holds no run
+    │   └── InvalidTaskSelection   a task subset that names, matches or can run nothing
     ├── NotFound                   NOT_FOUND
     │   ├── DagNotFound
     │   └── BackfillNotFound       also a backfill the caller may not read
@@ -73,6 +74,10 @@ class InvalidConf(InvalidArgument):
 
 class NoRunsToCreate(InvalidArgument):
     reason = "NO_RUNS_TO_CREATE"
+
+
+class InvalidTaskSelection(InvalidArgument):
+    reason = "INVALID_TASK_SELECTION"
 
 
 class NotFound(SidecarError):

@@ -25,6 +25,7 @@ from sidecar.engine import (
     ReprocessBehavior,
     SlotView,
     State,
+    TaskSelection,
     WebhookStatus,
     WriteFailure,
     shown_target,
@@ -178,6 +179,30 @@ def spec_of(request: pb.CreateBackfillRequest, principal: str | None) -> Backfil
         run_on_latest_version=b.run_on_latest_version if b.HasField("run_on_latest_version") else None,
         webhook_url=webhook_url,
         webhook_format=webhook_format,
+        task_selection=_selection_of(b.task_selection) if b.HasField("task_selection") else None,
+    )
+
+
+def _selection_of(message: pb.TaskSelection) -> TaskSelection:
+    """A task subset (an empty ``task_regex`` is unset: proto3 cannot tell them apart)."""
+    return TaskSelection(
+        task_regex=message.task_regex or None,
+        task_ids=tuple(message.task_ids),
+        include_upstream=message.include_upstream,
+        include_downstream=message.include_downstream,
+    )
+
+
+def _selection_message(view: BackfillView) -> pb.TaskSelection | None:
+    selection = view.task_selection
+    if selection is None:
+        return None
+    return pb.TaskSelection(
+        task_regex=selection.task_regex or "",
+        task_ids=list(selection.task_ids),
+        include_upstream=selection.include_upstream,
+        include_downstream=selection.include_downstream,
+        selected_task_ids=list(view.selected_task_ids),
     )
 
 
@@ -217,6 +242,7 @@ def backfill_message(view: BackfillView) -> pb.Backfill:
         write_failure=_write_failure(view.write_failure),
         run_on_latest_version=view.run_on_latest_version,
         bundle_version=view.bundle_version or "",
+        task_selection=_selection_message(view),
         estimate=_estimate(view.estimate),
         webhook=_webhook(view.webhook),
     )

@@ -11,15 +11,20 @@ from __future__ import annotations
 from sidecar.catalog._model import NOTSET, DagParams, DagTemplate, MapLength, ParamSpec, TaskTemplate
 from sidecar.catalog._params import ConfRules, validate_conf
 from sidecar.catalog._parse import parse_dag
+from sidecar.catalog._subsets import MATCH_SECONDS, REMOVED_UPSTREAM_MET, TaskSelection, resolve_selection
 
 __all__ = [
+    "MATCH_SECONDS",
     "NOTSET",
+    "REMOVED_UPSTREAM_MET",
     "ConfRules",
     "DagParams",
     "DagTemplate",
     "MapLength",
     "ParamSpec",
+    "TaskSelection",
     "TaskTemplate",
     "parse_dag",
+    "resolve_selection",
     "validate_conf",
 ]

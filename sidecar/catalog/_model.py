@@ -31,6 +31,10 @@ class TaskTemplate:
         mapping: How the task's map length is known, for clearing an existing run
             (``DagRun._check_for_removed_or_restored_tasks``): None for a task that is
             not mapped (neither a mapped operator nor inside a mapped group).
+        downstream_task_ids: The task's direct downstream task ids (task subsets).
+        trigger_rule: ``task.trigger_rule`` (task subsets: how an excluded upstream counts).
+        is_setup: ``task.is_setup``.
+        is_teardown: ``task.is_teardown``.
     """
 
     task_id: str
@@ -47,6 +51,10 @@ class TaskTemplate:
     task_display_name: str
     depends_on_past: bool
     mapping: MapLength | None = None
+    downstream_task_ids: tuple[str, ...] = ()
+    trigger_rule: str = "all_success"
+    is_setup: bool = False
+    is_teardown: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,6 +24,9 @@ SCHEMA_DEFAULTS: Mapping[str, Any] = {
     "priority_weight": 1,
     "weight_rule": "downstream",
     "task_type": "BaseOperator",
+    "trigger_rule": "all_success",
+    "is_setup": False,
+    "is_teardown": False,
 }
 #: Class defaults of ``SerializedBaseOperator`` for fields without a schema default.
 CLASS_DEFAULTS: Mapping[str, Any] = {
@@ -47,6 +50,9 @@ _MOVED_TO_PARTIAL = frozenset(
         "priority_weight",
         "executor",
         "executor_config",
+        "trigger_rule",
+        "is_setup",
+        "is_teardown",
     }
 )
 #: Old operator field names renamed on read (``_preprocess_encoded_operator``).
@@ -185,6 +191,10 @@ def parse_dag(data: Mapping[str, Any]) -> DagTemplate:
                 task_display_name=op.display_name,
                 depends_on_past=bool(op.get("depends_on_past")),
                 mapping=map_length(op.task_id, op.expand_input, groups.mapped_groups.get(op.task_id, ())),
+                downstream_task_ids=tuple(downstream[op.task_id]),
+                trigger_rule=str(op.get("trigger_rule")),
+                is_setup=bool(op.get("is_setup")),
+                is_teardown=bool(op.get("is_teardown")),
             )
         )
     allowed = dag.get("allowed_run_types")

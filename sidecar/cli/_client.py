@@ -116,6 +116,34 @@ def failure_line(b: pb.Backfill) -> str | None:
     return f"backfill {b.id} {what}: {f.reason}: {f.message}"
 
 
+def _task_selection(args: argparse.Namespace) -> pb.TaskSelection | None:
+    """``--task-regex`` / ``--task-id`` with ``--include-upstream`` / ``--include-downstream``.
+
+    Raises:
+        UsageError: an include flag without a selector.
+    """
+    if args.task_regex is None and not args.task_id:
+        if args.include_upstream or args.include_downstream:
+            raise UsageError("--include-upstream and --include-downstream need --task-regex or --task-id")
+        return None
+    return pb.TaskSelection(
+        task_regex=args.task_regex or "",
+        task_ids=args.task_id or [],
+        include_upstream=args.include_upstream,
+        include_downstream=args.include_downstream,
+    )
+
+
+def selection_line(b: pb.Backfill) -> str | None:
+    """The tasks a backfill runs, in one line; None when it runs every task."""
+    if not b.HasField("task_selection"):
+        return None
+    ids = list(b.task_selection.selected_task_ids)
+    shown = ", ".join(ids[:10]) + (f" and {len(ids) - 10} more" if len(ids) > 10 else "")
+    name = f"backfill {b.id}" if b.id else "the backfill"
+    return f"{name} runs only {len(ids)} task(s): {shown}"
+
+
 def webhook_line(b: pb.Backfill) -> str | None:
     """How the backfill's webhook deliveries stand, in one line, when some are not delivered; else None."""
     if not b.HasField("webhook") or not (b.webhook.undelivered or b.webhook.given_up):
@@ -151,7 +179,7 @@ def print_backfills(backfills: Sequence[pb.Backfill], output: str) -> None:
         )
     )
     for b in backfills:
-        for line in (failure_line(b), webhook_line(b)):
+        for line in (failure_line(b), webhook_line(b), selection_line(b)):
             if line:
                 print(line)
 
@@ -303,6 +331,8 @@ def _create(
         backfill.max_active_runs = args.max_active_runs
     if args.run_on_latest_version is not None:
         backfill.run_on_latest_version = args.run_on_latest_version
+    if selection := _task_selection(args):
+        backfill.task_selection.CopyFrom(selection)
     if args.webhook_url is not None:
         backfill.webhook.url = args.webhook_url
         backfill.webhook.format = _WEBHOOK_FORMATS[args.webhook_format]
@@ -352,6 +382,8 @@ def _create(
                 )
             )
         print(size_line(response), file=sys.stderr)
+        if line := selection_line(response.backfill):
+            print(line, file=sys.stderr)
         return 0
     b = response.backfill
     if args.watch:

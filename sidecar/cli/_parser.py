@@ -38,7 +38,9 @@ EXAMPLES: dict[str, str] = {
     "backfill create": "airflow-sidecar backfill create --dag-id my_dag --from-date 2025-01-01 "
     "--to-date 2025-03-31 --dry-run\n"
     "airflow-sidecar backfill create --dag-id my_dag --from-date 2025-01-01 --to-date 2025-03-31 \\\n"
-    "    --max-active-runs 4 --reprocess-behavior failed --watch",
+    "    --max-active-runs 4 --reprocess-behavior failed --watch\n"
+    "airflow-sidecar backfill create --dag-id my_dag --from-date 2025-01-01 --to-date 2025-03-31 \\\n"
+    "    --task-regex '^load_' --include-downstream --watch",
     "backfill get": "airflow-sidecar backfill get 7 --watch",
     "backfill pause": "airflow-sidecar backfill pause 7",
     "backfill unpause": "airflow-sidecar backfill unpause 7",
@@ -150,6 +152,22 @@ def _add_backfill(commands: argparse._SubParsersAction[argparse.ArgumentParser])
         "--dag-run-conf",
         default=None,
         help="JSON object passed to every run (checked against the DAG's params)",
+    )
+    subset = create.add_argument_group(
+        "task subsets", "run only some tasks; the others are marked removed in each run (docs/controls.md)"
+    )
+    selector = subset.add_mutually_exclusive_group()
+    selector.add_argument(
+        "--task-regex", default=None, help="run only the tasks whose id this Python regex matches (re.search)"
+    )
+    selector.add_argument(
+        "--task-id", action="append", default=None, help="run only this task (repeat for more)"
+    )
+    subset.add_argument(
+        "--include-upstream", action="store_true", help="also run every upstream of the selected tasks"
+    )
+    subset.add_argument(
+        "--include-downstream", action="store_true", help="also run every downstream of the selected tasks"
     )
     create.add_argument(
         "--mode",

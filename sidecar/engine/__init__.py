@@ -1,5 +1,6 @@
 """The engine: validating, planning, materialising and steering backfills (orchestration; the store runs the SQL)."""
 
+from sidecar.catalog import TaskSelection
 from sidecar.engine._config import EngineConfig
 from sidecar.engine._engine import BackfillEngine
 from sidecar.engine._model import (
@@ -36,6 +37,7 @@ __all__ = [
     "ReprocessBehavior",
     "SlotView",
     "State",
+    "TaskSelection",
     "TickResult",
     "WebhookStatus",
     "WriteFailure",

@@ -14,6 +14,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from sidecar.auth import Access
+from sidecar.catalog import DagTemplate
 from sidecar.engine._config import Parts
 from sidecar.engine._counting import BackgroundCounter, size_before_create
 from sidecar.engine._dry_run import dry_run
@@ -31,6 +32,7 @@ from sidecar.engine._plans import build_plan, check_dag, check_params
 from sidecar.engine._policies import SchedulerPolicies
 from sidecar.engine._reads import get
 from sidecar.engine._requests import check_request
+from sidecar.engine._subsets import selected_tasks
 from sidecar.engine._webhook_urls import check_webhook_url
 from sidecar.errors import BackfillAlreadyRunning, InvalidArgument
 from sidecar.planning import BackfillPlan
@@ -79,7 +81,9 @@ async def create(
             return previous
     now = parts.clock()
 
-    async def check(conn: AsyncConnection) -> tuple[Any, BackfillPlan, Pin] | BackfillView | DryRun:
+    async def check(
+        conn: AsyncConnection,
+    ) -> tuple[Any, BackfillPlan, Pin, DagTemplate] | BackfillView | DryRun:
         loaded = check_dag(spec, await parts.catalog.load(conn, spec.dag_id))
         if not validate_only:
             policies.check()
@@ -96,19 +100,20 @@ async def create(
                     return previous
                 raise
         check_params(spec, loaded, now)
-        return timetable, plan, pin_of(spec, loaded, parts.config.rerun_with_latest_version)
+        return timetable, plan, pin_of(spec, loaded, parts.config.rerun_with_latest_version), loaded.template
 
     checked = await parts.tx.read(check)
     if not isinstance(checked, tuple):
         return checked
-    timetable, plan, pin = checked
+    timetable, plan, pin, template = checked
+    selected = await selected_tasks(template, spec.task_selection)
     if validate_only:  # planned off the event loop, outside the transaction
         limit = parts.config.dry_run_limit if dry_run_limit is None else dry_run_limit
-        return await dry_run(parts, pool, spec, plan, now, limit)
+        return await dry_run(parts, pool, spec, plan, now, limit, selected)
     planned = await size_before_create(pool, plan, spec.dag_id, parts.config.max_runs_per_backfill)
     wanted = None if spec.mode is Mode.EAGER else spec.max_active_runs + parts.config.lookahead
     created = await insert(
-        parts, spec, timetable, planned, now, request_id, fingerprint, wanted, principal, pin
+        parts, spec, timetable, planned, now, request_id, fingerprint, wanted, principal, pin, selected
     )
     if created is None:  # a concurrent create with this request_id won the race
         assert request_id is not None
@@ -141,6 +146,7 @@ async def insert(
     wanted: int | None,
     principal: str = "",
     pin: Pin | None = None,
+    selected_task_ids: tuple[str, ...] = (),
 ) -> tuple[int, MaterializeResult | None] | None:
     """Insert the backfill's rows and write its first batch, in one transaction.
 
@@ -168,6 +174,8 @@ async def insert(
         dag_version_id=pin.dag_version_id if pin else None,
         bundle_version=pin.bundle_version if pin else None,
         run_on_latest_version=pin.run_on_latest_version if pin else True,
+        task_selection=spec.task_selection,
+        selected_task_ids=selected_task_ids,
     )
     first_runs = first_batch_size(parts, wanted)
 
@@ -227,4 +235,6 @@ def fingerprint_of(spec: BackfillSpec) -> str:
     payload.pop("triggering_user_name")
     if payload["run_on_latest_version"] is None:  # as before the field existed
         payload.pop("run_on_latest_version")
+    if payload["task_selection"] is None:  # fingerprints of requests without a subset stay as they were
+        payload.pop("task_selection")
     return hashlib.sha256(json.dumps(payload, default=str, sort_keys=True).encode()).hexdigest()[:64]

@@ -31,7 +31,13 @@ EXISTING_RUNS_READ = 100_000
 
 
 async def dry_run(
-    parts: Parts, pool: PlanningPool, spec: BackfillSpec, plan: BackfillPlan, now: dt.datetime, limit: int
+    parts: Parts,
+    pool: PlanningPool,
+    spec: BackfillSpec,
+    plan: BackfillPlan,
+    now: dt.datetime,
+    limit: int,
+    selected_task_ids: tuple[str, ...] = (),
 ) -> DryRun:
     """The plan a create would write, each listed slot with what would happen to it, and its summary."""
     limit = min(limit, parts.config.dry_run_limit)
@@ -80,6 +86,8 @@ async def dry_run(
         created_at=now,
         updated_at=now,
         completed_at=None,
+        task_selection=spec.task_selection,
+        selected_task_ids=selected_task_ids,
         estimate=estimate(history, "history", summary.to_run, spec.max_active_runs),
     )
     slots = [

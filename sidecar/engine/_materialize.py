@@ -103,6 +103,7 @@ async def materialize_batch(
         conf=claimed.dag_run_conf or {},
         triggering_user_name=claimed.triggering_user_name,
         run_on_latest_version=claimed.run_on_latest_version,
+        selected_task_ids=claimed.selected_task_ids,
     )
     result = await write_batch(
         conn,

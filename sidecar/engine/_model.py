@@ -6,6 +6,7 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Any
 
+from sidecar.catalog import TaskSelection
 from sidecar.store import Slot, WebhookStatus, WriteFailure
 from sidecar.vocabulary import Mode, ReprocessBehavior, State
 
@@ -27,6 +28,8 @@ class BackfillSpec:
     triggering_user_name: str | None = None
     run_on_latest_version: bool | None = None
     """Whether reprocessed runs move to the backfill's DAG version; None: resolved as Airflow does."""
+    task_selection: TaskSelection | None = None
+    """Run only these tasks (None: all of them)."""
     webhook_url: str | None = None
     """Where its events are POSTed (checked by ``_webhook_urls``); None: Watch only."""
     webhook_format: str = "json"
@@ -73,6 +76,10 @@ class BackfillView:
     """As resolved at creation; None for a backfill Airflow made (or one made before pinning)."""
     bundle_version: str | None = None
     """The bundle version its runs are pinned to; None when unversioned or not the sidecar's."""
+    task_selection: TaskSelection | None = None
+    """The task subset asked for (None: every task)."""
+    selected_task_ids: tuple[str, ...] = ()
+    """The tasks the subset resolved to when the backfill was created (empty without a subset)."""
     estimate: Estimate | None = None
     """How long its unfinished runs should take (see ``_estimates``); None when not asked or no history."""
     webhook: WebhookStatus | None = None

@@ -76,6 +76,8 @@ def view_of(record: BackfillRecord, progress: Progress) -> BackfillView:
         write_failure=record.write_failure if state in (State.ACTIVE, State.PAUSED) else None,
         run_on_latest_version=record.run_on_latest_version,
         bundle_version=record.bundle_version,
+        task_selection=record.task_selection,
+        selected_task_ids=record.selected_task_ids,
     )
 
 

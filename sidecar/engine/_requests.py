@@ -17,8 +17,9 @@ import re
 from collections.abc import Iterator
 from typing import Any
 
+from sidecar.catalog import TaskSelection
 from sidecar.engine._model import BackfillSpec
-from sidecar.errors import InvalidArgument
+from sidecar.errors import InvalidArgument, InvalidTaskSelection
 
 __all__ = [
     "DATE_RANGE",
@@ -27,6 +28,8 @@ __all__ = [
     "MAX_CONF_DEPTH",
     "MAX_DAG_ID_LENGTH",
     "MAX_REQUEST_ID_LENGTH",
+    "MAX_SELECTED_TASK_IDS",
+    "MAX_TASK_REGEX_LENGTH",
     "check_conf",
     "check_list_filter",
     "check_request",
@@ -38,6 +41,12 @@ MAX_ACTIVE_RUNS_LIMIT = 10_000
 MAX_DAG_ID_LENGTH = 250
 #: ``sidecar_backfill.request_id``'s width.
 MAX_REQUEST_ID_LENGTH = 128
+#: Longest ``task_selection.task_regex`` (its compile cost grows with its length).
+MAX_TASK_REGEX_LENGTH = 1000
+#: Most ``task_selection.task_ids`` in one request.
+MAX_SELECTED_TASK_IDS = 10_000
+#: Airflow's ``task_instance.task_id`` column width.
+_MAX_TASK_ID_LENGTH = 250
 #: Deepest nesting of objects and arrays in ``dag_run_conf`` (serialising a deeper
 #: document again would overflow Python's recursion limit).
 MAX_CONF_DEPTH = 64
@@ -107,6 +116,47 @@ def check_request(spec: BackfillSpec, request_id: str | None, dry_run_limit: int
         )
     if spec.dag_run_conf is not None:
         check_conf(spec.dag_run_conf)
+    if spec.task_selection is not None:
+        check_task_selection(spec.task_selection)
+
+
+def check_task_selection(selection: TaskSelection) -> None:
+    """A task subset's own shape: a regex Python's ``re`` compiles, or known-length task ids.
+
+    Which tasks it names is checked against the DAG later (``sidecar.catalog.resolve_selection``).
+
+    Raises:
+        InvalidTaskSelection: naming the field under ``backfill.task_selection``.
+    """
+    field = "backfill.task_selection"
+    if selection.task_regex is not None and selection.task_ids:
+        raise InvalidTaskSelection("give either task_regex or task_ids, not both", field=field)
+    if selection.task_regex is None and not selection.task_ids:
+        raise InvalidTaskSelection(
+            "a task selection needs task_regex or task_ids (include_upstream and "
+            "include_downstream widen them)",
+            field=field,
+        )
+    if selection.task_regex is not None:
+        check_text(selection.task_regex, f"{field}.task_regex", MAX_TASK_REGEX_LENGTH)
+        if not selection.task_regex:
+            raise InvalidTaskSelection("task_regex must not be empty", field=f"{field}.task_regex")
+        try:
+            re.compile(selection.task_regex)
+        except (re.error, RecursionError, OverflowError) as exc:
+            raise InvalidTaskSelection(
+                f"task_regex is not a valid regular expression: {exc}", field=f"{field}.task_regex"
+            ) from None
+        return
+    if len(selection.task_ids) > MAX_SELECTED_TASK_IDS:
+        raise InvalidTaskSelection(
+            f"task_ids holds {len(selection.task_ids)} ids; at most {MAX_SELECTED_TASK_IDS} are accepted",
+            field=f"{field}.task_ids",
+        )
+    for task_id in selection.task_ids:
+        check_text(task_id, f"{field}.task_ids", _MAX_TASK_ID_LENGTH)
+        if not task_id:
+            raise InvalidTaskSelection("task_ids must not hold an empty id", field=f"{field}.task_ids")
 
 
 def check_list_filter(dag_id: str | None) -> None:

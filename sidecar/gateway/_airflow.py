@@ -46,6 +46,20 @@ _DRY_RUN_LIMIT = 10000
 _MAX_OFFSET = 2**31 - 1  # ListBackfillsRequest.skip is an int32
 
 
+class TaskSelectionBody(BaseModel):
+    """A sidecar extension (Airflow has no such field): run only some of the DAG's tasks."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    task_regex: str | None = Field(default=None, description="Python regex searched in each task id.")
+    task_ids: list[str] = Field(default_factory=list, description="Explicit task ids (not with task_regex).")
+    include_upstream: bool = False
+    include_downstream: bool = False
+    selected_task_ids: list[str] = Field(
+        default_factory=list, description="Output only: what the selection resolved to (ignored in requests)."
+    )
+
+
 class BackfillPostBody(BaseModel):
     """Object used for create backfill request."""
 
@@ -64,6 +78,9 @@ class BackfillPostBody(BaseModel):
         "If not specified, falls back to the DAG-level ``rerun_with_latest_version`` parameter, "
         "then the ``[core] rerun_with_latest_version`` config option, "
         "and finally ``True`` (the historical default for backfills).",
+    )
+    task_selection: TaskSelectionBody | None = Field(
+        default=None, description="Sidecar extension: run only these tasks (docs/controls.md, Task subsets)."
     )
 
 
@@ -217,7 +234,17 @@ def backfill_json(b: pb.Backfill) -> dict[str, Any]:
         updated_at=_datetime(b.update_time),
         dag_display_name=b.dag_id,
     )
-    return response.model_dump(mode="json")
+    shown = response.model_dump(mode="json")
+    if b.HasField("task_selection"):  # the sidecar extension, only on backfills that have one
+        s = b.task_selection
+        shown["task_selection"] = TaskSelectionBody(
+            task_regex=s.task_regex or None,
+            task_ids=list(s.task_ids),
+            include_upstream=s.include_upstream,
+            include_downstream=s.include_downstream,
+            selected_task_ids=list(s.selected_task_ids),
+        ).model_dump(mode="json")
+    return shown
 
 
 def dry_run_json(response: pb.CreateBackfillResponse) -> dict[str, Any]:
@@ -280,6 +307,20 @@ def create_request(body: BackfillPostBody, *, dry_run: bool) -> pb.CreateBackfil
     )
     if body.run_on_latest_version is not None:
         backfill.run_on_latest_version = body.run_on_latest_version
+    if body.task_selection is not None:
+        if any(
+            _SURROGATE.search(t)
+            for t in [body.task_selection.task_regex or "", *body.task_selection.task_ids]
+        ):
+            raise _LocalError(422, "task_selection is not valid Unicode (a lone surrogate)")
+        backfill.task_selection.CopyFrom(
+            pb.TaskSelection(
+                task_regex=body.task_selection.task_regex or "",
+                task_ids=body.task_selection.task_ids,
+                include_upstream=body.task_selection.include_upstream,
+                include_downstream=body.task_selection.include_downstream,
+            )
+        )
     if body.dag_run_conf is not None:
         try:
             backfill.dag_run_conf = json.dumps(body.dag_run_conf, allow_nan=False)

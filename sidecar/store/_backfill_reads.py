@@ -15,9 +15,10 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from sidecar.auth import Access
+from sidecar.catalog import TaskSelection
 from sidecar.errors import BackfillNotFound
 from sidecar.store._phases import Phase, WriteFailure, lifecycle_of, state_filter, state_of
-from sidecar.store._tables import backfill, dag_run, sidecar_backfill
+from sidecar.store._tables import backfill, dag_run, sidecar_backfill, sidecar_task_selection
 from sidecar.vocabulary import Mode, ReprocessBehavior, State
 
 __all__ = [
@@ -78,6 +79,10 @@ class BackfillRecord:
     """How its reprocessed runs are cleared (None: a backfill Airflow made, or one made before pinning)."""
     bundle_version: str | None = None
     """The bundle version its runs are pinned to (None: unversioned, or not the sidecar's)."""
+    task_selection: TaskSelection | None = None
+    """Its task subset (None: every task runs)."""
+    selected_task_ids: tuple[str, ...] = ()
+    """The task ids the subset resolved to (empty without one)."""
 
     @property
     def phase(self) -> Phase:
@@ -114,6 +119,8 @@ class BackfillRecord:
             write_failure=WriteFailure.of(row, Phase(row.phase)) if row.phase else None,
             run_on_latest_version=row.run_on_latest_version,
             bundle_version=row.bundle_version,
+            task_selection=selection_of(row),
+            selected_task_ids=tuple(row.selected_task_ids or ()),
         )
 
 
@@ -131,13 +138,32 @@ _COLUMNS = (
     sidecar_backfill.c.failed_at,
     sidecar_backfill.c.run_on_latest_version,
     sidecar_backfill.c.bundle_version,
+    sidecar_task_selection.c.task_regex,
+    sidecar_task_selection.c.task_ids,
+    sidecar_task_selection.c.include_upstream,
+    sidecar_task_selection.c.include_downstream,
+    sidecar_task_selection.c.selected_task_ids,
 )
+
+
+def selection_of(row: Any) -> TaskSelection | None:
+    """The task subset of a row joined with ``sidecar_task_selection`` (None without one)."""
+    if row.selected_task_ids is None:
+        return None
+    return TaskSelection(
+        task_regex=row.task_regex,
+        task_ids=tuple(row.task_ids or ()),
+        include_upstream=bool(row.include_upstream),
+        include_downstream=bool(row.include_downstream),
+    )
 
 
 def backfill_query() -> sa.Select[Any]:
     """Airflow's backfill rows with the sidecar's own columns (NULL for backfills Airflow made)."""
     return sa.select(*_COLUMNS).select_from(
-        backfill.outerjoin(sidecar_backfill, sidecar_backfill.c.backfill_id == backfill.c.id)
+        backfill.outerjoin(sidecar_backfill, sidecar_backfill.c.backfill_id == backfill.c.id).outerjoin(
+            sidecar_task_selection, sidecar_task_selection.c.backfill_id == backfill.c.id
+        )
     )
 
 
@@ -270,6 +296,8 @@ class PlanRecord:
     """The bundle version its new runs record (when ``dag_version_id`` is set)."""
     run_on_latest_version: bool = True
     """Reprocessed runs move to the pinned version (True) or are cleared on their own."""
+    selected_task_ids: frozenset[str] | None = None
+    """The only tasks its runs run (the others' task instances are ``removed``); None: all."""
 
     @classmethod
     def of(cls, row: Any) -> PlanRecord:
@@ -296,6 +324,7 @@ class PlanRecord:
             dag_version_id=_uuid(row.dag_version_id),
             bundle_version=row.bundle_version,
             run_on_latest_version=row.run_on_latest_version is not False,
+            selected_task_ids=None if row.selected_task_ids is None else frozenset(row.selected_task_ids),
         )
 
 
@@ -310,8 +339,12 @@ def plan_query(backfill_id: int) -> sa.Select[Any]:
             backfill.c.from_date,
             backfill.c.to_date,
             backfill.c.reprocess_behavior,
+            sidecar_task_selection.c.selected_task_ids,
         )
         .join(backfill, backfill.c.id == sidecar_backfill.c.backfill_id)
+        .outerjoin(
+            sidecar_task_selection, sidecar_task_selection.c.backfill_id == sidecar_backfill.c.backfill_id
+        )
         .where(sidecar_backfill.c.backfill_id == backfill_id)
     )
 

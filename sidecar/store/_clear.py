@@ -92,28 +92,38 @@ def _seconds_between(dialect: str, later: str, earlier: str) -> str:
 
 
 async def _archive_tries(
-    conn: AsyncConnection, dag_id: str, run_ids: Sequence[str], now: dt.datetime
+    conn: AsyncConnection,
+    dag_id: str,
+    run_ids: Sequence[str],
+    now: dt.datetime,
+    task_ids: frozenset[str] | None = None,
 ) -> None:
     """``TaskInstanceHistory.record_ti`` for every task instance of the runs, set-based.
 
     An unfinished try is archived as ``failed``; its task instance first gets an end date
     (now) and a duration when it had no end date, as ``record_ti`` stamps them on the
     task instance itself. ``rendered_map_index`` is archived as the task instance's
-    hybrid property reads it (the map index as text when nothing was rendered).
+    hybrid property reads it (the map index as text when nothing was rendered). With
+    ``task_ids`` (a task subset) only those tasks' instances are archived.
     """
     finished = ", ".join(f"'{s}'" for s in _FINISHED_TI_STATES)
     unfinished = f"(ti.state IS NULL OR ti.state NOT IN ({finished}))"
-    params = {"dag_id": dag_id, "run_ids": list(run_ids), "now": now}
+    params: dict[str, Any] = {"dag_id": dag_id, "run_ids": list(run_ids), "now": now}
     run_ids_bind: sa.BindParameter[Any] = sa.bindparam("run_ids", expanding=True)
     now_bind: sa.BindParameter[Any] = sa.bindparam("now", type_=task_instance.c.end_date.type)
     in_runs = "ti.dag_id = :dag_id AND ti.run_id IN :run_ids"
+    binds = [run_ids_bind]
+    if task_ids is not None:
+        in_runs += " AND ti.task_id IN :task_ids"
+        params["task_ids"] = sorted(task_ids)
+        binds.append(sa.bindparam("task_ids", expanding=True))
     duration = _seconds_between(conn.dialect.name, ":now", "ti.start_date")
     await conn.execute(
         sa.text(
             f"UPDATE task_instance AS ti SET end_date = :now, "
             f"duration = CASE WHEN ti.start_date IS NULL THEN NULL ELSE {duration} END "
             f"WHERE {in_runs} AND {unfinished} AND ti.end_date IS NULL AND {_NO_HISTORY_YET}"
-        ).bindparams(run_ids_bind, now_bind),
+        ).bindparams(*binds, now_bind),
         params,
     )
     contract = contract_of(conn)
@@ -130,15 +140,14 @@ async def _archive_tries(
             "THEN CAST(ti.map_index AS VARCHAR(250)) END), "
             f"CASE WHEN {unfinished} THEN 'failed' ELSE ti.state END, ti.end_date "
             f"FROM task_instance ti WHERE {in_runs} AND {_NO_HISTORY_YET}"
-        ).bindparams(run_ids_bind),
+        ).bindparams(*binds),
         params,
     )
     await conn.execute(
         sa.text(
-            "DELETE FROM task_reschedule WHERE ti_id IN "
-            "(SELECT id FROM task_instance WHERE dag_id = :dag_id AND run_id IN :run_ids)"
-        ).bindparams(sa.bindparam("run_ids", expanding=True)),
-        {"dag_id": dag_id, "run_ids": list(run_ids)},
+            f"DELETE FROM task_reschedule WHERE ti_id IN (SELECT ti.id FROM task_instance ti WHERE {in_runs})"
+        ).bindparams(*binds),
+        {k: v for k, v in params.items() if k != "now"},
     )
 
 
@@ -280,13 +289,16 @@ async def clear_runs_for_backfill(
     dropped. Any other run keeps its version, bundle version and task instances, which are
     refreshed from the tasks of the version Airflow reads for it (:func:`_own_template`;
     ``own_versions``: the versions of the runs with a bundle version, by id).
+
+    With a task subset (``ctx.selected_task_ids``) only the selected tasks' instances are
+    cleared, as Airflow's ``dag.clear(task_ids=...)`` does: the others keep their state.
     """
     dag_id = ctx.dag.dag_id
     run_ids = [r.run_id for r in runs]
     by_run_id = {r.run_id: r for r in runs}
     follow = contract_of(conn).versionless_follow_run
     latest = {r.run_id for r in runs if on_latest_version(conn, ctx, r)}
-    await _archive_tries(conn, dag_id, run_ids, now)
+    await _archive_tries(conn, dag_id, run_ids, now, ctx.selected_task_ids)
 
     latest_tasks = {t.task_id: t for t in ctx.dag.tasks}
     tasks_of: dict[str, dict[str, TaskTemplate]] = {}
@@ -296,15 +308,16 @@ async def clear_runs_for_backfill(
             continue
         own = _own_template(ctx, run, own_versions or {})
         tasks_of[run.run_id] = {t.task_id: t for t in own.tasks} if own is not None else {}
-    result = await conn.execute(
-        sa.select(
-            task_instance.c.id,
-            task_instance.c.task_id,
-            task_instance.c.run_id,
-            task_instance.c.try_number,
-            task_instance.c.dag_version_id,
-        ).where(task_instance.c.dag_id == dag_id, task_instance.c.run_id.in_(run_ids))
-    )
+    query = sa.select(
+        task_instance.c.id,
+        task_instance.c.task_id,
+        task_instance.c.run_id,
+        task_instance.c.try_number,
+        task_instance.c.dag_version_id,
+    ).where(task_instance.c.dag_id == dag_id, task_instance.c.run_id.in_(run_ids))
+    if ctx.selected_task_ids is not None:
+        query = query.where(task_instance.c.task_id.in_(sorted(ctx.selected_task_ids)))
+    result = await conn.execute(query)
     contract = contract_of(conn)
     # Renewed where the version renews them (3.2+); 3.1 leaves the run's and its tasks' as they are.
     carriers = {run_id: contract.run_carrier() for run_id in run_ids}

@@ -14,9 +14,10 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from sidecar.catalog import TaskSelection
 from sidecar.errors import BackfillAlreadyRunning
 from sidecar.store._phases import Phase
-from sidecar.store._tables import backfill, sidecar_backfill
+from sidecar.store._tables import backfill, sidecar_backfill, sidecar_task_selection
 from sidecar.store._versions import contract_of
 from sidecar.vocabulary import Mode, ReprocessBehavior
 
@@ -51,6 +52,10 @@ class NewBackfill:
     """The bundle version every new run records (``dag.bundle_version`` at creation)."""
     run_on_latest_version: bool = True
     """Airflow's resolved ``run_on_latest_version``: reprocessed runs move to the pinned version."""
+    task_selection: TaskSelection | None = None
+    """The task subset asked for (None: every task runs)."""
+    selected_task_ids: tuple[str, ...] = ()
+    """What ``task_selection`` resolved to."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,4 +158,16 @@ async def insert_backfill(conn: AsyncConnection, new: NewBackfill) -> int | None
             "updated_at": new.now,
         },
     )
+    if new.task_selection is not None:
+        await conn.execute(
+            sidecar_task_selection.insert(),
+            {
+                "backfill_id": backfill_id,
+                "task_regex": new.task_selection.task_regex,
+                "task_ids": list(new.task_selection.task_ids),
+                "include_upstream": new.task_selection.include_upstream,
+                "include_downstream": new.task_selection.include_downstream,
+                "selected_task_ids": list(new.selected_task_ids),
+            },
+        )
     return int(backfill_id)

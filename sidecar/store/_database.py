@@ -23,6 +23,7 @@ from sidecar.store._tables import (
     sidecar_metadata,
     sidecar_notify,
     sidecar_schema_version,
+    sidecar_task_selection,
 )
 from sidecar.store._versions import (
     CONTRACT_OPTION,
@@ -251,6 +252,8 @@ _MIGRATIONS: list[Callable[[Connection], None]] = [
     lambda conn: sidecar_metadata.create_all(conn, tables=[sidecar_notify, sidecar_event], checkfirst=True),
     # 6: what a backfill's runs are pinned to (DAG version, bundle version, run_on_latest_version).
     lambda conn: _add_columns(conn, sidecar_backfill, PINNING_COLUMNS),
+    # 7: task subsets (sidecar_task_selection).
+    lambda conn: sidecar_metadata.create_all(conn, tables=[sidecar_task_selection], checkfirst=True),
 ]
 
 

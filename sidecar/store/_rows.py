@@ -26,6 +26,11 @@ from sidecar.planning import PlannedRun
 RUN_TYPE_BACKFILL = "backfill"
 TRIGGERED_BY_BACKFILL = "BACKFILL"
 SPAN_NOT_STARTED = "not_started"
+#: Task instances of tasks outside a backfill's task subset. ``removed``: the scheduler neither
+#: runs nor re-creates them, ``update_state`` leaves them out of the run's state, and the
+#: trigger rules that subtract removed upstreams let a selected downstream run
+#: (docs/controls.md, "Task subsets").
+EXCLUDED_TASK_STATE = "removed"
 
 
 def _os_user() -> str | None:
@@ -52,6 +57,14 @@ class RunContext:
     triggering_user_name: str | None
     run_on_latest_version: bool = True
     """Reprocessed runs move to ``dag_version_id`` (True) or are cleared on their own versions."""
+    selected_task_ids: frozenset[str] | None = None
+    """A task subset: the other tasks' instances are written ``removed``; None: every task runs."""
+
+    def state_of(self, task_id: str) -> str | None:
+        """A new task instance's state: NULL (the scheduler's to run), or ``removed`` outside the subset."""
+        if self.selected_task_ids is None or task_id in self.selected_task_ids:
+            return None
+        return EXCLUDED_TASK_STATE
 
 
 def dag_run_row(
@@ -142,6 +155,7 @@ def task_instance_bases(ctx: RunContext, now: dt.datetime) -> list[dict[str, Any
                     "task_id": task.task_id,
                     "dag_id": ctx.dag.dag_id,
                     "map_index": map_index,
+                    "state": ctx.state_of(task.task_id),
                     "try_number": 0,
                     "max_tries": task.max_tries,
                     "hostname": "",
@@ -166,7 +180,7 @@ def task_instance_bases(ctx: RunContext, now: dt.datetime) -> list[dict[str, Any
 def task_instance_rows(
     ctx: RunContext, run_id: str, carrier: dict[str, Any] | None, now: dt.datetime
 ) -> list[dict[str, Any]]:
-    """The ``task_instance`` rows of one new run: one per task and map index, state NULL."""
+    """The ``task_instance`` rows of one new run: one per task and map index, state NULL (or ``removed``)."""
     bases = task_instance_bases(ctx, now)
     return [
         {"id": id_, "run_id": run_id, "context_carrier": carrier, **base}

@@ -292,6 +292,19 @@ sidecar_secret = sa.Table(
     sa.Column("value", sa.String(256), nullable=False),
 )
 
+#: A backfill's task subset (migration step 7; no row: every task runs): what was asked,
+#: and the task ids it resolved to at creation, which every later batch and reprocess uses.
+sidecar_task_selection = sa.Table(
+    "sidecar_task_selection",
+    sidecar_metadata,
+    sa.Column("backfill_id", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("task_regex", sa.Text),
+    sa.Column("task_ids", sa.JSON, nullable=False),
+    sa.Column("include_upstream", sa.Boolean, nullable=False),
+    sa.Column("include_downstream", sa.Boolean, nullable=False),
+    sa.Column("selected_task_ids", sa.JSON, nullable=False),
+)
+
 #: One row per backfill the sidecar created (migration step 5): where its events go (a webhook URL,
 #: or NULL for Watch only) and the last state an event was recorded for.
 sidecar_notify = sa.Table(
@@ -324,4 +337,11 @@ sidecar_event = sa.Table(
     sa.Index("sidecar_event_pending_idx", "pending", "next_attempt_at"),
 )
 
-SIDECAR_TABLES = (sidecar_schema_version, sidecar_backfill, sidecar_secret, sidecar_notify, sidecar_event)
+SIDECAR_TABLES = (
+    sidecar_schema_version,
+    sidecar_backfill,
+    sidecar_secret,
+    sidecar_notify,
+    sidecar_event,
+    sidecar_task_selection,
+)

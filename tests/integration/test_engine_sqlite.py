@@ -10,7 +10,16 @@ from pathlib import Path
 
 import pytest
 
-from sidecar.engine import BackfillEngine, BackfillSpec, DryRun, EngineConfig, Mode, ReprocessBehavior, State
+from sidecar.engine import (
+    BackfillEngine,
+    BackfillSpec,
+    DryRun,
+    EngineConfig,
+    Mode,
+    ReprocessBehavior,
+    State,
+    TaskSelection,
+)
 from sidecar.store import connect, prepare
 from tests.support.airflow import airflow_environ, run_airflow
 from tests.support.dags import serialize_dags
@@ -118,3 +127,24 @@ async def test_reprocess_and_cancel(engine: BackfillEngine, db_path: Path) -> No
     cancelled = await engine.cancel(view.id)
     assert cancelled.state is State.CANCELLED
     assert rows(db_path, "SELECT DISTINCT state FROM dag_run") == [("failed",)]
+
+
+async def test_task_subset_on_sqlite(engine: BackfillEngine, db_path: Path) -> None:
+    selection = TaskSelection(task_ids=("second",), include_downstream=True)
+    view = await engine.create(
+        BackfillSpec(
+            dag_id=THREE, from_date=day(1), to_date=day(3), max_active_runs=1, task_selection=selection
+        )
+    )
+    assert not isinstance(view, DryRun)
+    assert (view.task_selection, view.selected_task_ids) == (selection, ("second", "third"))
+    for _ in range(3):  # later batches, written by ticks, read the recorded selection
+        with sqlite3.connect(db_path) as conn:
+            conn.execute("UPDATE dag_run SET state = 'success'")
+        await engine.tick()
+    assert rows(db_path, "SELECT task_id, state, count(*) FROM task_instance GROUP BY 1, 2 ORDER BY 1") == [
+        ("first", "removed", 3),
+        ("second", None, 3),
+        ("third", None, 3),
+    ]
+    assert (await engine.get(view.id)).selected_task_ids == ("second", "third")

@@ -201,6 +201,7 @@ class Backfill(_message.Message):
     WRITE_FAILURE_FIELD_NUMBER: _builtins.int
     RUN_ON_LATEST_VERSION_FIELD_NUMBER: _builtins.int
     BUNDLE_VERSION_FIELD_NUMBER: _builtins.int
+    TASK_SELECTION_FIELD_NUMBER: _builtins.int
     ESTIMATE_FIELD_NUMBER: _builtins.int
     WEBHOOK_FIELD_NUMBER: _builtins.int
     name: _builtins.str
@@ -265,6 +266,13 @@ class Backfill(_message.Message):
         """Why writing its runs failed last; unset while writing succeeds (and once it ended)."""
 
     @_builtins.property
+    def task_selection(self) -> Global___TaskSelection:
+        """Run only some of the DAG's tasks (unset: all of them). The other tasks' instances
+        are written `removed`: they neither run nor block the run, whose state is its
+        selected tasks' (docs/controls.md, "Task subsets").
+        """
+
+    @_builtins.property
     def estimate(self) -> Global___Estimate:
         """How long the runs still to finish should take, from the DAG's own run history; set by
         GetBackfill, WatchBackfill and a dry run (not by ListBackfills), unset without history.
@@ -299,12 +307,13 @@ class Backfill(_message.Message):
         write_failure: Global___WriteFailure | None = ...,
         run_on_latest_version: _builtins.bool | None = ...,
         bundle_version: _builtins.str = ...,
+        task_selection: Global___TaskSelection | None = ...,
         estimate: Global___Estimate | None = ...,
         webhook: Global___Webhook | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_max_active_runs", b"_max_active_runs", "_run_on_latest_version", b"_run_on_latest_version", "complete_time", b"complete_time", "create_time", b"create_time", "estimate", b"estimate", "from_date", b"from_date", "max_active_runs", b"max_active_runs", "progress", b"progress", "run_on_latest_version", b"run_on_latest_version", "to_date", b"to_date", "update_time", b"update_time", "webhook", b"webhook", "write_failure", b"write_failure"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_max_active_runs", b"_max_active_runs", "_run_on_latest_version", b"_run_on_latest_version", "complete_time", b"complete_time", "create_time", b"create_time", "estimate", b"estimate", "from_date", b"from_date", "max_active_runs", b"max_active_runs", "progress", b"progress", "run_on_latest_version", b"run_on_latest_version", "task_selection", b"task_selection", "to_date", b"to_date", "update_time", b"update_time", "webhook", b"webhook", "write_failure", b"write_failure"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_active_runs", b"_max_active_runs", "_run_on_latest_version", b"_run_on_latest_version", "bundle_version", b"bundle_version", "complete_time", b"complete_time", "create_time", b"create_time", "dag_id", b"dag_id", "dag_run_conf", b"dag_run_conf", "estimate", b"estimate", "from_date", b"from_date", "id", b"id", "is_paused", b"is_paused", "max_active_runs", b"max_active_runs", "mode", b"mode", "name", b"name", "progress", b"progress", "reprocess_behavior", b"reprocess_behavior", "run_backwards", b"run_backwards", "run_on_latest_version", b"run_on_latest_version", "state", b"state", "to_date", b"to_date", "triggering_user_name", b"triggering_user_name", "update_time", b"update_time", "webhook", b"webhook", "write_failure", b"write_failure"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_active_runs", b"_max_active_runs", "_run_on_latest_version", b"_run_on_latest_version", "bundle_version", b"bundle_version", "complete_time", b"complete_time", "create_time", b"create_time", "dag_id", b"dag_id", "dag_run_conf", b"dag_run_conf", "estimate", b"estimate", "from_date", b"from_date", "id", b"id", "is_paused", b"is_paused", "max_active_runs", b"max_active_runs", "mode", b"mode", "name", b"name", "progress", b"progress", "reprocess_behavior", b"reprocess_behavior", "run_backwards", b"run_backwards", "run_on_latest_version", b"run_on_latest_version", "state", b"state", "task_selection", b"task_selection", "to_date", b"to_date", "triggering_user_name", b"triggering_user_name", "update_time", b"update_time", "webhook", b"webhook", "write_failure", b"write_failure"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__max_active_runs: _TypeAlias = _typing.Literal["max_active_runs"]  # noqa: Y015
     _WhichOneofArgType__max_active_runs: _TypeAlias = _typing.Literal["_max_active_runs", b"_max_active_runs"]  # noqa: Y015
@@ -476,6 +485,51 @@ class Estimate(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Estimate: _TypeAlias = Estimate  # noqa: Y015
+
+@_typing.final
+class TaskSelection(_message.Message):
+    """Which of a DAG's tasks a backfill runs: Airflow 2's `-t` regex (or task ids), widened
+    upstream and/or downstream as Airflow's `DAG.partial_subset` does (setups and teardowns
+    of the selected tasks always come along).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TASK_REGEX_FIELD_NUMBER: _builtins.int
+    TASK_IDS_FIELD_NUMBER: _builtins.int
+    INCLUDE_UPSTREAM_FIELD_NUMBER: _builtins.int
+    INCLUDE_DOWNSTREAM_FIELD_NUMBER: _builtins.int
+    SELECTED_TASK_IDS_FIELD_NUMBER: _builtins.int
+    task_regex: _builtins.str
+    """Selects each task whose id `re.search` matches (Python syntax); excludes `task_ids`."""
+    include_upstream: _builtins.bool
+    """Also every transitive upstream of the matched tasks."""
+    include_downstream: _builtins.bool
+    """Also every transitive downstream of the matched tasks."""
+    @_builtins.property
+    def task_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Selects these tasks; excludes `task_regex`."""
+
+    @_builtins.property
+    def selected_task_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The task ids the selection resolved to when the backfill was created, in DAG order."""
+
+    def __init__(
+        self,
+        *,
+        task_regex: _builtins.str = ...,
+        task_ids: _abc.Iterable[_builtins.str] | None = ...,
+        include_upstream: _builtins.bool = ...,
+        include_downstream: _builtins.bool = ...,
+        selected_task_ids: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["include_downstream", b"include_downstream", "include_upstream", b"include_upstream", "selected_task_ids", b"selected_task_ids", "task_ids", b"task_ids", "task_regex", b"task_regex"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TaskSelection: _TypeAlias = TaskSelection  # noqa: Y015
 
 @_typing.final
 class WriteFailure(_message.Message):
