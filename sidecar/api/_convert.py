@@ -16,6 +16,7 @@ from sidecar.engine import (
     MAX_CONF_DEPTH,
     BackfillSpec,
     BackfillView,
+    Controls,
     Disposition,
     Mode,
     ReprocessBehavior,
@@ -157,6 +158,12 @@ def spec_of(request: pb.CreateBackfillRequest, principal: str | None) -> Backfil
         dag_run_conf=parse_conf(b.dag_run_conf),
         mode=_MODES_IN[b.mode],
         triggering_user_name=principal,
+        controls=Controls(
+            max_failed_runs=b.max_failed_runs if b.HasField("max_failed_runs") else None,
+            priority=b.priority,
+            dag_max_active_runs=b.dag_max_active_runs if b.HasField("dag_max_active_runs") else None,
+            concurrent=b.concurrent,
+        ),
     )
 
 
@@ -194,6 +201,11 @@ def backfill_message(view: BackfillView) -> pb.Backfill:
         update_time=timestamp(view.updated_at),
         complete_time=timestamp(view.completed_at),
         write_failure=_write_failure(view.write_failure),
+        max_failed_runs=view.controls.max_failed_runs,
+        priority=view.controls.priority,
+        pause_reason=view.pause_reason or "",
+        dag_max_active_runs=view.controls.dag_max_active_runs,
+        concurrent=view.controls.concurrent,
     )
 
 

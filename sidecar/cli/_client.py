@@ -111,6 +111,16 @@ def _table(rows: Sequence[Sequence[Any]], headers: Sequence[str]) -> str:
     return "\n".join(lines)
 
 
+def _set_controls(backfill: pb.Backfill, args: argparse.Namespace) -> None:
+    """The controls beyond Airflow's fields (docs/controls.md), those given on the command line."""
+    if args.max_failed_runs is not None:
+        backfill.max_failed_runs = args.max_failed_runs
+    if args.dag_max_active_runs is not None:
+        backfill.dag_max_active_runs = args.dag_max_active_runs
+    backfill.priority = args.priority
+    backfill.concurrent = args.concurrent
+
+
 def failure_line(b: pb.Backfill) -> str | None:
     """Why writing a backfill's runs failed, in one line; None if it did not."""
     if not b.HasField("write_failure"):
@@ -148,6 +158,13 @@ def print_backfills(backfills: Sequence[pb.Backfill], output: str) -> None:
     for b in backfills:
         if line := failure_line(b):
             print(line)
+        if line := pause_line(b):
+            print(line)
+
+
+def pause_line(b: pb.Backfill) -> str | None:
+    """Why the sidecar paused a backfill (its failed runs reached ``--max-failed-runs``); None if it did not."""
+    return f"backfill {b.id} {b.pause_reason} (unpause to go on, or cancel)" if b.pause_reason else None
 
 
 def watch(stub: backfill_pb2_grpc.BackfillServiceStub, name: str, output: str) -> pb.Backfill:
@@ -280,6 +297,7 @@ def _create(
     backfill.to_date.FromDatetime(parse_when(args.to_date, "--to-date"))
     if args.max_active_runs is not None:
         backfill.max_active_runs = args.max_active_runs
+    _set_controls(backfill, args)
     request = pb.CreateBackfillRequest(
         backfill=backfill, validate_only=args.dry_run, request_id=args.request_id or ""
     )

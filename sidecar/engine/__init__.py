@@ -12,7 +12,7 @@ from sidecar.engine._model import (
 )
 from sidecar.engine._requests import MAX_CONF_DEPTH
 from sidecar.engine._tick import TickResult
-from sidecar.store import Phase, WriteFailure
+from sidecar.store import Controls, Phase, WriteFailure
 from sidecar.vocabulary import Disposition, Mode, ReprocessBehavior, State
 
 __all__ = [
@@ -21,6 +21,7 @@ __all__ = [
     "BackfillEngine",
     "BackfillSpec",
     "BackfillView",
+    "Controls",
     "Disposition",
     "DryRun",
     "EngineConfig",

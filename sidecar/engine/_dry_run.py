@@ -52,5 +52,6 @@ async def dry_run(
         created_at=now,
         updated_at=now,
         completed_at=None,
+        controls=spec.controls,
     )
     return DryRun(backfill=view, runs=slots, truncated=planned > len(slots) or not exact, planned_exact=exact)

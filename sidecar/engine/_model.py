@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from sidecar.store import Slot, WriteFailure
+from sidecar.store import Controls, Slot, WriteFailure
 from sidecar.vocabulary import Mode, ReprocessBehavior, State
 
 DEFAULT_MAX_ACTIVE_RUNS = 10
@@ -25,6 +25,8 @@ class BackfillSpec:
     dag_run_conf: dict[str, Any] | None = None
     mode: Mode = Mode.WINDOWED
     triggering_user_name: str | None = None
+    controls: Controls = field(default_factory=Controls)
+    """Beyond Airflow: failed-runs limit, priority, DAG cap, concurrent backfills (docs/controls.md)."""
 
 
 @dataclass(frozen=True)
@@ -63,6 +65,9 @@ class BackfillView:
     completed_at: dt.datetime | None
     write_failure: WriteFailure | None = None
     """Why writing its runs failed last (set aside, or retried next tick); None while all is well."""
+    controls: Controls = field(default_factory=Controls)
+    pause_reason: str | None = None
+    """Why the sidecar paused it (its failed runs reached ``max_failed_runs``); None unless paused so."""
 
 
 #: One slot of a plan as a caller sees it: exactly as the store reads it back.

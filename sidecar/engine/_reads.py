@@ -72,6 +72,8 @@ def view_of(record: BackfillRecord, progress: Progress) -> BackfillView:
         updated_at=record.updated_at,
         completed_at=record.completed_at if state in (State.COMPLETED, State.CANCELLED) else None,
         write_failure=record.write_failure if state in (State.ACTIVE, State.PAUSED) else None,
+        controls=record.controls,
+        pause_reason=record.pause_reason if state is State.PAUSED else None,
     )
 
 

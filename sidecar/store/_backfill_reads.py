@@ -7,7 +7,7 @@ None, and its phase is derived from Airflow's columns alone (:func:`lifecycle_of
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import sqlalchemy as sa
@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from sidecar.auth import Access
 from sidecar.errors import BackfillNotFound
+from sidecar.store._controls import CONTROL_READ_COLUMNS, Controls
 from sidecar.store._phases import Phase, WriteFailure, lifecycle_of, state_filter, state_of
 from sidecar.store._tables import backfill, dag_run, sidecar_backfill
 from sidecar.vocabulary import Mode, ReprocessBehavior, State
@@ -67,6 +68,12 @@ class BackfillRecord:
     skipped_count: int | None
     write_failure: WriteFailure | None
     """Why its last batch failed (None while writing succeeds, and for a backfill Airflow made)."""
+    controls: Controls = field(default_factory=Controls)
+    """Its controls beyond Airflow's columns (the defaults for a backfill Airflow made)."""
+    pause_reason: str | None = None
+    """Why the sidecar paused it (its failed runs reached ``max_failed_runs``); None otherwise."""
+    failed_runs_forgiven: int = 0
+    """Failed runs an unpause forgave: they no longer count towards ``max_failed_runs``."""
 
     @property
     def phase(self) -> Phase:
@@ -101,6 +108,9 @@ class BackfillRecord:
             written_count=row.written_count,
             skipped_count=row.skipped_count,
             write_failure=WriteFailure.of(row, Phase(row.phase)) if row.phase else None,
+            controls=Controls.of(row),
+            pause_reason=row.pause_reason,
+            failed_runs_forgiven=int(row.failed_runs_forgiven or 0),
         )
 
 
@@ -116,6 +126,8 @@ _COLUMNS = (
     sidecar_backfill.c.failure_message,
     sidecar_backfill.c.failure_attempts,
     sidecar_backfill.c.failed_at,
+    *CONTROL_READ_COLUMNS,
+    sidecar_backfill.c.failed_runs_forgiven,
 )
 
 

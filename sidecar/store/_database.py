@@ -15,6 +15,7 @@ from sidecar.errors import SchemaMismatch
 from sidecar.store._secrets import create_page_token_key
 from sidecar.store._tables import (
     AIRFLOW_TABLES,
+    CONTROL_COLUMNS,
     FAILURE_COLUMNS,
     SIDECAR_SCHEMA,
     sidecar_backfill,
@@ -217,7 +218,9 @@ def _scope_request_ids(conn: Connection) -> None:
     # SQLite cannot drop a column's UNIQUE: rebuild the table at its new shape.
     conn.execute(sa.text("ALTER TABLE sidecar_backfill RENAME TO sidecar_backfill_v1"))
     sidecar_backfill.create(conn)
-    columns = ", ".join(c.name for c in sidecar_backfill.columns if c.name != "principal")
+    # The old table's columns: those later steps add come with their own step.
+    old = {c["name"] for c in sa.inspect(conn).get_columns("sidecar_backfill_v1")}
+    columns = ", ".join(c.name for c in sidecar_backfill.columns if c.name != "principal" and c.name in old)
     conn.execute(
         sa.text(
             f"INSERT INTO sidecar_backfill ({columns}, principal) SELECT {columns}, '' FROM sidecar_backfill_v1"
@@ -242,6 +245,8 @@ _MIGRATIONS: list[Callable[[Connection], None]] = [
     _scope_request_ids,
     # 4: the page-token key every replica shares.
     _create_secrets,
+    # 5: the backfill controls (failed-runs limit, priority, DAG cap, concurrent backfills).
+    lambda conn: _add_columns(conn, sidecar_backfill, CONTROL_COLUMNS),
 ]
 
 

@@ -264,12 +264,36 @@ sidecar_backfill = sa.Table(
     # Who created it (migration step 3): request ids are scoped to it ("" without auth).
     sa.Column("principal", sa.String(512), nullable=False, server_default=""),
     sa.UniqueConstraint("principal", "request_id", name="sidecar_backfill_principal_request_id_key"),
+    # The controls Airflow has no column for (migration step 5; NULL reads as the default):
+    # pause after this many failed runs (NULL: never), the failed runs a user's unpause
+    # forgave, why the sidecar paused it (NULL: it did not), the shim's priority (NULL: 0),
+    # a cap on running runs across the DAG's backfills (NULL: none), and whether it may
+    # run beside the DAG's other open backfills over a range that does not overlap theirs.
+    sa.Column("max_failed_runs", sa.Integer),
+    sa.Column("failed_runs_forgiven", sa.Integer),
+    sa.Column("pause_reason", sa.String(200)),
+    sa.Column("priority", sa.Integer),
+    sa.Column("dag_max_active_runs", sa.Integer),
+    sa.Column("concurrent", sa.Boolean),
 )
 
 #: The columns migration step 2 added to ``sidecar_backfill``.
 FAILURE_COLUMNS = tuple(
     sidecar_backfill.c[name]
     for name in ("failure_reason", "failure_message", "failure_attempts", "failed_at")
+)
+
+#: The columns migration step 5 added to ``sidecar_backfill`` (the backfill controls).
+CONTROL_COLUMNS = tuple(
+    sidecar_backfill.c[name]
+    for name in (
+        "max_failed_runs",
+        "failed_runs_forgiven",
+        "pause_reason",
+        "priority",
+        "dag_max_active_runs",
+        "concurrent",
+    )
 )
 
 #: The sidecar's own secrets, shared by every replica (the page-token key), hex-encoded.
