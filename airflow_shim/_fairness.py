@@ -26,6 +26,8 @@ from airflow.utils.sqlalchemy import with_row_locks
 from airflow.utils.state import DagRunState
 from sqlalchemy import column, false, func, inspect, or_, select, table, text
 
+from sidecar.names import SIDECAR_SCHEMA
+
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
     from sqlalchemy.sql.expression import TableClause
@@ -92,10 +94,9 @@ def backfill_runs_left_out(
     return list(session.scalars(with_row_locks(query, of=DagRun, session=session, skip_locked=True)))
 
 
-#: Where the sidecar keeps a backfill's controls: ``sidecar_backfill`` in this PostgreSQL schema
-#: (``sidecar.store._tables.SIDECAR_SCHEMA``; on SQLite, no schema). The shim reads the
-#: two columns it needs without importing the sidecar's store (a test keeps them equal).
-SIDECAR_SCHEMA = "airflow_sidecar"
+# Where the sidecar keeps a backfill's controls: ``sidecar_backfill`` in the schema
+# ``sidecar.names.SIDECAR_SCHEMA`` (on SQLite, no schema). The shim reads the two columns it
+# needs without importing the sidecar's store.
 #: The sidecar phases of a backfill whose runs may still start (``sidecar.store.TICKED``).
 _OPEN_PHASES = ("materializing", "set_aside", "materialized")
 

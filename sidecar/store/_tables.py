@@ -18,8 +18,7 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator
 
-#: The PostgreSQL schema of the sidecar's own tables (mapped to none on SQLite).
-SIDECAR_SCHEMA = "airflow_sidecar"
+from sidecar import names
 
 
 class UtcDateTime(TypeDecorator[dt.datetime]):
@@ -50,6 +49,9 @@ def _json() -> sa.types.TypeEngine[Any]:
     """JSON on SQLite, JSONB on PostgreSQL (Airflow's ``dag_run.conf`` and carriers)."""
     return sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
 
+
+#: The PostgreSQL schema of the sidecar's own tables (mapped to none on SQLite).
+SIDECAR_SCHEMA = names.SIDECAR_SCHEMA
 
 metadata = sa.MetaData()
 
