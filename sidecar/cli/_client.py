@@ -164,7 +164,9 @@ def print_backfills(backfills: Sequence[pb.Backfill], output: str) -> None:
 
 def pause_line(b: pb.Backfill) -> str | None:
     """Why the sidecar paused a backfill (its failed runs reached ``--max-failed-runs``); None if it did not."""
-    return f"backfill {b.id} {b.pause_reason} (unpause to go on, or cancel)" if b.pause_reason else None
+    return (
+        f"backfill {b.id} paused: {b.pause_reason} (unpause to go on, or cancel)" if b.pause_reason else None
+    )
 
 
 def watch(stub: backfill_pb2_grpc.BackfillServiceStub, name: str, output: str) -> pb.Backfill:

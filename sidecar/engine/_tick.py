@@ -28,6 +28,7 @@ from sidecar.store import (
     TickEntry,
     cancel_cancelled_by_airflow,
     complete_if_done,
+    count_failed_runs,
     count_unfinished_runs,
     forgive_failed_runs,
     pause_for_failed_runs,
@@ -98,6 +99,11 @@ async def _stop_losses(parts: Parts, entry: TickEntry, now: dt.datetime) -> bool
         )
         return False
     if entry.is_paused:
+        return False
+    # A bounded read first: the rows are locked only once the limit is reached.
+    limit = entry.failed_runs_forgiven + entry.max_failed_runs
+    failed = await parts.tx.read(lambda conn: count_failed_runs(conn, entry.backfill_id, at_most=limit))
+    if failed < limit:
         return False
     reason = await parts.tx.write(lambda conn: pause_for_failed_runs(conn, entry.backfill_id, now))
     if reason is None:

@@ -194,6 +194,8 @@ class TickEntry:
     """Pause it once this many of its runs failed (beyond those forgiven); None: never."""
     pause_reason: str | None = None
     """Why the sidecar paused it; set while ``is_paused`` is false: Airflow unpaused it."""
+    failed_runs_forgiven: int = 0
+    """Failed runs an unpause forgave (they do not count towards ``max_failed_runs``)."""
 
     @property
     def closing(self) -> AirflowClosing | None:
@@ -215,6 +217,7 @@ async def tick_entries(conn: AsyncConnection) -> list[TickEntry]:
             backfill.c.is_paused,
             sidecar_backfill.c.max_failed_runs,
             sidecar_backfill.c.pause_reason,
+            sidecar_backfill.c.failed_runs_forgiven,
         )
         .join(backfill, backfill.c.id == sidecar_backfill.c.backfill_id)
         .where(sidecar_backfill.c.phase.in_([p.value for p in TICKED]))
@@ -232,6 +235,7 @@ async def tick_entries(conn: AsyncConnection) -> list[TickEntry]:
             bool(r.is_paused),
             r.max_failed_runs,
             r.pause_reason,
+            int(r.failed_runs_forgiven or 0),
         )
         for r in rows
     ]
@@ -302,7 +306,7 @@ async def pause_for_failed_runs(conn: AsyncConnection, backfill_id: int, now: dt
     if failed < limit:
         return None
     after = transition(backfill_id, record.phase, Event.PAUSE_FOR_FAILED_RUNS)
-    reason = f"paused after {failed} failed runs (max_failed_runs {limit})"
+    reason = f"{failed} failed runs reached max_failed_runs {limit}"
     await conn.execute(
         sidecar_backfill.update()
         .where(sidecar_backfill.c.backfill_id == backfill_id)

@@ -115,7 +115,8 @@ def test_concurrent_backfills_and_a_failed_runs_limit_in_the_real_scheduler(
 
     runs = query(
         airflow_db,
-        "SELECT backfill_id, state, start_date, end_date FROM dag_run WHERE dag_id = %s ORDER BY logical_date",
+        "SELECT backfill_id, state, start_date, end_date FROM dag_run WHERE dag_id = %s"
+        " AND backfill_id IS NOT NULL ORDER BY logical_date",
         THREE,
     )
     assert [(b, s) for b, s, _, _ in runs] == [(first, "success")] * 3 + [(second, "success")] * 3
@@ -130,6 +131,6 @@ def test_concurrent_backfills_and_a_failed_runs_limit_in_the_real_scheduler(
     assert shown.returncode == 0, shown.stderr
     (got,) = json.loads(shown.stdout)
     assert got["state"] == "STATE_PAUSED"
-    assert got["pause_reason"] == "paused after 2 failed runs (max_failed_runs 2)"
+    assert got["pause_reason"] == "2 failed runs reached max_failed_runs 2"
     assert got["max_failed_runs"] == 2
-    assert f"backfill {failing} paused after 2 failed runs (max_failed_runs 2)" in table.stdout
+    assert f"backfill {failing} paused: 2 failed runs reached max_failed_runs 2" in table.stdout

@@ -113,7 +113,7 @@ async def test_max_failed_runs_pauses_with_its_reason_and_an_unpause_forgives(
     await engine.tick()
     paused = await engine.get(view.id)
     assert paused.state is State.PAUSED and paused.is_paused
-    assert paused.pause_reason == "paused after 2 failed runs (max_failed_runs 2)"
+    assert paused.pause_reason == "2 failed runs reached max_failed_runs 2"
     sql.execute("SELECT is_paused FROM backfill WHERE id = %s", (view.id,))
     assert sql.fetchone() == (True,)  # Airflow's scheduler starts none of its queued runs
     written = paused.progress.written
@@ -128,7 +128,7 @@ async def test_max_failed_runs_pauses_with_its_reason_and_an_unpause_forgives(
     assert (await engine.get(view.id)).state is State.ACTIVE
     await fail_runs(sql, view.id, 2)
     await engine.tick()
-    assert (await engine.get(view.id)).pause_reason == "paused after 2 failed runs (max_failed_runs 2)"
+    assert (await engine.get(view.id)).pause_reason == "2 failed runs reached max_failed_runs 2"
 
     # Airflow's own unpause (its UI, its API) wins too: the tick forgives instead of pausing again.
     sql.execute("UPDATE backfill SET is_paused = false WHERE id = %s", (view.id,))

@@ -29,7 +29,7 @@ FIELDS = [f for f in pb.Backfill.DESCRIPTOR.fields if f.number in CONTROL_NUMBER
 VALUES: dict[str, object] = {
     "max_failed_runs": 3,
     "priority": 7,
-    "pause_reason": "paused after 3 failed runs (max_failed_runs 3)",
+    "pause_reason": "3 failed runs reached max_failed_runs 3",
     "dag_max_active_runs": 4,
     "concurrent": True,
 }
