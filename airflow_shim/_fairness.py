@@ -17,7 +17,7 @@ controls, docs/controls.md), the shim chooses every queued backfill run that sta
 from __future__ import annotations
 
 from collections.abc import Collection
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from airflow.models.backfill import Backfill, BackfillDagRun
 from airflow.models.dag import DagModel
@@ -29,6 +29,7 @@ from sqlalchemy import column, false, func, inspect, or_, select, table, text
 from sidecar.names import SIDECAR_SCHEMA
 
 if TYPE_CHECKING:
+    from sqlalchemy import Select
     from sqlalchemy.orm import Session
     from sqlalchemy.sql.expression import TableClause
 
@@ -56,16 +57,12 @@ def count_running_backfill_runs(session: Session) -> int:
     )
 
 
-def backfill_runs_left_out(
-    session: Session, state: DagRunState, seen: Collection[int], limit: int
-) -> list[DagRun]:
-    """Up to ``limit`` backfill runs in ``state`` that are not in ``seen``, fairly ordered and row-locked.
+def _ranked(state: DagRunState, seen: Collection[int], *columns: Any) -> Select[Any]:
+    """Backfill runs in ``state`` that may start or run (not in ``seen``), each with its turn in its backfill.
 
-    Round robin across backfills: every backfill's first run (in plan order) comes
-    before any backfill's second, and among equals the oldest backfill goes first.
+    ``turn`` numbers a backfill's runs in plan order; ``columns`` are added to the select.
+    Only runs of unpaused backfills of unpaused, live DAGs whose ``run_after`` has come.
     """
-    if limit <= 0:
-        return []
     ranked = (
         select(
             DagRun.id.label("id"),
@@ -73,6 +70,7 @@ def backfill_runs_left_out(
             .over(partition_by=DagRun.backfill_id, order_by=BackfillDagRun.sort_ordinal)
             .label("turn"),
             DagRun.backfill_id.label("backfill_id"),
+            *columns,
         )
         .join(BackfillDagRun, BackfillDagRun.dag_run_id == DagRun.id)
         .join(Backfill, Backfill.id == DagRun.backfill_id)
@@ -85,9 +83,20 @@ def backfill_runs_left_out(
             Backfill.is_paused == false(),
         )
     )
-    if seen:
-        ranked = ranked.where(DagRun.id.not_in(list(seen)))
-    sub = ranked.subquery()
+    return ranked.where(DagRun.id.not_in(list(seen))) if seen else ranked
+
+
+def backfill_runs_left_out(
+    session: Session, state: DagRunState, seen: Collection[int], limit: int
+) -> list[DagRun]:
+    """Up to ``limit`` backfill runs in ``state`` that are not in ``seen``, fairly ordered and row-locked.
+
+    Round robin across backfills: every backfill's first run (in plan order) comes
+    before any backfill's second, and among equals the oldest backfill goes first.
+    """
+    if limit <= 0:
+        return []
+    sub = _ranked(state, seen).subquery()
     query = (
         select(DagRun).join(sub, sub.c.id == DagRun.id).order_by(sub.c.turn, sub.c.backfill_id).limit(limit)
     )
@@ -174,33 +183,18 @@ def prioritized_backfill_runs(session: Session, seen: Collection[int], limit: in
         .group_by(DagRun.backfill_id)
         .subquery()
     )
-    ranked = (
-        select(
-            DagRun.id.label("id"),
-            func.row_number()
-            .over(partition_by=DagRun.backfill_id, order_by=BackfillDagRun.sort_ordinal)
-            .label("turn"),
-            DagRun.backfill_id.label("backfill_id"),
+    sub = (
+        _ranked(
+            DagRunState.QUEUED,
+            seen,
             func.coalesce(t.c.priority, 0).label("priority"),
             (Backfill.max_active_runs - func.coalesce(running.c.n, 0)).label("room"),
             t.c.dag_max_active_runs.label("dag_cap"),
         )
-        .join(BackfillDagRun, BackfillDagRun.dag_run_id == DagRun.id)
-        .join(Backfill, Backfill.id == DagRun.backfill_id)
-        .join(DagModel, DagModel.dag_id == DagRun.dag_id)
         .outerjoin(t, t.c.backfill_id == DagRun.backfill_id)
         .outerjoin(running, running.c.backfill_id == DagRun.backfill_id)
-        .where(
-            DagRun.state == DagRunState.QUEUED,
-            DagRun.run_after <= func.now(),
-            DagModel.is_paused == false(),
-            DagModel.is_stale == false(),
-            Backfill.is_paused == false(),
-        )
+        .subquery()
     )
-    if seen:
-        ranked = ranked.where(DagRun.id.not_in(list(seen)))
-    sub = ranked.subquery()
     # Room for those a DAG's cap drops: the chosen runs are at most ``limit``.
     query = (
         select(DagRun, sub.c.dag_cap)

@@ -15,16 +15,13 @@ with the shim's choice of runs), and the test reads which runs started:
 from __future__ import annotations
 
 import datetime as dt
-import json
-import subprocess
-import sys
 from pathlib import Path
 
 import psycopg2.extensions
 import pytest
 
 from sidecar.engine import BackfillEngine, BackfillSpec, BackfillView, Controls, Mode
-from tests.support.airflow import process_environ
+from tests.support.airflow import run_probe
 from tests.support.fixtures import AirflowDatabase
 
 pytestmark = [pytest.mark.postgres, pytest.mark.airflow]
@@ -33,24 +30,13 @@ THREE = "sidecar_e2e_three"
 PROBE = Path(__file__).resolve().parent / "shim_start_probe.py"
 
 
-def run_probe(db: AirflowDatabase, options: dict[str, object]) -> dict[str, object]:
-    probe = subprocess.run(
-        [sys.executable, str(PROBE), json.dumps(options)],
-        env=process_environ(db.env),
-        capture_output=True,
-        text=True,
-        timeout=240,
-        check=False,
-    )
-    assert probe.returncode == 0, (probe.stdout + probe.stderr)[-4000:]
-    last = probe.stdout.strip().splitlines()[-1]
-    assert last.startswith("RESULTS "), (probe.stdout + probe.stderr)[-4000:]
-    answer: dict[str, object] = json.loads(last.removeprefix("RESULTS "))
+def probe(db: AirflowDatabase, options: dict[str, object]) -> dict[str, object]:
+    answer: dict[str, object] = run_probe(PROBE, options, db.env)
     return answer
 
 
 def start_once(db: AirflowDatabase, cap: int | None) -> list[tuple[int, int]]:
-    running = run_probe(db, {"cap": cap})["running"]
+    running = probe(db, {"cap": cap})["running"]
     assert isinstance(running, list)
     return [(b, o) for b, o in running]
 
@@ -79,7 +65,7 @@ async def test_priorities_and_a_dags_cap_choose_the_runs_that_start(
     b = await backfill(engine, 11, priority=10)
     c = await backfill(engine, 21)
     # Airflow's own create still sees an open backfill and refuses, as it does today.
-    assert run_probe(clean_db, {"airflow_create": THREE}) == {"airflow_create": "AlreadyRunningBackfill"}
+    assert probe(clean_db, {"airflow_create": THREE}) == {"airflow_create": "AlreadyRunningBackfill"}
 
     # B first, up to its max_active_runs (2); then the oldest of the equals.
     assert start_once(clean_db, cap=3) == [(a, 1), (b, 1), (b, 2)]
