@@ -15,6 +15,8 @@ import pytest
 
 from sidecar import errors
 from sidecar.engine import BackfillEngine, BackfillSpec, BackfillView, Controls, DryRun, State
+from sidecar.store import prepare
+from sidecar.store._tables import CONTROL_COLUMNS
 
 UTC = dt.UTC
 THREE = "sidecar_e2e_three"
@@ -168,3 +170,19 @@ async def test_out_of_range_controls_are_refused_naming_the_field_and_write_noth
     assert refused.value.field == f"backfill.{name}"
     sql.execute("SELECT count(*) FROM backfill")
     assert sql.fetchone() == (0,)
+
+
+async def test_migration_step_5_adds_the_control_columns_and_old_rows_read_the_defaults(
+    engine: BackfillEngine, sql: psycopg2.extensions.cursor
+) -> None:
+    view = await created(engine, spec(1, 3))
+    for column in CONTROL_COLUMNS:  # a database a release before this one migrated
+        sql.execute(f"ALTER TABLE airflow_sidecar.sidecar_backfill DROP COLUMN {column.name}")
+    sql.execute("DELETE FROM airflow_sidecar.sidecar_schema_version WHERE version >= 5")
+    await prepare(engine.db)
+    sql.execute("SELECT max(version) FROM airflow_sidecar.sidecar_schema_version")
+    assert sql.fetchone() == (5,)
+    again = await engine.get(view.id)
+    assert again.controls == Controls() and again.pause_reason is None
+    await engine.tick()  # an old row (NULL controls) ticks as before
+    await prepare(engine.db)  # idempotent
