@@ -1,7 +1,7 @@
 """The ledger's backfill controls: several backfills of a DAG, a failed-runs limit, a priority, a DAG cap.
 
 Part of the ledger (:mod:`sidecar.store._ledger`). What Airflow has no column for lives in
-``sidecar_backfill`` (migration step 5, every column nullable: NULL reads as the default):
+``sidecar_backfill`` (migration step 6, every column nullable: NULL reads as the default):
 
 - ``concurrent``: the backfill may run beside the DAG's other open backfills as long as
   their date ranges do not overlap (:func:`check_room`, under the per-DAG creation lock);

@@ -16,7 +16,11 @@ import pytest
 from sidecar import errors
 from sidecar.engine import BackfillEngine, BackfillSpec, BackfillView, Controls, DryRun, State
 from sidecar.store import prepare
+from sidecar.store._database import _MIGRATIONS
 from sidecar.store._tables import CONTROL_COLUMNS
+
+#: The migration step that adds the controls' columns.
+STEP = 6
 
 UTC = dt.UTC
 THREE = "sidecar_e2e_three"
@@ -118,6 +122,9 @@ async def test_max_failed_runs_pauses_with_its_reason_and_an_unpause_forgives(
     assert paused.pause_reason == "2 failed runs reached max_failed_runs 2"
     sql.execute("SELECT is_paused FROM backfill WHERE id = %s", (view.id,))
     assert sql.fetchone() == (True,)  # Airflow's scheduler starts none of its queued runs
+    await engine.notifier.record()  # the event: failed_threshold, not a user's pause
+    sql.execute("SELECT kind FROM airflow_sidecar.sidecar_event WHERE backfill_id = %s", (view.id,))
+    assert sql.fetchall() == [("failed_threshold",)]
     written = paused.progress.written
     await engine.tick()
     assert (await engine.get(view.id)).progress.written == written  # paused: no new runs
@@ -172,16 +179,16 @@ async def test_out_of_range_controls_are_refused_naming_the_field_and_write_noth
     assert sql.fetchone() == (0,)
 
 
-async def test_migration_step_5_adds_the_control_columns_and_old_rows_read_the_defaults(
+async def test_migration_step_6_adds_the_control_columns_and_old_rows_read_the_defaults(
     engine: BackfillEngine, sql: psycopg2.extensions.cursor
 ) -> None:
     view = await created(engine, spec(1, 3))
     for column in CONTROL_COLUMNS:  # a database a release before this one migrated
         sql.execute(f"ALTER TABLE airflow_sidecar.sidecar_backfill DROP COLUMN {column.name}")
-    sql.execute("DELETE FROM airflow_sidecar.sidecar_schema_version WHERE version >= 5")
+    sql.execute(f"DELETE FROM airflow_sidecar.sidecar_schema_version WHERE version >= {STEP}")
     await prepare(engine.db)
     sql.execute("SELECT max(version) FROM airflow_sidecar.sidecar_schema_version")
-    assert sql.fetchone() == (5,)
+    assert sql.fetchone() == (len(_MIGRATIONS),)
     again = await engine.get(view.id)
     assert again.controls == Controls() and again.pause_reason is None
     await engine.tick()  # an old row (NULL controls) ticks as before
