@@ -14,7 +14,12 @@ from airflow.utils.session import NEW_SESSION, provide_session
 from airflow.utils.state import DagRunState
 
 from airflow_shim._completion import CompletionHold
-from airflow_shim._fairness import backfill_runs_left_out, count_running_backfill_runs
+from airflow_shim._fairness import (
+    BackfillControls,
+    backfill_runs_left_out,
+    count_running_backfill_runs,
+    prioritized_backfill_runs,
+)
 from airflow_shim.client import TickClient, _security_from_env
 from sidecar.config import ShimSettings, shim_auth_mode
 
@@ -71,7 +76,9 @@ class SidecarSchedulerJobRunner(SchedulerJobRunner):
       (apache/airflow#58554), fairly across backfills.
     - Queued backfill runs Airflow left out are offered for starting, fairly, unless
       ``SIDECAR_MAX_RUNNING_BACKFILL_RUNS`` backfill runs are already running; at the cap
-      no backfill run is started, so backfills never crowd out scheduled runs.
+      no backfill run is started, so backfills never crowd out scheduled runs. While an open
+      backfill has a priority or a DAG cap (docs/controls.md), the shim chooses every
+      backfill run that starts: by priority, within each backfill's and each DAG's cap.
 
     ``SIDECAR_SHIM_FAIRNESS=off`` turns the last two off (Airflow's own choice of runs).
     """
@@ -90,6 +97,7 @@ class SidecarSchedulerJobRunner(SchedulerJobRunner):
         self.loop_stats = LoopStats(settings.stats_interval)
         self.backfill_cap = settings.max_running_backfill_runs
         self.fair = settings.fairness
+        self.controls = BackfillControls()
         self._first_tick_logged = False
         # One line that confirms the set-up (the token itself is never logged).
         self.log.info(
@@ -156,6 +164,7 @@ class SidecarSchedulerJobRunner(SchedulerJobRunner):
         """Swap Airflow's queued-run query, for this call only, for one that is fair to backfills."""
         original = DagRun.__dict__["get_queued_dag_runs_to_set_running"]
         cap = self.backfill_cap
+        controls = self.controls
 
         log = self.log
 
@@ -169,6 +178,11 @@ class SidecarSchedulerJobRunner(SchedulerJobRunner):
                 room = None if cap is None else cap - count_running_backfill_runs(session)
                 if room is not None and room <= 0:
                     return [r for r in runs if r.backfill_id is None]
+                if controls.in_use(session):
+                    # Priorities or a DAG's cap: the shim chooses every backfill run that starts.
+                    kept = [r for r in runs if r.backfill_id is None]
+                    limit = DagRun.DEFAULT_DAGRUNS_TO_EXAMINE if room is None else room
+                    return kept + prioritized_backfill_runs(session, {r.id for r in kept}, limit)
                 extra: list[DagRun] = []
                 # Backfill runs were left out only if Airflow's window filled up with regular
                 # runs (it orders backfill runs last, and by plan order among themselves).

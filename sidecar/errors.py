@@ -24,7 +24,8 @@ and each class carries the stable ``reason`` string that goes into
     │   ├── UnsupportedFeature     a DAG feature the sidecar cannot reproduce
     │   └── InvalidTransition      e.g. pausing a completed backfill
     ├── AlreadyExists              ALREADY_EXISTS
-    │   └── BackfillAlreadyRunning another backfill of the DAG is active
+    │   ├── BackfillAlreadyRunning another backfill of the DAG is active
+    │   └── BackfillRangeOverlaps  a concurrent backfill's range overlaps an open one's
     ├── ResourceExhausted          RESOURCE_EXHAUSTED (rate limit; carries retry_after)
     ├── Aborted                    ABORTED (serialization failure or deadlock after retries)
     └── Unavailable                UNAVAILABLE (database unreachable, retryable)
@@ -133,6 +134,10 @@ class AlreadyExists(SidecarError):
 
 class BackfillAlreadyRunning(AlreadyExists):
     reason = "BACKFILL_ALREADY_RUNNING"
+
+
+class BackfillRangeOverlaps(AlreadyExists):
+    reason = "BACKFILL_RANGE_OVERLAPS"
 
 
 class ResourceExhausted(SidecarError):

@@ -36,3 +36,7 @@ def parse_backfill_name(name: str) -> int | None:
 #: The gRPC metadata key naming the user a trusted front door calls on behalf of (delegation);
 #: binary (``-bin``), so any user name travels as its UTF-8 bytes.
 ON_BEHALF_OF_METADATA = "x-sidecar-on-behalf-of-bin"
+
+#: The PostgreSQL schema of the sidecar's own tables (on SQLite: none). The store creates them
+#: there, and the scheduler shim reads a backfill's priority and DAG cap from them.
+SIDECAR_SCHEMA = "airflow_sidecar"

@@ -107,6 +107,16 @@ def _table(rows: Sequence[Sequence[Any]], headers: Sequence[str]) -> str:
     return "\n".join(lines)
 
 
+def _set_controls(backfill: pb.Backfill, args: argparse.Namespace) -> None:
+    """The controls beyond Airflow's fields (docs/controls.md), those given on the command line."""
+    if args.max_failed_runs is not None:
+        backfill.max_failed_runs = args.max_failed_runs
+    if args.dag_max_active_runs is not None:
+        backfill.dag_max_active_runs = args.dag_max_active_runs
+    backfill.priority = args.priority
+    backfill.concurrent = args.concurrent
+
+
 def failure_line(b: pb.Backfill) -> str | None:
     """Why writing a backfill's runs failed, in one line; None if it did not."""
     if not b.HasField("write_failure"):
@@ -179,9 +189,16 @@ def print_backfills(backfills: Sequence[pb.Backfill], output: str) -> None:
         )
     )
     for b in backfills:
-        for line in (failure_line(b), webhook_line(b), selection_line(b)):
+        for line in (failure_line(b), pause_line(b), webhook_line(b), selection_line(b)):
             if line:
                 print(line)
+
+
+def pause_line(b: pb.Backfill) -> str | None:
+    """Why the sidecar paused a backfill (its failed runs reached ``--max-failed-runs``); None if it did not."""
+    return (
+        f"backfill {b.id} paused: {b.pause_reason} (unpause to go on, or cancel)" if b.pause_reason else None
+    )
 
 
 def watch(stub: backfill_pb2_grpc.BackfillServiceStub, name: str, output: str) -> pb.Backfill:
@@ -333,6 +350,7 @@ def _create(
         backfill.run_on_latest_version = args.run_on_latest_version
     if selection := _task_selection(args):
         backfill.task_selection.CopyFrom(selection)
+    _set_controls(backfill, args)
     if args.webhook_url is not None:
         backfill.webhook.url = args.webhook_url
         backfill.webhook.format = _WEBHOOK_FORMATS[args.webhook_format]

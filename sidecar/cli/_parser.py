@@ -177,6 +177,30 @@ def _add_backfill(commands: argparse._SubParsersAction[argparse.ArgumentParser])
         "eager = write every run up front, like Airflow, but in bulk",
     )
     create.add_argument("--request-id", default=None, help="makes a retried create idempotent")
+    # The controls beyond Airflow's (docs/controls.md).
+    create.add_argument(
+        "--concurrent",
+        action="store_true",
+        help="run beside the DAG's other open backfills (their date ranges must not overlap this one's)",
+    )
+    create.add_argument(
+        "--dag-max-active-runs",
+        type=int,
+        default=None,
+        help="start a run only while fewer backfill runs of the DAG (all its backfills) are running",
+    )
+    create.add_argument(
+        "--max-failed-runs",
+        type=int,
+        default=None,
+        help="pause the backfill once this many of its runs have failed (the reason is shown)",
+    )
+    create.add_argument(
+        "--priority",
+        type=int,
+        default=0,
+        help="higher first where the scheduler chooses which backfill runs start (default 0)",
+    )
     create.add_argument(
         "--dry-run",
         action="store_true",

@@ -26,8 +26,13 @@ from sidecar.cli._plans import span
 
 
 def state_text(b: pb.Backfill) -> str:
-    """The state, and whether writing its runs is failing: ``active, set aside`` or ``active, retrying (2)``."""
+    """The state, why the sidecar paused it, and whether writing its runs is failing.
+
+    E.g. ``active, set aside``, ``active, retrying (2)``, ``paused: 3 failed runs reached max_failed_runs 3``.
+    """
     state = pb.Backfill.State.Name(b.state).removeprefix("STATE_").lower()
+    if b.pause_reason:  # paused by the sidecar: its failed runs reached --max-failed-runs
+        state = f"{state}: {b.pause_reason}"
     if not b.HasField("write_failure"):
         return state
     failure = b.write_failure

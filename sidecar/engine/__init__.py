@@ -16,7 +16,7 @@ from sidecar.engine._model import (
 from sidecar.engine._requests import MAX_CONF_DEPTH
 from sidecar.engine._tick import TickResult
 from sidecar.engine._webhook_urls import shown_target
-from sidecar.store import Phase, RecordedEvent, WebhookStatus, WriteFailure
+from sidecar.store import Controls, Phase, RecordedEvent, WebhookStatus, WriteFailure
 from sidecar.vocabulary import Disposition, Mode, ReprocessBehavior, State
 
 __all__ = [
@@ -25,6 +25,7 @@ __all__ = [
     "BackfillEngine",
     "BackfillSpec",
     "BackfillView",
+    "Controls",
     "Disposition",
     "DryRun",
     "EngineConfig",

@@ -34,11 +34,11 @@ from sidecar.engine._reads import get
 from sidecar.engine._requests import check_request
 from sidecar.engine._subsets import selected_tasks
 from sidecar.engine._webhook_urls import check_webhook_url
-from sidecar.errors import BackfillAlreadyRunning, InvalidArgument
+from sidecar.errors import AlreadyExists, InvalidArgument
 from sidecar.planning import BackfillPlan
 from sidecar.store import (
     NewBackfill,
-    check_no_active_backfill,
+    check_room,
     find_request,
     insert_backfill,
     register_backfill,
@@ -91,8 +91,10 @@ async def create(
         plan = build_plan(timetable, spec.dag_id, spec.from_date, spec.to_date, spec.run_backwards, now)
         if not validate_only:
             try:
-                await check_no_active_backfill(conn, spec.dag_id)
-            except BackfillAlreadyRunning:
+                await check_room(
+                    conn, spec.dag_id, spec.from_date, spec.to_date, concurrent=spec.controls.concurrent
+                )
+            except AlreadyExists:
                 # A concurrent create with the same request_id may have won the race.
                 if request_id and (
                     previous := await by_request_id(parts, principal, request_id, fingerprint)
@@ -176,6 +178,7 @@ async def insert(
         run_on_latest_version=pin.run_on_latest_version if pin else True,
         task_selection=spec.task_selection,
         selected_task_ids=selected_task_ids,
+        controls=spec.controls,
     )
     first_runs = first_batch_size(parts, wanted)
 

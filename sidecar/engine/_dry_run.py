@@ -88,6 +88,7 @@ async def dry_run(
         completed_at=None,
         task_selection=spec.task_selection,
         selected_task_ids=selected_task_ids,
+        controls=spec.controls,
         estimate=estimate(history, "history", summary.to_run, spec.max_active_runs),
     )
     slots = [

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from sidecar.catalog import TaskSelection
-from sidecar.store import Slot, WebhookStatus, WriteFailure
+from sidecar.store import Controls, Slot, WebhookStatus, WriteFailure
 from sidecar.vocabulary import Mode, ReprocessBehavior, State
 
 DEFAULT_MAX_ACTIVE_RUNS = 10
@@ -30,6 +30,8 @@ class BackfillSpec:
     """Whether reprocessed runs move to the backfill's DAG version; None: resolved as Airflow does."""
     task_selection: TaskSelection | None = None
     """Run only these tasks (None: all of them)."""
+    controls: Controls = field(default_factory=Controls)
+    """Beyond Airflow: failed-runs limit, priority, DAG cap, concurrent backfills (docs/controls.md)."""
     webhook_url: str | None = None
     """Where its events are POSTed (checked by ``_webhook_urls``); None: Watch only."""
     webhook_format: str = "json"
@@ -80,6 +82,9 @@ class BackfillView:
     """The task subset asked for (None: every task)."""
     selected_task_ids: tuple[str, ...] = ()
     """The tasks the subset resolved to when the backfill was created (empty without a subset)."""
+    controls: Controls = field(default_factory=Controls)
+    pause_reason: str | None = None
+    """Why the sidecar paused it (its failed runs reached ``max_failed_runs``); None unless paused so."""
     estimate: Estimate | None = None
     """How long its unfinished runs should take (see ``_estimates``); None when not asked or no history."""
     webhook: WebhookStatus | None = None

@@ -78,6 +78,8 @@ def view_of(record: BackfillRecord, progress: Progress) -> BackfillView:
         bundle_version=record.bundle_version,
         task_selection=record.task_selection,
         selected_task_ids=record.selected_task_ids,
+        controls=record.controls,
+        pause_reason=record.pause_reason if state is State.PAUSED else None,
     )
 
 

@@ -20,6 +20,7 @@ from typing import Any
 from sidecar.catalog import TaskSelection
 from sidecar.engine._model import BackfillSpec
 from sidecar.errors import InvalidArgument, InvalidTaskSelection
+from sidecar.store import Controls
 
 __all__ = [
     "DATE_RANGE",
@@ -27,16 +28,23 @@ __all__ = [
     "MAX_CONF_BYTES",
     "MAX_CONF_DEPTH",
     "MAX_DAG_ID_LENGTH",
+    "MAX_FAILED_RUNS_LIMIT",
     "MAX_REQUEST_ID_LENGTH",
     "MAX_SELECTED_TASK_IDS",
     "MAX_TASK_REGEX_LENGTH",
+    "PRIORITY_LIMIT",
     "check_conf",
+    "check_controls",
     "check_list_filter",
     "check_request",
 ]
 
 #: Upper bound of ``max_active_runs`` (well beyond what a scheduler can run at once).
 MAX_ACTIVE_RUNS_LIMIT = 10_000
+#: Upper bound of ``max_failed_runs`` (a backfill's runs are bounded by ``max_runs_per_backfill`` anyway).
+MAX_FAILED_RUNS_LIMIT = 1_000_000
+#: Priorities run from ``-PRIORITY_LIMIT`` to ``PRIORITY_LIMIT``.
+PRIORITY_LIMIT = 1000
 #: Airflow's ``dag.dag_id`` column width.
 MAX_DAG_ID_LENGTH = 250
 #: ``sidecar_backfill.request_id``'s width.
@@ -118,6 +126,7 @@ def check_request(spec: BackfillSpec, request_id: str | None, dry_run_limit: int
         check_conf(spec.dag_run_conf)
     if spec.task_selection is not None:
         check_task_selection(spec.task_selection)
+    check_controls(spec.controls)
 
 
 def check_task_selection(selection: TaskSelection) -> None:
@@ -157,6 +166,24 @@ def check_task_selection(selection: TaskSelection) -> None:
         check_text(task_id, f"{field}.task_ids", _MAX_TASK_ID_LENGTH)
         if not task_id:
             raise InvalidTaskSelection("task_ids must not hold an empty id", field=f"{field}.task_ids")
+
+
+def check_controls(controls: Controls) -> None:
+    """The controls beyond Airflow's fields, each in its range.
+
+    Raises:
+        InvalidArgument: naming the field.
+    """
+    bounds = (
+        ("max_failed_runs", controls.max_failed_runs, 1, MAX_FAILED_RUNS_LIMIT),
+        ("priority", controls.priority, -PRIORITY_LIMIT, PRIORITY_LIMIT),
+        ("dag_max_active_runs", controls.dag_max_active_runs, 1, MAX_ACTIVE_RUNS_LIMIT),
+    )
+    for name, value, low, high in bounds:
+        if value is not None and not low <= value <= high:
+            raise InvalidArgument(
+                f"{name} must be between {low} and {high}, got {value}", field=f"backfill.{name}"
+            )
 
 
 def check_list_filter(dag_id: str | None) -> None:

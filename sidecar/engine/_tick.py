@@ -4,7 +4,8 @@ Airflow's controls are obeyed on the next tick and never reversed: a paused back
 no new runs (an eager one interrupted mid-way waits too) until it is unpaused, and one
 that Airflow's own cancel closed is cancelled by the ledger as the sidecar's cancel would
 (:func:`sidecar.store.airflow_closing` tells Airflow's cancel from its completion timer).
-Each backfill is handled on its own: a failure of one is contained
+A backfill whose failed runs reach its ``max_failed_runs`` is paused, with its reason, before
+anything else is written for it (:func:`_stop_losses`). Each backfill is handled on its own: a failure of one is contained
 (:mod:`sidecar.engine._containment`: retried next tick if transient, else set aside)
 and the tick goes on with the others, so one backfill can never stop the rest.
 """
@@ -13,7 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from sidecar.engine._config import Parts
 from sidecar.engine._containment import contain
@@ -27,7 +28,10 @@ from sidecar.store import (
     TickEntry,
     cancel_cancelled_by_airflow,
     complete_if_done,
+    count_failed_runs,
     count_unfinished_runs,
+    forgive_failed_runs,
+    pause_for_failed_runs,
     reopen_backfill,
     tick_entries,
 )
@@ -65,6 +69,8 @@ async def tick(parts: Parts, policies: SchedulerPolicies, counter: BackgroundCou
                 continue
             writing = entry.phase is Phase.MATERIALIZING
             try:
+                if await _stop_losses(parts, entry, now):
+                    entry = replace(entry, is_paused=True)
                 if writing:
                     materializing.append(entry.backfill_id)
                     if entry.planned_count is None:
@@ -76,6 +82,34 @@ async def tick(parts: Parts, policies: SchedulerPolicies, counter: BackgroundCou
             except Exception as exc:  # contained: the other backfills are still written
                 await contain(parts, entry.backfill_id, exc, now, writing=writing)
     return TickResult(written, completed, materializing)
+
+
+async def _stop_losses(parts: Parts, entry: TickEntry, now: dt.datetime) -> bool:
+    """Pause a backfill whose failed runs reached its ``max_failed_runs``; True if it was paused now.
+
+    A backfill the sidecar paused so and Airflow unpaused (its own control wins) has the
+    runs failed so far forgiven, as the sidecar's own unpause does.
+    """
+    if entry.max_failed_runs is None:
+        return False
+    if entry.pause_reason is not None and not entry.is_paused:
+        await parts.tx.write(lambda conn: forgive_failed_runs(conn, entry.backfill_id, now))
+        log.info(
+            "backfill %s was unpaused by Airflow; its failed runs so far are forgiven", entry.backfill_id
+        )
+        return False
+    if entry.is_paused:
+        return False
+    # A bounded read first: the rows are locked only once the limit is reached.
+    limit = entry.failed_runs_forgiven + entry.max_failed_runs
+    failed = await parts.tx.read(lambda conn: count_failed_runs(conn, entry.backfill_id, at_most=limit))
+    if failed < limit:
+        return False
+    reason = await parts.tx.write(lambda conn: pause_for_failed_runs(conn, entry.backfill_id, now))
+    if reason is None:
+        return False
+    log.warning("backfill %s %s", entry.backfill_id, reason)
+    return True
 
 
 async def _top_up(parts: Parts, entry: TickEntry, now: dt.datetime) -> int:

@@ -31,6 +31,7 @@ from starlette.responses import JSONResponse
 
 from sidecar._gen.airflow_sidecar.v1 import backfill_pb2 as pb
 from sidecar.auth import TOKEN_EXPIRED, TOKEN_INVALID
+from sidecar.errors import BackfillRangeOverlaps
 from sidecar.gateway._calls import Upstream
 from sidecar.gateway._errors import CallError, from_rpc_error, unexpected
 from sidecar.names import backfill_name
@@ -82,6 +83,20 @@ class BackfillPostBody(BaseModel):
     task_selection: TaskSelectionBody | None = Field(
         default=None, description="Sidecar extension: run only these tasks (docs/controls.md, Task subsets)."
     )
+    # Sidecar extensions (docs/controls.md): Airflow's API has no such fields.
+    max_failed_runs: int | None = Field(
+        default=None, description="Sidecar extension: pause the backfill once this many of its runs failed."
+    )
+    priority: int = Field(
+        default=0, description="Sidecar extension: higher first where the shim chooses the runs that start."
+    )
+    dag_max_active_runs: int | None = Field(
+        default=None, description="Sidecar extension: a cap on running backfill runs across the DAG."
+    )
+    concurrent: bool = Field(
+        default=False,
+        description="Sidecar extension: run beside the DAG's other open backfills whose ranges do not overlap.",
+    )
 
 
 class BackfillResponse(BaseModel):
@@ -99,6 +114,14 @@ class BackfillResponse(BaseModel):
     completed_at: dt.datetime | None
     updated_at: dt.datetime
     dag_display_name: str
+    # Sidecar extensions (docs/controls.md).
+    max_failed_runs: int | None = None
+    priority: int = 0
+    pause_reason: str | None = Field(
+        default=None, description="Sidecar extension: why the sidecar paused it (max_failed_runs reached)."
+    )
+    dag_max_active_runs: int | None = None
+    concurrent: bool = False
 
 
 class BackfillCollectionResponse(BaseModel):
@@ -233,6 +256,11 @@ def backfill_json(b: pb.Backfill) -> dict[str, Any]:
         completed_at=_datetime(b.complete_time) if b.HasField("complete_time") else None,
         updated_at=_datetime(b.update_time),
         dag_display_name=b.dag_id,
+        max_failed_runs=b.max_failed_runs if b.HasField("max_failed_runs") else None,
+        priority=b.priority,
+        pause_reason=b.pause_reason or None,
+        dag_max_active_runs=b.dag_max_active_runs if b.HasField("dag_max_active_runs") else None,
+        concurrent=b.concurrent,
     )
     shown = response.model_dump(mode="json")
     if b.HasField("task_selection"):  # the sidecar extension, only on backfills that have one
@@ -292,8 +320,10 @@ def create_request(body: BackfillPostBody, *, dry_run: bool) -> pb.CreateBackfil
     Raises:
         HttpError: a value the sidecar's fields cannot carry (Airflow's 422).
     """
-    if not -(2**31) <= body.max_active_runs < 2**31:
-        raise _LocalError(422, f"max_active_runs is out of range: {body.max_active_runs}")
+    for name in ("max_active_runs", "max_failed_runs", "priority", "dag_max_active_runs"):
+        value = getattr(body, name)
+        if value is not None and not -(2**31) <= value < 2**31:
+            raise _LocalError(422, f"{name} is out of range: {value}")
     if _SURROGATE.search(body.dag_id):  # JSON can escape one; a protobuf string (UTF-8) cannot hold it
         raise _LocalError(422, "dag_id is not valid Unicode (a lone surrogate)")
     backfill = pb.Backfill(
@@ -304,6 +334,10 @@ def create_request(body: BackfillPostBody, *, dry_run: bool) -> pb.CreateBackfil
         reprocess_behavior=_REPROCESS_IN[body.reprocess_behavior],
         max_active_runs=body.max_active_runs,
         mode=pb.MODE_WINDOWED,
+        max_failed_runs=body.max_failed_runs,
+        priority=body.priority,
+        dag_max_active_runs=body.dag_max_active_runs,
+        concurrent=body.concurrent,
     )
     if body.run_on_latest_version is not None:
         backfill.run_on_latest_version = body.run_on_latest_version
@@ -345,6 +379,8 @@ def airflow_error(error: CallError, *, dag_id: str = "") -> HttpError:
     if code == grpc.StatusCode.NOT_FOUND:
         return HttpError(404, "Backfill not found" if reason == "BACKFILL_NOT_FOUND" else message)
     if code == grpc.StatusCode.ALREADY_EXISTS:
+        if reason == BackfillRangeOverlaps.reason:  # a sidecar extension: name the backfill and dates
+            return HttpError(409, message)
         return HttpError(409, f"There is already a running backfill for dag {dag_id}" if dag_id else message)
     if code == grpc.StatusCode.FAILED_PRECONDITION:
         if reason == "INVALID_STATE_TRANSITION":

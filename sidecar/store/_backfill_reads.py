@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import sqlalchemy as sa
@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from sidecar.auth import Access
 from sidecar.catalog import TaskSelection
 from sidecar.errors import BackfillNotFound
+from sidecar.store._controls import CONTROL_READ_COLUMNS, Controls
 from sidecar.store._phases import Phase, WriteFailure, lifecycle_of, state_filter, state_of
 from sidecar.store._tables import backfill, dag_run, sidecar_backfill, sidecar_task_selection
 from sidecar.vocabulary import Mode, ReprocessBehavior, State
@@ -83,6 +84,12 @@ class BackfillRecord:
     """Its task subset (None: every task runs)."""
     selected_task_ids: tuple[str, ...] = ()
     """The task ids the subset resolved to (empty without one)."""
+    controls: Controls = field(default_factory=Controls)
+    """Its controls beyond Airflow's columns (the defaults for a backfill Airflow made)."""
+    pause_reason: str | None = None
+    """Why the sidecar paused it (its failed runs reached ``max_failed_runs``); None otherwise."""
+    failed_runs_forgiven: int = 0
+    """Failed runs an unpause forgave: they no longer count towards ``max_failed_runs``."""
 
     @property
     def phase(self) -> Phase:
@@ -121,6 +128,9 @@ class BackfillRecord:
             bundle_version=row.bundle_version,
             task_selection=selection_of(row),
             selected_task_ids=tuple(row.selected_task_ids or ()),
+            controls=Controls.of(row),
+            pause_reason=row.pause_reason,
+            failed_runs_forgiven=int(row.failed_runs_forgiven or 0),
         )
 
 
@@ -143,6 +153,8 @@ _COLUMNS = (
     sidecar_task_selection.c.include_upstream,
     sidecar_task_selection.c.include_downstream,
     sidecar_task_selection.c.selected_task_ids,
+    *CONTROL_READ_COLUMNS,
+    sidecar_backfill.c.failed_runs_forgiven,
 )
 
 

@@ -1,4 +1,5 @@
-"""The ledger's creation of a backfill: its two rows, the request-id lookup, Airflow's one-open-backfill rule.
+"""The ledger's creation of a backfill: its two rows, the request-id lookup, Airflow's one-open-backfill rule
+(or, for a concurrent backfill, the rule that open backfills of a DAG never overlap).
 
 Part of the ledger (:mod:`sidecar.store._ledger`): the only writer of a new backfill's rows.
 """
@@ -8,7 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import sqlalchemy as sa
@@ -16,12 +17,20 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from sidecar.catalog import TaskSelection
 from sidecar.errors import BackfillAlreadyRunning
+from sidecar.store._controls import Controls, check_no_overlap
 from sidecar.store._phases import Phase
 from sidecar.store._tables import backfill, sidecar_backfill, sidecar_task_selection
 from sidecar.store._versions import contract_of
 from sidecar.vocabulary import Mode, ReprocessBehavior
 
-__all__ = ["NewBackfill", "RequestRecord", "check_no_active_backfill", "find_request", "insert_backfill"]
+__all__ = [
+    "NewBackfill",
+    "RequestRecord",
+    "check_no_active_backfill",
+    "check_room",
+    "find_request",
+    "insert_backfill",
+]
 
 
 @dataclass(frozen=True)
@@ -56,6 +65,8 @@ class NewBackfill:
     """The task subset asked for (None: every task runs)."""
     selected_task_ids: tuple[str, ...] = ()
     """What ``task_selection`` resolved to."""
+    controls: Controls = field(default_factory=Controls)
+    """Its controls beyond Airflow's columns (:mod:`sidecar.store._controls`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,24 +106,52 @@ async def check_no_active_backfill(conn: AsyncConnection, dag_id: str) -> None:
         )
 
 
+async def check_room(
+    conn: AsyncConnection, dag_id: str, from_date: dt.datetime, to_date: dt.datetime, *, concurrent: bool
+) -> None:
+    """Whether a new backfill of ``dag_id`` may open: Airflow's rule, or (``concurrent``) no overlap.
+
+    Raises:
+        BackfillAlreadyRunning: not concurrent, and another backfill of the DAG is open.
+        BackfillRangeOverlaps: concurrent, and an open backfill's range overlaps this one's.
+    """
+    if concurrent:
+        await check_no_overlap(conn, dag_id, from_date, to_date)
+    else:
+        await check_no_active_backfill(conn, dag_id)
+
+
+async def _lock_dag(conn: AsyncConnection, dag_id: str) -> None:
+    """Serialise creations for one DAG until the transaction ends, so that its checks cannot race.
+
+    PostgreSQL: a transaction-level advisory lock per DAG. SQLite: a write that changes
+    nothing takes the database's write lock before the checks read (a deferred
+    transaction would otherwise read first, and two creations could both see room).
+    """
+    if conn.dialect.name == "postgresql":
+        await conn.execute(
+            sa.text("SELECT pg_advisory_xact_lock(hashtext(:k))"), {"k": f"airflow_sidecar.create:{dag_id}"}
+        )
+    else:
+        await conn.execute(
+            sidecar_backfill.update().where(sa.false()).values(dag_id=sidecar_backfill.c.dag_id)
+        )
+
+
 async def insert_backfill(conn: AsyncConnection, new: NewBackfill) -> int | None:
     """Insert the ``backfill`` and ``sidecar_backfill`` rows; None if the principal's ``request_id`` is taken.
 
-    Safe to retry: the request-id and one-active-backfill checks run in the same
-    transaction, under a per-DAG advisory lock on PostgreSQL.
+    Safe to retry: the request-id and one-active-backfill (or no-overlap) checks run in the
+    same transaction, under a per-DAG lock (:func:`_lock_dag`).
 
     Raises:
         BackfillAlreadyRunning: another backfill of the DAG is open.
+        BackfillRangeOverlaps: a concurrent backfill overlaps an open one.
     """
-    if conn.dialect.name == "postgresql":
-        # Serialise concurrent creations for one DAG, then check again.
-        await conn.execute(
-            sa.text("SELECT pg_advisory_xact_lock(hashtext(:k))"),
-            {"k": f"airflow_sidecar.create:{new.dag_id}"},
-        )
+    await _lock_dag(conn, new.dag_id)  # serialise creations for one DAG, then check again
     if new.request_id and await find_request(conn, new.principal, new.request_id):
         return None
-    await check_no_active_backfill(conn, new.dag_id)
+    await check_room(conn, new.dag_id, new.from_date, new.to_date, concurrent=new.controls.concurrent)
     conf = new.dag_run_conf
     if conf is None and contract_of(conn).stores_no_conf_as_empty:
         conf = {}
@@ -154,6 +193,7 @@ async def insert_backfill(conn: AsyncConnection, new: NewBackfill) -> int | None
             "dag_version_id": new.dag_version_id,
             "bundle_version": new.bundle_version,
             "run_on_latest_version": new.run_on_latest_version,
+            **new.controls.columns(),
             "created_at": new.now,
             "updated_at": new.now,
         },

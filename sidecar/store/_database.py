@@ -15,6 +15,7 @@ from sidecar.errors import SchemaMismatch
 from sidecar.store._secrets import create_page_token_key
 from sidecar.store._tables import (
     AIRFLOW_TABLES,
+    CONTROL_COLUMNS,
     FAILURE_COLUMNS,
     PINNING_COLUMNS,
     SIDECAR_SCHEMA,
@@ -254,6 +255,8 @@ _MIGRATIONS: list[Callable[[Connection], None]] = [
     lambda conn: _add_columns(conn, sidecar_backfill, PINNING_COLUMNS),
     # 7: task subsets (sidecar_task_selection).
     lambda conn: sidecar_metadata.create_all(conn, tables=[sidecar_task_selection], checkfirst=True),
+    # 8: the backfill controls (failed-runs limit, priority, DAG cap, concurrent backfills).
+    lambda conn: _add_columns(conn, sidecar_backfill, CONTROL_COLUMNS),
 ]
 
 

@@ -33,7 +33,7 @@ from sidecar.store._phases import (
     airflow_closing,
     transition,
 )
-from sidecar.store._runs import fail_runs, has_unfinished_runs
+from sidecar.store._runs import count_failed_runs, fail_runs, has_unfinished_runs
 from sidecar.store._tables import backfill, sidecar_backfill
 from sidecar.vocabulary import Mode
 
@@ -45,6 +45,8 @@ __all__ = [
     "claim_batch",
     "complete_if_done",
     "finish_writing",
+    "forgive_failed_runs",
+    "pause_for_failed_runs",
     "record_planned_count",
     "record_write_failure",
     "reopen_backfill",
@@ -188,6 +190,12 @@ class TickEntry:
     max_active_runs: int
     completed_at: dt.datetime | None
     is_paused: bool
+    max_failed_runs: int | None = None
+    """Pause it once this many of its runs failed (beyond those forgiven); None: never."""
+    pause_reason: str | None = None
+    """Why the sidecar paused it; set while ``is_paused`` is false: Airflow unpaused it."""
+    failed_runs_forgiven: int = 0
+    """Failed runs an unpause forgave (they do not count towards ``max_failed_runs``)."""
 
     @property
     def closing(self) -> AirflowClosing | None:
@@ -207,6 +215,9 @@ async def tick_entries(conn: AsyncConnection) -> list[TickEntry]:
             backfill.c.max_active_runs,
             backfill.c.completed_at,
             backfill.c.is_paused,
+            sidecar_backfill.c.max_failed_runs,
+            sidecar_backfill.c.pause_reason,
+            sidecar_backfill.c.failed_runs_forgiven,
         )
         .join(backfill, backfill.c.id == sidecar_backfill.c.backfill_id)
         .where(sidecar_backfill.c.phase.in_([p.value for p in TICKED]))
@@ -222,6 +233,9 @@ async def tick_entries(conn: AsyncConnection) -> list[TickEntry]:
             r.max_active_runs,
             r.completed_at,
             bool(r.is_paused),
+            r.max_failed_runs,
+            r.pause_reason,
+            int(r.failed_runs_forgiven or 0),
         )
         for r in rows
     ]
@@ -271,6 +285,49 @@ async def set_paused(
         backfill.update()
         .where(backfill.c.id == backfill_id, backfill.c.is_paused.is_not(paused))
         .values(is_paused=paused, updated_at=now)
+    )
+    if not paused and record.pause_reason is not None:
+        await forgive_failed_runs(conn, backfill_id, now)
+
+
+async def pause_for_failed_runs(conn: AsyncConnection, backfill_id: int, now: dt.datetime) -> str | None:
+    """Pause a backfill whose failed runs reached its ``max_failed_runs``; the reason, or None if not.
+
+    Re-read under the ledger's lock: a backfill paused, ended or forgiven meanwhile is left
+    alone. The reason is stored (``pause_reason``) and Airflow's row is paused, so Airflow's
+    scheduler starts none of its queued runs (its running runs go on).
+    """
+    record = await _lock(conn, backfill_id)
+    limit = record.controls.max_failed_runs
+    if limit is None or record.is_paused or Event.PAUSE_FOR_FAILED_RUNS not in TRANSITIONS[record.phase]:
+        return None
+    forgiven = record.failed_runs_forgiven
+    failed = await count_failed_runs(conn, backfill_id, at_most=forgiven + limit) - forgiven
+    if failed < limit:
+        return None
+    after = transition(backfill_id, record.phase, Event.PAUSE_FOR_FAILED_RUNS)
+    reason = f"{failed} failed runs reached max_failed_runs {limit}"
+    await conn.execute(
+        sidecar_backfill.update()
+        .where(sidecar_backfill.c.backfill_id == backfill_id)
+        .values(phase=after.value, pause_reason=reason, updated_at=now)
+    )
+    await conn.execute(
+        backfill.update().where(backfill.c.id == backfill_id).values(is_paused=True, updated_at=now)
+    )
+    return reason
+
+
+async def forgive_failed_runs(conn: AsyncConnection, backfill_id: int, now: dt.datetime) -> None:
+    """After an unpause (the sidecar's, or Airflow's own): the runs failed so far no longer count.
+
+    The reason goes, and the backfill goes on until ``max_failed_runs`` more of its runs fail.
+    """
+    failed = await count_failed_runs(conn, backfill_id)
+    await conn.execute(
+        sidecar_backfill.update()
+        .where(sidecar_backfill.c.backfill_id == backfill_id)
+        .values(failed_runs_forgiven=failed, pause_reason=None, updated_at=now)
     )
 
 

@@ -124,6 +124,7 @@ def _payload(row: Any, kind: str, state: State, now: dt.datetime) -> dict[str, A
             "to_date": row.to_date.isoformat(),
             "state": state.value,
             "is_paused": bool(row.is_paused),
+            "pause_reason": row.pause_reason if state is State.PAUSED else None,
         },
     }
 
@@ -141,6 +142,7 @@ async def record_events(
             sidecar_notify.c.notified_state,
             sidecar_notify.c.url,
             sidecar_backfill.c.phase,
+            sidecar_backfill.c.pause_reason,
             backfill.c.dag_id,
             backfill.c.from_date,
             backfill.c.to_date,
@@ -172,6 +174,10 @@ async def record_events(
             .values(notified_state=state.value)
         )
         kind = _KIND_OF.get(state.value)
+        if state is State.PAUSED and row.pause_reason:  # paused by the sidecar: max_failed_runs reached
+            kind = EventKind.FAILED_THRESHOLD
+        if state is State.PAUSED and row.pause_reason is not None:  # the ledger's failed-runs pause
+            kind = EventKind.FAILED_THRESHOLD
         if moved.rowcount != 1 or kind is None:  # another replica recorded it; or an unpause
             continue
         payload = _payload(row, kind, state, now)

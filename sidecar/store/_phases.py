@@ -23,6 +23,9 @@ is stored, Airflow's completion timer is held off it (it is in :data:`TICKED`, n
 
 Pausing and unpausing keep the phase (they flip ``backfill.is_paused``) but are guarded
 the same way; a paused backfill gets no new runs until it is unpaused, whoever paused it.
+The tick pauses an open backfill whose failed runs reached its ``max_failed_runs``
+(:data:`Event.PAUSE_FOR_FAILED_RUNS`, the reason stored in ``pause_reason``); an unpause
+clears the reason and forgives the runs failed so far.
 
 Airflow's own controls are authoritative, and :func:`airflow_closing` reads them. Airflow's
 cancel (its UI's button, ``PUT /api/v2/backfills/{id}/cancel``, its CLI) sets ``is_paused``
@@ -95,12 +98,15 @@ class Event(enum.Enum):
     """Every run has finished (idempotent: Airflow's own timer may have completed it)."""
     SET_ASIDE = "set aside"
     """A batch failed for a reason that is not transient (the reason is stored with it)."""
+    PAUSE_FOR_FAILED_RUNS = "pause for failed runs"
+    """Its failed runs reached its ``max_failed_runs``: paused by the tick, the reason stored with it."""
 
 
 #: The one table of allowed transitions: ``phase -> {event: next phase}``. Anything else is refused.
 TRANSITIONS: Mapping[Phase, Mapping[Event, Phase]] = {
     Phase.MATERIALIZING: {
         Event.PAUSE: Phase.MATERIALIZING,
+        Event.PAUSE_FOR_FAILED_RUNS: Phase.MATERIALIZING,
         Event.UNPAUSE: Phase.MATERIALIZING,
         Event.CANCEL: Phase.CANCELLED,
         Event.FINISH_WRITING: Phase.MATERIALIZED,
@@ -108,12 +114,14 @@ TRANSITIONS: Mapping[Phase, Mapping[Event, Phase]] = {
     },
     Phase.SET_ASIDE: {
         Event.PAUSE: Phase.SET_ASIDE,
+        Event.PAUSE_FOR_FAILED_RUNS: Phase.SET_ASIDE,
         Event.UNPAUSE: Phase.MATERIALIZING,
         Event.CANCEL: Phase.CANCELLED,
         Event.SET_ASIDE: Phase.SET_ASIDE,
     },
     Phase.MATERIALIZED: {
         Event.PAUSE: Phase.MATERIALIZED,
+        Event.PAUSE_FOR_FAILED_RUNS: Phase.MATERIALIZED,
         Event.UNPAUSE: Phase.MATERIALIZED,
         Event.CANCEL: Phase.CANCELLED,
         Event.COMPLETE: Phase.COMPLETED,

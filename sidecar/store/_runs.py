@@ -23,6 +23,7 @@ __all__ = [
     "UNFINISHED_RUN_STATES",
     "Slot",
     "analyze_written_tables",
+    "count_failed_runs",
     "count_unfinished_runs",
     "counted_runs",
     "fail_runs",
@@ -70,6 +71,15 @@ async def count_unfinished_runs(
         unfinished = unfinished.limit(at_most)
     query = sa.select(sa.func.count()).select_from(unfinished.subquery())
     return int(await conn.scalar(query) or 0)
+
+
+async def count_failed_runs(conn: AsyncConnection, backfill_id: int, *, at_most: int | None = None) -> int:
+    """Failed runs of a backfill, counted up to ``at_most`` (the tick asks only whether a limit is reached)."""
+    failed = sa.select(dag_run.c.id).where(dag_run.c.backfill_id == backfill_id, dag_run.c.state == "failed")
+    if at_most is not None:
+        failed = failed.limit(at_most)
+    value = await conn.scalar(sa.select(sa.func.count()).select_from(failed.subquery()))
+    return int(value or 0)
 
 
 async def has_unfinished_runs(conn: AsyncConnection, backfill_id: int) -> bool:

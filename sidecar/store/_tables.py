@@ -18,8 +18,7 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator
 
-#: The PostgreSQL schema of the sidecar's own tables (mapped to none on SQLite).
-SIDECAR_SCHEMA = "airflow_sidecar"
+from sidecar import names
 
 
 class UtcDateTime(TypeDecorator[dt.datetime]):
@@ -50,6 +49,9 @@ def _json() -> sa.types.TypeEngine[Any]:
     """JSON on SQLite, JSONB on PostgreSQL (Airflow's ``dag_run.conf`` and carriers)."""
     return sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
 
+
+#: The PostgreSQL schema of the sidecar's own tables (mapped to none on SQLite).
+SIDECAR_SCHEMA = names.SIDECAR_SCHEMA
 
 metadata = sa.MetaData()
 
@@ -271,6 +273,17 @@ sidecar_backfill = sa.Table(
     sa.Column("dag_version_id", sa.Uuid),
     sa.Column("bundle_version", sa.String(250)),
     sa.Column("run_on_latest_version", sa.Boolean),
+    # The controls Airflow has no column for (migration step 8; NULL reads as the default):
+    # pause after this many failed runs (NULL: never), the failed runs a user's unpause
+    # forgave, why the sidecar paused it (NULL: it did not), the shim's priority (NULL: 0),
+    # a cap on running runs across the DAG's backfills (NULL: none), and whether it may
+    # run beside the DAG's other open backfills over a range that does not overlap theirs.
+    sa.Column("max_failed_runs", sa.Integer),
+    sa.Column("failed_runs_forgiven", sa.Integer),
+    sa.Column("pause_reason", sa.String(200)),
+    sa.Column("priority", sa.Integer),
+    sa.Column("dag_max_active_runs", sa.Integer),
+    sa.Column("concurrent", sa.Boolean),
 )
 
 #: The columns migration step 2 added to ``sidecar_backfill``.
@@ -282,6 +295,19 @@ FAILURE_COLUMNS = tuple(
 #: The columns migration step 6 added to ``sidecar_backfill``.
 PINNING_COLUMNS = tuple(
     sidecar_backfill.c[name] for name in ("dag_version_id", "bundle_version", "run_on_latest_version")
+)
+
+#: The columns migration step 8 added to ``sidecar_backfill`` (the backfill controls).
+CONTROL_COLUMNS = tuple(
+    sidecar_backfill.c[name]
+    for name in (
+        "max_failed_runs",
+        "failed_runs_forgiven",
+        "pause_reason",
+        "priority",
+        "dag_max_active_runs",
+        "concurrent",
+    )
 )
 
 #: The sidecar's own secrets, shared by every replica (the page-token key), hex-encoded.

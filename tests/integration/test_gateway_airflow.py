@@ -42,6 +42,12 @@ RESPONSE_KEYS = {
     "completed_at",
     "updated_at",
     "dag_display_name",
+    # sidecar extensions (docs/controls.md)
+    "max_failed_runs",
+    "priority",
+    "pause_reason",
+    "dag_max_active_runs",
+    "concurrent",
 }
 
 

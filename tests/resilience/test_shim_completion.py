@@ -11,9 +11,6 @@ the sidecar is unreachable and the last answer is stale, and never the sidecar's
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from pathlib import Path
 
 import grpc
@@ -22,7 +19,7 @@ import pytest
 from sidecar._gen.airflow_sidecar.v1 import backfill_pb2 as pb
 from sidecar._gen.airflow_sidecar.v1 import backfill_pb2_grpc
 from tests.resilience.helpers import ONE_TASK_DAG, create_request, query, start_serve
-from tests.support.airflow import process_environ
+from tests.support.airflow import run_probe
 from tests.support.fixtures import AirflowDatabase
 from tests.support.ports import free_port
 
@@ -57,18 +54,7 @@ def test_airflows_timer_never_closes_a_backfill_the_sidecar_is_writing(
             sidecar_id,
         )
         options = {"target": target, "dead_target": f"127.0.0.1:{free_port()}", "fresh_for": 2.0}
-        probe = subprocess.run(
-            [sys.executable, str(PROBE), json.dumps(options)],
-            env=process_environ(module_db.env),
-            capture_output=True,
-            text=True,
-            timeout=240,
-            check=False,
-        )
-        assert probe.returncode == 0, (probe.stdout + probe.stderr)[-4000:]
-        last = probe.stdout.strip().splitlines()[-1]
-        assert last.startswith("RESULTS "), (probe.stdout + probe.stderr)[-4000:]
-        results = json.loads(last.removeprefix("RESULTS "))
+        results = run_probe(PROBE, options, module_db.env)
         log = sidecar.log_tail(100_000)
     finally:
         sidecar.stop()

@@ -11,11 +11,13 @@ variables for the same reason. Airflow itself always runs in subprocesses
 from __future__ import annotations
 
 import importlib.metadata
+import json
 import os
 import subprocess
 import sys
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from tests.support.ports import free_port
 
@@ -170,3 +172,25 @@ def run_airflow(
         tail = (result.stdout + result.stderr)[-4000:]
         raise RuntimeError(f"{' '.join(args)!r} exited with {result.returncode}:\n{tail}")
     return result
+
+
+def run_probe(
+    script: Path, options: Mapping[str, object], env: Mapping[str, str], timeout: float = 240
+) -> Any:
+    """Run a probe script (``python SCRIPT '<options json>'``) with Airflow configured by ``env``.
+
+    A probe drives Airflow's own code in a process of its own (Airflow's ORM configuration
+    is process-global) and prints ``RESULTS <json>`` as its last line; that JSON is returned.
+    """
+    probe = subprocess.run(
+        [sys.executable, str(script), json.dumps(options)],
+        env=process_environ(env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    assert probe.returncode == 0, (probe.stdout + probe.stderr)[-4000:]
+    last = probe.stdout.strip().splitlines()[-1] if probe.stdout.strip() else ""
+    assert last.startswith("RESULTS "), (probe.stdout + probe.stderr)[-4000:]
+    return json.loads(last.removeprefix("RESULTS "))

@@ -41,3 +41,15 @@ def test_json_carries_the_field(capsys: pytest.CaptureFixture[str]) -> None:
     print_backfills([backfill(True)], "json")
     (doc,) = json.loads(capsys.readouterr().out)
     assert doc["write_failure"]["set_aside"] is True and doc["write_failure"]["attempts"] == 3
+
+
+def test_a_pause_for_failed_runs_shows_its_reason(capsys: pytest.CaptureFixture[str]) -> None:
+    reason = "3 failed runs reached max_failed_runs 3"
+    paused = pb.Backfill(
+        id=9, dag_id="etl", state=pb.Backfill.STATE_PAUSED, is_paused=True, pause_reason=reason
+    )
+    print_backfills([paused, pb.Backfill(id=10, dag_id="ok", state=pb.Backfill.STATE_PAUSED)], "table")
+    out = capsys.readouterr().out.splitlines()
+    assert f"paused: {reason}" in out[2] and "paused" in out[3] and "reached" not in out[3]
+    assert out[-1] == f"backfill 9 paused: {reason} (unpause to go on, or cancel)"
+    assert progress_line(paused).endswith(f"paused: {reason}")

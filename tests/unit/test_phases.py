@@ -31,6 +31,10 @@ ALLOWED = {
     (D, Event.CANCEL): X,
     (D, Event.COMPLETE): C,
     (C, Event.COMPLETE): C,
+    # max_failed_runs reached: paused by the tick, the phase kept (never once it has ended)
+    (M, Event.PAUSE_FOR_FAILED_RUNS): M,
+    (S, Event.PAUSE_FOR_FAILED_RUNS): S,
+    (D, Event.PAUSE_FOR_FAILED_RUNS): D,
 }
 
 

@@ -202,6 +202,11 @@ class Backfill(_message.Message):
     RUN_ON_LATEST_VERSION_FIELD_NUMBER: _builtins.int
     BUNDLE_VERSION_FIELD_NUMBER: _builtins.int
     TASK_SELECTION_FIELD_NUMBER: _builtins.int
+    MAX_FAILED_RUNS_FIELD_NUMBER: _builtins.int
+    PRIORITY_FIELD_NUMBER: _builtins.int
+    PAUSE_REASON_FIELD_NUMBER: _builtins.int
+    DAG_MAX_ACTIVE_RUNS_FIELD_NUMBER: _builtins.int
+    CONCURRENT_FIELD_NUMBER: _builtins.int
     ESTIMATE_FIELD_NUMBER: _builtins.int
     WEBHOOK_FIELD_NUMBER: _builtins.int
     name: _builtins.str
@@ -236,6 +241,31 @@ class Backfill(_message.Message):
     bundle_version: _builtins.str
     """The bundle version its runs are pinned to (a versioned bundle's, e.g. a git commit);
     empty for an unversioned bundle.
+    """
+    max_failed_runs: _builtins.int
+    """Stop losses early: pause the backfill once this many of its runs have failed (its
+    `pause_reason` then says so); unset means never. Unpausing it lets it go on until one
+    more run fails. A sidecar extension (docs/controls.md).
+    """
+    priority: _builtins.int
+    """The backfill's priority (default 0, between -1000 and 1000): where the scheduler shim
+    must choose which backfill runs start (a cap on running backfill runs, a DAG's cap,
+    Airflow's runs-per-loop window), a higher priority goes first; equal priorities share
+    round robin, oldest backfill first. A sidecar extension (docs/controls.md).
+    """
+    pause_reason: _builtins.str
+    """Why the sidecar paused it (e.g. its failed runs reached `max_failed_runs`); empty when
+    it is not paused, or was paused by a user or by Airflow.
+    """
+    dag_max_active_runs: _builtins.int
+    """A cap across all backfills of the DAG: a run of this backfill starts only while fewer
+    than this many backfill runs of its DAG are running (every backfill of the DAG counted).
+    Unset means no cap beyond `max_active_runs`. Enforced by the scheduler shim.
+    """
+    concurrent: _builtins.bool
+    """Run beside the DAG's other open backfills, as long as their date ranges do not overlap
+    (an overlapping one is refused, naming it and the overlapping dates). False: Airflow's
+    rule, one open backfill per DAG.
     """
     @_builtins.property
     def from_date(self) -> _timestamp_pb2.Timestamp:
@@ -308,19 +338,32 @@ class Backfill(_message.Message):
         run_on_latest_version: _builtins.bool | None = ...,
         bundle_version: _builtins.str = ...,
         task_selection: Global___TaskSelection | None = ...,
+        max_failed_runs: _builtins.int | None = ...,
+        priority: _builtins.int = ...,
+        pause_reason: _builtins.str = ...,
+        dag_max_active_runs: _builtins.int | None = ...,
+        concurrent: _builtins.bool = ...,
         estimate: Global___Estimate | None = ...,
         webhook: Global___Webhook | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_max_active_runs", b"_max_active_runs", "_run_on_latest_version", b"_run_on_latest_version", "complete_time", b"complete_time", "create_time", b"create_time", "estimate", b"estimate", "from_date", b"from_date", "max_active_runs", b"max_active_runs", "progress", b"progress", "run_on_latest_version", b"run_on_latest_version", "task_selection", b"task_selection", "to_date", b"to_date", "update_time", b"update_time", "webhook", b"webhook", "write_failure", b"write_failure"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_dag_max_active_runs", b"_dag_max_active_runs", "_max_active_runs", b"_max_active_runs", "_max_failed_runs", b"_max_failed_runs", "_run_on_latest_version", b"_run_on_latest_version", "complete_time", b"complete_time", "create_time", b"create_time", "dag_max_active_runs", b"dag_max_active_runs", "estimate", b"estimate", "from_date", b"from_date", "max_active_runs", b"max_active_runs", "max_failed_runs", b"max_failed_runs", "progress", b"progress", "run_on_latest_version", b"run_on_latest_version", "task_selection", b"task_selection", "to_date", b"to_date", "update_time", b"update_time", "webhook", b"webhook", "write_failure", b"write_failure"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_active_runs", b"_max_active_runs", "_run_on_latest_version", b"_run_on_latest_version", "bundle_version", b"bundle_version", "complete_time", b"complete_time", "create_time", b"create_time", "dag_id", b"dag_id", "dag_run_conf", b"dag_run_conf", "estimate", b"estimate", "from_date", b"from_date", "id", b"id", "is_paused", b"is_paused", "max_active_runs", b"max_active_runs", "mode", b"mode", "name", b"name", "progress", b"progress", "reprocess_behavior", b"reprocess_behavior", "run_backwards", b"run_backwards", "run_on_latest_version", b"run_on_latest_version", "state", b"state", "task_selection", b"task_selection", "to_date", b"to_date", "triggering_user_name", b"triggering_user_name", "update_time", b"update_time", "webhook", b"webhook", "write_failure", b"write_failure"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_dag_max_active_runs", b"_dag_max_active_runs", "_max_active_runs", b"_max_active_runs", "_max_failed_runs", b"_max_failed_runs", "_run_on_latest_version", b"_run_on_latest_version", "bundle_version", b"bundle_version", "complete_time", b"complete_time", "concurrent", b"concurrent", "create_time", b"create_time", "dag_id", b"dag_id", "dag_max_active_runs", b"dag_max_active_runs", "dag_run_conf", b"dag_run_conf", "estimate", b"estimate", "from_date", b"from_date", "id", b"id", "is_paused", b"is_paused", "max_active_runs", b"max_active_runs", "max_failed_runs", b"max_failed_runs", "mode", b"mode", "name", b"name", "pause_reason", b"pause_reason", "priority", b"priority", "progress", b"progress", "reprocess_behavior", b"reprocess_behavior", "run_backwards", b"run_backwards", "run_on_latest_version", b"run_on_latest_version", "state", b"state", "task_selection", b"task_selection", "to_date", b"to_date", "triggering_user_name", b"triggering_user_name", "update_time", b"update_time", "webhook", b"webhook", "write_failure", b"write_failure"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__dag_max_active_runs: _TypeAlias = _typing.Literal["dag_max_active_runs"]  # noqa: Y015
+    _WhichOneofArgType__dag_max_active_runs: _TypeAlias = _typing.Literal["_dag_max_active_runs", b"_dag_max_active_runs"]  # noqa: Y015
     _WhichOneofReturnType__max_active_runs: _TypeAlias = _typing.Literal["max_active_runs"]  # noqa: Y015
     _WhichOneofArgType__max_active_runs: _TypeAlias = _typing.Literal["_max_active_runs", b"_max_active_runs"]  # noqa: Y015
+    _WhichOneofReturnType__max_failed_runs: _TypeAlias = _typing.Literal["max_failed_runs"]  # noqa: Y015
+    _WhichOneofArgType__max_failed_runs: _TypeAlias = _typing.Literal["_max_failed_runs", b"_max_failed_runs"]  # noqa: Y015
     _WhichOneofReturnType__run_on_latest_version: _TypeAlias = _typing.Literal["run_on_latest_version"]  # noqa: Y015
     _WhichOneofArgType__run_on_latest_version: _TypeAlias = _typing.Literal["_run_on_latest_version", b"_run_on_latest_version"]  # noqa: Y015
     @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__dag_max_active_runs) -> _WhichOneofReturnType__dag_max_active_runs | None: ...
+    @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__max_active_runs) -> _WhichOneofReturnType__max_active_runs | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__max_failed_runs) -> _WhichOneofReturnType__max_failed_runs | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__run_on_latest_version) -> _WhichOneofReturnType__run_on_latest_version | None: ...
 
