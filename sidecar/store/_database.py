@@ -18,7 +18,9 @@ from sidecar.store._tables import (
     FAILURE_COLUMNS,
     SIDECAR_SCHEMA,
     sidecar_backfill,
+    sidecar_event,
     sidecar_metadata,
+    sidecar_notify,
     sidecar_schema_version,
 )
 from sidecar.store._versions import (
@@ -242,6 +244,8 @@ _MIGRATIONS: list[Callable[[Connection], None]] = [
     _scope_request_ids,
     # 4: the page-token key every replica shares.
     _create_secrets,
+    # 5: events and their webhook deliveries (the outbox).
+    lambda conn: sidecar_metadata.create_all(conn, tables=[sidecar_notify, sidecar_event], checkfirst=True),
 ]
 
 
