@@ -3,6 +3,7 @@
 from sidecar.engine._config import EngineConfig
 from sidecar.engine._engine import BackfillEngine
 from sidecar.engine._model import (
+    BY_PARTITION_KEY,
     DEFAULT_MAX_ACTIVE_RUNS,
     BackfillSpec,
     BackfillView,
@@ -16,6 +17,7 @@ from sidecar.store import Phase, WriteFailure
 from sidecar.vocabulary import Disposition, Mode, ReprocessBehavior, State
 
 __all__ = [
+    "BY_PARTITION_KEY",
     "DEFAULT_MAX_ACTIVE_RUNS",
     "MAX_CONF_DEPTH",
     "BackfillEngine",

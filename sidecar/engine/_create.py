@@ -26,7 +26,7 @@ from sidecar.engine._materialize import (
 )
 from sidecar.engine._model import BackfillSpec, BackfillView, DryRun
 from sidecar.engine._offload import PlanningPool
-from sidecar.engine._plans import build_plan, check_dag, check_params
+from sidecar.engine._plans import build_plan, check_dag, check_params, resolve_partition_keys
 from sidecar.engine._policies import SchedulerPolicies
 from sidecar.engine._reads import get
 from sidecar.engine._requests import check_request
@@ -74,12 +74,15 @@ async def create(
             return previous
     now = parts.clock()
 
-    async def check(conn: AsyncConnection) -> tuple[Any, BackfillPlan] | BackfillView | DryRun:
+    async def check(conn: AsyncConnection) -> tuple[Any, BackfillPlan, BackfillSpec] | BackfillView | DryRun:
         loaded = check_dag(spec, await parts.catalog.load(conn, spec.dag_id))
         if not validate_only:
             policies.check()
         timetable = loaded.template.timetable
-        plan = build_plan(timetable, spec.dag_id, spec.from_date, spec.to_date, spec.run_backwards, now)
+        resolved = resolve_partition_keys(spec, loaded)
+        plan = build_plan(
+            timetable, spec.dag_id, resolved.from_date, resolved.to_date, spec.run_backwards, now
+        )
         if not validate_only:
             try:
                 await check_no_active_backfill(conn, spec.dag_id)
@@ -90,13 +93,13 @@ async def create(
                 ):
                     return previous
                 raise
-        check_params(spec, loaded, now)
-        return timetable, plan
+        check_params(resolved, loaded, now)
+        return timetable, plan, resolved
 
     checked = await parts.tx.read(check)
     if not isinstance(checked, tuple):
         return checked
-    timetable, plan = checked
+    timetable, plan, spec = checked
     if validate_only:  # planned off the event loop, outside the transaction
         return await dry_run(parts, pool, spec, plan, now, dry_run_limit or parts.config.dry_run_limit)
     planned = await size_before_create(pool, plan, spec.dag_id, parts.config.max_runs_per_backfill)
@@ -211,4 +214,7 @@ def fingerprint_of(spec: BackfillSpec) -> str:
     """A digest of what the request asks for (not who asks), to tell a reused request id."""
     payload = asdict(spec)
     payload.pop("triggering_user_name")
+    for key in ("from_partition_key", "to_partition_key"):  # absent: the digest of older releases
+        if payload[key] is None:
+            del payload[key]
     return hashlib.sha256(json.dumps(payload, default=str, sort_keys=True).encode()).hexdigest()[:64]

@@ -33,7 +33,7 @@ async def dry_run(
     existing = await parts.tx.read(lambda conn: find_existing_runs(conn, spec.dag_id, runs))
     slots = []
     for run in runs:
-        found = existing.get(run.info.logical_date)
+        found = existing.get(run.info.identity)
         slots.append(planned_slot(run, decide(found, spec.reprocess_behavior), found))
     view = BackfillView(
         id=0,

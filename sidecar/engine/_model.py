@@ -11,10 +11,19 @@ from sidecar.vocabulary import Mode, ReprocessBehavior, State
 
 DEFAULT_MAX_ACTIVE_RUNS = 10
 
+#: The ``from_date``/``to_date`` of a spec whose bound is given as a partition key instead:
+#: the engine replaces it with the key's date once it has the DAG's timetable.
+BY_PARTITION_KEY = dt.datetime.min.replace(tzinfo=dt.UTC)
+
 
 @dataclass(frozen=True)
 class BackfillSpec:
-    """A request to create a backfill."""
+    """A request to create a backfill.
+
+    A bound may be given as a partition key (``from_partition_key``, ``to_partition_key``:
+    partitioned DAGs only); its date is then :data:`BY_PARTITION_KEY` until the engine
+    resolves it (``sidecar.engine._plans.resolve_partition_keys``).
+    """
 
     dag_id: str
     from_date: dt.datetime
@@ -25,6 +34,8 @@ class BackfillSpec:
     dag_run_conf: dict[str, Any] | None = None
     mode: Mode = Mode.WINDOWED
     triggering_user_name: str | None = None
+    from_partition_key: str | None = None
+    to_partition_key: str | None = None
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ import re
 from collections.abc import Iterator
 from typing import Any
 
-from sidecar.engine._model import BackfillSpec
+from sidecar.engine._model import BY_PARTITION_KEY, BackfillSpec
 from sidecar.errors import InvalidArgument
 
 __all__ = [
@@ -38,6 +38,8 @@ MAX_ACTIVE_RUNS_LIMIT = 10_000
 MAX_DAG_ID_LENGTH = 250
 #: ``sidecar_backfill.request_id``'s width.
 MAX_REQUEST_ID_LENGTH = 128
+#: ``dag_run.partition_key`` is a ``varchar(250)`` (Airflow's ID_LEN).
+MAX_PARTITION_KEY_LENGTH = 250
 #: Deepest nesting of objects and arrays in ``dag_run_conf`` (serialising a deeper
 #: document again would overflow Python's recursion limit).
 MAX_CONF_DEPTH = 64
@@ -93,6 +95,15 @@ def check_request(spec: BackfillSpec, request_id: str | None, dry_run_limit: int
     first, last = DATE_RANGE
     for name in ("from_date", "to_date"):
         value = getattr(spec, name)
+        key_field = name.replace("_date", "_partition_key")
+        key = getattr(spec, key_field)
+        if key is not None:
+            if value != BY_PARTITION_KEY:
+                raise InvalidArgument(f"give {name} or {key_field}, not both", field=f"backfill.{key_field}")
+            check_text(key, f"backfill.{key_field}", MAX_PARTITION_KEY_LENGTH)
+            if not key.strip():
+                raise InvalidArgument(f"{key_field} must not be blank", field=f"backfill.{key_field}")
+            continue
         if value.tzinfo is None:
             raise InvalidArgument(f"{name} must carry a time zone", field=f"backfill.{name}")
         if not first <= value < last:

@@ -10,12 +10,14 @@ from sidecar.planning._budget import Allowance, StopFlag, lowest_priority, serve
 from sidecar.planning._jobs import EXACT_COUNT_BUDGET, first_sizes, full_count, pending_runs, plan_slots
 from sidecar.planning._model import DagRunInfo, Timetable, run_id_for
 from sidecar.planning._parse import non_periodic_message, parse_timetable
+from sidecar.planning._partition import CronPartitionTimetable
 from sidecar.planning._plan import BackfillPlan, PlannedRun, validate_range
 
 __all__ = [
     "EXACT_COUNT_BUDGET",
     "Allowance",
     "BackfillPlan",
+    "CronPartitionTimetable",
     "DagRunInfo",
     "PlannedRun",
     "StopFlag",

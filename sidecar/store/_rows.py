@@ -60,12 +60,17 @@ def new_context_carrier() -> dict[str, Any]:
 
 
 def dag_run_row(ctx: RunContext, run: PlannedRun, now: dt.datetime) -> dict[str, Any]:
-    """The ``dag_run`` row of a new backfill run (state queued, no start date)."""
+    """The ``dag_run`` row of a new backfill run (state queued, no start date).
+
+    A partition's run has no logical date nor data interval; its ``run_after`` is its
+    partition date (``_create_backfill_dag_run_partitioned``).
+    """
     info = run.info
+    dated = not info.partitioned
     return {
         "dag_id": ctx.dag.dag_id,
         "queued_at": now,
-        "logical_date": info.logical_date,
+        "logical_date": info.logical_date if dated else None,
         "start_date": None,
         "end_date": None,
         "state": "queued",
@@ -75,8 +80,8 @@ def dag_run_row(ctx: RunContext, run: PlannedRun, now: dt.datetime) -> dict[str,
         "triggered_by": TRIGGERED_BY_BACKFILL,
         "triggering_user_name": ctx.triggering_user_name,
         "conf": ctx.conf,
-        "data_interval_start": info.data_interval_start,
-        "data_interval_end": info.data_interval_end,
+        "data_interval_start": info.data_interval_start if dated else None,
+        "data_interval_end": info.data_interval_end if dated else None,
         "run_after": info.run_after,
         "last_scheduling_decision": None,
         "log_template_id": ctx.log_template_id,
@@ -89,8 +94,8 @@ def dag_run_row(ctx: RunContext, run: PlannedRun, now: dt.datetime) -> dict[str,
         "context_carrier": new_context_carrier(),
         "span_status": SPAN_NOT_STARTED,
         "created_dag_version_id": ctx.dag_version_id,
-        "partition_key": None,
-        "partition_date": None,
+        "partition_key": info.partition_key,
+        "partition_date": info.partition_date,
     }
 
 

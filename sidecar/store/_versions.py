@@ -25,6 +25,12 @@ The differences, from the sources and migrations of apache-airflow-core 3.1.8, 3
   create for Dag x"; 3.1 even creates the empty backfill, which the sidecar refuses). 3.1 says
   "dag"/"DAG" where the others say "Dag".
 - 3.1 does not give a reprocessed run the backfill's conf (``_handle_clear_run``).
+- Partitioned DAGs (``CronPartitionTimetable``, new in 3.2): 3.3 walks the partition axis
+  with the bounds' wall clock read in the timetable's zone, ``run_after`` = partition date =
+  the tick, keys formatted in that zone, existing runs found by ``partition_date``. 3.2 steps
+  ``next_dagrun_info_v2`` on the bounds as UTC instants, applies ``run_offset`` to the
+  partition date, formats keys in UTC and finds existing runs by ``partition_key``: not
+  reproduced yet, so refused by name (``partitions_not_yet``).
 """
 
 from __future__ import annotations
@@ -86,6 +92,9 @@ class AirflowRowContract:
     """Whether reprocessing a run gives it the backfill's conf (``_handle_clear_run``; not on 3.1)."""
     not_yet: str | None = None
     """Why the sidecar cannot write this version's rows exactly yet (start-up refuses it), or None."""
+    partitions_not_yet: str | None = None
+    """Why this version's backfills of partitioned DAGs are not reproduced (each is refused
+    by name, FAILED_PRECONDITION), or None: they are planned and written as 3.3 does."""
 
     def columns(self, table: str) -> tuple[str, ...]:
         """The columns of ``table`` (as the sidecar declares it) that exist in this version."""
@@ -173,6 +182,10 @@ AIRFLOW_3_2 = AirflowRowContract(
         range_checked_first=False,
         no_schedule="{dag_id} has no schedule",
         no_runs="No runs to create for Dag {dag_id}",
+    ),
+    partitions_not_yet=(
+        "backfills of partitioned DAGs on Airflow 3.2 (its partition bounds as UTC instants, "
+        "run_offset on partition dates, keys in UTC, partitions found by key) are not supported"
     ),
 )
 AIRFLOW_3_3 = AirflowRowContract(minor="3.3", patches="3.3.0-3.3.2", revisions=frozenset({"d2f4e1b3c5a7"}))

@@ -27,6 +27,28 @@ else:
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class _Ordering:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _OrderingEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Ordering.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    ORDERING_UNSPECIFIED: _Ordering.ValueType  # 0
+    ORDERING_OLDEST_FIRST: _Ordering.ValueType  # 1
+    """The oldest date or partition first (Airflow's default)."""
+    ORDERING_NEWEST_FIRST: _Ordering.ValueType  # 2
+    """The newest first (Airflow's `run_backwards`)."""
+
+class Ordering(_Ordering, metaclass=_OrderingEnumTypeWrapper):
+    """The order of a backfill's runs (`sort_ordinal` 1 first)."""
+
+ORDERING_UNSPECIFIED: Ordering.ValueType  # 0
+ORDERING_OLDEST_FIRST: Ordering.ValueType  # 1
+"""The oldest date or partition first (Airflow's default)."""
+ORDERING_NEWEST_FIRST: Ordering.ValueType  # 2
+"""The newest first (Airflow's `run_backwards`)."""
+Global___Ordering: _TypeAlias = Ordering  # noqa: Y015
+
 class _Mode:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -174,6 +196,9 @@ class Backfill(_message.Message):
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
     COMPLETE_TIME_FIELD_NUMBER: _builtins.int
     WRITE_FAILURE_FIELD_NUMBER: _builtins.int
+    FROM_PARTITION_KEY_FIELD_NUMBER: _builtins.int
+    TO_PARTITION_KEY_FIELD_NUMBER: _builtins.int
+    ORDERING_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Resource name, `backfills/{id}`."""
     id: _builtins.int
@@ -187,7 +212,7 @@ class Backfill(_message.Message):
     max_active_runs: _builtins.int
     """Runs of this backfill allowed to run at once; unset means 10 (Airflow's default)."""
     run_backwards: _builtins.bool
-    """Create the latest run first."""
+    """Create the latest run first (`ordering` NEWEST_FIRST)."""
     mode: Global___Mode.ValueType
     """How runs are materialised."""
     is_paused: _builtins.bool
@@ -196,13 +221,27 @@ class Backfill(_message.Message):
     """The backfill's state."""
     triggering_user_name: _builtins.str
     """Who created it (the authenticated principal)."""
+    from_partition_key: _builtins.str
+    """(Fields 19 to 22: other changes.)
+
+    The first partition of a partitioned DAG's backfill, given by its key (the timetable's
+    `key_format`, in its time zone) instead of `from_date`: it must name exactly one
+    partition. Input only: the backfill stores and returns the equivalent `from_date`.
+    """
+    to_partition_key: _builtins.str
+    """The last partition, given by its key instead of `to_date` (as `from_partition_key`)."""
+    ordering: Global___Ordering.ValueType
+    """The order runs are created and started in; another spelling of `run_backwards`
+    (NEWEST_FIRST is `run_backwards: true`). Unset on input: `run_backwards` decides;
+    OLDEST_FIRST with `run_backwards: true` is refused. Always set on output.
+    """
     @_builtins.property
     def from_date(self) -> _timestamp_pb2.Timestamp:
-        """First date of the range (inclusive)."""
+        """First date of the range (inclusive). Required, unless `from_partition_key` is given."""
 
     @_builtins.property
     def to_date(self) -> _timestamp_pb2.Timestamp:
-        """Last date of the range (inclusive)."""
+        """Last date of the range (inclusive). Required, unless `to_partition_key` is given."""
 
     @_builtins.property
     def progress(self) -> Global___Progress:
@@ -245,10 +284,13 @@ class Backfill(_message.Message):
         update_time: _timestamp_pb2.Timestamp | None = ...,
         complete_time: _timestamp_pb2.Timestamp | None = ...,
         write_failure: Global___WriteFailure | None = ...,
+        from_partition_key: _builtins.str = ...,
+        to_partition_key: _builtins.str = ...,
+        ordering: Global___Ordering.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_max_active_runs", b"_max_active_runs", "complete_time", b"complete_time", "create_time", b"create_time", "from_date", b"from_date", "max_active_runs", b"max_active_runs", "progress", b"progress", "to_date", b"to_date", "update_time", b"update_time", "write_failure", b"write_failure"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_active_runs", b"_max_active_runs", "complete_time", b"complete_time", "create_time", b"create_time", "dag_id", b"dag_id", "dag_run_conf", b"dag_run_conf", "from_date", b"from_date", "id", b"id", "is_paused", b"is_paused", "max_active_runs", b"max_active_runs", "mode", b"mode", "name", b"name", "progress", b"progress", "reprocess_behavior", b"reprocess_behavior", "run_backwards", b"run_backwards", "state", b"state", "to_date", b"to_date", "triggering_user_name", b"triggering_user_name", "update_time", b"update_time", "write_failure", b"write_failure"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_active_runs", b"_max_active_runs", "complete_time", b"complete_time", "create_time", b"create_time", "dag_id", b"dag_id", "dag_run_conf", b"dag_run_conf", "from_date", b"from_date", "from_partition_key", b"from_partition_key", "id", b"id", "is_paused", b"is_paused", "max_active_runs", b"max_active_runs", "mode", b"mode", "name", b"name", "ordering", b"ordering", "progress", b"progress", "reprocess_behavior", b"reprocess_behavior", "run_backwards", b"run_backwards", "state", b"state", "to_date", b"to_date", "to_partition_key", b"to_partition_key", "triggering_user_name", b"triggering_user_name", "update_time", b"update_time", "write_failure", b"write_failure"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__max_active_runs: _TypeAlias = _typing.Literal["max_active_runs"]  # noqa: Y015
     _WhichOneofArgType__max_active_runs: _TypeAlias = _typing.Literal["_max_active_runs", b"_max_active_runs"]  # noqa: Y015
@@ -365,6 +407,8 @@ class BackfillRun(_message.Message):
     DISPOSITION_FIELD_NUMBER: _builtins.int
     DAG_RUN_ID_FIELD_NUMBER: _builtins.int
     STATE_FIELD_NUMBER: _builtins.int
+    PARTITION_KEY_FIELD_NUMBER: _builtins.int
+    PARTITION_DATE_FIELD_NUMBER: _builtins.int
     sort_ordinal: _builtins.int
     """1-based position in the plan."""
     run_id: _builtins.str
@@ -375,6 +419,8 @@ class BackfillRun(_message.Message):
     """Airflow's `dag_run.id`, 0 when no run is linked."""
     state: _builtins.str
     """The run's state (`queued`, `running`, `success`, `failed`), empty when none."""
+    partition_key: _builtins.str
+    """A partitioned DAG's partition key (its run then has no logical date nor data interval)."""
     @_builtins.property
     def logical_date(self) -> _timestamp_pb2.Timestamp:
         """The run's logical date."""
@@ -391,6 +437,12 @@ class BackfillRun(_message.Message):
     def run_after(self) -> _timestamp_pb2.Timestamp:
         """Earliest time the run may start."""
 
+    @_builtins.property
+    def partition_date(self) -> _timestamp_pb2.Timestamp:
+        """The partition's date (the cron tick; also `run_after`); unset for a skipped
+        partition's written slot (no run says it) and for runs that are not partitions.
+        """
+
     def __init__(
         self,
         *,
@@ -403,10 +455,12 @@ class BackfillRun(_message.Message):
         disposition: Global___Disposition.ValueType = ...,
         dag_run_id: _builtins.int = ...,
         state: _builtins.str = ...,
+        partition_key: _builtins.str = ...,
+        partition_date: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["data_interval_end", b"data_interval_end", "data_interval_start", b"data_interval_start", "logical_date", b"logical_date", "run_after", b"run_after"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["data_interval_end", b"data_interval_end", "data_interval_start", b"data_interval_start", "logical_date", b"logical_date", "partition_date", b"partition_date", "run_after", b"run_after"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["dag_run_id", b"dag_run_id", "data_interval_end", b"data_interval_end", "data_interval_start", b"data_interval_start", "disposition", b"disposition", "logical_date", b"logical_date", "run_after", b"run_after", "run_id", b"run_id", "sort_ordinal", b"sort_ordinal", "state", b"state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dag_run_id", b"dag_run_id", "data_interval_end", b"data_interval_end", "data_interval_start", b"data_interval_start", "disposition", b"disposition", "logical_date", b"logical_date", "partition_date", b"partition_date", "partition_key", b"partition_key", "run_after", b"run_after", "run_id", b"run_id", "sort_ordinal", b"sort_ordinal", "state", b"state"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
