@@ -121,8 +121,24 @@ def _add_backfill(commands: argparse._SubParsersAction[argparse.ArgumentParser])
         "create", parents=[connection], help="create a backfill (or plan one with --dry-run)"
     )
     create.add_argument("--dag-id", required=True, help="the DAG to backfill (it must allow backfills)")
-    create.add_argument("--from-date", required=True, help="ISO date/datetime, inclusive (no offset: UTC)")
-    create.add_argument("--to-date", required=True, help="ISO date/datetime, inclusive (no offset: UTC)")
+    create.add_argument(
+        "--from-date",
+        default=None,
+        help="ISO date/datetime, inclusive (no offset: UTC); or --from-partition-key",
+    )
+    create.add_argument(
+        "--to-date", default=None, help="ISO date/datetime, inclusive (no offset: UTC); or --to-partition-key"
+    )
+    create.add_argument(
+        "--from-partition-key",
+        default=None,
+        help="partitioned DAGs: the first partition, by its key (the timetable's key_format), instead of --from-date",
+    )
+    create.add_argument(
+        "--to-partition-key",
+        default=None,
+        help="partitioned DAGs: the last partition, by its key, instead of --to-date",
+    )
     create.add_argument(
         "--max-active-runs", type=int, default=None, help="runs of this backfill running at once (default 10)"
     )
@@ -137,6 +153,12 @@ def _add_backfill(commands: argparse._SubParsersAction[argparse.ArgumentParser])
         "--run-backwards",
         action="store_true",
         help="run the newest date first (refused with depends_on_past)",
+    )
+    create.add_argument(
+        "--ordering",
+        choices=("oldest-first", "newest-first"),
+        default=None,
+        help="the order runs are made and started in; newest-first is --run-backwards",
     )
     create.add_argument(
         "--dag-run-conf",

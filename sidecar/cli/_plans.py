@@ -49,8 +49,9 @@ def summary(dag_id: str, runs: Sequence[Mapping[str, Any]], truncated: bool) -> 
     if others:
         lines.append(f"  other:    {others:>7}")
     if to_run:
-        lines.append(f"  first run: {to_run[0]['logical_date']}  {to_run[0]['run_id']}")
-        lines.append(f"  last run:  {to_run[-1]['logical_date']}  {to_run[-1]['run_id']}")
+        first, last = to_run[0], to_run[-1]
+        lines.append(f"  first run: {first.get('partition_key') or first['logical_date']}  {first['run_id']}")
+        lines.append(f"  last run:  {last.get('partition_key') or last['logical_date']}  {last['run_id']}")
     if truncated:
         lines.append(f"  the sidecar listed the first {len(runs)} slots only; counts cover those")
     lines.append("every slot: --all (table) or --output json")
