@@ -8,6 +8,7 @@ from typing import Any
 
 from sidecar.catalog import validate_conf
 from sidecar.engine._model import BackfillSpec
+from sidecar.engine._requests import check_date
 from sidecar.errors import (
     BackfillNotAllowed,
     DagNotFound,
@@ -87,8 +88,10 @@ def resolve_partition_keys(spec: BackfillSpec, loaded: LoadedDag) -> BackfillSpe
     from_date, to_date = spec.from_date, spec.to_date
     if spec.from_partition_key is not None:
         from_date = timetable.bound_of_key(spec.from_partition_key, field="backfill.from_partition_key")
+        check_date(from_date, "the date of from_partition_key", "backfill.from_partition_key")
     if spec.to_partition_key is not None:
         to_date = timetable.bound_of_key(spec.to_partition_key, field="backfill.to_partition_key")
+        check_date(to_date, "the date of to_partition_key", "backfill.to_partition_key")
     return replace(spec, from_date=from_date, to_date=to_date)
 
 

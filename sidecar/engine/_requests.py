@@ -28,6 +28,7 @@ __all__ = [
     "MAX_DAG_ID_LENGTH",
     "MAX_REQUEST_ID_LENGTH",
     "check_conf",
+    "check_date",
     "check_list_filter",
     "check_request",
 ]
@@ -92,7 +93,6 @@ def check_request(spec: BackfillSpec, request_id: str | None, dry_run_limit: int
         raise InvalidArgument("dry_run_page_size must not be negative", field="dry_run_page_size")
     if not spec.dag_id:
         raise InvalidArgument("dag_id is required", field="backfill.dag_id")
-    first, last = DATE_RANGE
     for name in ("from_date", "to_date"):
         value = getattr(spec, name)
         key_field = name.replace("_date", "_partition_key")
@@ -106,11 +106,7 @@ def check_request(spec: BackfillSpec, request_id: str | None, dry_run_limit: int
             continue
         if value.tzinfo is None:
             raise InvalidArgument(f"{name} must carry a time zone", field=f"backfill.{name}")
-        if not first <= value < last:
-            raise InvalidArgument(
-                f"{name} must be on or after {first:%Y-%m-%d} and before {last:%Y-%m-%d} (UTC)",
-                field=f"backfill.{name}",
-            )
+        check_date(value, name, f"backfill.{name}")
     if not 1 <= spec.max_active_runs <= MAX_ACTIVE_RUNS_LIMIT:
         raise InvalidArgument(
             f"max_active_runs must be between 1 and {MAX_ACTIVE_RUNS_LIMIT}, got {spec.max_active_runs}",
@@ -118,6 +114,19 @@ def check_request(spec: BackfillSpec, request_id: str | None, dry_run_limit: int
         )
     if spec.dag_run_conf is not None:
         check_conf(spec.dag_run_conf)
+
+
+def check_date(value: dt.datetime, name: str, field: str) -> None:
+    """A range bound (or the date a partition key stands for) within :data:`DATE_RANGE`.
+
+    Raises:
+        InvalidArgument: naming ``field``.
+    """
+    first, last = DATE_RANGE
+    if not first <= value < last:
+        raise InvalidArgument(
+            f"{name} must be on or after {first:%Y-%m-%d} and before {last:%Y-%m-%d} (UTC)", field=field
+        )
 
 
 def check_list_filter(dag_id: str | None) -> None:

@@ -90,16 +90,23 @@ class CronPartitionTimetable(Timetable):
             ) from None
         if naive.tzinfo is not None:  # a %z in the format: Airflow localizes the wall clock all the same
             naive = naive.replace(tzinfo=None)
-        instant = localize(naive, self.zone)
         cron = self.ticks.cron
-        tick = cron.align_to_next(instant)
+        try:
+            instant = localize(naive, self.zone)
+            tick = cron.align_to_next(instant)
+            neighbours = (self.key_of(cron.get_next(tick)), self.key_of(cron.get_prev(tick)))
+        except (ValueError, OverflowError, KeyError, TypeError, ArithmeticError):
+            # croniter or datetime past year 1 or 9999: no partition there (and none Airflow could run)
+            raise InvalidArgument(
+                f"partition key {key!r} names no partition of schedule {self.summary!r}", field=field
+            ) from None
         if tick != instant or self.key_of(tick) != key:
             raise InvalidArgument(
                 f"partition key {key!r} names no partition of schedule {self.summary!r} "
                 f"(the next partition is {self.key_of(tick)!r})",
                 field=field,
             )
-        if self.key_of(cron.get_next(tick)) == key or self.key_of(cron.get_prev(tick)) == key:
+        if key in neighbours:
             raise InvalidArgument(
                 f"partition key {key!r} names several partitions: key_format {self.key_format!r} "
                 f"is coarser than schedule {self.summary!r}; give the range as dates",
