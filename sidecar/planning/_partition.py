@@ -73,9 +73,12 @@ class CronPartitionTimetable(Timetable):
     def bound_of_key(self, key: str, *, field: str) -> dt.datetime:
         """The range bound that makes the partition named ``key`` a first or last partition.
 
-        The bound is the key's wall clock (as UTC, the form a request's dates take), which
-        Airflow's backfill re-reads in the timetable's zone: stored as ``backfill.from_date``
-        or ``to_date``, it is what Airflow would have stored for the same range given as dates.
+        The key is decoded as Airflow's ``_decode_partition_date`` does; the partition it names
+        is the first at or after that instant, whose key must be ``key`` (a day key of a
+        schedule that fires at 00:30 names the 00:30 partition). The bound is that partition's
+        wall clock (as UTC, the form a request's dates take), which Airflow's backfill re-reads
+        in the timetable's zone: stored as ``backfill.from_date`` or ``to_date``, it is what
+        Airflow would have stored for the same range given as dates.
 
         Raises:
             InvalidArgument: ``key`` does not parse with ``key_format``, is not a partition of
@@ -100,7 +103,7 @@ class CronPartitionTimetable(Timetable):
             raise InvalidArgument(
                 f"partition key {key!r} names no partition of schedule {self.summary!r}", field=field
             ) from None
-        if tick != instant or self.key_of(tick) != key:
+        if self.key_of(tick) != key:
             raise InvalidArgument(
                 f"partition key {key!r} names no partition of schedule {self.summary!r} "
                 f"(the next partition is {self.key_of(tick)!r})",

@@ -145,8 +145,10 @@ def test_key_ranges_give_the_plan_of_their_dates(
         high = timetable.bound_of_key(last.info.partition_key, field="backfill.to_partition_key")
     except InvalidArgument as exc:
         # Only a key that cannot tell its partition (repeated outside the range, a DST fold,
-        # or a lossy format) may be refused.
-        assert "names several partitions" in str(exc) or "names no partition" in str(exc)
+        # or a lossy format) may be refused; and a zone name strptime cannot read back (%Z:
+        # Airflow's own _decode_partition_date fails on it the same way).
+        unreadable = "%Z" in key_format and "does not match the timetable's key_format" in str(exc)
+        assert unreadable or "names several partitions" in str(exc) or "names no partition" in str(exc)
         return
     # Airflow, given the dates the keys stand for, plans exactly the partitions between them.
     expected = airflow_plan(sdag, low, high, False)
