@@ -25,6 +25,11 @@ FEATURES: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("plans = Airflow's (timetables, hypothesis)", "-", ("tests.parity.test_planning_parity",)),
     ("serialized DAGs read as Airflow does", "PostgreSQL", ("tests.parity.test_catalog",)),
     ("rows = Airflow's (corpus, every reprocess case)", "PostgreSQL", ("tests.parity.test_row_diff",)),
+    (
+        "partitioned DAGs: plans and key ranges = Airflow 3.3's (hypothesis)",
+        "-",
+        ("tests.parity.test_partition_parity",),
+    ),
     ("refusals = Airflow's (class, message, order)", "PostgreSQL", ("tests.parity.test_validation_parity",)),
     ("unsupported features refused by name", "PostgreSQL", ("tests.parity.test_unsupported",)),
     ("engine on the embedded database", "SQLite", ("tests.integration.test_engine_sqlite",)),

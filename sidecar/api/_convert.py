@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
-from typing import Any
+from typing import Any, Literal
 
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.message import Message
@@ -13,6 +13,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from sidecar._gen.airflow_sidecar.v1 import backfill_pb2 as pb
 from sidecar.engine import (
+    BY_PARTITION_KEY,
     DEFAULT_MAX_ACTIVE_RUNS,
     MAX_CONF_DEPTH,
     BackfillSpec,
@@ -45,6 +46,12 @@ _REPROCESS = {
 }
 _REPROCESS_IN = {v: k for k, v in _REPROCESS.items()} | {
     pb.REPROCESS_BEHAVIOR_UNSPECIFIED: ReprocessBehavior.NONE
+}
+#: ``ordering`` -> ``run_backwards`` (UNSPECIFIED: ``run_backwards`` alone decides).
+_ORDERINGS_IN = {
+    pb.ORDERING_UNSPECIFIED: False,
+    pb.ORDERING_OLDEST_FIRST: False,
+    pb.ORDERING_NEWEST_FIRST: True,
 }
 _STATES = {
     State.ACTIVE: pb.Backfill.STATE_ACTIVE,
@@ -169,9 +176,9 @@ def spec_of(request: pb.CreateBackfillRequest, principal: str | None) -> Backfil
         webhook_url, webhook_format = b.webhook.url, _WEBHOOK_FORMATS_IN[b.webhook.format]
     return BackfillSpec(
         dag_id=b.dag_id,
-        from_date=datetime_of(b, "from_date", "backfill.from_date"),
-        to_date=datetime_of(b, "to_date", "backfill.to_date"),
-        run_backwards=b.run_backwards,
+        from_date=_bound_of(b, "from"),
+        to_date=_bound_of(b, "to"),
+        run_backwards=_reverse_of(b),
         reprocess_behavior=_REPROCESS_IN[b.reprocess_behavior],
         max_active_runs=b.max_active_runs if b.HasField("max_active_runs") else DEFAULT_MAX_ACTIVE_RUNS,
         dag_run_conf=parse_conf(b.dag_run_conf),
@@ -187,6 +194,8 @@ def spec_of(request: pb.CreateBackfillRequest, principal: str | None) -> Backfil
         webhook_url=webhook_url,
         webhook_format=webhook_format,
         task_selection=_selection_of(b.task_selection) if b.HasField("task_selection") else None,
+        from_partition_key=b.from_partition_key or None,
+        to_partition_key=b.to_partition_key or None,
     )
 
 
@@ -213,6 +222,30 @@ def _selection_message(view: BackfillView) -> pb.TaskSelection | None:
     )
 
 
+def _bound_of(b: pb.Backfill, end: Literal["from", "to"]) -> dt.datetime:
+    """``from_date`` (``to_date``), or :data:`BY_PARTITION_KEY` when only its partition key is given."""
+    name: Literal["from_date", "to_date"] = "from_date" if end == "from" else "to_date"
+    key = b.from_partition_key if end == "from" else b.to_partition_key
+    if key and not b.HasField(name):
+        return BY_PARTITION_KEY
+    return datetime_of(b, name, f"backfill.{name}")
+
+
+def _reverse_of(b: pb.Backfill) -> bool:
+    """``run_backwards``, or ``ordering`` (its other spelling) when that is set.
+
+    Raises:
+        InvalidArgument: an unknown ordering, or ``OLDEST_FIRST`` with ``run_backwards``.
+    """
+    if b.ordering not in _ORDERINGS_IN:
+        raise InvalidArgument(f"unknown ordering {b.ordering}", field="backfill.ordering")
+    if b.run_backwards and b.ordering == pb.ORDERING_OLDEST_FIRST:
+        raise InvalidArgument(
+            "ordering OLDEST_FIRST contradicts run_backwards: give one of them", field="backfill.ordering"
+        )
+    return b.run_backwards or _ORDERINGS_IN[b.ordering]
+
+
 def backfill_message(view: BackfillView) -> pb.Backfill:
     """A backfill view as the API resource."""
     p = view.progress
@@ -230,6 +263,7 @@ def backfill_message(view: BackfillView) -> pb.Backfill:
         ),
         max_active_runs=view.max_active_runs,
         run_backwards=view.run_backwards,
+        ordering=pb.ORDERING_NEWEST_FIRST if view.run_backwards else pb.ORDERING_OLDEST_FIRST,
         mode=_MODES[view.mode],
         is_paused=view.is_paused,
         state=_STATES[view.state],
@@ -338,6 +372,8 @@ def slot_message(slot: SlotView) -> pb.BackfillRun:
         else pb.DISPOSITION_UNSPECIFIED,
         dag_run_id=slot.dag_run_id or 0,
         state=slot.state or "",
+        partition_key=slot.partition_key or "",
+        partition_date=timestamp(slot.partition_date),
     )
 
 

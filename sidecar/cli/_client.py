@@ -25,6 +25,11 @@ _REPROCESS = {
     "completed": pb.REPROCESS_BEHAVIOR_COMPLETED,
 }
 _MODES = {"windowed": pb.MODE_WINDOWED, "eager": pb.MODE_EAGER}
+_ORDERINGS = {
+    None: pb.ORDERING_UNSPECIFIED,
+    "oldest-first": pb.ORDERING_OLDEST_FIRST,
+    "newest-first": pb.ORDERING_NEWEST_FIRST,
+}
 _STATES = {
     "active": pb.Backfill.STATE_ACTIVE,
     "paused": pb.Backfill.STATE_PAUSED,
@@ -64,6 +69,18 @@ def parse_when(value: str, flag: str) -> dt.datetime:
 
 _WEBHOOK_FORMATS = {"json": pb.Webhook.FORMAT_JSON, "slack": pb.Webhook.FORMAT_SLACK}
 
+
+def _set_bound(backfill: pb.Backfill, end: str, date: str | None, key: str | None) -> None:
+    """``--<end>-date`` or ``--<end>-partition-key`` (exactly one) into the request."""
+    if (date is None) == (key is None):
+        raise UsageError(f"give --{end}-date or --{end}-partition-key (exactly one)")
+    if key is not None:
+        setattr(backfill, f"{end}_partition_key", key)
+    else:
+        assert date is not None
+        getattr(backfill, f"{end}_date").FromDatetime(parse_when(date, f"--{end}-date"))
+
+
 _DISPOSITION_NAMES = {
     pb.DISPOSITION_CREATE: "create",
     pb.DISPOSITION_REPROCESS: "reprocess",
@@ -84,6 +101,9 @@ def run_dict(run: pb.BackfillRun) -> dict[str, Any]:
         "run_id": run.run_id,
         "action": _DISPOSITION_NAMES.get(run.disposition, "unknown"),
     }
+    if run.partition_key:  # a partition's slot: no logical date nor data interval
+        out["partition_key"] = run.partition_key
+        out["partition_date"] = iso(run.partition_date) if run.HasField("partition_date") else None
     if run.dag_run_id:
         out["existing_dag_run_id" if run.disposition != pb.DISPOSITION_CREATE else "dag_run_id"] = (
             run.dag_run_id
@@ -255,9 +275,10 @@ def collect(
 
 
 def _rows_of_runs(runs: Sequence[dict[str, Any]]) -> str:
+    date = "partition_key" if any("partition_key" in r for r in runs) else "logical_date"
     return _table(
-        [(r["sort_ordinal"], r["logical_date"], r["run_id"], r["action"], r.get("state")) for r in runs],
-        ("ordinal", "logical_date", "run_id", "action", "state"),
+        [(r["sort_ordinal"], r.get(date), r["run_id"], r["action"], r.get("state")) for r in runs],
+        ("ordinal", date, "run_id", "action", "state"),
     )
 
 
@@ -338,12 +359,13 @@ def _create(
     backfill = pb.Backfill(
         dag_id=args.dag_id,
         run_backwards=args.run_backwards,
+        ordering=_ORDERINGS[args.ordering],
         reprocess_behavior=_REPROCESS[args.reprocess_behavior],
         mode=_MODES[args.mode],
         dag_run_conf=conf,
     )
-    backfill.from_date.FromDatetime(parse_when(args.from_date, "--from-date"))
-    backfill.to_date.FromDatetime(parse_when(args.to_date, "--to-date"))
+    _set_bound(backfill, "from", args.from_date, args.from_partition_key)
+    _set_bound(backfill, "to", args.to_date, args.to_partition_key)
     if args.max_active_runs is not None:
         backfill.max_active_runs = args.max_active_runs
     if args.run_on_latest_version is not None:
@@ -373,32 +395,29 @@ def _create(
         elif len(runs) > SUMMARY_ABOVE and not args.all:
             print(summary(response))
             return 0
+        elif any("partition_key" in r for r in runs):
+            keyed = ("sort_ordinal", "partition_key", "partition_date", "run_id", "action")
+            print(_table([tuple(r.get(c) for c in keyed) for r in runs], ("ordinal", *keyed[1:])))
         else:
-            print(
-                _table(
-                    [
-                        (
-                            r["sort_ordinal"],
-                            r["logical_date"],
-                            r["data_interval_start"],
-                            r["data_interval_end"],
-                            r["run_after"],
-                            r["run_id"],
-                            r["action"],
-                        )
-                        for r in runs
-                    ],
-                    (
-                        "ordinal",
-                        "logical_date",
-                        "interval_start",
-                        "interval_end",
-                        "run_after",
-                        "run_id",
-                        "action",
-                    ),
-                )
+            columns = (
+                "sort_ordinal",
+                "logical_date",
+                "data_interval_start",
+                "data_interval_end",
+                "run_after",
+                "run_id",
+                "action",
             )
+            headers = (
+                "ordinal",
+                "logical_date",
+                "interval_start",
+                "interval_end",
+                "run_after",
+                "run_id",
+                "action",
+            )
+            print(_table([tuple(r[c] for c in columns) for r in runs], headers))
         print(size_line(response), file=sys.stderr)
         if line := selection_line(response.backfill):
             print(line, file=sys.stderr)

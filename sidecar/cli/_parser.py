@@ -123,8 +123,24 @@ def _add_backfill(commands: argparse._SubParsersAction[argparse.ArgumentParser])
         "create", parents=[connection], help="create a backfill (or plan one with --dry-run)"
     )
     create.add_argument("--dag-id", required=True, help="the DAG to backfill (it must allow backfills)")
-    create.add_argument("--from-date", required=True, help="ISO date/datetime, inclusive (no offset: UTC)")
-    create.add_argument("--to-date", required=True, help="ISO date/datetime, inclusive (no offset: UTC)")
+    create.add_argument(
+        "--from-date",
+        default=None,
+        help="ISO date/datetime, inclusive (no offset: UTC); or --from-partition-key",
+    )
+    create.add_argument(
+        "--to-date", default=None, help="ISO date/datetime, inclusive (no offset: UTC); or --to-partition-key"
+    )
+    create.add_argument(
+        "--from-partition-key",
+        default=None,
+        help="partitioned DAGs: the first partition, by its key (the timetable's key_format), instead of --from-date",
+    )
+    create.add_argument(
+        "--to-partition-key",
+        default=None,
+        help="partitioned DAGs: the last partition, by its key, instead of --to-date",
+    )
     create.add_argument(
         "--max-active-runs", type=int, default=None, help="runs of this backfill running at once (default 10)"
     )
@@ -147,6 +163,12 @@ def _add_backfill(commands: argparse._SubParsersAction[argparse.ArgumentParser])
         help="reprocessed runs move to the backfill's DAG version (--no-run-on-latest-version: they "
         "stay on their own); default: the DAG's rerun_with_latest_version, then Airflow's [core] "
         "setting, then yes. New runs always get the DAG version of the backfill's creation",
+    )
+    create.add_argument(
+        "--ordering",
+        choices=("oldest-first", "newest-first"),
+        default=None,
+        help="the order runs are made and started in; newest-first is --run-backwards",
     )
     create.add_argument(
         "--dag-run-conf",

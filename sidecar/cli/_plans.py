@@ -76,16 +76,13 @@ def summary_dict(response: pb.CreateBackfillResponse) -> dict[str, object]:
         "in_flight": s.in_flight,
         "exact": s.exact,
     }
-    if s.HasField("first_run"):
-        out["first_run"] = {
-            "logical_date": iso(s.first_run.logical_date),
-            "run_id": s.first_run.run_id,
-        }
-    if s.HasField("last_run"):
-        out["last_run"] = {
-            "logical_date": iso(s.last_run.logical_date),
-            "run_id": s.last_run.run_id,
-        }
+    for key in ("first_run", "last_run"):
+        if s.HasField(key):
+            run = s.first_run if key == "first_run" else s.last_run
+            shown: dict[str, str | None] = {"logical_date": iso(run.logical_date), "run_id": run.run_id}
+            if run.partition_key:
+                shown["partition_key"] = run.partition_key
+            out[key] = shown
     b = response.backfill
     if b.HasField("estimate"):
         e = b.estimate
@@ -110,8 +107,12 @@ def summary(response: pb.CreateBackfillResponse) -> str:
         f"in flight {s.in_flight})"
     )
     if s.HasField("first_run"):
-        lines.append(f"  first run: {iso(s.first_run.logical_date)}  {s.first_run.run_id}")
-        lines.append(f"  last run:  {iso(s.last_run.logical_date)}  {s.last_run.run_id}")
+        lines.append(
+            f"  first run: {s.first_run.partition_key or iso(s.first_run.logical_date)}  {s.first_run.run_id}"
+        )
+        lines.append(
+            f"  last run:  {s.last_run.partition_key or iso(s.last_run.logical_date)}  {s.last_run.run_id}"
+        )
     if line := estimate_line(response.backfill):
         lines.append(f"  estimate: {line}")
     else:

@@ -4,6 +4,7 @@ from sidecar.catalog import TaskSelection
 from sidecar.engine._config import EngineConfig
 from sidecar.engine._engine import BackfillEngine
 from sidecar.engine._model import (
+    BY_PARTITION_KEY,
     DEFAULT_MAX_ACTIVE_RUNS,
     BackfillSpec,
     BackfillView,
@@ -20,6 +21,7 @@ from sidecar.store import Controls, Phase, RecordedEvent, WebhookStatus, WriteFa
 from sidecar.vocabulary import Disposition, Mode, ReprocessBehavior, State
 
 __all__ = [
+    "BY_PARTITION_KEY",
     "DEFAULT_MAX_ACTIVE_RUNS",
     "MAX_CONF_DEPTH",
     "BackfillEngine",

@@ -28,7 +28,7 @@ from sidecar.engine._materialize import (
 from sidecar.engine._model import BackfillSpec, BackfillView, DryRun
 from sidecar.engine._offload import PlanningPool
 from sidecar.engine._pinning import Pin, pin_of
-from sidecar.engine._plans import build_plan, check_dag, check_params
+from sidecar.engine._plans import build_plan, check_dag, check_params, resolve_partition_keys
 from sidecar.engine._policies import SchedulerPolicies
 from sidecar.engine._reads import get
 from sidecar.engine._requests import check_request
@@ -83,16 +83,23 @@ async def create(
 
     async def check(
         conn: AsyncConnection,
-    ) -> tuple[Any, BackfillPlan, Pin, DagTemplate] | BackfillView | DryRun:
+    ) -> tuple[Any, BackfillPlan, Pin, DagTemplate, BackfillSpec] | BackfillView | DryRun:
         loaded = check_dag(spec, await parts.catalog.load(conn, spec.dag_id))
         if not validate_only:
             policies.check()
         timetable = loaded.template.timetable
-        plan = build_plan(timetable, spec.dag_id, spec.from_date, spec.to_date, spec.run_backwards, now)
+        resolved = resolve_partition_keys(spec, loaded)
+        plan = build_plan(
+            timetable, spec.dag_id, resolved.from_date, resolved.to_date, spec.run_backwards, now
+        )
         if not validate_only:
             try:
                 await check_room(
-                    conn, spec.dag_id, spec.from_date, spec.to_date, concurrent=spec.controls.concurrent
+                    conn,
+                    spec.dag_id,
+                    resolved.from_date,
+                    resolved.to_date,
+                    concurrent=spec.controls.concurrent,
                 )
             except AlreadyExists:
                 # A concurrent create with the same request_id may have won the race.
@@ -101,13 +108,14 @@ async def create(
                 ):
                     return previous
                 raise
-        check_params(spec, loaded, now)
-        return timetable, plan, pin_of(spec, loaded, parts.config.rerun_with_latest_version), loaded.template
+        check_params(resolved, loaded, now)
+        pin = pin_of(resolved, loaded, parts.config.rerun_with_latest_version)
+        return timetable, plan, pin, loaded.template, resolved
 
     checked = await parts.tx.read(check)
     if not isinstance(checked, tuple):
         return checked
-    timetable, plan, pin, template = checked
+    timetable, plan, pin, template, spec = checked
     selected = await selected_tasks(template, spec.task_selection)
     if validate_only:  # planned off the event loop, outside the transaction
         limit = parts.config.dry_run_limit if dry_run_limit is None else dry_run_limit
@@ -240,4 +248,7 @@ def fingerprint_of(spec: BackfillSpec) -> str:
         payload.pop("run_on_latest_version")
     if payload["task_selection"] is None:  # fingerprints of requests without a subset stay as they were
         payload.pop("task_selection")
+    for key in ("from_partition_key", "to_partition_key"):  # absent: the digest of older releases
+        if payload[key] is None:
+            del payload[key]
     return hashlib.sha256(json.dumps(payload, default=str, sort_keys=True).encode()).hexdigest()[:64]

@@ -42,10 +42,13 @@ async def dry_run(
     """The plan a create would write, each listed slot with what would happen to it, and its summary."""
     limit = min(limit, parts.config.dry_run_limit)
     most = parts.config.max_runs_per_backfill
+    partitioned = plan.timetable.partitioned
     window = await pool.run(plan_window, plan) or (spec.from_date, spec.to_date)
 
     async def read(conn: AsyncConnection) -> tuple[tuple[dict[dt.datetime, ExistingRun], bool], list[float]]:
-        found = await existing_runs_between(conn, spec.dag_id, *window, EXISTING_RUNS_READ)
+        found = await existing_runs_between(
+            conn, spec.dag_id, *window, EXISTING_RUNS_READ, partitioned=partitioned
+        )
         history = await dag_run_durations(conn, spec.dag_id, parts.config.estimate_sample)
         return found, history
 
@@ -56,7 +59,7 @@ async def dry_run(
     def slot(run: PlannedRun | None) -> SlotView | None:
         if run is None:
             return None
-        date = run.info.logical_date
+        date = run.info.identity
         return planned_slot(run, decided.get(date, Disposition.CREATE), existing.get(date))
 
     by = counts.by_disposition
@@ -92,9 +95,7 @@ async def dry_run(
         estimate=estimate(history, "history", summary.to_run, spec.max_active_runs),
     )
     slots = [
-        planned_slot(
-            r, decided.get(r.info.logical_date, Disposition.CREATE), existing.get(r.info.logical_date)
-        )
+        planned_slot(r, decided.get(r.info.identity, Disposition.CREATE), existing.get(r.info.identity))
         for r in counts.listed
     ]
     return DryRun(

@@ -12,10 +12,19 @@ from sidecar.vocabulary import Mode, ReprocessBehavior, State
 
 DEFAULT_MAX_ACTIVE_RUNS = 10
 
+#: The ``from_date``/``to_date`` of a spec whose bound is given as a partition key instead:
+#: the engine replaces it with the key's date once it has the DAG's timetable.
+BY_PARTITION_KEY = dt.datetime.min.replace(tzinfo=dt.UTC)
+
 
 @dataclass(frozen=True)
 class BackfillSpec:
-    """A request to create a backfill."""
+    """A request to create a backfill.
+
+    A bound may be given as a partition key (``from_partition_key``, ``to_partition_key``:
+    partitioned DAGs only); its date is then :data:`BY_PARTITION_KEY` until the engine
+    resolves it (``sidecar.engine._plans.resolve_partition_keys``).
+    """
 
     dag_id: str
     from_date: dt.datetime
@@ -36,6 +45,8 @@ class BackfillSpec:
     """Where its events are POSTed (checked by ``_webhook_urls``); None: Watch only."""
     webhook_format: str = "json"
     """``json`` or ``slack``."""
+    from_partition_key: str | None = None
+    to_partition_key: str | None = None
 
 
 @dataclass(frozen=True)

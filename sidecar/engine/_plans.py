@@ -3,25 +3,39 @@
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import replace
 from typing import Any
 
 from sidecar.catalog import validate_conf
 from sidecar.engine._model import BackfillSpec
+from sidecar.engine._requests import check_date
 from sidecar.errors import (
     BackfillNotAllowed,
     DagNotFound,
+    InvalidArgument,
     InvalidDirection,
     InvalidReprocess,
     NonPeriodicSchedule,
     NoRunsToCreate,
     SidecarError,
+    UnsupportedFeature,
 )
-from sidecar.planning import BackfillPlan, DagRunInfo, PlannedRun, parse_timetable, validate_range
+from sidecar.planning import (
+    BackfillPlan,
+    CronPartitionTimetable,
+    DagRunInfo,
+    PlannedRun,
+    Timetable,
+    parse_timetable,
+    validate_range,
+)
 from sidecar.store import LoadedDag
 from sidecar.vocabulary import ReprocessBehavior
 
 #: The serialized type of ``schedule=None``, which Airflow 3.1 and 3.2 refuse as "no schedule".
 _NULL_TIMETABLE = "airflow.timetables.simple.NullTimetable"
+#: The serialized type of Airflow's partitioned timetable.
+_PARTITION_TIMETABLE = "airflow.timetables.trigger.CronPartitionTimetable"
 
 
 def check_dag(spec: BackfillSpec, loaded: LoadedDag | None) -> LoadedDag:
@@ -42,9 +56,50 @@ def check_dag(spec: BackfillSpec, loaded: LoadedDag | None) -> LoadedDag:
             f"Dag with dag_id: '{spec.dag_id}' does not allow backfill runs", field="backfill.dag_id"
         )
     no_schedule = loaded.airflow.refusals.no_schedule
-    if no_schedule and loaded.template.timetable.get("__type") == _NULL_TIMETABLE:
+    timetable_type = loaded.template.timetable.get("__type")
+    if no_schedule and timetable_type == _NULL_TIMETABLE:
         raise NonPeriodicSchedule(no_schedule.format(dag_id=spec.dag_id), field="backfill.dag_id")
+    partitions_not_yet = loaded.airflow.partitions_not_yet
+    if partitions_not_yet and timetable_type == _PARTITION_TIMETABLE:
+        raise UnsupportedFeature(partitions_not_yet, field="backfill.dag_id")
     return loaded
+
+
+def resolve_partition_keys(spec: BackfillSpec, loaded: LoadedDag) -> BackfillSpec:
+    """``spec`` with the bounds it gives as partition keys replaced by their dates.
+
+    A key must name exactly one partition of the DAG's partitioned timetable; its date is
+    the key's wall clock, which Airflow reads in the timetable's zone (so the backfill row
+    holds what Airflow would store for the same range given as dates).
+
+    Raises:
+        InvalidArgument: a key given for a DAG that is not partitioned, or naming no partition.
+        NonPeriodicSchedule, UnsupportedFeature: the DAG's timetable (as a plan would).
+    """
+    if spec.from_partition_key is None and spec.to_partition_key is None:
+        return spec
+    timetable = _timetable(loaded.template.timetable, spec.dag_id)
+    if not isinstance(timetable, CronPartitionTimetable):
+        field = "from_partition_key" if spec.from_partition_key is not None else "to_partition_key"
+        raise InvalidArgument(
+            f"DAG {spec.dag_id} is not partitioned: give the range as dates, not {field}",
+            field=f"backfill.{field}",
+        )
+    from_date, to_date = spec.from_date, spec.to_date
+    if spec.from_partition_key is not None:
+        from_date = timetable.bound_of_key(spec.from_partition_key, field="backfill.from_partition_key")
+        check_date(from_date, "the date of from_partition_key", "backfill.from_partition_key")
+    if spec.to_partition_key is not None:
+        to_date = timetable.bound_of_key(spec.to_partition_key, field="backfill.to_partition_key")
+        check_date(to_date, "the date of to_partition_key", "backfill.to_partition_key")
+    return replace(spec, from_date=from_date, to_date=to_date)
+
+
+def _timetable(encoded: Any, dag_id: str) -> Timetable:
+    try:
+        return parse_timetable(encoded, dag_id=dag_id)
+    except SidecarError as exc:  # NonPeriodicSchedule, UnsupportedFeature: the DAG is at fault
+        raise _in_request(exc, "dag_id") from None
 
 
 def check_params(spec: BackfillSpec, loaded: LoadedDag, now: dt.datetime) -> None:
@@ -111,10 +166,7 @@ def build_plan(
     cutoff: dt.datetime,
 ) -> BackfillPlan:
     """The plan of a backfill from its stored parameters (stable even if the DAG's schedule changes)."""
-    try:
-        timetable = parse_timetable(timetable_encoded, dag_id=dag_id)
-    except SidecarError as exc:  # NonPeriodicSchedule, UnsupportedFeature: the DAG is at fault
-        raise _in_request(exc, "dag_id") from None
+    timetable = _timetable(timetable_encoded, dag_id)
     return BackfillPlan(
         timetable=timetable,
         from_date=spec_from,
@@ -134,6 +186,8 @@ def cursor_of(run: PlannedRun) -> dict[str, Any]:
         "data_interval_start": info.data_interval_start.isoformat(),
         "data_interval_end": info.data_interval_end.isoformat(),
         "run_after": info.run_after.isoformat(),
+        "partition_key": info.partition_key,
+        "partition_date": None if info.partition_date is None else info.partition_date.isoformat(),
     }
 
 
@@ -149,6 +203,8 @@ def run_of(cursor: dict[str, Any] | None) -> PlannedRun | None:
             data_interval_start=parse(cursor["data_interval_start"]),
             data_interval_end=parse(cursor["data_interval_end"]),
             run_after=parse(cursor["run_after"]),
+            partition_key=cursor.get("partition_key"),
+            partition_date=parse(cursor["partition_date"]) if cursor.get("partition_date") else None,
         ),
         run_id=str(cursor["run_id"]),
     )

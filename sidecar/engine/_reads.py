@@ -196,16 +196,20 @@ async def list_views(
 
 def planned_slot(run: PlannedRun, disposition: Disposition, existing: ExistingRun | None = None) -> SlotView:
     """A slot of the plan not written yet (with the run already there for its date, if any)."""
+    info = run.info
+    dated = not info.partitioned
     return SlotView(
         sort_ordinal=run.sort_ordinal,
-        logical_date=run.info.logical_date,
-        data_interval_start=run.info.data_interval_start,
-        data_interval_end=run.info.data_interval_end,
-        run_after=run.info.run_after,
+        logical_date=info.logical_date if dated else None,
+        data_interval_start=info.data_interval_start if dated else None,
+        data_interval_end=info.data_interval_end if dated else None,
+        run_after=info.run_after,
         run_id=existing.run_id if existing else run.run_id,
         disposition=disposition,
         dag_run_id=existing.id if existing else None,
         state=existing.state if existing else None,
+        partition_key=info.partition_key,
+        partition_date=info.partition_date,
     )
 
 

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from sidecar.catalog import TaskSelection
-from sidecar.engine._model import BackfillSpec
+from sidecar.engine._model import BY_PARTITION_KEY, BackfillSpec
 from sidecar.errors import InvalidArgument, InvalidTaskSelection
 from sidecar.store import Controls
 
@@ -35,6 +35,7 @@ __all__ = [
     "PRIORITY_LIMIT",
     "check_conf",
     "check_controls",
+    "check_date",
     "check_list_filter",
     "check_request",
 ]
@@ -55,6 +56,8 @@ MAX_TASK_REGEX_LENGTH = 1000
 MAX_SELECTED_TASK_IDS = 10_000
 #: Airflow's ``task_instance.task_id`` column width.
 _MAX_TASK_ID_LENGTH = 250
+#: ``dag_run.partition_key`` is a ``varchar(250)`` (Airflow's ID_LEN).
+MAX_PARTITION_KEY_LENGTH = 250
 #: Deepest nesting of objects and arrays in ``dag_run_conf`` (serialising a deeper
 #: document again would overflow Python's recursion limit).
 MAX_CONF_DEPTH = 64
@@ -107,16 +110,20 @@ def check_request(spec: BackfillSpec, request_id: str | None, dry_run_limit: int
         raise InvalidArgument("dry_run_page_size must not be negative", field="dry_run_page_size")
     if not spec.dag_id:
         raise InvalidArgument("dag_id is required", field="backfill.dag_id")
-    first, last = DATE_RANGE
     for name in ("from_date", "to_date"):
         value = getattr(spec, name)
+        key_field = name.replace("_date", "_partition_key")
+        key = getattr(spec, key_field)
+        if key is not None:
+            if value != BY_PARTITION_KEY:
+                raise InvalidArgument(f"give {name} or {key_field}, not both", field=f"backfill.{key_field}")
+            check_text(key, f"backfill.{key_field}", MAX_PARTITION_KEY_LENGTH)
+            if not key.strip():
+                raise InvalidArgument(f"{key_field} must not be blank", field=f"backfill.{key_field}")
+            continue
         if value.tzinfo is None:
             raise InvalidArgument(f"{name} must carry a time zone", field=f"backfill.{name}")
-        if not first <= value < last:
-            raise InvalidArgument(
-                f"{name} must be on or after {first:%Y-%m-%d} and before {last:%Y-%m-%d} (UTC)",
-                field=f"backfill.{name}",
-            )
+        check_date(value, name, f"backfill.{name}")
     if not 1 <= spec.max_active_runs <= MAX_ACTIVE_RUNS_LIMIT:
         raise InvalidArgument(
             f"max_active_runs must be between 1 and {MAX_ACTIVE_RUNS_LIMIT}, got {spec.max_active_runs}",
@@ -184,6 +191,19 @@ def check_controls(controls: Controls) -> None:
             raise InvalidArgument(
                 f"{name} must be between {low} and {high}, got {value}", field=f"backfill.{name}"
             )
+
+
+def check_date(value: dt.datetime, name: str, field: str) -> None:
+    """A range bound (or the date a partition key stands for) within :data:`DATE_RANGE`.
+
+    Raises:
+        InvalidArgument: naming ``field``.
+    """
+    first, last = DATE_RANGE
+    if not first <= value < last:
+        raise InvalidArgument(
+            f"{name} must be on or after {first:%Y-%m-%d} and before {last:%Y-%m-%d} (UTC)", field=field
+        )
 
 
 def check_list_filter(dag_id: str | None) -> None:

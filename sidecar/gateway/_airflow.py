@@ -279,7 +279,9 @@ def dry_run_json(response: pb.CreateBackfillResponse) -> dict[str, Any]:
     """A validate-only create's planned runs as Airflow's ``DryRunBackfillCollectionResponse`` JSON."""
     runs = [
         DryRunBackfillResponse(
-            logical_date=_datetime(run.logical_date), partition_key=None, partition_date=None
+            logical_date=None if run.partition_key else _datetime(run.logical_date),
+            partition_key=run.partition_key or None,
+            partition_date=_datetime(run.partition_date) if run.HasField("partition_date") else None,
         )
         for run in response.planned_runs
         if run.disposition in (pb.DISPOSITION_CREATE, pb.DISPOSITION_REPROCESS)

@@ -10,6 +10,7 @@ from sidecar.planning._budget import Allowance, StopFlag, lowest_priority, serve
 from sidecar.planning._jobs import EXACT_COUNT_BUDGET, first_sizes, full_count, pending_runs, plan_slots
 from sidecar.planning._model import DagRunInfo, Timetable, run_id_for
 from sidecar.planning._parse import non_periodic_message, parse_timetable
+from sidecar.planning._partition import CronPartitionTimetable
 from sidecar.planning._plan import BackfillPlan, PlannedRun, validate_range
 from sidecar.planning._summary import PlanCounts, count_plan, plan_window
 
@@ -17,6 +18,7 @@ __all__ = [
     "EXACT_COUNT_BUDGET",
     "Allowance",
     "BackfillPlan",
+    "CronPartitionTimetable",
     "DagRunInfo",
     "PlanCounts",
     "PlannedRun",

@@ -7,6 +7,8 @@ can write rows without importing Airflow.
 from __future__ import annotations
 
 import datetime as dt
+import secrets
+import string
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -46,12 +48,30 @@ class DagRunInfo:
         data_interval_start: Start of the data interval, aware UTC.
         data_interval_end: End of the data interval, aware UTC.
         run_after: Earliest time the run may start, aware UTC; it also names the run id.
+        partition_key: The partition's key (partitioned timetables), else None.
+        partition_date: The partition's date, aware UTC (partitioned timetables), else None.
+
+    A partitioned run has no logical date nor data interval in Airflow's rows (they are
+    NULL); its three date fields then hold its partition date, the axis its plan is
+    ordered and resumed on, and :attr:`partitioned` tells the rows to write NULL.
     """
 
     logical_date: dt.datetime
     data_interval_start: dt.datetime
     data_interval_end: dt.datetime
     run_after: dt.datetime
+    partition_key: str | None = None
+    partition_date: dt.datetime | None = None
+
+    @property
+    def partitioned(self) -> bool:
+        """Whether this is a partition's run (``partition_key`` set)."""
+        return self.partition_key is not None
+
+    @property
+    def identity(self) -> dt.datetime:
+        """The date Airflow finds an existing run of this slot by: partition date, else logical date."""
+        return self.partition_date if self.partition_date is not None else self.logical_date
 
 
 class RawInfo(NamedTuple):
@@ -84,13 +104,22 @@ class RawInfo(NamedTuple):
         )
 
 
+_RUN_ID_SUFFIX_CHARS = string.ascii_letters + string.digits
+
+
 def run_id_for(info: DagRunInfo) -> str:
     """Return the run id Airflow gives a new backfill run: ``backfill__`` + run_after in UTC.
 
     Airflow derives it from ``run_after`` (not the logical date) rendered in UTC, so
-    interval timetables get the interval *end* in their run id.
+    interval timetables get the interval *end* in their run id. A partition's run id is
+    ``CronPartitionTimetable.generate_run_id``'s: ``backfill__<run_after>__<key>__<8 random
+    letters or digits>`` (``get_random_string``), so every call gives a new one, as in Airflow.
     """
-    return "backfill__" + as_utc(info.run_after).isoformat()
+    run_id = "backfill__" + as_utc(info.run_after).isoformat()
+    if info.partition_key:
+        suffix = "".join(secrets.choice(_RUN_ID_SUFFIX_CHARS) for _ in range(8))
+        run_id = f"{run_id}__{info.partition_key}__{suffix}"
+    return run_id
 
 
 class Timetable(ABC):
@@ -101,6 +130,8 @@ class Timetable(ABC):
     """
 
     periodic: bool = True
+    partitioned: bool = False
+    """Airflow's ``Timetable.partitioned``: runs are partitions (no logical date, no cut-off at now)."""
 
     @property
     @abstractmethod

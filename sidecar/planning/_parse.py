@@ -2,8 +2,9 @@
 
 The stored form is ``{"__type": "<class path>", "__var": {...}}``. Built-in periodic
 timetables are reproduced; Airflow's non-periodic ones are refused the way Airflow
-refuses them, and anything else (plugin timetables, partitioned ones) is refused as
-unsupported because only Airflow could evaluate it.
+refuses them, and anything else (plugin timetables) is refused as unsupported because
+only Airflow could evaluate it. ``CronPartitionTimetable`` is planned as Airflow 3.3 plans
+it (:mod:`sidecar.planning._partition`).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from sidecar.planning._cron import (
 from sidecar.planning._delta import DeltaDataIntervalTimetable, DeltaTriggerTimetable
 from sidecar.planning._events import EventsTimetable
 from sidecar.planning._model import DagRunInfo, Timetable
+from sidecar.planning._partition import CronPartitionTimetable
 from sidecar.planning._tz import decode_interval, is_positive, parse_timezone
 
 _PREFIX = "airflow.timetables."
@@ -55,7 +57,7 @@ def parse_timetable(encoded: Mapping[str, Any], *, dag_id: str) -> Timetable:
         NonPeriodicSchedule: Airflow's non-periodic timetables (None, @once, @continuous,
             asset triggered, partitioned-at-runtime...).
         UnsupportedFeature: A timetable this module cannot reproduce exactly (plugin
-            timetables, CronPartitionTimetable) or a malformed value.
+            timetables, an AssetOrTimeSchedule over a partitioned timetable) or a malformed value.
     """
     if not isinstance(encoded, Mapping) or not isinstance(encoded.get("__type"), str):
         raise UnsupportedFeature(f"timetable of DAG {dag_id} is not in Airflow's serialized form")
@@ -104,9 +106,19 @@ def _build(type_path: str, data: Mapping[str, Any], dag_id: str) -> Timetable:
         inner = data.get("timetable")
         if not isinstance(inner, Mapping):
             raise UnsupportedFeature("AssetOrTimeSchedule without an inner timetable")
-        return _AssetOrTime(parse_timetable(inner, dag_id=dag_id))
+        timetable = parse_timetable(inner, dag_id=dag_id)
+        if timetable.partitioned:
+            raise UnsupportedFeature(
+                "AssetOrTimeSchedule over a partitioned timetable (CronPartitionTimetable) is not supported"
+            )
+        return _AssetOrTime(timetable)
     if name == "trigger.CronPartitionTimetable":
-        raise UnsupportedFeature("partitioned timetable CronPartitionTimetable is not supported")
+        key_format = data["key_format"]
+        if not isinstance(key_format, str):
+            raise UnsupportedFeature(f"CronPartitionTimetable key_format {key_format!r} is not a string")
+        return CronPartitionTimetable(
+            _expression(data["expression"]), parse_timezone(data["timezone"]), key_format
+        )
     raise UnsupportedFeature(f"timetable {type_path} (custom or unknown) is not supported")
 
 

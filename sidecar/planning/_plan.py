@@ -27,7 +27,7 @@ class PlannedRun:
     Attributes:
         sort_ordinal: 1-based position in plan order (Airflow's ``BackfillDagRun.sort_ordinal``).
         info: The run's dates.
-        run_id: ``backfill__<run_after in UTC>``.
+        run_id: ``backfill__<run_after in UTC>`` (a partition's: see :func:`run_id_for`).
     """
 
     sort_ordinal: int
@@ -45,7 +45,8 @@ class BackfillPlan:
         to_date: Inclusive upper bound (aware).
         reverse: Latest run first (ordinal 1 is the latest date).
         cutoff: "Now", frozen when the backfill is created; Airflow keeps only runs
-            whose data interval ended strictly before it.
+            whose data interval ended strictly before it (not for a partitioned timetable:
+            every partition of the range is kept).
     """
 
     timetable: Timetable
@@ -78,6 +79,12 @@ class BackfillPlan:
         cutoff = as_utc(self.cutoff)
         ordinal = 0 if after is None else after.sort_ordinal
         infos = self._infos(None if after is None else after.info)
+        if self.timetable.partitioned:
+            # Airflow keeps every partition of the range: no cut-off at now (_get_info_list).
+            for info in infos:
+                ordinal += 1
+                yield PlannedRun(ordinal, info, run_id_for(info))
+            return
         if not self.reverse:
             # Interval ends increase with the run, so the first one past the cutoff ends the plan.
             for info in infos:

@@ -43,7 +43,8 @@ class PlanCounts:
 
 
 def plan_window(plan: BackfillPlan, allowance: Allowance) -> tuple[dt.datetime, dt.datetime] | None:
-    """The earliest and latest logical dates of the plan's runs; None for an empty plan (a planning job).
+    """The earliest and latest identities (logical or partition dates) of the plan's runs; None for an
+    empty plan (a planning job).
 
     Not always inside ``[from_date, to_date]``: a trigger timetable with an interval dates its
     runs at the interval's start, before the trigger. Each end is one step of the plan (the
@@ -55,7 +56,7 @@ def plan_window(plan: BackfillPlan, allowance: Allowance) -> tuple[dt.datetime, 
         run = next(iter(allowance.iterate(one.runs())), None)
         if run is None:
             return None
-        ends.append(run.info.logical_date)
+        ends.append(run.info.identity)
     return ends[0], ends[1]
 
 
@@ -94,7 +95,7 @@ def count_plan(
             break
         if seen <= keep:
             listed.append(run)
-        date = run.info.logical_date
+        date = run.info.identity
         if not low <= date <= high:
             decided = False
         disposition = existing.get(date, Disposition.CREATE)

@@ -58,18 +58,30 @@ async def backfill_run_durations(conn: AsyncConnection, backfill_id: int, limit:
 
 
 async def existing_runs_between(
-    conn: AsyncConnection, dag_id: str, first: dt.datetime, last: dt.datetime, limit: int
+    conn: AsyncConnection,
+    dag_id: str,
+    first: dt.datetime,
+    last: dt.datetime,
+    limit: int,
+    *,
+    partitioned: bool = False,
 ) -> tuple[dict[dt.datetime, ExistingRun], bool]:
-    """The DAG's runs with a logical date in ``[first, last]``, by logical date, and whether that is all.
+    """The DAG's runs whose identity is in ``[first, last]``, by identity, and whether that is all.
 
-    At most ``limit`` runs are read; the flag is False when there were more.
+    The identity is the logical date, or for a partitioned DAG the partition date; where several
+    runs share one (a reprocessed partition keeps its old run), the one Airflow finds first, as
+    :func:`~sidecar.store._writer.find_existing_runs` does. At most ``limit`` runs are read; the
+    flag is False when there were more.
     """
+    column = dag_run.c.partition_date if partitioned else dag_run.c.logical_date
     result = await conn.execute(
-        sa.select(dag_run.c.id, dag_run.c.run_id, dag_run.c.state, dag_run.c.logical_date)
-        .where(dag_run.c.dag_id == dag_id, dag_run.c.logical_date >= first, dag_run.c.logical_date <= last)
-        .order_by(dag_run.c.logical_date)
+        sa.select(dag_run.c.id, dag_run.c.run_id, dag_run.c.state, column.label("identity"))
+        .where(dag_run.c.dag_id == dag_id, column >= first, column <= last)
+        .order_by(column, dag_run.c.start_date.is_(None), dag_run.c.start_date.desc(), dag_run.c.id.desc())
         .limit(limit + 1)
     )
     rows = result.all()
-    found = {row.logical_date: ExistingRun(row.id, row.run_id, row.state) for row in rows[:limit]}
+    found: dict[dt.datetime, ExistingRun] = {}
+    for row in rows[:limit]:
+        found.setdefault(row.identity, ExistingRun(row.id, row.run_id, row.state))
     return found, len(rows) <= limit

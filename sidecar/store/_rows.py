@@ -71,12 +71,17 @@ def dag_run_row(
     ctx: RunContext, run: PlannedRun, now: dt.datetime, carrier: dict[str, Any]
 ) -> dict[str, Any]:
     """The ``dag_run`` row of a new backfill run (state queued, no start date; ``carrier``:
-    its trace carrier, ``AirflowRowContract.run_carrier``)."""
+    its trace carrier, ``AirflowRowContract.run_carrier``).
+
+    A partition's run has no logical date nor data interval; its ``run_after`` is its
+    partition date (``_create_backfill_dag_run_partitioned``).
+    """
     info = run.info
+    dated = not info.partitioned
     return {
         "dag_id": ctx.dag.dag_id,
         "queued_at": now,
-        "logical_date": info.logical_date,
+        "logical_date": info.logical_date if dated else None,
         "start_date": None,
         "end_date": None,
         "state": "queued",
@@ -86,8 +91,8 @@ def dag_run_row(
         "triggered_by": TRIGGERED_BY_BACKFILL,
         "triggering_user_name": ctx.triggering_user_name,
         "conf": ctx.conf,
-        "data_interval_start": info.data_interval_start,
-        "data_interval_end": info.data_interval_end,
+        "data_interval_start": info.data_interval_start if dated else None,
+        "data_interval_end": info.data_interval_end if dated else None,
         "run_after": info.run_after,
         "last_scheduling_decision": None,
         "log_template_id": ctx.log_template_id,
@@ -100,8 +105,8 @@ def dag_run_row(
         "context_carrier": carrier,
         "span_status": SPAN_NOT_STARTED,
         "created_dag_version_id": ctx.dag_version_id,
-        "partition_key": None,
-        "partition_date": None,
+        "partition_key": info.partition_key,
+        "partition_date": info.partition_date,
     }
 
 

@@ -157,7 +157,8 @@ class Slot:
     a dry run's planned run, or one not written yet."""
 
     sort_ordinal: int
-    logical_date: dt.datetime
+    logical_date: dt.datetime | None
+    """None for a partition's slot (Airflow's partitioned runs have no logical date)."""
     data_interval_start: dt.datetime | None
     data_interval_end: dt.datetime | None
     run_after: dt.datetime | None
@@ -166,6 +167,9 @@ class Slot:
     """None for a skip reason (``exception_reason``) this release does not know."""
     dag_run_id: int | None = None
     state: str | None = None
+    partition_key: str | None = None
+    partition_date: dt.datetime | None = None
+    """The partition's date: from its run (a skipped partition's slot has no run to say it)."""
 
 
 def _disposition(exception_reason: str | None, clear_number: int | None) -> Disposition | None:
@@ -195,6 +199,8 @@ async def written_slots(
             dag_run.c.data_interval_end,
             dag_run.c.run_after,
             dag_run.c.clear_number,
+            backfill_dag_run.c.partition_key,
+            dag_run.c.partition_date,
         )
         .select_from(backfill_dag_run.outerjoin(dag_run, dag_run.c.id == backfill_dag_run.c.dag_run_id))
         .where(backfill_dag_run.c.backfill_id == backfill_id, backfill_dag_run.c.sort_ordinal > after_ordinal)
@@ -212,6 +218,8 @@ async def written_slots(
             disposition=_disposition(r.exception_reason, r.clear_number),
             dag_run_id=r.dag_run_id,
             state=r.state,
+            partition_key=r.partition_key,
+            partition_date=r.partition_date,
         )
         for r in result
     ]

@@ -36,6 +36,12 @@ The differences, from the sources and migrations of apache-airflow-core 3.1.8, 3
   has no default value"); the sidecar checks it before writing anything, after the
   empty-range refusal (:class:`~sidecar.catalog.ConfRules`, ``Refusals.conf_before_runs``).
   Where 3.1 commits a backfill and then fails on the conf, the sidecar writes nothing.
+- Partitioned DAGs (``CronPartitionTimetable``, new in 3.2): 3.3 walks the partition axis
+  with the bounds' wall clock read in the timetable's zone, ``run_after`` = partition date =
+  the tick, keys formatted in that zone, existing runs found by ``partition_date``. 3.2 steps
+  ``next_dagrun_info_v2`` on the bounds as UTC instants, applies ``run_offset`` to the
+  partition date, formats keys in UTC and finds existing runs by ``partition_key``: not
+  reproduced yet, so refused by name (``partitions_not_yet``).
 """
 
 from __future__ import annotations
@@ -118,6 +124,9 @@ class AirflowRowContract:
     latest and a task instance without one to its run's (3.3's ``clear_task_instances``)."""
     not_yet: str | None = None
     """Why the sidecar cannot write this version's rows exactly yet (start-up refuses it), or None."""
+    partitions_not_yet: str | None = None
+    """Why this version's backfills of partitioned DAGs are not reproduced (each is refused
+    by name, FAILED_PRECONDITION), or None: they are planned and written as 3.3 does."""
 
     def run_carrier(self) -> dict[str, Any]:
         """The ``dag_run.context_carrier`` of a new run (Airflow's extended JSON)."""
@@ -217,6 +226,10 @@ AIRFLOW_3_2 = AirflowRowContract(
         range_checked_first=False,
         no_schedule="{dag_id} has no schedule",
         no_runs="No runs to create for Dag {dag_id}",
+    ),
+    partitions_not_yet=(
+        "backfills of partitioned DAGs on Airflow 3.2 (its partition bounds as UTC instants, "
+        "run_offset on partition dates, keys in UTC, partitions found by key) are not supported"
     ),
 )
 AIRFLOW_3_3 = AirflowRowContract(minor="3.3", patches="3.3.0-3.3.2", revisions=frozenset({"d2f4e1b3c5a7"}))

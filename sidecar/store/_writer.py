@@ -70,32 +70,39 @@ def decide(existing: ExistingRun | None, reprocess_behavior: ReprocessBehavior) 
 async def find_existing_runs(
     conn: AsyncConnection, dag_id: str, runs: Sequence[PlannedRun]
 ) -> dict[dt.datetime, ExistingRun]:
-    """The existing runs of the batch's logical dates, by logical date, in one query."""
+    """The existing run of each of the batch's slots, by its identity, in one query.
+
+    A slot's identity (:attr:`DagRunInfo.identity`) is its logical date, or a partition's
+    date: Airflow finds a partition's run by ``partition_date`` and, several runs sharing
+    it (a reprocessed partition keeps its old run), takes the one
+    ``_get_latest_dag_run_row_query`` orders first: started ones before unstarted, the
+    latest start first (ties, which Airflow leaves to the database: the newest row).
+    """
     if not runs:
         return {}
-    dates = [r.info.logical_date for r in runs]
+    dates = [r.info.identity for r in runs]
+    column = dag_run.c.partition_date if runs[0].info.partitioned else dag_run.c.logical_date
     result = await conn.execute(
         sa.select(
             dag_run.c.id,
             dag_run.c.run_id,
             dag_run.c.state,
-            dag_run.c.logical_date,
+            column.label("identity"),
+            dag_run.c.start_date,
             dag_run.c.created_dag_version_id,
             dag_run.c.bundle_version,
-        ).where(
-            dag_run.c.dag_id == dag_id,
-            dag_run.c.logical_date >= min(dates),
-            dag_run.c.logical_date <= max(dates),
         )
+        .where(dag_run.c.dag_id == dag_id, column >= min(dates), column <= max(dates))
+        .order_by(dag_run.c.start_date.is_(None), dag_run.c.start_date.desc(), dag_run.c.id.desc())
     )
     wanted = set(dates)
-    return {
-        row.logical_date: ExistingRun(
-            row.id, row.run_id, row.state, row.created_dag_version_id, row.bundle_version
-        )
-        for row in result
-        if row.logical_date in wanted
-    }
+    found: dict[dt.datetime, ExistingRun] = {}
+    for row in result:
+        if row.identity in wanted and row.identity not in found:
+            found[row.identity] = ExistingRun(
+                row.id, row.run_id, row.state, row.created_dag_version_id, row.bundle_version
+            )
+    return found
 
 
 async def _own_versions(
@@ -137,8 +144,8 @@ async def _create_runs_bulk(
     now: dt.datetime,
     method: TaskInstanceMethod,
     contract: AirflowRowContract,
-) -> dict[dt.datetime, int]:
-    """Insert new runs (skipping conflicts) and their task instances; return the new ids by logical date."""
+) -> dict[str, int]:
+    """Insert new runs (skipping conflicts) and their task instances; return the new ids by run id."""
     driver = await driver_connection(conn)
     rows = [dag_run_row(ctx, run, now, contract.run_carrier()) for run in runs]
     carriers = {row["run_id"]: contract.task_carrier(row["context_carrier"]) for row in rows}
@@ -146,9 +153,9 @@ async def _create_runs_bulk(
         driver,
         "dag_run",
         contract.project("dag_run", rows),
-        suffix="ON CONFLICT DO NOTHING RETURNING id, run_id, logical_date",
+        suffix="ON CONFLICT DO NOTHING RETURNING id, run_id",
     )
-    created = {record["logical_date"]: record["id"] for record in inserted}
+    created = {record["run_id"]: record["id"] for record in inserted}
     new_runs = [(record["run_id"], carriers[record["run_id"]]) for record in inserted]
     if method == "copy":
         bases = task_instance_bases(ctx, now)
@@ -188,10 +195,16 @@ async def write_batch(
     dialect = conn.dialect.name
     contract = contract_of(conn)
     existing = await find_existing_runs(conn, ctx.dag.dag_id, runs)
-    decisions = [(run, decide(existing.get(run.info.logical_date), reprocess_behavior)) for run in runs]
+    decisions = [(run, decide(existing.get(run.info.identity), reprocess_behavior)) for run in runs]
 
-    to_create = [run for run, d in decisions if d is Disposition.CREATE]
-    created_ids: dict[dt.datetime, int] = {}
+    # A partition is reprocessed with a new run beside its old one (Airflow 3.3 keeps the
+    # old run as a record, #68618); a dated run is cleared and run again.
+    to_create = [
+        run
+        for run, d in decisions
+        if d is Disposition.CREATE or (d is Disposition.REPROCESS and run.info.partitioned)
+    ]
+    created_ids: dict[str, int] = {}
     bulk = dialect == "postgresql" and bulk_method is not None
     if to_create and bulk:
         created_ids = await _create_runs_bulk(conn, ctx, to_create, now, bulk_method or "copy", contract)
@@ -199,48 +212,56 @@ async def write_batch(
         rows = [dag_run_row(ctx, run, now, contract.run_carrier()) for run in to_create]
         result = await conn.execute(
             _insert_ignoring_conflicts(dialect).returning(
-                dag_run.c.id, dag_run.c.logical_date, dag_run.c.run_id, dag_run.c.context_carrier
+                dag_run.c.id, dag_run.c.run_id, dag_run.c.context_carrier
             ),
             contract.project("dag_run", rows),
         )
         ti_rows: list[dict[str, Any]] = []
         for row in result:
-            created_ids[row.logical_date] = row.id
+            created_ids[row.run_id] = row.id
             ti_rows.extend(
                 task_instance_rows(ctx, row.run_id, contract.task_carrier(row.context_carrier), now)
             )
         if ti_rows:
             await conn.execute(task_instance.insert(), contract.project("task_instance", ti_rows))
 
-    to_reprocess = [existing[run.info.logical_date] for run, d in decisions if d is Disposition.REPROCESS]
-    if to_reprocess:
-        own_versions = await _own_versions(conn, catalog or DagCatalog(), ctx, to_reprocess)
+    to_clear = [
+        existing[run.info.identity]
+        for run, d in decisions
+        if d is Disposition.REPROCESS and not run.info.partitioned
+    ]
+    if to_clear:
+        own_versions = await _own_versions(conn, catalog or DagCatalog(), ctx, to_clear)
         await clear_runs_for_backfill(
-            conn, ctx, to_reprocess, conf_given=conf_given, now=now, own_versions=own_versions
+            conn, ctx, to_clear, conf_given=conf_given, now=now, own_versions=own_versions
         )
 
     bdr_rows: list[dict[str, Any]] = []
-    skipped = 0
+    skipped = reprocessed = 0
     for run, disposition in decisions:
         dag_run_id: int | None = None
         reason: str | None = None
-        if disposition is Disposition.CREATE:
-            dag_run_id = created_ids.get(run.info.logical_date)
+        if disposition is Disposition.CREATE or (
+            disposition is Disposition.REPROCESS and run.info.partitioned
+        ):
+            dag_run_id = created_ids.get(run.run_id)
             if dag_run_id is None:  # lost a race with another writer of that date
                 reason = Disposition.IN_FLIGHT.value
         elif disposition is Disposition.REPROCESS:
-            dag_run_id = existing[run.info.logical_date].id
+            dag_run_id = existing[run.info.identity].id
         else:
             reason = disposition.value
         if reason is not None:
             skipped += 1
+        elif disposition is Disposition.REPROCESS:
+            reprocessed += 1
         bdr_rows.append(
             {
                 "backfill_id": ctx.backfill_id,
                 "dag_run_id": dag_run_id,
                 "exception_reason": reason,
-                "logical_date": run.info.logical_date,
-                "partition_key": None,
+                "logical_date": None if run.info.partitioned else run.info.logical_date,
+                "partition_key": run.info.partition_key,
                 "sort_ordinal": run.sort_ordinal,
             }
         )
@@ -249,4 +270,7 @@ async def write_batch(
         await unnest_insert(await driver_connection(conn), "backfill_dag_run", bdr_written)
     elif bdr_rows:
         await conn.execute(backfill_dag_run.insert(), bdr_written)
-    return BatchResult(created=len(created_ids), reprocessed=len(to_reprocess), skipped=skipped)
+    created = len(created_ids) - sum(
+        1 for run, d in decisions if d is Disposition.REPROCESS and run.run_id in created_ids
+    )
+    return BatchResult(created=created, reprocessed=reprocessed, skipped=skipped)

@@ -1,9 +1,10 @@
-"""End to end: a backfill submitted over gRPC runs to success in the real Airflow 3.3.2 scheduler.
+"""End to end: backfills submitted over gRPC run to success in the real Airflow 3.3.2 scheduler.
 
 The sidecar (``airflow-sidecar serve``) writes the backfill's rows into Airflow's
 PostgreSQL database; the real scheduler with the shim (``airflow-sidecar scheduler``)
 ticks it once per loop and LocalExecutor runs the tasks. Windowed mode with
-``max_active_runs=2`` means runs are created while earlier ones finish.
+``max_active_runs=2`` means runs are created while earlier ones finish. A partitioned DAG's
+backfill (a range of partition keys, newest first) runs the same way.
 """
 
 from __future__ import annotations
@@ -49,10 +50,9 @@ def _query(db: AirflowDatabase, sql: str, *params: object) -> list[tuple[object,
         conn.close()
 
 
-@pytest.mark.timeout(420)
-def test_grpc_backfill_runs_to_success_in_the_real_scheduler(
-    airflow_db: AirflowDatabase, tmp_path: Path
-) -> None:
+def _backfill_in_the_real_scheduler(airflow_db: AirflowDatabase, tmp_path: Path, *create: str) -> str:
+    """Serve the sidecar, start Airflow with the shim, run ``backfill create *create --watch``;
+    return the sidecar's log once the backfill ended."""
     target = f"127.0.0.1:{free_port()}"
     # Secure by default: the sidecar shares Airflow's JWT secret, and the shim and the CLI send an
     # Airflow-style HS512 token whose role lets the shim call Tick.
@@ -107,14 +107,7 @@ def test_grpc_backfill_runs_to_success_in_the_real_scheduler(
                     "--target",
                     target,
                     "create",
-                    "--dag-id",
-                    DAG_ID,
-                    "--from-date",
-                    "2025-01-01",
-                    "--to-date",
-                    "2025-01-05",
-                    "--max-active-runs",
-                    "2",
+                    *create,
                     "--watch",
                     "--output",
                     "json",
@@ -127,7 +120,27 @@ def test_grpc_backfill_runs_to_success_in_the_real_scheduler(
             assert cli.returncode == 0, f"{cli.stderr}\n--- sidecar ---\n{sidecar.log_tail()}"
     finally:
         sidecar.stop()
+    return sidecar.log_tail(1_000_000)
 
+
+@pytest.mark.timeout(420)
+def test_grpc_backfill_runs_to_success_in_the_real_scheduler(
+    airflow_db: AirflowDatabase, tmp_path: Path
+) -> None:
+    log = _backfill_in_the_real_scheduler(
+        airflow_db,
+        tmp_path,
+        *(
+            "--dag-id",
+            DAG_ID,
+            "--from-date",
+            "2025-01-01",
+            "--to-date",
+            "2025-01-05",
+            "--max-active-runs",
+            "2",
+        ),
+    )
     runs = _query(
         airflow_db,
         "SELECT r.run_id, r.state, b.sort_ordinal FROM dag_run r JOIN backfill_dag_run b ON b.dag_run_id = r.id "
@@ -147,7 +160,39 @@ def test_grpc_backfill_runs_to_success_in_the_real_scheduler(
     )
     assert backfills == [(True, False)]
     # Windowed: the first window (2 + lookahead 2) at creation, the last slot written later by a tick.
-    log = sidecar.log_tail(1_000_000)
     assert "wrote slots 1..4" in log and "wrote slots 5..5" in log
     # The shim held Airflow's completion timer back while the sidecar was writing: nothing reopened.
+    assert "completed early" not in log
+
+
+@pytest.mark.timeout(420)
+def test_partitioned_backfill_runs_to_success_in_the_real_scheduler(
+    airflow_db: AirflowDatabase, tmp_path: Path
+) -> None:
+    """A partition range given as keys, newest first, windowed, run by the real scheduler."""
+    dag_id = "sidecar_it_partitioned"  # daily partitions in New York, keyed "%Y-%m-%d"
+    log = _backfill_in_the_real_scheduler(
+        airflow_db,
+        tmp_path,
+        *("--dag-id", dag_id, "--from-partition-key", "2025-01-01", "--to-partition-key", "2025-01-04"),
+        *("--ordering", "newest-first", "--max-active-runs", "1"),
+    )
+    runs = _query(
+        airflow_db,
+        "SELECT r.partition_key, r.logical_date, r.state, b.sort_ordinal FROM dag_run r"
+        " JOIN backfill_dag_run b ON b.dag_run_id = r.id WHERE r.dag_id = %s ORDER BY b.sort_ordinal",
+        dag_id,
+    )
+    assert runs == [(f"2025-01-0{d}", None, "success", 5 - d) for d in (4, 3, 2, 1)]
+    tis = _query(
+        airflow_db,
+        "SELECT ti.state, count(*) FROM task_instance ti JOIN dag_run r ON r.dag_id = ti.dag_id AND r.run_id = ti.run_id"
+        " WHERE ti.dag_id = %s AND r.backfill_id IS NOT NULL GROUP BY ti.state",
+        dag_id,
+    )
+    assert tis == [("success", 8)]
+    assert _query(airflow_db, "SELECT completed_at IS NOT NULL FROM backfill WHERE dag_id = %s", dag_id) == [
+        (True,)
+    ]
+    assert "wrote slots 1..3" in log and "wrote slots 4..4" in log  # 1 + lookahead 2, then a tick
     assert "completed early" not in log

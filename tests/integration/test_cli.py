@@ -73,6 +73,28 @@ def test_dry_run_json_lists_planned_runs_and_decisions(target: str, sql: psycopg
     assert sql.fetchone() == (0,)
 
 
+def test_partition_keys_and_ordering_in_a_dry_run(target: str) -> None:
+    """Keys as the range, newest first; the table and the JSON list partition keys."""
+    args = ["backfill", "create", "--target", target, "--dag-id", "sidecar_it_partitioned"]
+    args += ["--from-partition-key", "2025-01-01", "--to-date", "2025-01-03", "--ordering", "newest-first"]
+    result = cli(*args, "--dry-run", "--output", "json")
+    assert result.returncode == 0, result.stderr
+    runs = json.loads(result.stdout)
+    assert [(r["partition_key"], r["partition_date"]) for r in runs] == [
+        ("2025-01-03", "2025-01-03T05:00:00+00:00"),
+        ("2025-01-02", "2025-01-02T05:00:00+00:00"),
+        ("2025-01-01", "2025-01-01T05:00:00+00:00"),
+    ]
+    assert runs[0]["logical_date"] is None and runs[0]["run_id"].startswith(
+        "backfill__2025-01-03T05:00:00+00:00__2025-01-03__"
+    )
+    table = cli(*args, "--dry-run")
+    assert table.returncode == 0, table.stderr
+    header, _, first, *_ = table.stdout.splitlines()
+    assert header.split()[:3] == ["ordinal", "partition_key", "partition_date"]
+    assert first.split()[:2] == ["1", "2025-01-03"]
+
+
 def test_create_get_list_pause_cancel(target: str) -> None:
     created = cli(
         "backfill",
@@ -116,13 +138,24 @@ def test_create_get_list_pause_cancel(target: str) -> None:
         (["--dag-id", THREE, "--max-active-runs", "0"], 1, "INVALID_ARGUMENT: max_active_runs must be"),
         (["--dag-id", THREE, "--dag-run-conf", "[1]"], 2, "--dag-run-conf must be a JSON object"),
         (["--dag-id", THREE, "--from-date", "yesterday"], 2, "--from-date: 'yesterday' is not an ISO 8601"),
+        (["--dag-id", THREE, "--to-partition-key", "2025-01-03"], 2, "give --to-date or --to-partition-key"),
+        (
+            ["--dag-id", THREE, "--from-partition-key", "2025-01-01", "--from-date", "2025-01-01"],
+            2,
+            "give --from-date or --from-partition-key (exactly one)",
+        ),
+        (
+            ["--dag-id", THREE, "--run-backwards", "", "--ordering", "oldest-first"],
+            1,
+            "INVALID_ARGUMENT: ordering OLDEST_FIRST contradicts run_backwards",
+        ),
     ],
 )
 def test_errors_are_one_line_and_non_zero(target: str, args: list[str], code: int, message: str) -> None:
     base = {"--from-date": "2025-01-01", "--to-date": "2025-01-03"}
     for i in range(0, len(args), 2):
         base[args[i]] = args[i + 1]
-    flat = [item for pair in base.items() for item in pair]
+    flat = [item for pair in base.items() for item in pair if item]  # "" : a flag without a value
     result = cli("backfill", "--target", target, "create", *flat)
     assert result.returncode == code
     lines = result.stderr.strip().splitlines()

@@ -74,7 +74,9 @@ def message_strategy(message: descriptor.Descriptor, depth: int = 0) -> st.Searc
         return st.builds(
             lambda s, n: cls(seconds=s, nanos=n),
             st.one_of(
-                st.integers(_MIN_TS, _MAX_TS), st.integers(1_600_000_000, 1_800_000_000), st.integers()
+                st.integers(_MIN_TS, _MAX_TS),
+                st.integers(1_600_000_000, 1_800_000_000),
+                st.integers(-(2**63), 2**63 - 1),  # what a Timestamp's int64 seconds can hold
             ),
             st.one_of(st.just(0), st.integers(-1, 1_000_000_000)),
         ).filter(lambda ts: -(2**63) <= ts.seconds < 2**63)
@@ -114,8 +116,10 @@ DAG_IDS = [
     "sidecar_it_depends_on_past",
     "sidecar_it_manual",
     "sidecar_it_no_backfill",
+    "sidecar_it_partitioned",
     "no_such_dag",
 ]
+PARTITION_KEYS = st.sampled_from(["2025-01-01", "2025-01-05", "2025-13-01", "2025-01-01T00:00:00", ""])
 
 
 def _timestamp(low: int, high: int) -> st.SearchStrategy[Message]:
@@ -135,6 +139,9 @@ def plausible_create() -> st.SearchStrategy[Message]:
             dag_run_conf=conf,
             **extra,
         )
+        for end in ("from", "to"):  # a partition key stands for its date
+            if f"{end}_partition_key" in extra:
+                backfill.ClearField(f"{end}_date")  # type: ignore[arg-type]
         return backfill_pb2.CreateBackfillRequest(backfill=backfill, validate_only=days % 3 == 0)
 
     return st.builds(
@@ -150,6 +157,9 @@ def plausible_create() -> st.SearchStrategy[Message]:
                 "max_active_runs": st.integers(-1, 20),
                 "run_backwards": st.booleans(),
                 "mode": st.integers(0, 3),
+                "ordering": st.integers(0, 3),
+                "from_partition_key": PARTITION_KEYS,
+                "to_partition_key": PARTITION_KEYS,
             },
         ),
     )

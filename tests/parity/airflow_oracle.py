@@ -54,11 +54,17 @@ def _arrange(op: dict[str, Any]) -> dict[str, Any]:
         # The timetable's own run, as the scheduler would have made it.
         infos = list(dag.iter_dagrun_infos_between(_parse(op["from_date"]), _parse(op["to_date"])))
         info = infos[op["index"]]
+        run_id = DagRun.generate_run_id(
+            run_type=DagRunType.SCHEDULED, logical_date=info.logical_date, run_after=info.run_after
+        )
+        partition: dict[str, Any] = {}
+        if getattr(info, "partition_key", None):  # 3.2+: a partition's run, with a fixed id
+            run_id = f"scheduled__{info.run_after.isoformat()}__{info.partition_key}"
+            partition = {"partition_key": info.partition_key, "partition_date": info.partition_date}
         run = dag.create_dagrun(
-            run_id=DagRun.generate_run_id(
-                run_type=DagRunType.SCHEDULED, logical_date=info.logical_date, run_after=info.run_after
-            ),
+            run_id=run_id,
             logical_date=info.logical_date,
+            **partition,
             data_interval=info.data_interval,
             run_after=info.run_after,
             conf={"arranged": True},

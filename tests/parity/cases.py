@@ -8,8 +8,10 @@ order). Ranges of one DAG never overlap unless a case is about existing runs.
 
 from __future__ import annotations
 
+import datetime as dt
+
 from tests.parity.harness import Request, at
-from tests.parity.versions import present
+from tests.parity.versions import partitions, present
 
 #: ``parity_evolving``: runs of version 1 made before the DAG changed (tests/parity/conftest.py).
 EVOLVING_RANGE = (at(2024, 4, 1), at(2024, 4, 6))
@@ -142,6 +144,67 @@ ROW_CASES: tuple[Request, ...] = present(
 
 FUTURE = at(2100, 1, 1)
 
+#: An hour boundary shortly before the script runs: the partitions of a range that ends
+#: in the future are all planned (Airflow does not cut partitions off at now).
+_HOUR = dt.datetime.now(dt.UTC).replace(minute=0, second=0, microsecond=0)
+
+#: Partitioned DAGs (3.3's rules): keys in the timetable's zone, partition dates, runs
+#: found by partition date, reprocessing as a new run beside the old one.
+_PARTITION_CASES: tuple[Request, ...] = (
+    Request("partitions_forwards", "parity_partitioned", at(2024, 1, 1), at(2024, 1, 5)),
+    Request("partitions_backwards", "parity_partitioned", at(2024, 2, 1), at(2024, 2, 4), reverse=True),
+    Request(
+        "partitions_earlier_in_flight",
+        "parity_partitioned",
+        at(2024, 1, 1),
+        at(2024, 1, 5),
+        reprocess="completed",
+    ),
+    Request(
+        "partitions_existing_none", "parity_partitioned", at(2024, 5, 1), at(2024, 5, 6), arrange=EVERY_STATE
+    ),
+    Request(
+        "partitions_existing_failed",
+        "parity_partitioned",
+        at(2024, 6, 1),
+        at(2024, 6, 6),
+        reprocess="failed",
+        arrange=EVERY_STATE,
+    ),
+    Request(
+        "partitions_existing_completed_backwards_conf",
+        "parity_partitioned",
+        at(2024, 7, 1),
+        at(2024, 7, 6),
+        reverse=True,
+        reprocess="completed",
+        conf={"from": "backfill"},
+        arrange=EVERY_STATE,
+    ),
+    # Reprocessing again: the partition now has two runs; Airflow looks at the started one.
+    Request(
+        "partitions_reprocessed_twice",
+        "parity_partitioned",
+        at(2024, 6, 1),
+        at(2024, 6, 6),
+        reprocess="failed",
+    ),
+    Request("partitions_autumn_dst", "parity_partitioned_hourly", at(2024, 10, 27), at(2024, 10, 27, 4)),
+    Request(
+        "partitions_spring_dst_backwards",
+        "parity_partitioned_hourly",
+        at(2024, 3, 31),
+        at(2024, 3, 31, 4),
+        reverse=True,
+    ),
+    Request(
+        "partitions_into_the_future",
+        "parity_partitioned_hourly",
+        _HOUR - dt.timedelta(hours=2),
+        _HOUR + dt.timedelta(hours=3),
+    ),
+)
+
 #: Each of Airflow's checks failing; the expected sidecar error class goes with the name.
 VALIDATION_CASES: tuple[Request, ...] = present(
     (
@@ -197,10 +260,14 @@ BETTER_CASES: tuple[Request, ...] = present(
 
 #: DAG features the sidecar refuses (FAILED_PRECONDITION naming them); Airflow accepts them.
 REFUSED_CASES: tuple[Request, ...] = present(
-    (
-        Request("partitioned", "parity_partitioned", at(2024, 1, 1), at(2024, 1, 3), discard=True),
-        Request("deadline_alerts", "parity_deadline", at(2024, 1, 1), at(2024, 1, 3), discard=True),
-    )
+    (Request("deadline_alerts", "parity_deadline", at(2024, 1, 1), at(2024, 1, 3), discard=True),)
+)
+
+ROW_CASES += partitions(_PARTITION_CASES, written=True)
+#: On a minor whose partitioned backfills the sidecar does not reproduce (3.2): refused by name.
+REFUSED_CASES += partitions(
+    (Request("partitioned", "parity_partitioned", at(2024, 1, 1), at(2024, 1, 3), discard=True),),
+    written=False,
 )
 
 SCRIPT: tuple[Request, ...] = ROW_CASES + VALIDATION_CASES + BETTER_CASES + REFUSED_CASES

@@ -1,7 +1,8 @@
 """Column-by-column comparison of the rows two Airflow metadata databases hold.
 
 Rows are matched by natural keys, never by surrogate ids: ``backfill`` by
-``(dag_id, from_date, to_date, nth)``, ``dag_run`` by ``(dag_id, logical_date)``,
+``(dag_id, from_date, to_date, nth)``, ``dag_run`` by ``(dag_id, logical_date)`` (a
+partition's runs by ``(dag_id, partition_date, nth)``, their run ids' random suffix as a form),
 ``task_instance`` by ``(dag_id, run_id, task_id, map_index)``, ``backfill_dag_run`` by its
 backfill and ``sort_ordinal``, ``task_instance_history`` by the TI key and
 ``try_number``. Foreign keys to surrogate ids are translated to the natural key they
@@ -70,6 +71,15 @@ def carrier_form(value: Any) -> str:
     return f"malformed carrier {value!r}"
 
 
+_PARTITION_RUN_ID = re.compile(r"^(backfill__.+__.+__)[A-Za-z0-9]{8}$")
+
+
+def partition_run_id_form(run_id: str) -> str:
+    """A partition's backfill run id with its random suffix as ``<random8>`` (other ids as they are)."""
+    match = _PARTITION_RUN_ID.match(run_id)
+    return match.group(1) + "<random8>" if match else run_id
+
+
 def uuid7_form(value: Any) -> str:
     """``'uuid7'`` for a version-7 UUID, else the value."""
     try:
@@ -123,7 +133,20 @@ def normalise(
         base = (row["dag_id"], row["from_date"], row["to_date"])
         nth[base] = nth.get(base, 0) + 1
         backfill_key[row["id"]] = (*base, nth[base])
-    run_key = {row["id"]: (row["dag_id"], row["logical_date"]) for row in raw["dag_run"]}
+    run_key: dict[int, tuple[Any, ...]] = {}
+    run_name: dict[tuple[str, str], str] = {}  # (dag_id, run_id) -> the run id compared
+    generation: dict[tuple[Any, ...], int] = {}
+    for row in sorted(raw["dag_run"], key=lambda r: r["id"]):
+        if row.get("partition_key") is None:
+            run_key[row["id"]] = (row["dag_id"], row["logical_date"])
+            run_name[(row["dag_id"], row["run_id"])] = row["run_id"]
+            continue
+        # A partition's runs: by partition date and generation (a reprocessed partition keeps
+        # its old run beside the new one), the random suffix of a backfill's run id as a form.
+        base = (row["dag_id"], row["partition_date"])
+        generation[base] = generation.get(base, 0) + 1
+        run_key[row["id"]] = (*base, generation[base])
+        run_name[(row["dag_id"], row["run_id"])] = partition_run_id_form(row["run_id"])
     run_carrier = {(row["dag_id"], row["run_id"]): row["context_carrier"] for row in raw["dag_run"]}
 
     def common(table: str, row: dict[str, Any]) -> dict[str, Any]:
@@ -145,6 +168,7 @@ def normalise(
     for row in raw["dag_run"]:
         values = common("dag_run", row)
         values["id"] = "serial"
+        values["run_id"] = run_name[(row["dag_id"], row["run_id"])]
         values["backfill_id"] = backfill_key.get(row["backfill_id"]) if row["backfill_id"] else None
         result["dag_run"][run_key[row["id"]]] = values
     for row in raw["backfill_dag_run"]:
@@ -159,13 +183,15 @@ def normalise(
         if row["context_carrier"] is not None:
             same = row["context_carrier"] == run_carrier.get((row["dag_id"], row["run_id"]))
             values["context_carrier"] += " (the run's)" if same else " (its own)"
-        key = (row["dag_id"], row["run_id"], row["task_id"], row["map_index"])
+        values["run_id"] = run_name.get((row["dag_id"], row["run_id"]), row["run_id"])
+        key = (row["dag_id"], values["run_id"], row["task_id"], row["map_index"])
         result["task_instance"][key] = values
     for row in raw["task_instance_history"]:
         values = common("task_instance_history", row)
         values["id"] = "serial"
         values["task_instance_id"] = uuid7_form(row["task_instance_id"])
-        key = (row["dag_id"], row["run_id"], row["task_id"], row["map_index"], row["try_number"])
+        values["run_id"] = run_name.get((row["dag_id"], row["run_id"]), row["run_id"])
+        key = (row["dag_id"], values["run_id"], row["task_id"], row["map_index"], row["try_number"])
         result["task_instance_history"][key] = values
     return result
 

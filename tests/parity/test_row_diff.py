@@ -9,13 +9,15 @@ clone; then every row of ``backfill``, ``backfill_dag_run``, ``dag_run``,
 
 from __future__ import annotations
 
+import datetime as dt
+
 import pytest
 
 from tests.parity.cases import ROW_CASES
 from tests.parity.conftest import ParityRun
 from tests.parity.rowdiff import TABLES, snapshot
 from tests.parity.rowdiff import diff as row_diff
-from tests.parity.versions import AIRFLOW_MINOR, WRITES_EMPTY_BACKFILLS
+from tests.parity.versions import AIRFLOW_MINOR, WRITES_EMPTY_BACKFILLS, WRITES_PARTITIONS
 
 pytestmark = [pytest.mark.postgres, pytest.mark.airflow]
 
@@ -84,3 +86,29 @@ def test_diff_reports_a_differing_column(snapshots: tuple[dict, dict]) -> None: 
     changed["task_instance"][key]["priority_weight"] += 1
     found = row_diff(airflow, changed)
     assert [(d.table, d.key, d.column) for d in found] == [("task_instance", key, "priority_weight")]
+
+
+@pytest.mark.skipif(not WRITES_PARTITIONS, reason="the sidecar refuses partitioned DAGs on this minor")
+def test_the_script_covers_partitions(snapshots: tuple[dict, dict]) -> None:  # type: ignore[type-arg]
+    """Partitions are in the diff: no logical date, keys in the zone, a reprocessed partition's
+    second and third run, a repeated key across a DST fall-back, partitions after now."""
+    airflow, sidecar = snapshots
+    runs = {k: r for k, r in airflow["dag_run"].items() if r["partition_key"] is not None}
+    backfilled = [r for r in runs.values() if r["run_type"] == "backfill"]
+    assert backfilled and all(
+        r["logical_date"] is None and r["data_interval_start"] is None for r in runs.values()
+    )
+    assert all(
+        r["run_id"].endswith("__<random8>") and r["run_after"] == r["partition_date"] for r in backfilled
+    )
+    assert max(key[2] for key in runs) == 3  # arranged, reprocessed, reprocessed again
+    daily = {r["partition_key"] for r in runs.values() if r["dag_id"] == "parity_partitioned"}
+    assert "2024-01-01" in daily  # Taipei's midnight, 16:00 UTC the day before
+    hourly = [r["partition_key"] for r in backfilled if r["dag_id"] == "parity_partitioned_hourly"]
+    assert hourly.count("2024-10-27T02:00:00") == 2
+    now = dt.datetime.now(dt.UTC)
+    assert any(r["partition_date"] > now for r in backfilled)
+    slots = [s for s in airflow["backfill_dag_run"].values() if s["partition_key"] is not None]
+    assert {s["exception_reason"] for s in slots} == {None, "in flight", "already exists"}
+    assert all(s["logical_date"] is None for s in slots)
+    assert len([r for r in sidecar["dag_run"].values() if r["partition_key"] is not None]) == len(runs)

@@ -18,6 +18,7 @@ AIRFLOW_MINOR = ".".join(AIRFLOW_VERSION.split(".")[:2])
 MISSING_DAGS: dict[str, dict[str, str]] = {
     "3.1": {
         "parity_partitioned": "CronPartitionTimetable is new in 3.2",
+        "parity_partitioned_hourly": "CronPartitionTimetable is new in 3.2",
         "parity_no_backfill": "allowed_run_types is new in 3.2",
         "parity_pinned_version": "rerun_with_latest_version is new in 3.3",
         "parity_deadline": "3.1's DeadlineAlert takes no SyncCallback",
@@ -30,6 +31,16 @@ def present(cases: Iterable[Request]) -> tuple[Request, ...]:
     """The cases whose DAG the Airflow under test can declare."""
     missing = MISSING_DAGS.get(AIRFLOW_MINOR, {})
     return tuple(case for case in cases if case.dag_id not in missing)
+
+
+#: Whether the sidecar writes partitioned backfills on the minor under test (3.3's rules);
+#: on 3.2 it refuses them by name (``sidecar.store._versions``: ``partitions_not_yet``).
+WRITES_PARTITIONS = AIRFLOW_MINOR not in ("3.1", "3.2")
+
+
+def partitions(cases: Iterable[Request], *, written: bool) -> tuple[Request, ...]:
+    """``cases`` (of partitioned DAGs) if the sidecar writes them (``written``) or refuses them."""
+    return present(cases) if written == WRITES_PARTITIONS else ()
 
 
 #: The exception classes each minor's ``_create_backfill`` raises for the validation cases.

@@ -124,7 +124,17 @@ def test_non_periodic(type_path: str) -> None:
         {"__type": "my_plugin.MyTimetable", "__var": {}},
         {
             "__type": "airflow.timetables.trigger.CronPartitionTimetable",
-            "__var": {"expression": "@daily", "timezone": "UTC", "run_offset": 0, "key_format": "%Y"},
+            "__var": {"expression": "@daily", "timezone": "UTC", "run_offset": 0, "key_format": 4},
+        },
+        {
+            "__type": "airflow.timetables.assets.AssetOrTimeSchedule",
+            "__var": {
+                "asset_condition": {},
+                "timetable": {
+                    "__type": "airflow.timetables.trigger.CronPartitionTimetable",
+                    "__var": {"expression": "@daily", "timezone": "UTC", "run_offset": 0, "key_format": "%Y"},
+                },
+            },
         },
         delta_trigger(0.0),
         cron_trigger("@daily", "Not/AZone"),
@@ -181,3 +191,28 @@ def test_validate_range() -> None:
     with pytest.raises(FutureDateRange):
         validate_range(d(2031, 1, 1), d(2032, 1, 1), NOW)
     validate_range(d(2029, 1, 1), d(2032, 1, 1), NOW)
+
+
+def test_partitioned_timetable_plans_partitions_without_a_cutoff() -> None:
+    """Keys in the zone, the bounds' wall clock read there, every partition kept (no cut-off)."""
+    encoded = {
+        "__type": "airflow.timetables.trigger.CronPartitionTimetable",
+        "__var": {
+            "expression": "0 0 * * *",
+            "timezone": "Asia/Taipei",
+            "run_offset": 1,
+            "key_format": "%Y-%m-%d",
+        },
+    }
+    tt = parse_timetable(encoded, dag_id="d")
+    assert tt.partitioned and tt.summary == "0 0 * * *"
+    runs = list(BackfillPlan(tt, d(2025, 1, 1), d(2025, 1, 3), True, d(2025, 1, 1)).runs())
+    assert [r.info.partition_key for r in runs] == ["2025-01-03", "2025-01-02", "2025-01-01"]
+    assert [r.info.partition_date for r in runs] == [
+        d(2025, 1, 2, 16),
+        d(2025, 1, 1, 16),
+        d(2024, 12, 31, 16),
+    ]
+    assert all(r.info.run_after == r.info.partition_date for r in runs)
+    assert runs[0].run_id.startswith("backfill__2025-01-02T16:00:00+00:00__2025-01-03__")
+    assert runs[0].run_id != run_id_for(runs[0].info)  # a random suffix per call, as in Airflow

@@ -92,3 +92,26 @@ def test_trace_carriers_and_conf_follow_each_minor() -> None:
     assert AIRFLOW_3_1.conf_rules.conf_keys_first
     assert AIRFLOW_3_1.conf_rules.no_value == "No value passed and Param has no default value"
     assert AIRFLOW_3_2.conf_rules == AIRFLOW_3_3.conf_rules
+
+
+def test_partitioned_dags_are_refused_by_name_where_their_rules_are_not_reproduced() -> None:
+    """3.2 plans partitions by other rules than 3.3 (sidecar/store/_versions.py): refused, named."""
+    from types import SimpleNamespace
+
+    from sidecar.engine._model import BackfillSpec
+    from sidecar.engine._plans import check_dag
+    from sidecar.errors import UnsupportedFeature
+
+    partitioned = {"__type": "airflow.timetables.trigger.CronPartitionTimetable", "__var": {}}
+    spec = BackfillSpec(dag_id="p", from_date=None, to_date=None)  # type: ignore[arg-type]
+    assert AIRFLOW_3_3.partitions_not_yet is None
+    for contract in (AIRFLOW_3_2, AIRFLOW_3_3):
+        loaded = SimpleNamespace(
+            allowed_run_types=None, airflow=contract, template=SimpleNamespace(timetable=partitioned)
+        )
+        if contract is AIRFLOW_3_3:
+            assert check_dag(spec, loaded) is loaded  # type: ignore[arg-type]
+            continue
+        with pytest.raises(UnsupportedFeature, match=r"partitioned DAGs on Airflow 3\.2") as refused:
+            check_dag(spec, loaded)  # type: ignore[arg-type]
+        assert refused.value.field == "backfill.dag_id"

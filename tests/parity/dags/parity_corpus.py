@@ -189,16 +189,26 @@ with DAG(
 ):
     EmptyOperator(task_id="only")
 
-# Refused by the sidecar (FAILED_PRECONDITION naming the feature), accepted by Airflow:
-# a partitioned timetable, and deadline alerts (Airflow writes ``deadline`` rows with
-# callbacks for each run; the sidecar does not reproduce them).
+# Partitioned DAGs (3.2 and newer; the sidecar writes them as 3.3 does and refuses them on
+# 3.2 by name): daily partitions in a zone ahead of UTC with a day key, and hourly ones
+# across a DST change with Airflow's default key format.
 if CronPartitionTimetable is not None:
     with DAG(
         dag_id="parity_partitioned",
-        schedule=CronPartitionTimetable("0 0 * * *", timezone="UTC"),
+        schedule=CronPartitionTimetable("0 0 * * *", timezone="Asia/Taipei", key_format="%Y-%m-%d"),
+        **COMMON,
+    ):
+        EmptyOperator(task_id="extract") >> EmptyOperator(task_id="load", retries=2)
+    with DAG(
+        dag_id="parity_partitioned_hourly",
+        schedule=CronPartitionTimetable("0 * * * *", timezone="Europe/Amsterdam", run_offset=1),
         **COMMON,
     ):
         EmptyOperator(task_id="only")
+
+# Refused by the sidecar (FAILED_PRECONDITION naming the feature), accepted by Airflow:
+# deadline alerts (Airflow writes ``deadline`` rows with callbacks for each run; the
+# sidecar does not reproduce them).
 
 
 def notify(**kwargs: object) -> None:

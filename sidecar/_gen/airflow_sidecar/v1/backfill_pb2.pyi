@@ -28,6 +28,28 @@ else:
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class _Ordering:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _OrderingEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Ordering.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    ORDERING_UNSPECIFIED: _Ordering.ValueType  # 0
+    ORDERING_OLDEST_FIRST: _Ordering.ValueType  # 1
+    """The oldest date or partition first (Airflow's default)."""
+    ORDERING_NEWEST_FIRST: _Ordering.ValueType  # 2
+    """The newest first (Airflow's `run_backwards`)."""
+
+class Ordering(_Ordering, metaclass=_OrderingEnumTypeWrapper):
+    """The order of a backfill's runs (`sort_ordinal` 1 first)."""
+
+ORDERING_UNSPECIFIED: Ordering.ValueType  # 0
+ORDERING_OLDEST_FIRST: Ordering.ValueType  # 1
+"""The oldest date or partition first (Airflow's default)."""
+ORDERING_NEWEST_FIRST: Ordering.ValueType  # 2
+"""The newest first (Airflow's `run_backwards`)."""
+Global___Ordering: _TypeAlias = Ordering  # noqa: Y015
+
 class _Mode:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -207,6 +229,9 @@ class Backfill(_message.Message):
     PAUSE_REASON_FIELD_NUMBER: _builtins.int
     DAG_MAX_ACTIVE_RUNS_FIELD_NUMBER: _builtins.int
     CONCURRENT_FIELD_NUMBER: _builtins.int
+    FROM_PARTITION_KEY_FIELD_NUMBER: _builtins.int
+    TO_PARTITION_KEY_FIELD_NUMBER: _builtins.int
+    ORDERING_FIELD_NUMBER: _builtins.int
     ESTIMATE_FIELD_NUMBER: _builtins.int
     WEBHOOK_FIELD_NUMBER: _builtins.int
     name: _builtins.str
@@ -222,7 +247,7 @@ class Backfill(_message.Message):
     max_active_runs: _builtins.int
     """Runs of this backfill allowed to run at once; unset means 10 (Airflow's default)."""
     run_backwards: _builtins.bool
-    """Create the latest run first."""
+    """Create the latest run first (`ordering` NEWEST_FIRST)."""
     mode: Global___Mode.ValueType
     """How runs are materialised."""
     is_paused: _builtins.bool
@@ -267,13 +292,25 @@ class Backfill(_message.Message):
     (an overlapping one is refused, naming it and the overlapping dates). False: Airflow's
     rule, one open backfill per DAG.
     """
+    from_partition_key: _builtins.str
+    """The first partition of a partitioned DAG's backfill, given by its key (the timetable's
+    `key_format`, in its time zone) instead of `from_date`: it must name exactly one
+    partition. Input only: the backfill stores and returns the equivalent `from_date`.
+    """
+    to_partition_key: _builtins.str
+    """The last partition, given by its key instead of `to_date` (as `from_partition_key`)."""
+    ordering: Global___Ordering.ValueType
+    """The order runs are created and started in; another spelling of `run_backwards`
+    (NEWEST_FIRST is `run_backwards: true`). Unset on input: `run_backwards` decides;
+    OLDEST_FIRST with `run_backwards: true` is refused. Always set on output.
+    """
     @_builtins.property
     def from_date(self) -> _timestamp_pb2.Timestamp:
-        """First date of the range (inclusive)."""
+        """First date of the range (inclusive). Required, unless `from_partition_key` is given."""
 
     @_builtins.property
     def to_date(self) -> _timestamp_pb2.Timestamp:
-        """Last date of the range (inclusive)."""
+        """Last date of the range (inclusive). Required, unless `to_partition_key` is given."""
 
     @_builtins.property
     def progress(self) -> Global___Progress:
@@ -343,12 +380,15 @@ class Backfill(_message.Message):
         pause_reason: _builtins.str = ...,
         dag_max_active_runs: _builtins.int | None = ...,
         concurrent: _builtins.bool = ...,
+        from_partition_key: _builtins.str = ...,
+        to_partition_key: _builtins.str = ...,
+        ordering: Global___Ordering.ValueType = ...,
         estimate: Global___Estimate | None = ...,
         webhook: Global___Webhook | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_dag_max_active_runs", b"_dag_max_active_runs", "_max_active_runs", b"_max_active_runs", "_max_failed_runs", b"_max_failed_runs", "_run_on_latest_version", b"_run_on_latest_version", "complete_time", b"complete_time", "create_time", b"create_time", "dag_max_active_runs", b"dag_max_active_runs", "estimate", b"estimate", "from_date", b"from_date", "max_active_runs", b"max_active_runs", "max_failed_runs", b"max_failed_runs", "progress", b"progress", "run_on_latest_version", b"run_on_latest_version", "task_selection", b"task_selection", "to_date", b"to_date", "update_time", b"update_time", "webhook", b"webhook", "write_failure", b"write_failure"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_dag_max_active_runs", b"_dag_max_active_runs", "_max_active_runs", b"_max_active_runs", "_max_failed_runs", b"_max_failed_runs", "_run_on_latest_version", b"_run_on_latest_version", "bundle_version", b"bundle_version", "complete_time", b"complete_time", "concurrent", b"concurrent", "create_time", b"create_time", "dag_id", b"dag_id", "dag_max_active_runs", b"dag_max_active_runs", "dag_run_conf", b"dag_run_conf", "estimate", b"estimate", "from_date", b"from_date", "id", b"id", "is_paused", b"is_paused", "max_active_runs", b"max_active_runs", "max_failed_runs", b"max_failed_runs", "mode", b"mode", "name", b"name", "pause_reason", b"pause_reason", "priority", b"priority", "progress", b"progress", "reprocess_behavior", b"reprocess_behavior", "run_backwards", b"run_backwards", "run_on_latest_version", b"run_on_latest_version", "state", b"state", "task_selection", b"task_selection", "to_date", b"to_date", "triggering_user_name", b"triggering_user_name", "update_time", b"update_time", "webhook", b"webhook", "write_failure", b"write_failure"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_dag_max_active_runs", b"_dag_max_active_runs", "_max_active_runs", b"_max_active_runs", "_max_failed_runs", b"_max_failed_runs", "_run_on_latest_version", b"_run_on_latest_version", "bundle_version", b"bundle_version", "complete_time", b"complete_time", "concurrent", b"concurrent", "create_time", b"create_time", "dag_id", b"dag_id", "dag_max_active_runs", b"dag_max_active_runs", "dag_run_conf", b"dag_run_conf", "estimate", b"estimate", "from_date", b"from_date", "from_partition_key", b"from_partition_key", "id", b"id", "is_paused", b"is_paused", "max_active_runs", b"max_active_runs", "max_failed_runs", b"max_failed_runs", "mode", b"mode", "name", b"name", "ordering", b"ordering", "pause_reason", b"pause_reason", "priority", b"priority", "progress", b"progress", "reprocess_behavior", b"reprocess_behavior", "run_backwards", b"run_backwards", "run_on_latest_version", b"run_on_latest_version", "state", b"state", "task_selection", b"task_selection", "to_date", b"to_date", "to_partition_key", b"to_partition_key", "triggering_user_name", b"triggering_user_name", "update_time", b"update_time", "webhook", b"webhook", "write_failure", b"write_failure"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__dag_max_active_runs: _TypeAlias = _typing.Literal["dag_max_active_runs"]  # noqa: Y015
     _WhichOneofArgType__dag_max_active_runs: _TypeAlias = _typing.Literal["_dag_max_active_runs", b"_dag_max_active_runs"]  # noqa: Y015
@@ -683,6 +723,8 @@ class BackfillRun(_message.Message):
     DISPOSITION_FIELD_NUMBER: _builtins.int
     DAG_RUN_ID_FIELD_NUMBER: _builtins.int
     STATE_FIELD_NUMBER: _builtins.int
+    PARTITION_KEY_FIELD_NUMBER: _builtins.int
+    PARTITION_DATE_FIELD_NUMBER: _builtins.int
     sort_ordinal: _builtins.int
     """1-based position in the plan."""
     run_id: _builtins.str
@@ -693,6 +735,8 @@ class BackfillRun(_message.Message):
     """Airflow's `dag_run.id`, 0 when no run is linked."""
     state: _builtins.str
     """The run's state (`queued`, `running`, `success`, `failed`), empty when none."""
+    partition_key: _builtins.str
+    """A partitioned DAG's partition key (its run then has no logical date nor data interval)."""
     @_builtins.property
     def logical_date(self) -> _timestamp_pb2.Timestamp:
         """The run's logical date."""
@@ -709,6 +753,12 @@ class BackfillRun(_message.Message):
     def run_after(self) -> _timestamp_pb2.Timestamp:
         """Earliest time the run may start."""
 
+    @_builtins.property
+    def partition_date(self) -> _timestamp_pb2.Timestamp:
+        """The partition's date (the cron tick; also `run_after`); unset for a skipped
+        partition's written slot (no run says it) and for runs that are not partitions.
+        """
+
     def __init__(
         self,
         *,
@@ -721,10 +771,12 @@ class BackfillRun(_message.Message):
         disposition: Global___Disposition.ValueType = ...,
         dag_run_id: _builtins.int = ...,
         state: _builtins.str = ...,
+        partition_key: _builtins.str = ...,
+        partition_date: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["data_interval_end", b"data_interval_end", "data_interval_start", b"data_interval_start", "logical_date", b"logical_date", "run_after", b"run_after"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["data_interval_end", b"data_interval_end", "data_interval_start", b"data_interval_start", "logical_date", b"logical_date", "partition_date", b"partition_date", "run_after", b"run_after"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["dag_run_id", b"dag_run_id", "data_interval_end", b"data_interval_end", "data_interval_start", b"data_interval_start", "disposition", b"disposition", "logical_date", b"logical_date", "run_after", b"run_after", "run_id", b"run_id", "sort_ordinal", b"sort_ordinal", "state", b"state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dag_run_id", b"dag_run_id", "data_interval_end", b"data_interval_end", "data_interval_start", b"data_interval_start", "disposition", b"disposition", "logical_date", b"logical_date", "partition_date", b"partition_date", "partition_key", b"partition_key", "run_after", b"run_after", "run_id", b"run_id", "sort_ordinal", b"sort_ordinal", "state", b"state"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
