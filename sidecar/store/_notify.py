@@ -174,8 +174,6 @@ async def record_events(
             .values(notified_state=state.value)
         )
         kind = _KIND_OF.get(state.value)
-        if state is State.PAUSED and row.pause_reason:  # paused by the sidecar: max_failed_runs reached
-            kind = EventKind.FAILED_THRESHOLD
         if state is State.PAUSED and row.pause_reason is not None:  # the ledger's failed-runs pause
             kind = EventKind.FAILED_THRESHOLD
         if moved.rowcount != 1 or kind is None:  # another replica recorded it; or an unpause
