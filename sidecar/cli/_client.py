@@ -70,6 +70,13 @@ def parse_when(value: str, flag: str) -> dt.datetime:
 _WEBHOOK_FORMATS = {"json": pb.Webhook.FORMAT_JSON, "slack": pb.Webhook.FORMAT_SLACK}
 
 
+def _set_webhook(backfill: pb.Backfill, args: argparse.Namespace) -> None:
+    """``--webhook-url`` and ``--webhook-format`` into the request."""
+    if args.webhook_url is not None:
+        backfill.webhook.url = args.webhook_url
+        backfill.webhook.format = _WEBHOOK_FORMATS[args.webhook_format]
+
+
 def _set_bound(backfill: pb.Backfill, end: str, date: str | None, key: str | None) -> None:
     """``--<end>-date`` or ``--<end>-partition-key`` (exactly one) into the request."""
     if (date is None) == (key is None):
@@ -373,9 +380,7 @@ def _create(
     if selection := _task_selection(args):
         backfill.task_selection.CopyFrom(selection)
     _set_controls(backfill, args)
-    if args.webhook_url is not None:
-        backfill.webhook.url = args.webhook_url
-        backfill.webhook.format = _WEBHOOK_FORMATS[args.webhook_format]
+    _set_webhook(backfill, args)
     request = pb.CreateBackfillRequest(
         backfill=backfill,
         validate_only=args.dry_run,

@@ -20,7 +20,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
-from typing import Any
+from typing import Any, Literal
 
 import grpc
 from google.protobuf.message import Message
@@ -61,6 +61,15 @@ class TaskSelectionBody(BaseModel):
     )
 
 
+class WebhookBody(BaseModel):
+    """A sidecar extension (Airflow has no such field): where the backfill's events are POSTed."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    url: str = Field(description="https:// URL; never shown back (a Slack URL's path is its secret).")
+    format: Literal["json", "slack"] = Field(default="json", description="json, or a Slack message.")
+
+
 class BackfillPostBody(BaseModel):
     """Object used for create backfill request."""
 
@@ -84,6 +93,9 @@ class BackfillPostBody(BaseModel):
         default=None, description="Sidecar extension: run only these tasks (docs/controls.md, Task subsets)."
     )
     # Sidecar extensions (docs/controls.md): Airflow's API has no such fields.
+    webhook: WebhookBody | None = Field(
+        default=None, description="Sidecar extension: POST the backfill's events, signed (docs/controls.md)."
+    )
     max_failed_runs: int | None = Field(
         default=None, description="Sidecar extension: pause the backfill once this many of its runs failed."
     )
@@ -263,6 +275,26 @@ def backfill_json(b: pb.Backfill) -> dict[str, Any]:
         concurrent=b.concurrent,
     )
     shown = response.model_dump(mode="json")
+    if b.HasField("webhook"):  # sidecar extensions, only on backfills that have them
+        w = b.webhook
+        shown["webhook"] = {
+            "target": w.target,
+            "format": "slack" if w.format == pb.Webhook.FORMAT_SLACK else "json",
+            "undelivered": w.undelivered,
+            "given_up": w.given_up,
+            "last_error": w.last_error or None,
+        }
+    if b.HasField("estimate"):
+        e = b.estimate
+        shown["estimate"] = {
+            "basis": e.basis,
+            "sample_size": e.sample_size,
+            "run_duration_p50_seconds": e.run_duration_p50.ToTimedelta().total_seconds(),
+            "run_duration_p90_seconds": e.run_duration_p90.ToTimedelta().total_seconds(),
+            "runs_remaining": e.runs_remaining,
+            "remaining_p50_seconds": e.remaining_p50.ToTimedelta().total_seconds(),
+            "remaining_p90_seconds": e.remaining_p90.ToTimedelta().total_seconds(),
+        }
     if b.HasField("task_selection"):  # the sidecar extension, only on backfills that have one
         s = b.task_selection
         shown["task_selection"] = TaskSelectionBody(
@@ -343,6 +375,13 @@ def create_request(body: BackfillPostBody, *, dry_run: bool) -> pb.CreateBackfil
     )
     if body.run_on_latest_version is not None:
         backfill.run_on_latest_version = body.run_on_latest_version
+    if body.webhook is not None:
+        if _SURROGATE.search(body.webhook.url):
+            raise _LocalError(422, "webhook.url is not valid Unicode (a lone surrogate)")
+        backfill.webhook.url = body.webhook.url
+        backfill.webhook.format = (
+            pb.Webhook.FORMAT_SLACK if body.webhook.format == "slack" else pb.Webhook.FORMAT_JSON
+        )
     if body.task_selection is not None:
         if any(
             _SURROGATE.search(t)
