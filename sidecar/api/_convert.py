@@ -80,6 +80,34 @@ def datetime_of(message: Message, name: str, field: str) -> dt.datetime:
         raise InvalidArgument(f"{field} is out of range: {exc}", field=field) from exc
 
 
+#: The widest UTC offset a bound may carry (a Python ``timezone`` is less than a day).
+_MAX_OFFSET_SECONDS = 24 * 3600 - 60
+
+
+def bound_of(backfill: pb.Backfill, name: str) -> dt.datetime:
+    """The range bound ``name`` as the caller wrote it: its instant, in its UTC offset.
+
+    Raises:
+        InvalidArgument: the bound is unset or out of range, or its offset is not a whole
+            number of minutes within a day either way.
+    """
+    instant = datetime_of(backfill, name, f"backfill.{name}")
+    field = f"backfill.{name}_utc_offset_seconds"
+    seconds: int = getattr(backfill, f"{name}_utc_offset_seconds")
+    if seconds % 60 or abs(seconds) > _MAX_OFFSET_SECONDS:
+        raise InvalidArgument(
+            f"{field} must be a whole number of minutes between -23:59 and +23:59, got {seconds} seconds",
+            field=field,
+        )
+    return instant if seconds == 0 else instant.astimezone(dt.timezone(dt.timedelta(seconds=seconds)))
+
+
+def utc_offset_of(value: dt.datetime) -> int:
+    """The UTC offset of an aware datetime, in seconds (0 for UTC)."""
+    offset = value.utcoffset()
+    return 0 if offset is None else int(offset.total_seconds())
+
+
 def parse_conf(text: str) -> dict[str, Any] | None:
     """``dag_run_conf`` JSON text as a dict (empty text: none given).
 
@@ -149,8 +177,8 @@ def spec_of(request: pb.CreateBackfillRequest, principal: str | None) -> Backfil
         )
     return BackfillSpec(
         dag_id=b.dag_id,
-        from_date=datetime_of(b, "from_date", "backfill.from_date"),
-        to_date=datetime_of(b, "to_date", "backfill.to_date"),
+        from_date=bound_of(b, "from_date"),
+        to_date=bound_of(b, "to_date"),
         run_backwards=b.run_backwards,
         reprocess_behavior=_REPROCESS_IN[b.reprocess_behavior],
         max_active_runs=b.max_active_runs if b.HasField("max_active_runs") else DEFAULT_MAX_ACTIVE_RUNS,
@@ -194,6 +222,8 @@ def backfill_message(view: BackfillView) -> pb.Backfill:
         update_time=timestamp(view.updated_at),
         complete_time=timestamp(view.completed_at),
         write_failure=_write_failure(view.write_failure),
+        from_date_utc_offset_seconds=utc_offset_of(view.from_date),
+        to_date_utc_offset_seconds=utc_offset_of(view.to_date),
     )
 
 

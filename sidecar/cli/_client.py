@@ -276,8 +276,12 @@ def _create(
         mode=_MODES[args.mode],
         dag_run_conf=conf,
     )
-    backfill.from_date.FromDatetime(parse_when(args.from_date, "--from-date"))
-    backfill.to_date.FromDatetime(parse_when(args.to_date, "--to-date"))
+    for name, flag in (("from_date", "--from-date"), ("to_date", "--to-date")):
+        when = parse_when(getattr(args, name), flag)
+        getattr(backfill, name).FromDatetime(when.astimezone(dt.UTC))
+        # The offset it was written in travels beside the instant: Airflow keeps it (run ids).
+        offset = when.utcoffset()
+        setattr(backfill, f"{name}_utc_offset_seconds", int(offset.total_seconds()) if offset else 0)
     if args.max_active_runs is not None:
         backfill.max_active_runs = args.max_active_runs
     request = pb.CreateBackfillRequest(

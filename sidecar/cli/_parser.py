@@ -121,8 +121,16 @@ def _add_backfill(commands: argparse._SubParsersAction[argparse.ArgumentParser])
         "create", parents=[connection], help="create a backfill (or plan one with --dry-run)"
     )
     create.add_argument("--dag-id", required=True, help="the DAG to backfill (it must allow backfills)")
-    create.add_argument("--from-date", required=True, help="ISO date/datetime, inclusive (no offset: UTC)")
-    create.add_argument("--to-date", required=True, help="ISO date/datetime, inclusive (no offset: UTC)")
+    create.add_argument(
+        "--from-date",
+        required=True,
+        help="ISO date/datetime, inclusive, with an optional UTC offset kept as Airflow keeps it (none: UTC)",
+    )
+    create.add_argument(
+        "--to-date",
+        required=True,
+        help="ISO date/datetime, inclusive, with an optional UTC offset kept as Airflow keeps it (none: UTC)",
+    )
     create.add_argument(
         "--max-active-runs", type=int, default=None, help="runs of this backfill running at once (default 10)"
     )

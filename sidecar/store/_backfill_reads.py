@@ -15,8 +15,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from sidecar.auth import Access
 from sidecar.errors import BackfillNotFound
+from sidecar.planning import with_offset
 from sidecar.store._phases import Phase, WriteFailure, lifecycle_of, state_filter, state_of
-from sidecar.store._tables import backfill, dag_run, sidecar_backfill
+from sidecar.store._tables import OFFSET_COLUMNS, backfill, dag_run, sidecar_backfill
 from sidecar.vocabulary import Mode, ReprocessBehavior, State
 
 __all__ = [
@@ -84,8 +85,8 @@ class BackfillRecord:
         return cls(
             id=row.id,
             dag_id=row.dag_id,
-            from_date=row.from_date,
-            to_date=row.to_date,
+            from_date=with_offset(row.from_date, row.from_utc_offset or 0),
+            to_date=with_offset(row.to_date, row.to_utc_offset or 0),
             dag_run_conf=_conf(row.dag_run_conf),
             reprocess_behavior=_reprocess(row.reprocess_behavior),
             max_active_runs=row.max_active_runs,
@@ -116,6 +117,7 @@ _COLUMNS = (
     sidecar_backfill.c.failure_message,
     sidecar_backfill.c.failure_attempts,
     sidecar_backfill.c.failed_at,
+    *OFFSET_COLUMNS,
 )
 
 
@@ -261,8 +263,8 @@ class PlanRecord:
             run_backwards=bool(row.run_backwards),
             cutoff=row.cutoff,
             timetable=row.timetable,
-            from_date=row.from_date,
-            to_date=row.to_date,
+            from_date=with_offset(row.from_date, row.from_utc_offset or 0),
+            to_date=with_offset(row.to_date, row.to_utc_offset or 0),
             planned_count=row.planned_count,
             written_count=int(row.written_count),
             skipped_count=int(row.skipped_count),

@@ -14,6 +14,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from sidecar.errors import BackfillAlreadyRunning
+from sidecar.planning import utc_offset_seconds
 from sidecar.store._phases import Phase
 from sidecar.store._tables import backfill, sidecar_backfill
 from sidecar.store._versions import contract_of
@@ -136,6 +137,8 @@ async def insert_backfill(conn: AsyncConnection, new: NewBackfill) -> int | None
             "request_id": new.request_id or None,
             "principal": new.principal,
             "request_fingerprint": new.request_fingerprint,
+            "from_utc_offset": utc_offset_seconds(new.from_date) or None,
+            "to_utc_offset": utc_offset_seconds(new.to_date) or None,
             "created_at": new.now,
             "updated_at": new.now,
         },

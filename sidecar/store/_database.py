@@ -16,6 +16,7 @@ from sidecar.store._secrets import create_page_token_key
 from sidecar.store._tables import (
     AIRFLOW_TABLES,
     FAILURE_COLUMNS,
+    OFFSET_COLUMNS,
     SIDECAR_SCHEMA,
     sidecar_backfill,
     sidecar_metadata,
@@ -242,6 +243,8 @@ _MIGRATIONS: list[Callable[[Connection], None]] = [
     _scope_request_ids,
     # 4: the page-token key every replica shares.
     _create_secrets,
+    # 5: the UTC offsets the range bounds were given in (run ids keep the caller's offset).
+    lambda conn: _add_columns(conn, sidecar_backfill, OFFSET_COLUMNS),
 ]
 
 

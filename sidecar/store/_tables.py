@@ -264,6 +264,11 @@ sidecar_backfill = sa.Table(
     # Who created it (migration step 3): request ids are scoped to it ("" without auth).
     sa.Column("principal", sa.String(512), nullable=False, server_default=""),
     sa.UniqueConstraint("principal", "request_id", name="sidecar_backfill_principal_request_id_key"),
+    # The UTC offsets (seconds east of UTC) the range bounds were given in (migration step 5;
+    # NULL: UTC). Airflow's ``backfill`` row stores only the instants; a run on the lower
+    # bound keeps the caller's offset in its run id, as Airflow's does.
+    sa.Column("from_utc_offset", sa.Integer),
+    sa.Column("to_utc_offset", sa.Integer),
 )
 
 #: The columns migration step 2 added to ``sidecar_backfill``.
@@ -271,6 +276,9 @@ FAILURE_COLUMNS = tuple(
     sidecar_backfill.c[name]
     for name in ("failure_reason", "failure_message", "failure_attempts", "failed_at")
 )
+
+#: The columns migration step 5 added to ``sidecar_backfill``.
+OFFSET_COLUMNS = (sidecar_backfill.c.from_utc_offset, sidecar_backfill.c.to_utc_offset)
 
 #: The sidecar's own secrets, shared by every replica (the page-token key), hex-encoded.
 sidecar_secret = sa.Table(

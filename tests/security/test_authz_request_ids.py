@@ -102,7 +102,7 @@ async def test_the_migration_scopes_request_ids_on_postgresql(
         sql.execute("SELECT length(value) FROM airflow_sidecar.sidecar_secret WHERE name = 'page_token_key'")
         assert sql.fetchall() == [(64,)]
         sql.execute("SELECT max(version) FROM airflow_sidecar.sidecar_schema_version")
-        assert sql.fetchone() == (4,)
+        assert sql.fetchone() == (5,)
         again = await BackfillEngine(db).create(spec(), request_id="before", principal="someone")
         assert again.id != old.id
     finally:

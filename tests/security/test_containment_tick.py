@@ -284,5 +284,5 @@ async def test_migration_step_2_adds_the_reason_columns_to_an_existing_table(
     )
     assert sorted(name for (name,) in sql.fetchall()) == sorted(c.name for c in FAILURE_COLUMNS)
     sql.execute("SELECT max(version) FROM airflow_sidecar.sidecar_schema_version")
-    assert sql.fetchone() == (4,)  # step 2 and every step since
+    assert sql.fetchone() == (5,)  # step 2 and every step since
     await prepare(database)  # idempotent

@@ -56,7 +56,7 @@ async def test_migration_step_2_on_sqlite(engine: BackfillEngine, db_path: Path)
     await prepare(engine.db)
     columns = {row[1] for row in rows(db_path, "PRAGMA table_info(sidecar_backfill)")}
     assert {c.name for c in FAILURE_COLUMNS} <= columns
-    assert rows(db_path, "SELECT max(version) FROM sidecar_schema_version") == [(4,)]  # every step since
+    assert rows(db_path, "SELECT max(version) FROM sidecar_schema_version") == [(5,)]  # every step since
 
 
 async def test_a_failing_backfill_is_set_aside_and_the_other_is_written(

@@ -29,7 +29,7 @@ from google.api import resource_pb2 as google_dot_api_dot_resource__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!airflow_sidecar/v1/backfill.proto\x12\x12\x61irflow_sidecar.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x19google/api/resource.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb8\x07\n\x08\x42\x61\x63kfill\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x08\x12\x10\n\x02id\x18\x02 \x01(\x03\x42\x04\xe2\x41\x01\x03\x12\x14\n\x06\x64\x61g_id\x18\x03 \x01(\tB\x04\xe2\x41\x01\x02\x12\x33\n\tfrom_date\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x02\x12\x31\n\x07to_date\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x02\x12\x14\n\x0c\x64\x61g_run_conf\x18\x06 \x01(\t\x12\x41\n\x12reprocess_behavior\x18\x07 \x01(\x0e\x32%.airflow_sidecar.v1.ReprocessBehavior\x12\x1c\n\x0fmax_active_runs\x18\x08 \x01(\x05H\x00\x88\x01\x01\x12\x15\n\rrun_backwards\x18\t \x01(\x08\x12&\n\x04mode\x18\n \x01(\x0e\x32\x18.airflow_sidecar.v1.Mode\x12\x17\n\tis_paused\x18\x0b \x01(\x08\x42\x04\xe2\x41\x01\x03\x12\x37\n\x05state\x18\x0c \x01(\x0e\x32\".airflow_sidecar.v1.Backfill.StateB\x04\xe2\x41\x01\x03\x12\x34\n\x08progress\x18\r \x01(\x0b\x32\x1c.airflow_sidecar.v1.ProgressB\x04\xe2\x41\x01\x03\x12\"\n\x14triggering_user_name\x18\x0e \x01(\tB\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x63reate_time\x18\x0f \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0bupdate_time\x18\x10 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x37\n\rcomplete_time\x18\x11 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12=\n\rwrite_failure\x18\x12 \x01(\x0b\x32 .airflow_sidecar.v1.WriteFailureB\x04\xe2\x41\x01\x03\"l\n\x05State\x12\x15\n\x11STATE_UNSPECIFIED\x10\x00\x12\x10\n\x0cSTATE_ACTIVE\x10\x01\x12\x10\n\x0cSTATE_PAUSED\x10\x02\x12\x13\n\x0fSTATE_COMPLETED\x10\x03\x12\x13\n\x0fSTATE_CANCELLED\x10\x04:>\xea\x41;\n#airflow-sidecar.apache.org/Backfill\x12\x14\x62\x61\x63kfills/{backfill}B\x12\n\x10_max_active_runs\"~\n\x0cWriteFailure\x12\x0e\n\x06reason\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x10\n\x08\x61ttempts\x18\x03 \x01(\x05\x12\x11\n\tset_aside\x18\x04 \x01(\x08\x12(\n\x04time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x81\x01\n\x08Progress\x12\x0f\n\x07planned\x18\x01 \x01(\x03\x12\x0f\n\x07written\x18\x02 \x01(\x03\x12\x0e\n\x06queued\x18\x03 \x01(\x03\x12\x0f\n\x07running\x18\x04 \x01(\x03\x12\x11\n\tsucceeded\x18\x05 \x01(\x03\x12\x0e\n\x06\x66\x61iled\x18\x06 \x01(\x03\x12\x0f\n\x07skipped\x18\x07 \x01(\x03\"\xdd\x02\n\x0b\x42\x61\x63kfillRun\x12\x14\n\x0csort_ordinal\x18\x01 \x01(\x05\x12\x30\n\x0clogical_date\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x37\n\x13\x64\x61ta_interval_start\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x35\n\x11\x64\x61ta_interval_end\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12-\n\trun_after\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06run_id\x18\x06 \x01(\t\x12\x34\n\x0b\x64isposition\x18\x07 \x01(\x0e\x32\x1f.airflow_sidecar.v1.Disposition\x12\x12\n\ndag_run_id\x18\x08 \x01(\x03\x12\r\n\x05state\x18\t \x01(\t\"\x93\x01\n\x15\x43reateBackfillRequest\x12\x34\n\x08\x62\x61\x63kfill\x18\x01 \x01(\x0b\x32\x1c.airflow_sidecar.v1.BackfillB\x04\xe2\x41\x01\x02\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12\x15\n\rvalidate_only\x18\x03 \x01(\x08\x12\x19\n\x11\x64ry_run_page_size\x18\x04 \x01(\x05\"\xc5\x01\n\x16\x43reateBackfillResponse\x12.\n\x08\x62\x61\x63kfill\x18\x01 \x01(\x0b\x32\x1c.airflow_sidecar.v1.Backfill\x12\x35\n\x0cplanned_runs\x18\x02 \x03(\x0b\x32\x1f.airflow_sidecar.v1.BackfillRun\x12\x1e\n\x16planned_runs_truncated\x18\x03 \x01(\x08\x12$\n\x1cplanned_count_is_lower_bound\x18\x04 \x01(\x08\"P\n\x12GetBackfillRequest\x12:\n\x04name\x18\x01 \x01(\tB,\xe2\x41\x01\x02\xfa\x41%\n#airflow-sidecar.apache.org/Backfill\"E\n\x13GetBackfillResponse\x12.\n\x08\x62\x61\x63kfill\x18\x01 \x01(\x0b\x32\x1c.airflow_sidecar.v1.Backfill\"\xa0\x01\n\x14ListBackfillsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x0e\n\x06\x64\x61g_id\x18\x03 \x01(\t\x12\x31\n\x05state\x18\x04 \x01(\x0e\x32\".airflow_sidecar.v1.Backfill.State\x12\x0c\n\x04skip\x18\x05 \x01(\x05\x12\x10\n\x08order_by\x18\x06 \x01(\t\"u\n\x15ListBackfillsResponse\x12/\n\tbackfills\x18\x01 \x03(\x0b\x32\x1c.airflow_sidecar.v1.Backfill\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\x12\n\ntotal_size\x18\x03 \x01(\x05\"*\n\x14PauseBackfillRequest\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"G\n\x15PauseBackfillResponse\x12.\n\x08\x62\x61\x63kfill\x18\x01 \x01(\x0b\x32\x1c.airflow_sidecar.v1.Backfill\",\n\x16UnpauseBackfillRequest\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"I\n\x17UnpauseBackfillResponse\x12.\n\x08\x62\x61\x63kfill\x18\x01 \x01(\x0b\x32\x1c.airflow_sidecar.v1.Backfill\"F\n\x15\x43\x61ncelBackfillRequest\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x19\n\x11terminate_running\x18\x02 \x01(\x08\"H\n\x16\x43\x61ncelBackfillResponse\x12.\n\x08\x62\x61\x63kfill\x18\x01 \x01(\x0b\x32\x1c.airflow_sidecar.v1.Backfill\"V\n\x17ListBackfillRunsRequest\x12\x14\n\x06parent\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"b\n\x18ListBackfillRunsResponse\x12-\n\x04runs\x18\x01 \x03(\x0b\x32\x1f.airflow_sidecar.v1.BackfillRun\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"*\n\x14WatchBackfillRequest\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"G\n\x15WatchBackfillResponse\x12.\n\x08\x62\x61\x63kfill\x18\x01 \x01(\x0b\x32\x1c.airflow_sidecar.v1.Backfill*?\n\x04Mode\x12\x14\n\x10MODE_UNSPECIFIED\x10\x00\x12\x11\n\rMODE_WINDOWED\x10\x01\x12\x0e\n\nMODE_EAGER\x10\x02*\x95\x01\n\x11ReprocessBehavior\x12\"\n\x1eREPROCESS_BEHAVIOR_UNSPECIFIED\x10\x00\x12\x1b\n\x17REPROCESS_BEHAVIOR_NONE\x10\x01\x12\x1d\n\x19REPROCESS_BEHAVIOR_FAILED\x10\x02\x12 \n\x1cREPROCESS_BEHAVIOR_COMPLETED\x10\x03*\xb1\x01\n\x0b\x44isposition\x12\x1b\n\x17\x44ISPOSITION_UNSPECIFIED\x10\x00\x12\x16\n\x12\x44ISPOSITION_CREATE\x10\x01\x12\x19\n\x15\x44ISPOSITION_REPROCESS\x10\x02\x12\x1e\n\x1a\x44ISPOSITION_ALREADY_EXISTS\x10\x03\x12\x19\n\x15\x44ISPOSITION_IN_FLIGHT\x10\x04\x12\x17\n\x13\x44ISPOSITION_PENDING\x10\x05\x32\xfb\x08\n\x0f\x42\x61\x63kfillService\x12\x88\x01\n\x0e\x43reateBackfill\x12).airflow_sidecar.v1.CreateBackfillRequest\x1a*.airflow_sidecar.v1.CreateBackfillResponse\"\x1f\x82\xd3\xe4\x93\x02\x19\"\r/v1/backfills:\x08\x62\x61\x63kfill\x12~\n\x0bGetBackfill\x12&.airflow_sidecar.v1.GetBackfillRequest\x1a\'.airflow_sidecar.v1.GetBackfillResponse\"\x1e\x82\xd3\xe4\x93\x02\x18\x12\x16/v1/{name=backfills/*}\x12{\n\rListBackfills\x12(.airflow_sidecar.v1.ListBackfillsRequest\x1a).airflow_sidecar.v1.ListBackfillsResponse\"\x15\x82\xd3\xe4\x93\x02\x0f\x12\r/v1/backfills\x12\x8d\x01\n\rPauseBackfill\x12(.airflow_sidecar.v1.PauseBackfillRequest\x1a).airflow_sidecar.v1.PauseBackfillResponse\"\'\x82\xd3\xe4\x93\x02!\"\x1c/v1/{name=backfills/*}:pause:\x01*\x12\x95\x01\n\x0fUnpauseBackfill\x12*.airflow_sidecar.v1.UnpauseBackfillRequest\x1a+.airflow_sidecar.v1.UnpauseBackfillResponse\")\x82\xd3\xe4\x93\x02#\"\x1e/v1/{name=backfills/*}:unpause:\x01*\x12\x91\x01\n\x0e\x43\x61ncelBackfill\x12).airflow_sidecar.v1.CancelBackfillRequest\x1a*.airflow_sidecar.v1.CancelBackfillResponse\"(\x82\xd3\xe4\x93\x02\"\"\x1d/v1/{name=backfills/*}:cancel:\x01*\x12\x94\x01\n\x10ListBackfillRuns\x12+.airflow_sidecar.v1.ListBackfillRunsRequest\x1a,.airflow_sidecar.v1.ListBackfillRunsResponse\"%\x82\xd3\xe4\x93\x02\x1f\x12\x1d/v1/{parent=backfills/*}/runs\x12\x8c\x01\n\rWatchBackfill\x12(.airflow_sidecar.v1.WatchBackfillRequest\x1a).airflow_sidecar.v1.WatchBackfillResponse\"$\x82\xd3\xe4\x93\x02\x1e\x12\x1c/v1/{name=backfills/*}:watch0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!airflow_sidecar/v1/backfill.proto\x12\x12\x61irflow_sidecar.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x19google/api/resource.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x82\x08\n\x08\x42\x61\x63kfill\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x08\x12\x10\n\x02id\x18\x02 \x01(\x03\x42\x04\xe2\x41\x01\x03\x12\x14\n\x06\x64\x61g_id\x18\x03 \x01(\tB\x04\xe2\x41\x01\x02\x12\x33\n\tfrom_date\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x02\x12\x31\n\x07to_date\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x02\x12\x14\n\x0c\x64\x61g_run_conf\x18\x06 \x01(\t\x12\x41\n\x12reprocess_behavior\x18\x07 \x01(\x0e\x32%.airflow_sidecar.v1.ReprocessBehavior\x12\x1c\n\x0fmax_active_runs\x18\x08 \x01(\x05H\x00\x88\x01\x01\x12\x15\n\rrun_backwards\x18\t \x01(\x08\x12&\n\x04mode\x18\n \x01(\x0e\x32\x18.airflow_sidecar.v1.Mode\x12\x17\n\tis_paused\x18\x0b \x01(\x08\x42\x04\xe2\x41\x01\x03\x12\x37\n\x05state\x18\x0c \x01(\x0e\x32\".airflow_sidecar.v1.Backfill.StateB\x04\xe2\x41\x01\x03\x12\x34\n\x08progress\x18\r \x01(\x0b\x32\x1c.airflow_sidecar.v1.ProgressB\x04\xe2\x41\x01\x03\x12\"\n\x14triggering_user_name\x18\x0e \x01(\tB\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x63reate_time\x18\x0f \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0bupdate_time\x18\x10 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x37\n\rcomplete_time\x18\x11 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12=\n\rwrite_failure\x18\x12 \x01(\x0b\x32 .airflow_sidecar.v1.WriteFailureB\x04\xe2\x41\x01\x03\x12$\n\x1c\x66rom_date_utc_offset_seconds\x18\x15 \x01(\x05\x12\"\n\x1ato_date_utc_offset_seconds\x18\x16 \x01(\x05\"l\n\x05State\x12\x15\n\x11STATE_UNSPECIFIED\x10\x00\x12\x10\n\x0cSTATE_ACTIVE\x10\x01\x12\x10\n\x0cSTATE_PAUSED\x10\x02\x12\x13\n\x0fSTATE_COMPLETED\x10\x03\x12\x13\n\x0fSTATE_CANCELLED\x10\x04:>\xea\x41;\n#airflow-sidecar.apache.org/Backfill\x12\x14\x62\x61\x63kfills/{backfill}B\x12\n\x10_max_active_runs\"~\n\x0cWriteFailure\x12\x0e\n\x06reason\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x10\n\x08\x61ttempts\x18\x03 \x01(\x05\x12\x11\n\tset_aside\x18\x04 \x01(\x08\x12(\n\x04time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x81\x01\n\x08Progress\x12\x0f\n\x07planned\x18\x01 \x01(\x03\x12\x0f\n\x07written\x18\x02 \x01(\x03\x12\x0e\n\x06queued\x18\x03 \x01(\x03\x12\x0f\n\x07running\x18\x04 \x01(\x03\x12\x11\n\tsucceeded\x18\x05 \x01(\x03\x12\x0e\n\x06\x66\x61iled\x18\x06 \x01(\x03\x12\x0f\n\x07skipped\x18\x07 \x01(\x03\"\xdd\x02\n\x0b\x42\x61\x63kfillRun\x12\x14\n\x0csort_ordinal\x18\x01 \x01(\x05\x12\x30\n\x0clogical_date\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x37\n\x13\x64\x61ta_interval_start\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x35\n\x11\x64\x61ta_interval_end\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12-\n\trun_after\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06run_id\x18\x06 \x01(\t\x12\x34\n\x0b\x64isposition\x18\x07 \x01(\x0e\x32\x1f.airflow_sidecar.v1.Disposition\x12\x12\n\ndag_run_id\x18\x08 \x01(\x03\x12\r\n\x05state\x18\t \x01(\t\"\x93\x01\n\x15\x43reateBackfillRequest\x12\x34\n\x08\x62\x61\x63kfill\x18\x01 \x01(\x0b\x32\x1c.airflow_sidecar.v1.BackfillB\x04\xe2\x41\x01\x02\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12\x15\n\rvalidate_only\x18\x03 \x01(\x08\x12\x19\n\x11\x64ry_run_page_size\x18\x04 \x01(\x05\"\xc5\x01\n\x16\x43reateBackfillResponse\x12.\n\x08\x62\x61\x63kfill\x18\x01 \x01(\x0b\x32\x1c.airflow_sidecar.v1.Backfill\x12\x35\n\x0cplanned_runs\x18\x02 \x03(\x0b\x32\x1f.airflow_sidecar.v1.BackfillRun\x12\x1e\n\x16planned_runs_truncated\x18\x03 \x01(\x08\x12$\n\x1cplanned_count_is_lower_bound\x18\x04 \x01(\x08\"P\n\x12GetBackfillRequest\x12:\n\x04name\x18\x01 \x01(\tB,\xe2\x41\x01\x02\xfa\x41%\n#airflow-sidecar.apache.org/Backfill\"E\n\x13GetBackfillResponse\x12.\n\x08\x62\x61\x63kfill\x18\x01 \x01(\x0b\x32\x1c.airflow_sidecar.v1.Backfill\"\xa0\x01\n\x14ListBackfillsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x0e\n\x06\x64\x61g_id\x18\x03 \x01(\t\x12\x31\n\x05state\x18\x04 \x01(\x0e\x32\".airflow_sidecar.v1.Backfill.State\x12\x0c\n\x04skip\x18\x05 \x01(\x05\x12\x10\n\x08order_by\x18\x06 \x01(\t\"u\n\x15ListBackfillsResponse\x12/\n\tbackfills\x18\x01 \x03(\x0b\x32\x1c.airflow_sidecar.v1.Backfill\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\x12\n\ntotal_size\x18\x03 \x01(\x05\"*\n\x14PauseBackfillRequest\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"G\n\x15PauseBackfillResponse\x12.\n\x08\x62\x61\x63kfill\x18\x01 \x01(\x0b\x32\x1c.airflow_sidecar.v1.Backfill\",\n\x16UnpauseBackfillRequest\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"I\n\x17UnpauseBackfillResponse\x12.\n\x08\x62\x61\x63kfill\x18\x01 \x01(\x0b\x32\x1c.airflow_sidecar.v1.Backfill\"F\n\x15\x43\x61ncelBackfillRequest\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x19\n\x11terminate_running\x18\x02 \x01(\x08\"H\n\x16\x43\x61ncelBackfillResponse\x12.\n\x08\x62\x61\x63kfill\x18\x01 \x01(\x0b\x32\x1c.airflow_sidecar.v1.Backfill\"V\n\x17ListBackfillRunsRequest\x12\x14\n\x06parent\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"b\n\x18ListBackfillRunsResponse\x12-\n\x04runs\x18\x01 \x03(\x0b\x32\x1f.airflow_sidecar.v1.BackfillRun\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"*\n\x14WatchBackfillRequest\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"G\n\x15WatchBackfillResponse\x12.\n\x08\x62\x61\x63kfill\x18\x01 \x01(\x0b\x32\x1c.airflow_sidecar.v1.Backfill*?\n\x04Mode\x12\x14\n\x10MODE_UNSPECIFIED\x10\x00\x12\x11\n\rMODE_WINDOWED\x10\x01\x12\x0e\n\nMODE_EAGER\x10\x02*\x95\x01\n\x11ReprocessBehavior\x12\"\n\x1eREPROCESS_BEHAVIOR_UNSPECIFIED\x10\x00\x12\x1b\n\x17REPROCESS_BEHAVIOR_NONE\x10\x01\x12\x1d\n\x19REPROCESS_BEHAVIOR_FAILED\x10\x02\x12 \n\x1cREPROCESS_BEHAVIOR_COMPLETED\x10\x03*\xb1\x01\n\x0b\x44isposition\x12\x1b\n\x17\x44ISPOSITION_UNSPECIFIED\x10\x00\x12\x16\n\x12\x44ISPOSITION_CREATE\x10\x01\x12\x19\n\x15\x44ISPOSITION_REPROCESS\x10\x02\x12\x1e\n\x1a\x44ISPOSITION_ALREADY_EXISTS\x10\x03\x12\x19\n\x15\x44ISPOSITION_IN_FLIGHT\x10\x04\x12\x17\n\x13\x44ISPOSITION_PENDING\x10\x05\x32\xfb\x08\n\x0f\x42\x61\x63kfillService\x12\x88\x01\n\x0e\x43reateBackfill\x12).airflow_sidecar.v1.CreateBackfillRequest\x1a*.airflow_sidecar.v1.CreateBackfillResponse\"\x1f\x82\xd3\xe4\x93\x02\x19\"\r/v1/backfills:\x08\x62\x61\x63kfill\x12~\n\x0bGetBackfill\x12&.airflow_sidecar.v1.GetBackfillRequest\x1a\'.airflow_sidecar.v1.GetBackfillResponse\"\x1e\x82\xd3\xe4\x93\x02\x18\x12\x16/v1/{name=backfills/*}\x12{\n\rListBackfills\x12(.airflow_sidecar.v1.ListBackfillsRequest\x1a).airflow_sidecar.v1.ListBackfillsResponse\"\x15\x82\xd3\xe4\x93\x02\x0f\x12\r/v1/backfills\x12\x8d\x01\n\rPauseBackfill\x12(.airflow_sidecar.v1.PauseBackfillRequest\x1a).airflow_sidecar.v1.PauseBackfillResponse\"\'\x82\xd3\xe4\x93\x02!\"\x1c/v1/{name=backfills/*}:pause:\x01*\x12\x95\x01\n\x0fUnpauseBackfill\x12*.airflow_sidecar.v1.UnpauseBackfillRequest\x1a+.airflow_sidecar.v1.UnpauseBackfillResponse\")\x82\xd3\xe4\x93\x02#\"\x1e/v1/{name=backfills/*}:unpause:\x01*\x12\x91\x01\n\x0e\x43\x61ncelBackfill\x12).airflow_sidecar.v1.CancelBackfillRequest\x1a*.airflow_sidecar.v1.CancelBackfillResponse\"(\x82\xd3\xe4\x93\x02\"\"\x1d/v1/{name=backfills/*}:cancel:\x01*\x12\x94\x01\n\x10ListBackfillRuns\x12+.airflow_sidecar.v1.ListBackfillRunsRequest\x1a,.airflow_sidecar.v1.ListBackfillRunsResponse\"%\x82\xd3\xe4\x93\x02\x1f\x12\x1d/v1/{parent=backfills/*}/runs\x12\x8c\x01\n\rWatchBackfill\x12(.airflow_sidecar.v1.WatchBackfillRequest\x1a).airflow_sidecar.v1.WatchBackfillResponse\"$\x82\xd3\xe4\x93\x02\x1e\x12\x1c/v1/{name=backfills/*}:watch0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -94,54 +94,54 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_BACKFILLSERVICE'].methods_by_name['ListBackfillRuns']._serialized_options = b'\202\323\344\223\002\037\022\035/v1/{parent=backfills/*}/runs'
   _globals['_BACKFILLSERVICE'].methods_by_name['WatchBackfill']._loaded_options = None
   _globals['_BACKFILLSERVICE'].methods_by_name['WatchBackfill']._serialized_options = b'\202\323\344\223\002\036\022\034/v1/{name=backfills/*}:watch'
-  _globals['_MODE']._serialized_start=3221
-  _globals['_MODE']._serialized_end=3284
-  _globals['_REPROCESSBEHAVIOR']._serialized_start=3287
-  _globals['_REPROCESSBEHAVIOR']._serialized_end=3436
-  _globals['_DISPOSITION']._serialized_start=3439
-  _globals['_DISPOSITION']._serialized_end=3616
+  _globals['_MODE']._serialized_start=3295
+  _globals['_MODE']._serialized_end=3358
+  _globals['_REPROCESSBEHAVIOR']._serialized_start=3361
+  _globals['_REPROCESSBEHAVIOR']._serialized_end=3510
+  _globals['_DISPOSITION']._serialized_start=3513
+  _globals['_DISPOSITION']._serialized_end=3690
   _globals['_BACKFILL']._serialized_start=181
-  _globals['_BACKFILL']._serialized_end=1133
-  _globals['_BACKFILL_STATE']._serialized_start=941
-  _globals['_BACKFILL_STATE']._serialized_end=1049
-  _globals['_WRITEFAILURE']._serialized_start=1135
-  _globals['_WRITEFAILURE']._serialized_end=1261
-  _globals['_PROGRESS']._serialized_start=1264
-  _globals['_PROGRESS']._serialized_end=1393
-  _globals['_BACKFILLRUN']._serialized_start=1396
-  _globals['_BACKFILLRUN']._serialized_end=1745
-  _globals['_CREATEBACKFILLREQUEST']._serialized_start=1748
-  _globals['_CREATEBACKFILLREQUEST']._serialized_end=1895
-  _globals['_CREATEBACKFILLRESPONSE']._serialized_start=1898
-  _globals['_CREATEBACKFILLRESPONSE']._serialized_end=2095
-  _globals['_GETBACKFILLREQUEST']._serialized_start=2097
-  _globals['_GETBACKFILLREQUEST']._serialized_end=2177
-  _globals['_GETBACKFILLRESPONSE']._serialized_start=2179
-  _globals['_GETBACKFILLRESPONSE']._serialized_end=2248
-  _globals['_LISTBACKFILLSREQUEST']._serialized_start=2251
-  _globals['_LISTBACKFILLSREQUEST']._serialized_end=2411
-  _globals['_LISTBACKFILLSRESPONSE']._serialized_start=2413
-  _globals['_LISTBACKFILLSRESPONSE']._serialized_end=2530
-  _globals['_PAUSEBACKFILLREQUEST']._serialized_start=2532
-  _globals['_PAUSEBACKFILLREQUEST']._serialized_end=2574
-  _globals['_PAUSEBACKFILLRESPONSE']._serialized_start=2576
-  _globals['_PAUSEBACKFILLRESPONSE']._serialized_end=2647
-  _globals['_UNPAUSEBACKFILLREQUEST']._serialized_start=2649
-  _globals['_UNPAUSEBACKFILLREQUEST']._serialized_end=2693
-  _globals['_UNPAUSEBACKFILLRESPONSE']._serialized_start=2695
-  _globals['_UNPAUSEBACKFILLRESPONSE']._serialized_end=2768
-  _globals['_CANCELBACKFILLREQUEST']._serialized_start=2770
-  _globals['_CANCELBACKFILLREQUEST']._serialized_end=2840
-  _globals['_CANCELBACKFILLRESPONSE']._serialized_start=2842
-  _globals['_CANCELBACKFILLRESPONSE']._serialized_end=2914
-  _globals['_LISTBACKFILLRUNSREQUEST']._serialized_start=2916
-  _globals['_LISTBACKFILLRUNSREQUEST']._serialized_end=3002
-  _globals['_LISTBACKFILLRUNSRESPONSE']._serialized_start=3004
-  _globals['_LISTBACKFILLRUNSRESPONSE']._serialized_end=3102
-  _globals['_WATCHBACKFILLREQUEST']._serialized_start=3104
-  _globals['_WATCHBACKFILLREQUEST']._serialized_end=3146
-  _globals['_WATCHBACKFILLRESPONSE']._serialized_start=3148
-  _globals['_WATCHBACKFILLRESPONSE']._serialized_end=3219
-  _globals['_BACKFILLSERVICE']._serialized_start=3619
-  _globals['_BACKFILLSERVICE']._serialized_end=4766
+  _globals['_BACKFILL']._serialized_end=1207
+  _globals['_BACKFILL_STATE']._serialized_start=1015
+  _globals['_BACKFILL_STATE']._serialized_end=1123
+  _globals['_WRITEFAILURE']._serialized_start=1209
+  _globals['_WRITEFAILURE']._serialized_end=1335
+  _globals['_PROGRESS']._serialized_start=1338
+  _globals['_PROGRESS']._serialized_end=1467
+  _globals['_BACKFILLRUN']._serialized_start=1470
+  _globals['_BACKFILLRUN']._serialized_end=1819
+  _globals['_CREATEBACKFILLREQUEST']._serialized_start=1822
+  _globals['_CREATEBACKFILLREQUEST']._serialized_end=1969
+  _globals['_CREATEBACKFILLRESPONSE']._serialized_start=1972
+  _globals['_CREATEBACKFILLRESPONSE']._serialized_end=2169
+  _globals['_GETBACKFILLREQUEST']._serialized_start=2171
+  _globals['_GETBACKFILLREQUEST']._serialized_end=2251
+  _globals['_GETBACKFILLRESPONSE']._serialized_start=2253
+  _globals['_GETBACKFILLRESPONSE']._serialized_end=2322
+  _globals['_LISTBACKFILLSREQUEST']._serialized_start=2325
+  _globals['_LISTBACKFILLSREQUEST']._serialized_end=2485
+  _globals['_LISTBACKFILLSRESPONSE']._serialized_start=2487
+  _globals['_LISTBACKFILLSRESPONSE']._serialized_end=2604
+  _globals['_PAUSEBACKFILLREQUEST']._serialized_start=2606
+  _globals['_PAUSEBACKFILLREQUEST']._serialized_end=2648
+  _globals['_PAUSEBACKFILLRESPONSE']._serialized_start=2650
+  _globals['_PAUSEBACKFILLRESPONSE']._serialized_end=2721
+  _globals['_UNPAUSEBACKFILLREQUEST']._serialized_start=2723
+  _globals['_UNPAUSEBACKFILLREQUEST']._serialized_end=2767
+  _globals['_UNPAUSEBACKFILLRESPONSE']._serialized_start=2769
+  _globals['_UNPAUSEBACKFILLRESPONSE']._serialized_end=2842
+  _globals['_CANCELBACKFILLREQUEST']._serialized_start=2844
+  _globals['_CANCELBACKFILLREQUEST']._serialized_end=2914
+  _globals['_CANCELBACKFILLRESPONSE']._serialized_start=2916
+  _globals['_CANCELBACKFILLRESPONSE']._serialized_end=2988
+  _globals['_LISTBACKFILLRUNSREQUEST']._serialized_start=2990
+  _globals['_LISTBACKFILLRUNSREQUEST']._serialized_end=3076
+  _globals['_LISTBACKFILLRUNSRESPONSE']._serialized_start=3078
+  _globals['_LISTBACKFILLRUNSRESPONSE']._serialized_end=3176
+  _globals['_WATCHBACKFILLREQUEST']._serialized_start=3178
+  _globals['_WATCHBACKFILLREQUEST']._serialized_end=3220
+  _globals['_WATCHBACKFILLRESPONSE']._serialized_start=3222
+  _globals['_WATCHBACKFILLRESPONSE']._serialized_end=3293
+  _globals['_BACKFILLSERVICE']._serialized_start=3693
+  _globals['_BACKFILLSERVICE']._serialized_end=4840
 # @@protoc_insertion_point(module_scope)

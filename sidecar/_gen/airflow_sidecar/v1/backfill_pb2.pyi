@@ -174,6 +174,8 @@ class Backfill(_message.Message):
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
     COMPLETE_TIME_FIELD_NUMBER: _builtins.int
     WRITE_FAILURE_FIELD_NUMBER: _builtins.int
+    FROM_DATE_UTC_OFFSET_SECONDS_FIELD_NUMBER: _builtins.int
+    TO_DATE_UTC_OFFSET_SECONDS_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Resource name, `backfills/{id}`."""
     id: _builtins.int
@@ -196,6 +198,16 @@ class Backfill(_message.Message):
     """The backfill's state."""
     triggering_user_name: _builtins.str
     """Who created it (the authenticated principal)."""
+    from_date_utc_offset_seconds: _builtins.int
+    """The UTC offset `from_date` was written in, in seconds east of UTC (19800 for
+    `+05:30`; 0, the default, for UTC or a date without an offset). A Timestamp is an
+    instant and loses the offset; Airflow keeps it: a run falling exactly on the lower
+    bound is named in it (`backfill__2024-01-01T00:00:00+05:30`) and calendar intervals
+    (months) step from it. A whole number of minutes, less than 24 hours either way. The
+    REST gateway fills it from an RFC 3339 `from_date` that carries an offset.
+    """
+    to_date_utc_offset_seconds: _builtins.int
+    """The UTC offset `to_date` was written in, as `from_date_utc_offset_seconds`."""
     @_builtins.property
     def from_date(self) -> _timestamp_pb2.Timestamp:
         """First date of the range (inclusive)."""
@@ -245,10 +257,12 @@ class Backfill(_message.Message):
         update_time: _timestamp_pb2.Timestamp | None = ...,
         complete_time: _timestamp_pb2.Timestamp | None = ...,
         write_failure: Global___WriteFailure | None = ...,
+        from_date_utc_offset_seconds: _builtins.int = ...,
+        to_date_utc_offset_seconds: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_max_active_runs", b"_max_active_runs", "complete_time", b"complete_time", "create_time", b"create_time", "from_date", b"from_date", "max_active_runs", b"max_active_runs", "progress", b"progress", "to_date", b"to_date", "update_time", b"update_time", "write_failure", b"write_failure"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_active_runs", b"_max_active_runs", "complete_time", b"complete_time", "create_time", b"create_time", "dag_id", b"dag_id", "dag_run_conf", b"dag_run_conf", "from_date", b"from_date", "id", b"id", "is_paused", b"is_paused", "max_active_runs", b"max_active_runs", "mode", b"mode", "name", b"name", "progress", b"progress", "reprocess_behavior", b"reprocess_behavior", "run_backwards", b"run_backwards", "state", b"state", "to_date", b"to_date", "triggering_user_name", b"triggering_user_name", "update_time", b"update_time", "write_failure", b"write_failure"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_active_runs", b"_max_active_runs", "complete_time", b"complete_time", "create_time", b"create_time", "dag_id", b"dag_id", "dag_run_conf", b"dag_run_conf", "from_date", b"from_date", "from_date_utc_offset_seconds", b"from_date_utc_offset_seconds", "id", b"id", "is_paused", b"is_paused", "max_active_runs", b"max_active_runs", "mode", b"mode", "name", b"name", "progress", b"progress", "reprocess_behavior", b"reprocess_behavior", "run_backwards", b"run_backwards", "state", b"state", "to_date", b"to_date", "to_date_utc_offset_seconds", b"to_date_utc_offset_seconds", "triggering_user_name", b"triggering_user_name", "update_time", b"update_time", "write_failure", b"write_failure"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__max_active_runs: _TypeAlias = _typing.Literal["max_active_runs"]  # noqa: Y015
     _WhichOneofArgType__max_active_runs: _TypeAlias = _typing.Literal["_max_active_runs", b"_max_active_runs"]  # noqa: Y015
