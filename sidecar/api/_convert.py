@@ -99,7 +99,12 @@ def bound_of(backfill: pb.Backfill, name: str) -> dt.datetime:
             f"{field} must be a whole number of minutes between -23:59 and +23:59, got {seconds} seconds",
             field=field,
         )
-    return instant if seconds == 0 else instant.astimezone(dt.timezone(dt.timedelta(seconds=seconds)))
+    if seconds == 0:
+        return instant
+    try:
+        return instant.astimezone(dt.timezone(dt.timedelta(seconds=seconds)))
+    except OverflowError as exc:  # the first or last representable day, shifted past it
+        raise InvalidArgument(f"backfill.{name} is out of range: {exc}", field=f"backfill.{name}") from exc
 
 
 def utc_offset_of(value: dt.datetime) -> int:

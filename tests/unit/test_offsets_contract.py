@@ -168,3 +168,11 @@ def test_the_resource_shows_the_offsets_back() -> None:
     message = backfill_message(view)
     assert (message.from_date_utc_offset_seconds, message.to_date_utc_offset_seconds) == (19800, -34200)
     assert message.from_date.ToDatetime(tzinfo=dt.UTC) == moment
+
+
+def test_an_offset_past_the_calendars_end_is_refused_not_crashed() -> None:
+    request = _request(-3600)
+    request.backfill.from_date.FromDatetime(dt.datetime(1, 1, 1))
+    with pytest.raises(InvalidArgument) as caught:
+        spec_of(request, None)
+    assert caught.value.field == "backfill.from_date"
