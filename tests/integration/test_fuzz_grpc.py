@@ -74,7 +74,9 @@ def message_strategy(message: descriptor.Descriptor, depth: int = 0) -> st.Searc
         return st.builds(
             lambda s, n: cls(seconds=s, nanos=n),
             st.one_of(
-                st.integers(_MIN_TS, _MAX_TS), st.integers(1_600_000_000, 1_800_000_000), st.integers()
+                st.integers(_MIN_TS, _MAX_TS),
+                st.integers(1_600_000_000, 1_800_000_000),
+                st.integers(-(2**63), 2**63 - 1),  # any int64 (a wider one fails to build)
             ),
             st.one_of(st.just(0), st.integers(-1, 1_000_000_000)),
         ).filter(lambda ts: -(2**63) <= ts.seconds < 2**63)
