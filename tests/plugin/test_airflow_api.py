@@ -9,11 +9,7 @@ every refusal is answered exactly as ``off`` (Airflow alone) answers it.
 from __future__ import annotations
 
 import datetime as dt
-import json
-import os
-import subprocess
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import airflow_client.client as airflow_client
@@ -25,7 +21,6 @@ from sidecar._gen.airflow_sidecar.v1 import backfill_pb2 as pb
 from sidecar._gen.airflow_sidecar.v1 import backfill_pb2_grpc
 from sidecar.names import ON_BEHALF_OF_METADATA
 from tests.plugin.conftest import DELEGATE, PluginStack, plugin_stack, sidecar_jwt
-from tests.support.airflowctl import airflowctl
 from tests.support.dags import metadata_query
 from tests.support.fixtures import AirflowDatabase
 
@@ -236,58 +231,3 @@ def test_sidecar_down_answers_503_after_airflows_checks(stack: PluginStack) -> N
         f"{stack.on_url}/api/v2/backfills", params={"dag_id": DAG}, headers=stack.headers("admin"), timeout=60
     )
     assert listed.status_code == 200 and listed.json()["total_entries"] == 3
-
-
-def test_airflowctl_creates_a_sidecar_backfill(stack: PluginStack, tmp_path: Path) -> None:
-    """Airflow's own CLI for its API (``airflowctl``, in a venv of its own) reaches the sidecar.
-
-    Its bounds keep the offset they are written in, as Airflow's own path would: the run on
-    the lower bound is named ``backfill__2025-04-01T05:30:00+05:30``.
-    """
-    ctl = str(airflowctl())
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH" and not k.startswith("AIRFLOW")}
-    env["AIRFLOW_HOME"] = str(tmp_path)  # airflowctl keeps the API's URL there
-    token = stack.token("admin")
-
-    def run(*args: str) -> str:
-        done = subprocess.run([ctl, *args], env=env, capture_output=True, text=True, timeout=120, check=False)
-        assert done.returncode == 0, (args, done.stdout, done.stderr)
-        return done.stdout
-
-    run("auth", "login", "--api-url", stack.on_url, "--api-token", token, "--skip-keyring")
-    out = run(
-        "backfill",
-        "create",
-        "--api-token",
-        token,
-        "--dag-id",
-        DAG,
-        "--from-date",
-        "2025-04-01T05:30:00+05:30",
-        "--to-date",
-        "2025-04-03T00:00:00+00:00",
-        "--max-active-runs",
-        "3",
-        "--reprocess-behavior",
-        "none",
-        "--output",
-        "json",
-    )
-    created = json.loads(out)
-    created = created[0] if isinstance(created, list) else created
-    backfill_id = int(created["id"])
-    rows = _sql(
-        stack,
-        "SELECT s.planned_count, s.phase, b.triggering_user_name FROM backfill b"
-        " JOIN airflow_sidecar.sidecar_backfill s ON s.backfill_id = b.id WHERE b.id = %s",
-        backfill_id,
-    )
-    assert rows == [(3, "materialized", "admin")]
-    runs = _sql(stack, "SELECT run_id FROM dag_run WHERE backfill_id = %s ORDER BY logical_date", backfill_id)
-    assert [r[0] for r in runs] == [
-        "backfill__2025-04-01T05:30:00+05:30",
-        "backfill__2025-04-02T00:00:00+00:00",
-        "backfill__2025-04-03T00:00:00+00:00",
-    ]
-    assert _backfills_without_sidecar_row(stack) == []
-    assert _cancel(stack, backfill_id).status_code == 200
