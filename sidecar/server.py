@@ -43,6 +43,9 @@ SERVICE_NAMES = (
 )
 
 
+#: Seconds between passes of the event recorder and webhook sender.
+NOTIFY_INTERVAL = 1.0
+
 #: The name embedders and tests use for the server's settings (one class: ``sidecar.config``).
 ServerConfig = ServerSettings
 
@@ -57,6 +60,7 @@ class SidecarServer:
         self.engine: BackfillEngine | None = None
         self._server: grpc.aio.Server | None = None
         self._ticker: asyncio.Task[None] | None = None
+        self._notifier: asyncio.Task[None] | None = None
         self._ops: OpsServer | None = None
         self.port = 0
         self.ops_port = 0
@@ -78,6 +82,7 @@ class SidecarServer:
             self._engine_config or EngineConfig(),
             planning_workers=self.config.planning_workers,
             planning_cpu_seconds=self.config.planning_cpu_seconds,
+            webhooks=self.config.webhooks,
         )
         self.engine = BackfillEngine(self.db, engine_config)
         tracer_provider = setup_tracing()
@@ -133,6 +138,7 @@ class SidecarServer:
         await server.start()  # after every port is bound: a refused start serves nothing
         self._server = server
         self._ticker = asyncio.create_task(self._tick_forever(), name="sidecar-ticker")
+        self._notifier = asyncio.create_task(self._notify_forever(), name="sidecar-notifier")
         log.info("airflow-sidecar serving on %s (%s)", self.config.listen, self.db.dialect)
 
     async def _token_revoked(self, jti: str) -> bool:
@@ -154,12 +160,27 @@ class SidecarServer:
                 log.exception("tick failed; retrying in %.1fs", self.config.tick_interval)
             await asyncio.sleep(self.config.tick_interval)
 
+    async def _notify_forever(self) -> None:
+        """Record backfill events and deliver webhooks, one pass a second (``Notifier.run_once``)."""
+        assert self.engine is not None
+        while True:
+            try:
+                await self.engine.notifier.run_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception(
+                    "recording or delivering backfill events failed; retrying in %.1fs", NOTIFY_INTERVAL
+                )
+            await asyncio.sleep(NOTIFY_INTERVAL)
+
     async def stop(self) -> None:
         """Stop accepting calls, let in-flight ones finish (each batch commits or rolls back), close."""
-        if self._ticker is not None:
-            self._ticker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._ticker
+        for task in (self._ticker, self._notifier):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         if self._server is not None:
             await self._server.stop(self.config.grace)
         if self._ops is not None:

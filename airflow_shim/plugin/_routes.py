@@ -83,7 +83,11 @@ _STEERING: dict[str, tuple[str, type[Message], type[Message]]] = {
 
 
 def _steer(
-    calls: SidecarCalls, action: str, rpc: str, request_class: type[Message], response_class: type[Message]
+    calls: SidecarCalls,
+    action: str,
+    rpc: str,
+    request_class: Callable[..., Message],
+    response_class: type[Message],
 ) -> Callable[..., Awaitable[dict[str, Any]]]:
     """The endpoint of ``PUT /api/v2/backfills/{backfill_id}/{action}``, named as Airflow's is.
 

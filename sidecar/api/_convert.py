@@ -7,6 +7,7 @@ import json
 import math
 from typing import Any
 
+from google.protobuf.duration_pb2 import Duration
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -17,11 +18,16 @@ from sidecar.engine import (
     BackfillSpec,
     BackfillView,
     Disposition,
+    Estimate,
     Mode,
+    PlanSummary,
+    RecordedEvent,
     ReprocessBehavior,
     SlotView,
     State,
+    WebhookStatus,
     WriteFailure,
+    shown_target,
 )
 from sidecar.errors import InvalidArgument
 from sidecar.names import backfill_name, parse_backfill_name
@@ -52,6 +58,10 @@ _DISPOSITIONS = {
     Disposition.IN_FLIGHT: pb.DISPOSITION_IN_FLIGHT,
     Disposition.PENDING: pb.DISPOSITION_PENDING,
 }
+
+
+_WEBHOOK_FORMATS = {"json": pb.Webhook.FORMAT_JSON, "slack": pb.Webhook.FORMAT_SLACK}
+_WEBHOOK_FORMATS_IN = {v: k for k, v in _WEBHOOK_FORMATS.items()} | {pb.Webhook.FORMAT_UNSPECIFIED: "json"}
 
 
 def timestamp(value: dt.datetime | None) -> Timestamp | None:
@@ -180,6 +190,14 @@ def spec_of(request: pb.CreateBackfillRequest, principal: str | None) -> Backfil
         raise InvalidArgument(
             f"unknown reprocess_behavior {b.reprocess_behavior}", field="backfill.reprocess_behavior"
         )
+    webhook_url: str | None = None
+    webhook_format = "json"
+    if b.HasField("webhook"):
+        if b.webhook.format not in _WEBHOOK_FORMATS_IN:
+            raise InvalidArgument(
+                f"unknown webhook format {b.webhook.format}", field="backfill.webhook.format"
+            )
+        webhook_url, webhook_format = b.webhook.url, _WEBHOOK_FORMATS_IN[b.webhook.format]
     return BackfillSpec(
         dag_id=b.dag_id,
         from_date=bound_of(b, "from_date"),
@@ -190,6 +208,8 @@ def spec_of(request: pb.CreateBackfillRequest, principal: str | None) -> Backfil
         dag_run_conf=parse_conf(b.dag_run_conf),
         mode=_MODES_IN[b.mode],
         triggering_user_name=principal,
+        webhook_url=webhook_url,
+        webhook_format=webhook_format,
     )
 
 
@@ -229,6 +249,60 @@ def backfill_message(view: BackfillView) -> pb.Backfill:
         write_failure=_write_failure(view.write_failure),
         from_date_utc_offset_seconds=utc_offset_of(view.from_date),
         to_date_utc_offset_seconds=utc_offset_of(view.to_date),
+        estimate=_estimate(view.estimate),
+        webhook=_webhook(view.webhook),
+    )
+
+
+def _webhook(status: WebhookStatus | None) -> pb.Webhook | None:
+    if status is None:
+        return None
+    return pb.Webhook(
+        format=_WEBHOOK_FORMATS[status.format],
+        target=shown_target(status.url),
+        undelivered=status.undelivered,
+        given_up=status.given_up,
+        last_error=status.last_error or "",
+    )
+
+
+def event_message(event: RecordedEvent) -> pb.BackfillEvent:
+    """A backfill event as the API message."""
+    return pb.BackfillEvent(id=event.id, kind=event.kind, time=timestamp(event.occurred_at))
+
+
+def _duration(value: dt.timedelta) -> Duration:
+    duration = Duration()
+    duration.FromTimedelta(value)
+    return duration
+
+
+def _estimate(estimate: Estimate | None) -> pb.Estimate | None:
+    if estimate is None:
+        return None
+    return pb.Estimate(
+        basis=estimate.basis,
+        sample_size=estimate.sample_size,
+        run_duration_p50=_duration(estimate.run_p50),
+        run_duration_p90=_duration(estimate.run_p90),
+        runs_remaining=estimate.runs_remaining,
+        remaining_p50=_duration(estimate.remaining_p50),
+        remaining_p90=_duration(estimate.remaining_p90),
+    )
+
+
+def summary_message(summary: PlanSummary | None) -> pb.PlanSummary | None:
+    """A dry run's summary as the API message."""
+    if summary is None:
+        return None
+    return pb.PlanSummary(
+        create=summary.create,
+        reprocess=summary.reprocess,
+        already_exists=summary.already_exists,
+        in_flight=summary.in_flight,
+        exact=summary.exact,
+        first_run=slot_message(summary.first_run) if summary.first_run else None,
+        last_run=slot_message(summary.last_run) if summary.last_run else None,
     )
 
 

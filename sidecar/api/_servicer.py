@@ -16,9 +16,11 @@ from sidecar.api._convert import (
     ascending_of,
     backfill_id_of,
     backfill_message,
+    event_message,
     page_size_of,
     slot_message,
     spec_of,
+    summary_message,
 )
 from sidecar.api._errors import streaming, unary
 from sidecar.api._limits import DRY_RUN_BURST, DRY_RUN_RATE_PER_MINUTE, RateLimiter
@@ -29,6 +31,9 @@ from sidecar.errors import InvalidArgument
 log = logging.getLogger(__name__)
 
 Ctx = grpc.aio.ServicerContext[Any, Any]
+
+#: The most events one WatchBackfill update carries (more follow in the next update at once).
+WATCH_EVENTS = 100
 
 
 def principal_of(context: Ctx) -> str | None:
@@ -64,6 +69,8 @@ class BackfillServicer(backfill_pb2_grpc.BackfillServiceServicer):
         self, request: pb.CreateBackfillRequest, context: Ctx
     ) -> pb.CreateBackfillResponse:
         spec = spec_of(request, principal_of(context))
+        if request.dry_run_view not in pb.DryRunView.values():
+            raise InvalidArgument(f"unknown dry run view {request.dry_run_view}", field="dry_run_view")
         if request.validate_only:  # planning costs CPU: dry runs have a bucket of their own
             self._dry_run_limiter.check(spec.triggering_user_name, "dry-run")
         else:
@@ -72,7 +79,9 @@ class BackfillServicer(backfill_pb2_grpc.BackfillServiceServicer):
             spec,
             request_id=request.request_id or None,
             validate_only=request.validate_only,
-            dry_run_limit=request.dry_run_page_size or None,
+            dry_run_limit=0
+            if request.dry_run_view == pb.DRY_RUN_VIEW_SUMMARY
+            else request.dry_run_page_size or None,
             principal=current_access().owner,
         )
         if isinstance(result, DryRun):
@@ -81,12 +90,15 @@ class BackfillServicer(backfill_pb2_grpc.BackfillServiceServicer):
                 planned_runs=[slot_message(s) for s in result.runs],
                 planned_runs_truncated=result.truncated,
                 planned_count_is_lower_bound=not result.planned_exact,
+                summary=summary_message(result.summary),
             )
         return pb.CreateBackfillResponse(backfill=backfill_message(result))
 
     @unary
     async def GetBackfill(self, request: pb.GetBackfillRequest, context: Ctx) -> pb.GetBackfillResponse:
-        view = await self._engine.get(backfill_id_of(request.name), access=current_access())
+        view = await self._engine.get(
+            backfill_id_of(request.name), access=current_access(), with_estimate=True
+        )
         return pb.GetBackfillResponse(backfill=backfill_message(view))
 
     @unary
@@ -169,18 +181,26 @@ class BackfillServicer(backfill_pb2_grpc.BackfillServiceServicer):
         backfill_id = backfill_id_of(request.name)
         access = current_access()
         last: pb.Backfill | None = None
+        seen = 0  # the last event reported
         while True:
-            # Every update is read, and authorised, afresh.
-            message = backfill_message(await self._engine.get(backfill_id, access=access))
+            # Every update is read, and authorised, afresh; then the events since the last one.
+            message = backfill_message(await self._engine.get(backfill_id, access=access, with_estimate=True))
+            ended = message.state in (pb.Backfill.STATE_COMPLETED, pb.Backfill.STATE_CANCELLED)
+            if ended:  # its last event may not be recorded yet: record it before the stream ends
+                await self._engine.notifier.record([backfill_id])
+            events = await self._engine.events(backfill_id, seen, WATCH_EVENTS)
             comparable = pb.Backfill()
             comparable.CopyFrom(message)
             comparable.ClearField("update_time")
-            if last is None or comparable != last:
-                yield pb.WatchBackfillResponse(backfill=message)
+            comparable.ClearField("estimate")  # follows the counts; alone it is no news
+            if events or last is None or comparable != last:
+                yield pb.WatchBackfillResponse(backfill=message, events=[event_message(e) for e in events])
                 last = comparable
-            if message.state in (pb.Backfill.STATE_COMPLETED, pb.Backfill.STATE_CANCELLED):
+                seen = events[-1].id if events else seen
+            if ended and len(events) < WATCH_EVENTS:
                 return
-            await asyncio.sleep(self._watch_interval)
+            if len(events) < WATCH_EVENTS:
+                await asyncio.sleep(self._watch_interval)
 
 
 class SchedulerServicer(scheduler_pb2_grpc.SchedulerServiceServicer):

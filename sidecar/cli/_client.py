@@ -6,7 +6,7 @@ import argparse
 import datetime as dt
 import json
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
 from google.protobuf import json_format
@@ -14,7 +14,7 @@ from google.protobuf import json_format
 from sidecar._gen.airflow_sidecar.v1 import backfill_pb2 as pb
 from sidecar._gen.airflow_sidecar.v1 import backfill_pb2_grpc
 from sidecar.channel import open_channel
-from sidecar.cli._plans import SUMMARY_ABOVE, size_line, summary
+from sidecar.cli._plans import SUMMARY_ABOVE, iso, size_line, summary, summary_dict
 from sidecar.cli._progress import follow, state_text, totals
 from sidecar.config import ClientSettings
 from sidecar.names import BACKFILLS, backfill_name
@@ -62,11 +62,7 @@ def parse_when(value: str, flag: str) -> dt.datetime:
     return when if when.tzinfo else when.replace(tzinfo=dt.UTC)
 
 
-def _iso(ts: Any) -> str | None:
-    if ts is None or (ts.seconds == 0 and ts.nanos == 0):
-        return None
-    return str(ts.ToDatetime(tzinfo=dt.UTC).isoformat())
-
+_WEBHOOK_FORMATS = {"json": pb.Webhook.FORMAT_JSON, "slack": pb.Webhook.FORMAT_SLACK}
 
 _DISPOSITION_NAMES = {
     pb.DISPOSITION_CREATE: "create",
@@ -81,10 +77,10 @@ def run_dict(run: pb.BackfillRun) -> dict[str, Any]:
     """A planned or written slot as plain JSON."""
     out: dict[str, Any] = {
         "sort_ordinal": run.sort_ordinal,
-        "logical_date": _iso(run.logical_date),
-        "data_interval_start": _iso(run.data_interval_start),
-        "data_interval_end": _iso(run.data_interval_end),
-        "run_after": _iso(run.run_after),
+        "logical_date": iso(run.logical_date),
+        "data_interval_start": iso(run.data_interval_start),
+        "data_interval_end": iso(run.data_interval_end),
+        "run_after": iso(run.run_after),
         "run_id": run.run_id,
         "action": _DISPOSITION_NAMES.get(run.disposition, "unknown"),
     }
@@ -120,6 +116,15 @@ def failure_line(b: pb.Backfill) -> str | None:
     return f"backfill {b.id} {what}: {f.reason}: {f.message}"
 
 
+def webhook_line(b: pb.Backfill) -> str | None:
+    """How the backfill's webhook deliveries stand, in one line, when some are not delivered; else None."""
+    if not b.HasField("webhook") or not (b.webhook.undelivered or b.webhook.given_up):
+        return None
+    w = b.webhook
+    error = f"; last error: {w.last_error}" if w.last_error else ""
+    return f"backfill {b.id} webhook {w.target}: {w.undelivered} undelivered, {w.given_up} given up{error}"
+
+
 def print_backfills(backfills: Sequence[pb.Backfill], output: str) -> None:
     """Print backfills as a table or JSON."""
     if output == "json":
@@ -129,8 +134,8 @@ def print_backfills(backfills: Sequence[pb.Backfill], output: str) -> None:
         (
             b.id,
             b.dag_id,
-            _iso(b.from_date),
-            _iso(b.to_date),
+            iso(b.from_date),
+            iso(b.to_date),
             state_text(b),
             b.max_active_runs,
             f"{b.progress.succeeded}/{b.progress.planned}",
@@ -146,18 +151,32 @@ def print_backfills(backfills: Sequence[pb.Backfill], output: str) -> None:
         )
     )
     for b in backfills:
-        if line := failure_line(b):
-            print(line)
+        for line in (failure_line(b), webhook_line(b)):
+            if line:
+                print(line)
 
 
 def watch(stub: backfill_pb2_grpc.BackfillServiceStub, name: str, output: str) -> pb.Backfill:
     """Follow a backfill until it ends: a progress bar on a terminal, plain lines elsewhere, or JSON lines."""
-    updates = (u.backfill for u in stub.WatchBackfill(pb.WatchBackfillRequest(name=name)))
+    stream = stub.WatchBackfill(pb.WatchBackfillRequest(name=name))
     if output != "json":
-        return follow(updates)
+
+        def updates() -> Iterator[pb.Backfill]:
+            for update in stream:
+                for event in update.events:
+                    print(f"backfill {update.backfill.id}: {event.kind}", file=sys.stderr, flush=True)
+                yield update.backfill
+
+        return follow(updates())
     last = pb.Backfill()
-    for last in updates:
-        print(json.dumps(backfill_dict(last)), flush=True)
+    for update in stream:
+        line = backfill_dict(update.backfill)
+        if update.events:
+            line["events"] = [
+                json_format.MessageToDict(e, preserving_proto_field_name=True) for e in update.events
+            ]
+        print(json.dumps(line), flush=True)
+        last = update.backfill
     return last
 
 
@@ -260,6 +279,8 @@ def run_command(args: argparse.Namespace) -> int:
 def _create(
     stub: backfill_pb2_grpc.BackfillServiceStub, args: argparse.Namespace, timeout: float | None
 ) -> int:
+    if args.summary and not args.dry_run:
+        raise UsageError("--summary works with --dry-run only")
     conf = ""
     if args.dag_run_conf is not None:
         try:
@@ -284,17 +305,27 @@ def _create(
         setattr(backfill, f"{name}_utc_offset_seconds", int(offset.total_seconds()) if offset else 0)
     if args.max_active_runs is not None:
         backfill.max_active_runs = args.max_active_runs
+    if args.webhook_url is not None:
+        backfill.webhook.url = args.webhook_url
+        backfill.webhook.format = _WEBHOOK_FORMATS[args.webhook_format]
     request = pb.CreateBackfillRequest(
-        backfill=backfill, validate_only=args.dry_run, request_id=args.request_id or ""
+        backfill=backfill,
+        validate_only=args.dry_run,
+        request_id=args.request_id or "",
+        dry_run_view=pb.DRY_RUN_VIEW_SUMMARY if args.summary else pb.DRY_RUN_VIEW_LIST,
     )
     response = stub.CreateBackfill(request, timeout=timeout)
     if args.dry_run:
+        if args.summary:
+            print(
+                json.dumps(summary_dict(response), indent=2) if args.output == "json" else summary(response)
+            )
+            return 0
         runs = [run_dict(r) for r in response.planned_runs]
-        truncated = response.planned_runs_truncated
         if args.output == "json":
             print(json.dumps(runs, indent=2))
         elif len(runs) > SUMMARY_ABOVE and not args.all:
-            print(summary(args.dag_id, runs, truncated))
+            print(summary(response))
             return 0
         else:
             print(
@@ -322,7 +353,7 @@ def _create(
                     ),
                 )
             )
-        print(size_line(runs, truncated), file=sys.stderr)
+        print(size_line(response), file=sys.stderr)
         return 0
     b = response.backfill
     if args.watch:

@@ -168,6 +168,24 @@ def _add_backfill(commands: argparse._SubParsersAction[argparse.ArgumentParser])
         "--all", action="store_true", help="with --dry-run: list every planned run, not a summary"
     )
     create.add_argument(
+        "--summary",
+        action="store_true",
+        help="with --dry-run: only the whole plan's counts (create, reprocess, skipped), its first and "
+        "last run and an estimate of how long it takes from the DAG's run history; no run is listed",
+    )
+    create.add_argument(
+        "--webhook-url",
+        metavar="URL",
+        help="POST the backfill's events (paused, cancelled, completed, failed_threshold) to URL, signed "
+        "with the server's webhook secret (docs/controls.md)",
+    )
+    create.add_argument(
+        "--webhook-format",
+        choices=["json", "slack"],
+        default="json",
+        help="json = the event as JSON (default); slack = a Slack incoming-webhook message",
+    )
+    create.add_argument(
         "--watch",
         action="store_true",
         help="follow progress until the backfill ends (a progress bar on a terminal)",

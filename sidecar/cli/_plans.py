@@ -1,57 +1,122 @@
 """A dry run as a newcomer reads it: a summary of a large plan, the full list on request.
 
 A plan of two years of an hourly DAG is 17,520 slots; printing them all buries what matters.
-Above :data:`SUMMARY_ABOVE` slots the table output is a summary: the runs to run (create,
-reprocess) apart from the slots skipped (already exists, in flight), which are not planned
-runs, and the first and last run. ``--all`` or ``--output json`` lists every slot.
+The sidecar counts the whole plan by disposition (``PlanSummary``), not only the listed page:
+the runs to run (create, reprocess) apart from the slots skipped (already exists, in flight),
+which are not planned runs, the first and last run, and an estimate of how long the runs take
+from the DAG's own history. Above :data:`SUMMARY_ABOVE` slots the table output is that summary;
+``--summary`` asks for it alone; ``--all`` or ``--output json`` lists every slot.
 """
 
 from __future__ import annotations
 
-from collections import Counter
-from collections.abc import Mapping, Sequence
-from typing import Any
+import datetime as dt
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from sidecar._gen.airflow_sidecar.v1 import backfill_pb2 as pb
 
 #: Plans with more slots than this are summarised in table output.
 SUMMARY_ABOVE = 50
-#: Dispositions of slots that become runs, and of slots that are skipped.
-TO_RUN = ("create", "reprocess")
-SKIPPED = ("skip: already exists", "skip: in flight")
 
 
-def plan_counts(runs: Sequence[Mapping[str, Any]]) -> Counter[str]:
-    """Slots by disposition (``create``, ``reprocess``, ``skip: already exists``, ``skip: in flight``)."""
-    return Counter(str(r["action"]) for r in runs)
+def iso(ts: Timestamp | None) -> str | None:
+    """A Timestamp as ISO 8601 in UTC (``2024-01-01T00:00:00+00:00``); None when unset."""
+    if ts is None or (ts.seconds == 0 and ts.nanos == 0):
+        return None
+    return ts.ToDatetime(tzinfo=dt.UTC).isoformat()
 
 
-def size_line(runs: Sequence[Mapping[str, Any]], truncated: bool) -> str:
+def span(value: dt.timedelta) -> str:
+    """A duration for people: ``45s``, ``12m 30s``, ``3h 05m``, ``2d 4h``."""
+    seconds = max(int(value.total_seconds()), 0)
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    if days:
+        return f"{days}d {hours}h"
+    if hours:
+        return f"{hours}h {minutes:02d}m"
+    if minutes:
+        return f"{minutes}m {secs:02d}s"
+    return f"{secs}s"
+
+
+def estimate_line(b: pb.Backfill) -> str | None:
+    """``~3h 05m (p90 4h 10m) for 120 runs, 10 at a time, from 200 runs of history``; None without one."""
+    if not b.HasField("estimate"):
+        return None
+    e = b.estimate
+    source = "this backfill's" if e.basis == "backfill" else "the DAG's latest"
+    return (
+        f"~{span(e.remaining_p50.ToTimedelta())} (p90 {span(e.remaining_p90.ToTimedelta())}) for "
+        f"{e.runs_remaining} runs, {b.max_active_runs or 10} at a time; a run takes "
+        f"{span(e.run_duration_p50.ToTimedelta())} (p90 {span(e.run_duration_p90.ToTimedelta())}) "
+        f"over {source} {e.sample_size} finished runs"
+    )
+
+
+def size_line(response: pb.CreateBackfillResponse) -> str:
     """The one-line size of a plan: runs to run, then the skipped slots apart."""
-    by = plan_counts(runs)
-    to_run = sum(by[a] for a in TO_RUN)
-    skipped = sum(by[a] for a in SKIPPED)
-    more = " (the listed plan is cut: counts cover the listed slots)" if truncated else ""
-    return f"{to_run} runs planned, {skipped} skipped{more}"
+    s = response.summary
+    more = "" if s.exact else " (at least: the count stopped short)"
+    return f"{s.create + s.reprocess} runs planned, {s.already_exists + s.in_flight} skipped{more}"
 
 
-def summary(dag_id: str, runs: Sequence[Mapping[str, Any]], truncated: bool) -> str:
+def summary_dict(response: pb.CreateBackfillResponse) -> dict[str, object]:
+    """The summary as plain JSON."""
+    s = response.summary
+    out: dict[str, object] = {
+        "dag_id": response.backfill.dag_id,
+        "to_run": s.create + s.reprocess,
+        "create": s.create,
+        "reprocess": s.reprocess,
+        "skipped": s.already_exists + s.in_flight,
+        "already_exists": s.already_exists,
+        "in_flight": s.in_flight,
+        "exact": s.exact,
+    }
+    if s.HasField("first_run"):
+        out["first_run"] = {
+            "logical_date": iso(s.first_run.logical_date),
+            "run_id": s.first_run.run_id,
+        }
+    if s.HasField("last_run"):
+        out["last_run"] = {
+            "logical_date": iso(s.last_run.logical_date),
+            "run_id": s.last_run.run_id,
+        }
+    b = response.backfill
+    if b.HasField("estimate"):
+        e = b.estimate
+        out["estimate"] = {
+            "basis": e.basis,
+            "sample_size": e.sample_size,
+            "run_duration_p50_seconds": e.run_duration_p50.ToTimedelta().total_seconds(),
+            "run_duration_p90_seconds": e.run_duration_p90.ToTimedelta().total_seconds(),
+            "remaining_p50_seconds": e.remaining_p50.ToTimedelta().total_seconds(),
+            "remaining_p90_seconds": e.remaining_p90.ToTimedelta().total_seconds(),
+        }
+    return out
+
+
+def summary(response: pb.CreateBackfillResponse) -> str:
     """The summary of a dry run, several lines for people."""
-    by = plan_counts(runs)
-    to_run = [r for r in runs if r["action"] in TO_RUN]
-    lines = [f"dry run of {dag_id}: nothing written"]
+    s = response.summary
+    lines = [f"dry run of {response.backfill.dag_id}: nothing written"]
+    lines.append(f"  to run:   {s.create + s.reprocess:>7}  (create {s.create}, reprocess {s.reprocess})")
     lines.append(
-        f"  to run:   {sum(by[a] for a in TO_RUN):>7}  (create {by['create']}, reprocess {by['reprocess']})"
+        f"  skipped:  {s.already_exists + s.in_flight:>7}  (already exist {s.already_exists}, "
+        f"in flight {s.in_flight})"
     )
-    lines.append(
-        f"  skipped:  {sum(by[a] for a in SKIPPED):>7}  (already exist {by['skip: already exists']}, "
-        f"in flight {by['skip: in flight']})"
-    )
-    others = sum(n for a, n in by.items() if a not in TO_RUN + SKIPPED)
-    if others:
-        lines.append(f"  other:    {others:>7}")
-    if to_run:
-        lines.append(f"  first run: {to_run[0]['logical_date']}  {to_run[0]['run_id']}")
-        lines.append(f"  last run:  {to_run[-1]['logical_date']}  {to_run[-1]['run_id']}")
-    if truncated:
-        lines.append(f"  the sidecar listed the first {len(runs)} slots only; counts cover those")
+    if s.HasField("first_run"):
+        lines.append(f"  first run: {iso(s.first_run.logical_date)}  {s.first_run.run_id}")
+        lines.append(f"  last run:  {iso(s.last_run.logical_date)}  {s.last_run.run_id}")
+    if line := estimate_line(response.backfill):
+        lines.append(f"  estimate: {line}")
+    else:
+        lines.append("  estimate: none (the DAG has no finished run to learn from)")
+    if not s.exact:
+        lines.append("  the count stopped short (planning budget or limits): the counts are lower bounds")
     lines.append("every slot: --all (table) or --output json")
     return "\n".join(lines)

@@ -22,6 +22,7 @@ from rich.progress import (
 )
 
 from sidecar._gen.airflow_sidecar.v1 import backfill_pb2 as pb
+from sidecar.cli._plans import span
 
 
 def state_text(b: pb.Backfill) -> str:
@@ -51,7 +52,10 @@ def counts(b: pb.Backfill) -> str:
 def progress_line(b: pb.Backfill) -> str:
     """One plain line: runs finished of runs to run, and the counts."""
     finished, total = totals(b)
-    return f"backfill {b.id}: {finished}/{total} runs  {counts(b)}"
+    eta = ""
+    if b.HasField("estimate") and b.estimate.runs_remaining:
+        eta = f"  eta ~{span(b.estimate.remaining_p50.ToTimedelta())}"
+    return f"backfill {b.id}: {finished}/{total} runs  {counts(b)}{eta}"
 
 
 def follow(updates: Iterable[pb.Backfill], stream: TextIO | None = None) -> pb.Backfill:

@@ -33,6 +33,7 @@ from sidecar.config._server import (
     add_server_arguments,
 )
 from sidecar.config._shim import SHIM_VARIABLES, ShimSettings, shim_auth_mode, shim_help
+from sidecar.config._webhooks import WebhookSettings, add_webhook_arguments
 
 __all__ = [
     "AIRFLOW_AUDIENCE",
@@ -48,11 +49,13 @@ __all__ = [
     "ServerSettings",
     "ShimSettings",
     "TlsConfig",
+    "WebhookSettings",
     "add_connection_arguments",
     "add_database_argument",
     "add_gateway_arguments",
     "add_jwt_secret_arguments",
     "add_server_arguments",
+    "add_webhook_arguments",
     "read_token",
     "shim_auth_mode",
     "shim_help",

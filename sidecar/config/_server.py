@@ -15,6 +15,7 @@ from pathlib import Path
 from sidecar.config import _env
 from sidecar.config._client import DEFAULT_TARGET
 from sidecar.config._env import Environ
+from sidecar.config._webhooks import WebhookSettings, add_webhook_arguments
 
 #: Airflow's default ``[api_auth] jwt_audience``.
 AIRFLOW_AUDIENCE = "apache-airflow"
@@ -83,7 +84,8 @@ class ServerSettings:
     dry_run_burst: int = 10
     """Dry runs a principal may make at once."""
     planning_workers: int = 2
-    """Threads stepping plans (dry runs, sizing, pending slots) at once; more calls wait."""
+    """Planning jobs (dry runs, sizing, pending slots) run at once, each in a thread and then a
+    low-priority worker process; more calls wait."""
     planning_cpu_seconds: float = 10.0
     """CPU time one call's planning may use; a dry run over it answers what it has."""
     log_level: str = "INFO"
@@ -92,6 +94,8 @@ class ServerSettings:
     """``text``, or ``json``: one object per line with backfill and DAG ids."""
     port_file: Path | None = None
     """Where to write the bound gRPC port once serving (with ``--listen host:0``: no port race)."""
+    webhooks: WebhookSettings = dataclasses.field(default_factory=WebhookSettings)
+    """Where backfill events may be sent, and how they are signed (off until a secret is set)."""
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> ServerSettings:
@@ -137,6 +141,7 @@ class ServerSettings:
             log_level=args.log_level,
             log_format=args.log_format,
             port_file=_path(getattr(args, "port_file", None)),
+            webhooks=WebhookSettings.from_args(args),
         )
 
 
@@ -223,7 +228,8 @@ def add_server_arguments(serve: argparse.ArgumentParser, environ: Environ | None
         "--planning-workers",
         type=int,
         default=_env.number(env, "SIDECAR_PLANNING_WORKERS", 2, int),
-        help="threads planning at once (dry runs, sizing); env SIDECAR_PLANNING_WORKERS",
+        help="planning jobs run at once (dry runs, sizing): each starts in a thread and moves to a "
+        "low-priority worker process when it needs more than a few ms; env SIDECAR_PLANNING_WORKERS",
     )
     serve.add_argument(
         "--planning-cpu-seconds",
@@ -231,6 +237,7 @@ def add_server_arguments(serve: argparse.ArgumentParser, environ: Environ | None
         default=_env.number(env, "SIDECAR_PLANNING_CPU_SECONDS", 10.0, float),
         help="CPU seconds one call may spend planning; env SIDECAR_PLANNING_CPU_SECONDS",
     )
+    add_webhook_arguments(serve, env)
     serve.add_argument(
         "--ops-listen",
         default=_env.text(env, "SIDECAR_OPS_LISTEN"),

@@ -7,12 +7,15 @@ from sidecar.engine._model import (
     BackfillSpec,
     BackfillView,
     DryRun,
+    Estimate,
+    PlanSummary,
     Progress,
     SlotView,
 )
 from sidecar.engine._requests import MAX_CONF_DEPTH
 from sidecar.engine._tick import TickResult
-from sidecar.store import Phase, WriteFailure
+from sidecar.engine._webhook_urls import shown_target
+from sidecar.store import Phase, RecordedEvent, WebhookStatus, WriteFailure
 from sidecar.vocabulary import Disposition, Mode, ReprocessBehavior, State
 
 __all__ = [
@@ -24,12 +27,17 @@ __all__ = [
     "Disposition",
     "DryRun",
     "EngineConfig",
+    "Estimate",
     "Mode",
     "Phase",
+    "PlanSummary",
     "Progress",
+    "RecordedEvent",
     "ReprocessBehavior",
     "SlotView",
     "State",
     "TickResult",
+    "WebhookStatus",
     "WriteFailure",
+    "shown_target",
 ]

@@ -6,6 +6,7 @@ import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from sidecar.config import WebhookSettings
 from sidecar.engine._counting import MAX_RUNS_PER_BACKFILL
 from sidecar.store import DagCatalog, RetryPolicy, Transactions
 
@@ -36,6 +37,10 @@ class EngineConfig:
     """Planning jobs that may wait for a worker; more are refused ``RESOURCE_EXHAUSTED``."""
     planning_cpu_seconds: float = 10.0
     """CPU time one call's planning may use (about 18,000 slots of a cron with daylight saving)."""
+    estimate_sample: int = 200
+    """Finished runs an estimate draws its durations from (the latest ones)."""
+    webhooks: WebhookSettings = field(default_factory=WebhookSettings)
+    """Where backfill events may be sent and how (off until a secret is set)."""
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     """How transactions are retried on transient database failures."""
 

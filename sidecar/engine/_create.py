@@ -30,6 +30,7 @@ from sidecar.engine._plans import build_plan, check_dag, check_params
 from sidecar.engine._policies import SchedulerPolicies
 from sidecar.engine._reads import get
 from sidecar.engine._requests import check_request
+from sidecar.engine._webhook_urls import check_webhook_url
 from sidecar.errors import BackfillAlreadyRunning, InvalidArgument
 from sidecar.planning import BackfillPlan
 from sidecar.store import (
@@ -37,8 +38,9 @@ from sidecar.store import (
     check_no_active_backfill,
     find_request,
     insert_backfill,
+    register_backfill,
 )
-from sidecar.vocabulary import Mode
+from sidecar.vocabulary import Mode, State
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +69,8 @@ async def create(
         SidecarError: a subclass for each failed check, in Airflow's order.
     """
     check_request(spec, request_id, dry_run_limit)
+    if spec.webhook_url is not None:
+        check_webhook_url(spec.webhook_url, parts.config.webhooks)
     fingerprint = fingerprint_of(spec)
     if request_id and not validate_only:
         previous = await by_request_id(parts, principal, request_id, fingerprint)
@@ -100,7 +104,8 @@ async def create(
         return checked
     timetable, plan = checked
     if validate_only:  # planned off the event loop, outside the transaction
-        return await dry_run(parts, pool, spec, plan, now, dry_run_limit or parts.config.dry_run_limit)
+        limit = parts.config.dry_run_limit if dry_run_limit is None else dry_run_limit
+        return await dry_run(parts, pool, spec, plan, now, limit)
     planned = await size_before_create(pool, plan, spec.dag_id, parts.config.max_runs_per_backfill)
     wanted = None if spec.mode is Mode.EAGER else spec.max_active_runs + parts.config.lookahead
     created = await insert(parts, spec, timetable, planned, now, request_id, fingerprint, wanted, principal)
@@ -165,6 +170,7 @@ async def insert(
         backfill_id = await insert_backfill(conn, new)
         if backfill_id is None:
             return None
+        await register_backfill(conn, backfill_id, spec.webhook_url, spec.webhook_format, State.ACTIVE)
         if first_runs == 0:
             return backfill_id, None
         first = await materialize_batch(conn, parts.catalog, backfill_id, max_runs=first_runs, now=now)

@@ -1,40 +1,68 @@
-"""The dry run: the slots a create would write, listed and counted under a planning budget.
+"""The dry run: the slots a create would write, listed, counted and summed up under a planning budget.
 
-A dry run lists at most ``limit`` slots (10,000 by default) and counts the plan up to the
-limit on runs per backfill. Both steps run in a :class:`PlanningPool` worker, off the event
-loop, with the pool's CPU budget per call, and stop when the caller goes. Over budget the
-dry run answers with what it has: the slots listed so far, ``truncated`` set, and
-``progress.planned`` marked as a lower bound (``planned_count_is_lower_bound``) when the
-count was cut short. Existing runs are looked up afterwards, in their own short read.
+A dry run lists at most ``limit`` slots (10,000 by default; 0 for the summary alone) and counts
+the whole plan by disposition (create, reprocess, already exists, in flight) up to the limit on
+runs per backfill. The plan's first and last logical dates are found first (one step each way);
+the runs that already exist between them are read in one bounded read; then one job in a :class:`PlanningPool` worker steps the plan, off the event loop, with the
+pool's CPU budget per call, and stops when the caller goes. Over budget the dry run answers with
+what it has: the slots listed so far, ``truncated`` set, ``progress.planned`` marked as a lower
+bound (``planned_exact`` false) and the summary marked inexact.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 
+from sqlalchemy.ext.asyncio import AsyncConnection
+
 from sidecar.engine._config import Parts
-from sidecar.engine._model import BackfillSpec, BackfillView, DryRun, Progress
+from sidecar.engine._estimates import estimate
+from sidecar.engine._model import BackfillSpec, BackfillView, DryRun, PlanSummary, Progress, SlotView
 from sidecar.engine._offload import PlanningPool
 from sidecar.engine._reads import planned_slot
-from sidecar.planning import BackfillPlan, plan_slots
-from sidecar.store import decide, find_existing_runs
-from sidecar.vocabulary import State
+from sidecar.planning import BackfillPlan, PlanCounts, PlannedRun, count_plan, plan_window
+from sidecar.store import ExistingRun, dag_run_durations, decide, existing_runs_between
+from sidecar.vocabulary import Disposition, State
 
-__all__ = ["dry_run"]
+__all__ = ["EXISTING_RUNS_READ", "dry_run"]
+
+#: The most existing runs a dry run reads to decide its slots; past it the summary is a lower bound.
+EXISTING_RUNS_READ = 100_000
 
 
 async def dry_run(
     parts: Parts, pool: PlanningPool, spec: BackfillSpec, plan: BackfillPlan, now: dt.datetime, limit: int
 ) -> DryRun:
-    """The plan a create would write, each slot with what would happen to it."""
+    """The plan a create would write, each listed slot with what would happen to it, and its summary."""
     limit = min(limit, parts.config.dry_run_limit)
     most = parts.config.max_runs_per_backfill
-    runs, planned, exact = await pool.run(plan_slots, plan, limit, most)
-    existing = await parts.tx.read(lambda conn: find_existing_runs(conn, spec.dag_id, runs))
-    slots = []
-    for run in runs:
-        found = existing.get(run.info.logical_date)
-        slots.append(planned_slot(run, decide(found, spec.reprocess_behavior), found))
+    window = await pool.run(plan_window, plan) or (spec.from_date, spec.to_date)
+
+    async def read(conn: AsyncConnection) -> tuple[tuple[dict[dt.datetime, ExistingRun], bool], list[float]]:
+        found = await existing_runs_between(conn, spec.dag_id, *window, EXISTING_RUNS_READ)
+        history = await dag_run_durations(conn, spec.dag_id, parts.config.estimate_sample)
+        return found, history
+
+    (existing, read_all), history = await parts.tx.read(read)
+    decided = {date: decide(run, spec.reprocess_behavior) for date, run in existing.items()}
+    counts: PlanCounts = await pool.run(count_plan, plan, decided, window, limit, most)
+
+    def slot(run: PlannedRun | None) -> SlotView | None:
+        if run is None:
+            return None
+        date = run.info.logical_date
+        return planned_slot(run, decided.get(date, Disposition.CREATE), existing.get(date))
+
+    by = counts.by_disposition
+    summary = PlanSummary(
+        create=by.get(Disposition.CREATE, 0),
+        reprocess=by.get(Disposition.REPROCESS, 0),
+        already_exists=by.get(Disposition.ALREADY_EXISTS, 0),
+        in_flight=by.get(Disposition.IN_FLIGHT, 0),
+        exact=counts.counted_all and read_all,
+        first_run=slot(counts.first),
+        last_run=slot(counts.last),
+    )
     view = BackfillView(
         id=0,
         dag_id=spec.dag_id,
@@ -47,10 +75,23 @@ async def dry_run(
         mode=spec.mode,
         is_paused=False,
         state=State.ACTIVE,
-        progress=Progress(planned=planned),
+        progress=Progress(planned=counts.total, skipped=summary.skipped),
         triggering_user_name=spec.triggering_user_name,
         created_at=now,
         updated_at=now,
         completed_at=None,
+        estimate=estimate(history, "history", summary.to_run, spec.max_active_runs),
     )
-    return DryRun(backfill=view, runs=slots, truncated=planned > len(slots) or not exact, planned_exact=exact)
+    slots = [
+        planned_slot(
+            r, decided.get(r.info.logical_date, Disposition.CREATE), existing.get(r.info.logical_date)
+        )
+        for r in counts.listed
+    ]
+    return DryRun(
+        backfill=view,
+        runs=slots,
+        truncated=counts.total > len(slots) or counts.cut,
+        planned_exact=not counts.cut,
+        summary=summary,
+    )

@@ -8,22 +8,35 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import logging
 from collections.abc import Callable
 
 from sidecar.auth import Access, PageTokens
-from sidecar.engine import _create, _reads, _steer, _tick
+from sidecar.engine import _create, _estimates, _reads, _steer, _tick
 from sidecar.engine._config import EngineConfig, Parts, utcnow
 from sidecar.engine._counting import BackgroundCounter
 from sidecar.engine._model import BackfillSpec, BackfillView, DryRun, SlotView
+from sidecar.engine._notify import Notifier
 from sidecar.engine._offload import PlanningPool
 from sidecar.engine._policies import SchedulerPolicies
 from sidecar.engine._requests import check_list_filter
 from sidecar.engine._tick import TickResult
 from sidecar.observability import DATABASE_ERRORS, TICK_SECONDS
-from sidecar.store import DagCatalog, Database, Failure, Transactions, backfill_stats, page_token_key
+from sidecar.store import (
+    DagCatalog,
+    Database,
+    Failure,
+    RecordedEvent,
+    Transactions,
+    backfill_stats,
+    events_after,
+    page_token_key,
+)
 from sidecar.vocabulary import State
 
 __all__ = ["BackfillEngine"]
+
+log = logging.getLogger(__name__)
 
 
 #: The access of a call without authentication, and the default of the engine's own callers
@@ -58,6 +71,8 @@ class BackfillEngine:
         self._tick_lock = asyncio.Lock()
         self._tick_task: asyncio.Task[TickResult] | None = None
         self._page_tokens: PageTokens | None = None
+        #: Records backfill events and delivers them to webhooks (``serve`` runs its passes).
+        self.notifier = Notifier(self._parts, self.config.webhooks)
 
     async def create(
         self,
@@ -87,14 +102,19 @@ class BackfillEngine:
             principal=principal,
         )
 
-    async def get(self, backfill_id: int, *, access: Access = UNRESTRICTED) -> BackfillView:
+    async def get(
+        self, backfill_id: int, *, access: Access = UNRESTRICTED, with_estimate: bool = False
+    ) -> BackfillView:
         """One backfill with its live progress, authorised for ``access`` on the row read.
+
+        ``with_estimate``: also estimate how long its unfinished runs take (one more bounded read).
 
         Raises:
             BackfillNotFound: none, or of a DAG the caller may not read (the same error).
             PermissionDenied: readable, but not for the call's action.
         """
-        return await _reads.get(self._parts, backfill_id, access)
+        view = await _reads.get(self._parts, backfill_id, access)
+        return await _estimates.with_estimate(self._parts, view) if with_estimate else view
 
     async def list_backfills(
         self,
@@ -156,7 +176,9 @@ class BackfillEngine:
         Raises:
             BackfillNotFound, PermissionDenied, InvalidTransition: the backfill has ended.
         """
-        return await _steer.pause(self._parts, backfill_id, paused, access)
+        view = await _steer.pause(self._parts, backfill_id, paused, access)
+        await self._record_events(backfill_id)
+        return view
 
     async def cancel(
         self, backfill_id: int, *, terminate_running: bool = False, access: Access = UNRESTRICTED
@@ -168,7 +190,20 @@ class BackfillEngine:
         Raises:
             BackfillNotFound, PermissionDenied, InvalidTransition: the backfill has ended.
         """
-        return await _steer.cancel(self._parts, backfill_id, access, terminate_running=terminate_running)
+        view = await _steer.cancel(self._parts, backfill_id, access, terminate_running=terminate_running)
+        await self._record_events(backfill_id)
+        return view
+
+    async def _record_events(self, backfill_id: int) -> None:
+        """Record the event a call just caused, at once (the notifier's next pass would, too)."""
+        try:
+            await self.notifier.record([backfill_id])
+        except Exception:  # the change is committed: the next pass records its event
+            log.exception("recording the event of backfill %d failed; the next pass records it", backfill_id)
+
+    async def events(self, backfill_id: int, after_id: int, limit: int = 100) -> list[RecordedEvent]:
+        """The backfill's events after ``after_id``, oldest first (the caller authorised the backfill)."""
+        return await self.tx.read(lambda conn: events_after(conn, backfill_id, after_id, limit))
 
     async def page_tokens(self) -> PageTokens:
         """The page-token codec under the key every replica shares (read once from the ledger)."""
@@ -177,8 +212,9 @@ class BackfillEngine:
         return self._page_tokens
 
     async def close(self) -> None:
-        """Stop background work (plan counts); a restart resumes it."""
+        """Stop background work (plan counts, webhook deliveries); a restart resumes it."""
         await self._counter.cancel_all()
+        await self.notifier.close()
 
     async def database_ready(self) -> bool:
         """Whether the metadata database answers (the readiness probe)."""

@@ -6,7 +6,7 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Any
 
-from sidecar.store import Slot, WriteFailure
+from sidecar.store import Slot, WebhookStatus, WriteFailure
 from sidecar.vocabulary import Mode, ReprocessBehavior, State
 
 DEFAULT_MAX_ACTIVE_RUNS = 10
@@ -25,6 +25,10 @@ class BackfillSpec:
     dag_run_conf: dict[str, Any] | None = None
     mode: Mode = Mode.WINDOWED
     triggering_user_name: str | None = None
+    webhook_url: str | None = None
+    """Where its events are POSTed (checked by ``_webhook_urls``); None: Watch only."""
+    webhook_format: str = "json"
+    """``json`` or ``slack``."""
 
 
 @dataclass(frozen=True)
@@ -63,6 +67,24 @@ class BackfillView:
     completed_at: dt.datetime | None
     write_failure: WriteFailure | None = None
     """Why writing its runs failed last (set aside, or retried next tick); None while all is well."""
+    estimate: Estimate | None = None
+    """How long its unfinished runs should take (see ``_estimates``); None when not asked or no history."""
+    webhook: WebhookStatus | None = None
+    """Its webhook and how deliveries went (``get`` only); None without one."""
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """How long a backfill's runs still to finish should take, from finished runs' durations."""
+
+    basis: str
+    """``history`` (the DAG's latest finished runs) or ``backfill`` (the backfill's own)."""
+    sample_size: int
+    run_p50: dt.timedelta
+    run_p90: dt.timedelta
+    runs_remaining: int
+    remaining_p50: dt.timedelta
+    remaining_p90: dt.timedelta
 
 
 #: One slot of a plan as a caller sees it: exactly as the store reads it back.
@@ -78,3 +100,29 @@ class DryRun:
     truncated: bool
     planned_exact: bool = True
     """False when the planning budget cut the count short: ``progress.planned`` is a lower bound."""
+    summary: PlanSummary | None = None
+    """The whole plan counted by disposition."""
+
+
+@dataclass(frozen=True)
+class PlanSummary:
+    """A dry run's whole plan counted by what would happen to each slot."""
+
+    create: int
+    reprocess: int
+    already_exists: int
+    in_flight: int
+    exact: bool
+    """False when the counts are lower bounds (planning budget, limit on runs, too many runs read)."""
+    first_run: SlotView | None
+    last_run: SlotView | None
+
+    @property
+    def to_run(self) -> int:
+        """Slots that would run: created or reprocessed."""
+        return self.create + self.reprocess
+
+    @property
+    def skipped(self) -> int:
+        """Slots that would be skipped: a run exists and is kept, or is in flight."""
+        return self.already_exists + self.in_flight

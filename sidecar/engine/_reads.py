@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -23,6 +24,7 @@ from sidecar.store import (
     page_of_backfills,
     plan_record,
     run_state_counts,
+    webhook_status,
     written_slots,
 )
 from sidecar.vocabulary import Disposition, Mode, State
@@ -90,7 +92,9 @@ async def get(parts: Parts, backfill_id: int, access: Access) -> BackfillView:
 
     async def read(conn: AsyncConnection) -> BackfillView:
         record = await load_backfill(conn, backfill_id, access)
-        return view_of(record, (await progress_of(conn, [record]))[record.id])
+        view = view_of(record, (await progress_of(conn, [record]))[record.id])
+        webhook = await webhook_status(conn, record.id)
+        return dataclasses.replace(view, webhook=webhook) if webhook is not None else view
 
     return await parts.tx.read(read)
 

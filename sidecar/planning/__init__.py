@@ -11,15 +11,18 @@ from sidecar.planning._jobs import EXACT_COUNT_BUDGET, first_sizes, full_count, 
 from sidecar.planning._model import DagRunInfo, Timetable, run_id_for, utc_offset_seconds, with_offset
 from sidecar.planning._parse import non_periodic_message, parse_timetable
 from sidecar.planning._plan import BackfillPlan, PlannedRun, validate_range
+from sidecar.planning._summary import PlanCounts, count_plan, plan_window
 
 __all__ = [
     "EXACT_COUNT_BUDGET",
     "Allowance",
     "BackfillPlan",
     "DagRunInfo",
+    "PlanCounts",
     "PlannedRun",
     "StopFlag",
     "Timetable",
+    "count_plan",
     "first_sizes",
     "full_count",
     "lowest_priority",
@@ -27,6 +30,7 @@ __all__ = [
     "parse_timetable",
     "pending_runs",
     "plan_slots",
+    "plan_window",
     "run_id_for",
     "runs_upper_bound",
     "serve_jobs",

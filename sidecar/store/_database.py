@@ -19,7 +19,9 @@ from sidecar.store._tables import (
     OFFSET_COLUMNS,
     SIDECAR_SCHEMA,
     sidecar_backfill,
+    sidecar_event,
     sidecar_metadata,
+    sidecar_notify,
     sidecar_schema_version,
 )
 from sidecar.store._versions import (
@@ -243,7 +245,9 @@ _MIGRATIONS: list[Callable[[Connection], None]] = [
     _scope_request_ids,
     # 4: the page-token key every replica shares.
     _create_secrets,
-    # 5: the UTC offsets the range bounds were given in (run ids keep the caller's offset).
+    # 5: events and their webhook deliveries (the outbox).
+    lambda conn: sidecar_metadata.create_all(conn, tables=[sidecar_notify, sidecar_event], checkfirst=True),
+    # 6: the UTC offsets the range bounds were given in (run ids keep the caller's offset).
     lambda conn: _add_columns(conn, sidecar_backfill, OFFSET_COLUMNS),
 ]
 

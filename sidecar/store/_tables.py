@@ -264,7 +264,7 @@ sidecar_backfill = sa.Table(
     # Who created it (migration step 3): request ids are scoped to it ("" without auth).
     sa.Column("principal", sa.String(512), nullable=False, server_default=""),
     sa.UniqueConstraint("principal", "request_id", name="sidecar_backfill_principal_request_id_key"),
-    # The UTC offsets (seconds east of UTC) the range bounds were given in (migration step 5;
+    # The UTC offsets (seconds east of UTC) the range bounds were given in (migration step 6;
     # NULL: UTC). Airflow's ``backfill`` row stores only the instants; a run on the lower
     # bound keeps the caller's offset in its run id, as Airflow's does.
     sa.Column("from_utc_offset", sa.Integer),
@@ -277,7 +277,7 @@ FAILURE_COLUMNS = tuple(
     for name in ("failure_reason", "failure_message", "failure_attempts", "failed_at")
 )
 
-#: The columns migration step 5 added to ``sidecar_backfill``.
+#: The columns migration step 6 added to ``sidecar_backfill``.
 OFFSET_COLUMNS = (sidecar_backfill.c.from_utc_offset, sidecar_backfill.c.to_utc_offset)
 
 #: The sidecar's own secrets, shared by every replica (the page-token key), hex-encoded.
@@ -288,4 +288,36 @@ sidecar_secret = sa.Table(
     sa.Column("value", sa.String(256), nullable=False),
 )
 
-SIDECAR_TABLES = (sidecar_schema_version, sidecar_backfill, sidecar_secret)
+#: One row per backfill the sidecar created (migration step 5): where its events go (a webhook URL,
+#: or NULL for Watch only) and the last state an event was recorded for.
+sidecar_notify = sa.Table(
+    "sidecar_notify",
+    sidecar_metadata,
+    sa.Column("backfill_id", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("url", sa.String(2048)),
+    sa.Column("format", sa.String(10), nullable=False),
+    # A sidecar.vocabulary.State value: the state the last recorded event (or the creation) saw.
+    sa.Column("notified_state", sa.String(20), nullable=False),
+)
+
+#: The outbox (migration step 5): one row per event of a backfill, written in the transaction
+#: that records it, delivered to the backfill's webhook afterwards (at least once).
+sidecar_event = sa.Table(
+    "sidecar_event",
+    sidecar_metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True),
+    sa.Column("backfill_id", sa.Integer, nullable=False, index=True),
+    sa.Column("kind", sa.String(30), nullable=False),
+    sa.Column("occurred_at", UtcDateTime, nullable=False),
+    sa.Column("payload", sa.JSON, nullable=False),
+    # Delivery (only for a backfill with a webhook): attempts made, when the next may start (a
+    # lease while one is in flight), when it was delivered, and why the last attempt failed.
+    sa.Column("pending", sa.Boolean, nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("next_attempt_at", UtcDateTime),
+    sa.Column("delivered_at", UtcDateTime),
+    sa.Column("last_error", sa.String(300)),
+    sa.Index("sidecar_event_pending_idx", "pending", "next_attempt_at"),
+)
+
+SIDECAR_TABLES = (sidecar_schema_version, sidecar_backfill, sidecar_secret, sidecar_notify, sidecar_event)

@@ -38,6 +38,10 @@ def clean_db(airflow_db: AirflowDatabase) -> Iterator[AirflowDatabase]:
             cur.execute("SELECT to_regclass('airflow_sidecar.sidecar_backfill')")
             if cur.fetchone()[0] is not None:
                 cur.execute("DELETE FROM airflow_sidecar.sidecar_backfill")
+            cur.execute("SELECT to_regclass('airflow_sidecar.sidecar_event')")
+            if cur.fetchone()[0] is not None:
+                cur.execute("DELETE FROM airflow_sidecar.sidecar_event")
+                cur.execute("DELETE FROM airflow_sidecar.sidecar_notify")
         yield airflow_db
     finally:
         conn.close()

@@ -80,6 +80,13 @@ def message_strategy(message: descriptor.Descriptor, depth: int = 0) -> st.Searc
             ),
             st.one_of(st.just(0), st.integers(-1, 1_000_000_000)),
         ).filter(lambda ts: -(2**63) <= ts.seconds < 2**63)
+    if message.full_name == "google.protobuf.Duration":  # any value protobuf can hold
+        limit = 315_576_000_000
+        return st.builds(
+            lambda s, n: cls(seconds=s, nanos=n if s >= 0 else -n),
+            st.integers(-limit, limit),
+            st.integers(0, 999_999_999),
+        )
     fields = {f.name: st.none() | _scalar(f, depth) for f in message.fields if depth < 3}
 
     def build(values: dict[str, Any]) -> Message:

@@ -50,6 +50,21 @@ def test_a_large_dry_run_is_a_summary_that_does_not_count_skipped_runs(target: s
     assert_snapshot("dry_run_summary", transcript(result))
 
 
+def test_a_summary_dry_run_counts_the_whole_plan_and_lists_nothing(target: str) -> None:
+    result = cli("backfill", "create", "--target", target, "--dag-id", DAG, *YEAR, "--dry-run", "--summary")
+    assert result.returncode == 0, result.stderr
+    assert "to run:       364  (create 364, reprocess 0)" in result.stdout
+    assert "estimate: " in result.stdout
+    as_json = cli(
+        "backfill", "create", "--target", target, "--dag-id", DAG, *YEAR, "--dry-run", "--summary", "-o", "json"
+    )  # fmt: skip
+    summary = json.loads(as_json.stdout)
+    assert (summary["to_run"], summary["skipped"], summary["exact"]) == (364, 2, True)
+    assert summary["first_run"]["logical_date"] == "2024-01-01T00:00:00+00:00"
+    alone = cli("backfill", "create", "--target", target, "--dag-id", DAG, *YEAR, "--summary")
+    assert alone.returncode == 2 and "--summary works with --dry-run only" in alone.stderr
+
+
 def test_a_dry_run_lists_every_slot_with_all_or_json(target: str) -> None:
     table = cli("backfill", "create", "--target", target, "--dag-id", DAG, *YEAR, "--dry-run", "--all")
     assert table.returncode == 0, table.stderr

@@ -19,6 +19,7 @@ import pytest
 from sidecar._gen.airflow_sidecar.v1 import backfill_pb2 as pb
 from sidecar.engine import BackfillEngine, BackfillSpec
 from sidecar.store import connect, prepare
+from sidecar.store._database import _MIGRATIONS
 from tests.integration.test_engine_sqlite import db_path, sqlite_template  # noqa: F401  (fixtures)
 from tests.support.authz import ADMIN, ALICE, DAG_A, DAG_B, Stack, authz_stack, bearer, create_request
 from tests.support.fixtures import AirflowDatabase
@@ -102,7 +103,7 @@ async def test_the_migration_scopes_request_ids_on_postgresql(
         sql.execute("SELECT length(value) FROM airflow_sidecar.sidecar_secret WHERE name = 'page_token_key'")
         assert sql.fetchall() == [(64,)]
         sql.execute("SELECT max(version) FROM airflow_sidecar.sidecar_schema_version")
-        assert sql.fetchone() == (5,)
+        assert sql.fetchone() == (len(_MIGRATIONS),)
         again = await BackfillEngine(db).create(spec(), request_id="before", principal="someone")
         assert again.id != old.id
     finally:

@@ -16,6 +16,7 @@ import pytest
 
 from sidecar.engine import BackfillEngine, BackfillSpec, BackfillView
 from sidecar.store import prepare
+from sidecar.store._database import _MIGRATIONS
 from sidecar.store._tables import FAILURE_COLUMNS
 from tests.integration.test_engine_sqlite import (  # noqa: F401  (fixtures; ``engine`` on SQLite here)
     db_path,
@@ -56,7 +57,9 @@ async def test_migration_step_2_on_sqlite(engine: BackfillEngine, db_path: Path)
     await prepare(engine.db)
     columns = {row[1] for row in rows(db_path, "PRAGMA table_info(sidecar_backfill)")}
     assert {c.name for c in FAILURE_COLUMNS} <= columns
-    assert rows(db_path, "SELECT max(version) FROM sidecar_schema_version") == [(5,)]  # every step since
+    assert rows(db_path, "SELECT max(version) FROM sidecar_schema_version") == [
+        (len(_MIGRATIONS),)
+    ]  # every step since
 
 
 async def test_a_failing_backfill_is_set_aside_and_the_other_is_written(

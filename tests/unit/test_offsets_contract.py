@@ -8,7 +8,6 @@ and shown back on the resource; offsets the server cannot hold are refused by fi
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 from typing import Any
 
@@ -16,7 +15,7 @@ import pytest
 
 from sidecar._gen.airflow_sidecar.v1 import backfill_pb2 as pb
 from sidecar.api._convert import backfill_message, spec_of
-from sidecar.cli import _client
+from sidecar.cli import _client, build_parser
 from sidecar.engine import BackfillView, Mode, Progress, State
 from sidecar.errors import InvalidArgument
 from sidecar.gateway import airflow_create_request, bindings_of
@@ -102,18 +101,8 @@ class _Stub:
 )
 def test_cli_sends_the_offset(text: str, seconds: int) -> None:
     stub = _Stub()
-    args = argparse.Namespace(
-        dag_id="d",
-        from_date=text,
-        to_date=text,
-        dag_run_conf=None,
-        run_backwards=False,
-        reprocess_behavior="none",
-        mode="windowed",
-        max_active_runs=None,
-        dry_run=False,
-        request_id=None,
-        output="table",
+    args = build_parser().parse_args(
+        ["backfill", "create", "--dag-id", "d", "--from-date", text, "--to-date", text]
     )
     with pytest.raises(RuntimeError, match="sent"):
         _client._create(stub, args, None)  # type: ignore[arg-type]

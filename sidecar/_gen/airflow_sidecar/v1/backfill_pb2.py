@@ -26,10 +26,11 @@ _sym_db = _symbol_database.Default()
 from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior__pb2
 from google.api import resource_pb2 as google_dot_api_dot_resource__pb2
+from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!airflow_sidecar/v1/backfill.proto\x12\x12\x61irflow_sidecar.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x19google/api/resource.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x82\x08\n\x08\x42\x61\x63kfill\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x08\x12\x10\n\x02id\x18\x02 \x01(\x03\x42\x04\xe2\x41\x01\x03\x12\x14\n\x06\x64\x61g_id\x18\x03 \x01(\tB\x04\xe2\x41\x01\x02\x12\x33\n\tfrom_date\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x02\x12\x31\n\x07to_date\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x02\x12\x14\n\x0c\x64\x61g_run_conf\x18\x06 \x01(\t\x12\x41\n\x12reprocess_behavior\x18\x07 \x01(\x0e\x32%.airflow_sidecar.v1.ReprocessBehavior\x12\x1c\n\x0fmax_active_runs\x18\x08 \x01(\x05H\x00\x88\x01\x01\x12\x15\n\rrun_backwards\x18\t \x01(\x08\x12&\n\x04mode\x18\n \x01(\x0e\x32\x18.airflow_sidecar.v1.Mode\x12\x17\n\tis_paused\x18\x0b \x01(\x08\x42\x04\xe2\x41\x01\x03\x12\x37\n\x05state\x18\x0c \x01(\x0e\x32\".airflow_sidecar.v1.Backfill.StateB\x04\xe2\x41\x01\x03\x12\x34\n\x08progress\x18\r \x01(\x0b\x32\x1c.airflow_sidecar.v1.ProgressB\x04\xe2\x41\x01\x03\x12\"\n\x14triggering_user_name\x18\x0e \x01(\tB\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x63reate_time\x18\x0f \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0bupdate_time\x18\x10 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x37\n\rcomplete_time\x18\x11 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12=\n\rwrite_failure\x18\x12 \x01(\x0b\x32 .airflow_sidecar.v1.WriteFailureB\x04\xe2\x41\x01\x03\x12$\n\x1c\x66rom_date_utc_offset_seconds\x18\x15 \x01(\x05\x12\"\n\x1ato_date_utc_offset_seconds\x18\x16 \x01(\x05\"l\n\x05State\x12\x15\n\x11STATE_UNSPECIFIED\x10\x00\x12\x10\n\x0cSTATE_ACTIVE\x10\x01\x12\x10\n\x0cSTATE_PAUSED\x10\x02\x12\x13\n\x0fSTATE_COMPLETED\x10\x03\x12\x13\n\x0fSTATE_CANCELLED\x10\x04:>\xea\x41;\n#airflow-sidecar.apache.org/Backfill\x12\x14\x62\x61\x63kfills/{backfill}B\x12\n\x10_max_active_runs\"~\n\x0cWriteFailure\x12\x0e\n\x06reason\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x10\n\x08\x61ttempts\x18\x03 \x01(\x05\x12\x11\n\tset_aside\x18\x04 \x01(\x08\x12(\n\x04time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x81\x01\n\x08Progress\x12\x0f\n\x07planned\x18\x01 \x01(\x03\x12\x0f\n\x07written\x18\x02 \x01(\x03\x12\x0e\n\x06queued\x18\x03 \x01(\x03\x12\x0f\n\x07running\x18\x04 \x01(\x03\x12\x11\n\tsucceeded\x18\x05 \x01(\x03\x12\x0e\n\x06\x66\x61iled\x18\x06 \x01(\x03\x12\x0f\n\x07skipped\x18\x07 \x01(\x03\"\xdd\x02\n\x0b\x42\x61\x63kfillRun\x12\x14\n\x0csort_ordinal\x18\x01 \x01(\x05\x12\x30\n\x0clogical_date\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x37\n\x13\x64\x61ta_interval_start\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x35\n\x11\x64\x61ta_interval_end\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12-\n\trun_after\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06run_id\x18\x06 \x01(\t\x12\x34\n\x0b\x64isposition\x18\x07 \x01(\x0e\x32\x1f.airflow_sidecar.v1.Disposition\x12\x12\n\ndag_run_id\x18\x08 \x01(\x03\x12\r\n\x05state\x18\t \x01(\t\"\x93\x01\n\x15\x43reateBackfillRequest\x12\x34\n\x08\x62\x61\x63kfill\x18\x01 \x01(\x0b\x32\x1c.airflow_sidecar.v1.BackfillB\x04\xe2\x41\x01\x02\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12\x15\n\rvalidate_only\x18\x03 \x01(\x08\x12\x19\n\x11\x64ry_run_page_size\x18\x04 \x01(\x05\"\xc5\x01\n\x16\x43reateBackfillResponse\x12.\n\x08\x62\x61\x63kfill\x18\x01 \x01(\x0b\x32\x1c.airflow_sidecar.v1.Backfill\x12\x35\n\x0cplanned_runs\x18\x02 \x03(\x0b\x32\x1f.airflow_sidecar.v1.BackfillRun\x12\x1e\n\x16planned_runs_truncated\x18\x03 \x01(\x08\x12$\n\x1cplanned_count_is_lower_bound\x18\x04 \x01(\x08\"P\n\x12GetBackfillRequest\x12:\n\x04name\x18\x01 \x01(\tB,\xe2\x41\x01\x02\xfa\x41%\n#airflow-sidecar.apache.org/Backfill\"E\n\x13GetBackfillResponse\x12.\n\x08\x62\x61\x63kfill\x18\x01 \x01(\x0b\x32\x1c.airflow_sidecar.v1.Backfill\"\xa0\x01\n\x14ListBackfillsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x0e\n\x06\x64\x61g_id\x18\x03 \x01(\t\x12\x31\n\x05state\x18\x04 \x01(\x0e\x32\".airflow_sidecar.v1.Backfill.State\x12\x0c\n\x04skip\x18\x05 \x01(\x05\x12\x10\n\x08order_by\x18\x06 \x01(\t\"u\n\x15ListBackfillsResponse\x12/\n\tbackfills\x18\x01 \x03(\x0b\x32\x1c.airflow_sidecar.v1.Backfill\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\x12\n\ntotal_size\x18\x03 \x01(\x05\"*\n\x14PauseBackfillRequest\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"G\n\x15PauseBackfillResponse\x12.\n\x08\x62\x61\x63kfill\x18\x01 \x01(\x0b\x32\x1c.airflow_sidecar.v1.Backfill\",\n\x16UnpauseBackfillRequest\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"I\n\x17UnpauseBackfillResponse\x12.\n\x08\x62\x61\x63kfill\x18\x01 \x01(\x0b\x32\x1c.airflow_sidecar.v1.Backfill\"F\n\x15\x43\x61ncelBackfillRequest\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x19\n\x11terminate_running\x18\x02 \x01(\x08\"H\n\x16\x43\x61ncelBackfillResponse\x12.\n\x08\x62\x61\x63kfill\x18\x01 \x01(\x0b\x32\x1c.airflow_sidecar.v1.Backfill\"V\n\x17ListBackfillRunsRequest\x12\x14\n\x06parent\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"b\n\x18ListBackfillRunsResponse\x12-\n\x04runs\x18\x01 \x03(\x0b\x32\x1f.airflow_sidecar.v1.BackfillRun\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"*\n\x14WatchBackfillRequest\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"G\n\x15WatchBackfillResponse\x12.\n\x08\x62\x61\x63kfill\x18\x01 \x01(\x0b\x32\x1c.airflow_sidecar.v1.Backfill*?\n\x04Mode\x12\x14\n\x10MODE_UNSPECIFIED\x10\x00\x12\x11\n\rMODE_WINDOWED\x10\x01\x12\x0e\n\nMODE_EAGER\x10\x02*\x95\x01\n\x11ReprocessBehavior\x12\"\n\x1eREPROCESS_BEHAVIOR_UNSPECIFIED\x10\x00\x12\x1b\n\x17REPROCESS_BEHAVIOR_NONE\x10\x01\x12\x1d\n\x19REPROCESS_BEHAVIOR_FAILED\x10\x02\x12 \n\x1cREPROCESS_BEHAVIOR_COMPLETED\x10\x03*\xb1\x01\n\x0b\x44isposition\x12\x1b\n\x17\x44ISPOSITION_UNSPECIFIED\x10\x00\x12\x16\n\x12\x44ISPOSITION_CREATE\x10\x01\x12\x19\n\x15\x44ISPOSITION_REPROCESS\x10\x02\x12\x1e\n\x1a\x44ISPOSITION_ALREADY_EXISTS\x10\x03\x12\x19\n\x15\x44ISPOSITION_IN_FLIGHT\x10\x04\x12\x17\n\x13\x44ISPOSITION_PENDING\x10\x05\x32\xfb\x08\n\x0f\x42\x61\x63kfillService\x12\x88\x01\n\x0e\x43reateBackfill\x12).airflow_sidecar.v1.CreateBackfillRequest\x1a*.airflow_sidecar.v1.CreateBackfillResponse\"\x1f\x82\xd3\xe4\x93\x02\x19\"\r/v1/backfills:\x08\x62\x61\x63kfill\x12~\n\x0bGetBackfill\x12&.airflow_sidecar.v1.GetBackfillRequest\x1a\'.airflow_sidecar.v1.GetBackfillResponse\"\x1e\x82\xd3\xe4\x93\x02\x18\x12\x16/v1/{name=backfills/*}\x12{\n\rListBackfills\x12(.airflow_sidecar.v1.ListBackfillsRequest\x1a).airflow_sidecar.v1.ListBackfillsResponse\"\x15\x82\xd3\xe4\x93\x02\x0f\x12\r/v1/backfills\x12\x8d\x01\n\rPauseBackfill\x12(.airflow_sidecar.v1.PauseBackfillRequest\x1a).airflow_sidecar.v1.PauseBackfillResponse\"\'\x82\xd3\xe4\x93\x02!\"\x1c/v1/{name=backfills/*}:pause:\x01*\x12\x95\x01\n\x0fUnpauseBackfill\x12*.airflow_sidecar.v1.UnpauseBackfillRequest\x1a+.airflow_sidecar.v1.UnpauseBackfillResponse\")\x82\xd3\xe4\x93\x02#\"\x1e/v1/{name=backfills/*}:unpause:\x01*\x12\x91\x01\n\x0e\x43\x61ncelBackfill\x12).airflow_sidecar.v1.CancelBackfillRequest\x1a*.airflow_sidecar.v1.CancelBackfillResponse\"(\x82\xd3\xe4\x93\x02\"\"\x1d/v1/{name=backfills/*}:cancel:\x01*\x12\x94\x01\n\x10ListBackfillRuns\x12+.airflow_sidecar.v1.ListBackfillRunsRequest\x1a,.airflow_sidecar.v1.ListBackfillRunsResponse\"%\x82\xd3\xe4\x93\x02\x1f\x12\x1d/v1/{parent=backfills/*}/runs\x12\x8c\x01\n\rWatchBackfill\x12(.airflow_sidecar.v1.WatchBackfillRequest\x1a).airflow_sidecar.v1.WatchBackfillResponse\"$\x82\xd3\xe4\x93\x02\x1e\x12\x1c/v1/{name=backfills/*}:watch0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!airflow_sidecar/v1/backfill.proto\x12\x12\x61irflow_sidecar.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x19google/api/resource.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xe6\x08\n\x08\x42\x61\x63kfill\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x08\x12\x10\n\x02id\x18\x02 \x01(\x03\x42\x04\xe2\x41\x01\x03\x12\x14\n\x06\x64\x61g_id\x18\x03 \x01(\tB\x04\xe2\x41\x01\x02\x12\x33\n\tfrom_date\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x02\x12\x31\n\x07to_date\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x02\x12\x14\n\x0c\x64\x61g_run_conf\x18\x06 \x01(\t\x12\x41\n\x12reprocess_behavior\x18\x07 \x01(\x0e\x32%.airflow_sidecar.v1.ReprocessBehavior\x12\x1c\n\x0fmax_active_runs\x18\x08 \x01(\x05H\x00\x88\x01\x01\x12\x15\n\rrun_backwards\x18\t \x01(\x08\x12&\n\x04mode\x18\n \x01(\x0e\x32\x18.airflow_sidecar.v1.Mode\x12\x17\n\tis_paused\x18\x0b \x01(\x08\x42\x04\xe2\x41\x01\x03\x12\x37\n\x05state\x18\x0c \x01(\x0e\x32\".airflow_sidecar.v1.Backfill.StateB\x04\xe2\x41\x01\x03\x12\x34\n\x08progress\x18\r \x01(\x0b\x32\x1c.airflow_sidecar.v1.ProgressB\x04\xe2\x41\x01\x03\x12\"\n\x14triggering_user_name\x18\x0e \x01(\tB\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x63reate_time\x18\x0f \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0bupdate_time\x18\x10 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x37\n\rcomplete_time\x18\x11 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12=\n\rwrite_failure\x18\x12 \x01(\x0b\x32 .airflow_sidecar.v1.WriteFailureB\x04\xe2\x41\x01\x03\x12$\n\x1c\x66rom_date_utc_offset_seconds\x18\x15 \x01(\x05\x12\"\n\x1ato_date_utc_offset_seconds\x18\x16 \x01(\x05\x12\x34\n\x08\x65stimate\x18& \x01(\x0b\x32\x1c.airflow_sidecar.v1.EstimateB\x04\xe2\x41\x01\x03\x12,\n\x07webhook\x18% \x01(\x0b\x32\x1b.airflow_sidecar.v1.Webhook\"l\n\x05State\x12\x15\n\x11STATE_UNSPECIFIED\x10\x00\x12\x10\n\x0cSTATE_ACTIVE\x10\x01\x12\x10\n\x0cSTATE_PAUSED\x10\x02\x12\x13\n\x0fSTATE_COMPLETED\x10\x03\x12\x13\n\x0fSTATE_CANCELLED\x10\x04:>\xea\x41;\n#airflow-sidecar.apache.org/Backfill\x12\x14\x62\x61\x63kfills/{backfill}B\x12\n\x10_max_active_runs\"\xf8\x01\n\x07Webhook\x12\x11\n\x03url\x18\x01 \x01(\tB\x04\xe2\x41\x01\x04\x12\x32\n\x06\x66ormat\x18\x02 \x01(\x0e\x32\".airflow_sidecar.v1.Webhook.Format\x12\x14\n\x06target\x18\x03 \x01(\tB\x04\xe2\x41\x01\x03\x12\x19\n\x0bundelivered\x18\x04 \x01(\x05\x42\x04\xe2\x41\x01\x03\x12\x16\n\x08given_up\x18\x05 \x01(\x05\x42\x04\xe2\x41\x01\x03\x12\x18\n\nlast_error\x18\x06 \x01(\tB\x04\xe2\x41\x01\x03\"C\n\x06\x46ormat\x12\x16\n\x12\x46ORMAT_UNSPECIFIED\x10\x00\x12\x0f\n\x0b\x46ORMAT_JSON\x10\x01\x12\x10\n\x0c\x46ORMAT_SLACK\x10\x02\"S\n\rBackfillEvent\x12\n\n\x02id\x18\x01 \x01(\x03\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12(\n\x04time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x94\x02\n\x08\x45stimate\x12\r\n\x05\x62\x61sis\x18\x01 \x01(\t\x12\x13\n\x0bsample_size\x18\x02 \x01(\x05\x12\x33\n\x10run_duration_p50\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x33\n\x10run_duration_p90\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x16\n\x0eruns_remaining\x18\x05 \x01(\x03\x12\x30\n\rremaining_p50\x18\x06 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x30\n\rremaining_p90\x18\x07 \x01(\x0b\x32\x19.google.protobuf.Duration\"~\n\x0cWriteFailure\x12\x0e\n\x06reason\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x10\n\x08\x61ttempts\x18\x03 \x01(\x05\x12\x11\n\tset_aside\x18\x04 \x01(\x08\x12(\n\x04time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x81\x01\n\x08Progress\x12\x0f\n\x07planned\x18\x01 \x01(\x03\x12\x0f\n\x07written\x18\x02 \x01(\x03\x12\x0e\n\x06queued\x18\x03 \x01(\x03\x12\x0f\n\x07running\x18\x04 \x01(\x03\x12\x11\n\tsucceeded\x18\x05 \x01(\x03\x12\x0e\n\x06\x66\x61iled\x18\x06 \x01(\x03\x12\x0f\n\x07skipped\x18\x07 \x01(\x03\"\xdd\x02\n\x0b\x42\x61\x63kfillRun\x12\x14\n\x0csort_ordinal\x18\x01 \x01(\x05\x12\x30\n\x0clogical_date\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x37\n\x13\x64\x61ta_interval_start\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x35\n\x11\x64\x61ta_interval_end\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12-\n\trun_after\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06run_id\x18\x06 \x01(\t\x12\x34\n\x0b\x64isposition\x18\x07 \x01(\x0e\x32\x1f.airflow_sidecar.v1.Disposition\x12\x12\n\ndag_run_id\x18\x08 \x01(\x03\x12\r\n\x05state\x18\t \x01(\t\"\xc9\x01\n\x15\x43reateBackfillRequest\x12\x34\n\x08\x62\x61\x63kfill\x18\x01 \x01(\x0b\x32\x1c.airflow_sidecar.v1.BackfillB\x04\xe2\x41\x01\x02\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12\x15\n\rvalidate_only\x18\x03 \x01(\x08\x12\x19\n\x11\x64ry_run_page_size\x18\x04 \x01(\x05\x12\x34\n\x0c\x64ry_run_view\x18\x05 \x01(\x0e\x32\x1e.airflow_sidecar.v1.DryRunView\"\xd1\x01\n\x0bPlanSummary\x12\x0e\n\x06\x63reate\x18\x01 \x01(\x03\x12\x11\n\treprocess\x18\x02 \x01(\x03\x12\x16\n\x0e\x61lready_exists\x18\x03 \x01(\x03\x12\x11\n\tin_flight\x18\x04 \x01(\x03\x12\r\n\x05\x65xact\x18\x05 \x01(\x08\x12\x32\n\tfirst_run\x18\x06 \x01(\x0b\x32\x1f.airflow_sidecar.v1.BackfillRun\x12\x31\n\x08last_run\x18\x07 \x01(\x0b\x32\x1f.airflow_sidecar.v1.BackfillRun\"\xf7\x01\n\x16\x43reateBackfillResponse\x12.\n\x08\x62\x61\x63kfill\x18\x01 \x01(\x0b\x32\x1c.airflow_sidecar.v1.Backfill\x12\x35\n\x0cplanned_runs\x18\x02 \x03(\x0b\x32\x1f.airflow_sidecar.v1.BackfillRun\x12\x1e\n\x16planned_runs_truncated\x18\x03 \x01(\x08\x12$\n\x1cplanned_count_is_lower_bound\x18\x04 \x01(\x08\x12\x30\n\x07summary\x18\x05 \x01(\x0b\x32\x1f.airflow_sidecar.v1.PlanSummary\"P\n\x12GetBackfillRequest\x12:\n\x04name\x18\x01 \x01(\tB,\xe2\x41\x01\x02\xfa\x41%\n#airflow-sidecar.apache.org/Backfill\"E\n\x13GetBackfillResponse\x12.\n\x08\x62\x61\x63kfill\x18\x01 \x01(\x0b\x32\x1c.airflow_sidecar.v1.Backfill\"\xa0\x01\n\x14ListBackfillsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x0e\n\x06\x64\x61g_id\x18\x03 \x01(\t\x12\x31\n\x05state\x18\x04 \x01(\x0e\x32\".airflow_sidecar.v1.Backfill.State\x12\x0c\n\x04skip\x18\x05 \x01(\x05\x12\x10\n\x08order_by\x18\x06 \x01(\t\"u\n\x15ListBackfillsResponse\x12/\n\tbackfills\x18\x01 \x03(\x0b\x32\x1c.airflow_sidecar.v1.Backfill\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\x12\n\ntotal_size\x18\x03 \x01(\x05\"*\n\x14PauseBackfillRequest\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"G\n\x15PauseBackfillResponse\x12.\n\x08\x62\x61\x63kfill\x18\x01 \x01(\x0b\x32\x1c.airflow_sidecar.v1.Backfill\",\n\x16UnpauseBackfillRequest\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"I\n\x17UnpauseBackfillResponse\x12.\n\x08\x62\x61\x63kfill\x18\x01 \x01(\x0b\x32\x1c.airflow_sidecar.v1.Backfill\"F\n\x15\x43\x61ncelBackfillRequest\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x19\n\x11terminate_running\x18\x02 \x01(\x08\"H\n\x16\x43\x61ncelBackfillResponse\x12.\n\x08\x62\x61\x63kfill\x18\x01 \x01(\x0b\x32\x1c.airflow_sidecar.v1.Backfill\"V\n\x17ListBackfillRunsRequest\x12\x14\n\x06parent\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"b\n\x18ListBackfillRunsResponse\x12-\n\x04runs\x18\x01 \x03(\x0b\x32\x1f.airflow_sidecar.v1.BackfillRun\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"*\n\x14WatchBackfillRequest\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"z\n\x15WatchBackfillResponse\x12.\n\x08\x62\x61\x63kfill\x18\x01 \x01(\x0b\x32\x1c.airflow_sidecar.v1.Backfill\x12\x31\n\x06\x65vents\x18\x02 \x03(\x0b\x32!.airflow_sidecar.v1.BackfillEvent*?\n\x04Mode\x12\x14\n\x10MODE_UNSPECIFIED\x10\x00\x12\x11\n\rMODE_WINDOWED\x10\x01\x12\x0e\n\nMODE_EAGER\x10\x02*\x95\x01\n\x11ReprocessBehavior\x12\"\n\x1eREPROCESS_BEHAVIOR_UNSPECIFIED\x10\x00\x12\x1b\n\x17REPROCESS_BEHAVIOR_NONE\x10\x01\x12\x1d\n\x19REPROCESS_BEHAVIOR_FAILED\x10\x02\x12 \n\x1cREPROCESS_BEHAVIOR_COMPLETED\x10\x03*\xb1\x01\n\x0b\x44isposition\x12\x1b\n\x17\x44ISPOSITION_UNSPECIFIED\x10\x00\x12\x16\n\x12\x44ISPOSITION_CREATE\x10\x01\x12\x19\n\x15\x44ISPOSITION_REPROCESS\x10\x02\x12\x1e\n\x1a\x44ISPOSITION_ALREADY_EXISTS\x10\x03\x12\x19\n\x15\x44ISPOSITION_IN_FLIGHT\x10\x04\x12\x17\n\x13\x44ISPOSITION_PENDING\x10\x05*[\n\nDryRunView\x12\x1c\n\x18\x44RY_RUN_VIEW_UNSPECIFIED\x10\x00\x12\x15\n\x11\x44RY_RUN_VIEW_LIST\x10\x01\x12\x18\n\x14\x44RY_RUN_VIEW_SUMMARY\x10\x02\x32\xfb\x08\n\x0f\x42\x61\x63kfillService\x12\x88\x01\n\x0e\x43reateBackfill\x12).airflow_sidecar.v1.CreateBackfillRequest\x1a*.airflow_sidecar.v1.CreateBackfillResponse\"\x1f\x82\xd3\xe4\x93\x02\x19\"\r/v1/backfills:\x08\x62\x61\x63kfill\x12~\n\x0bGetBackfill\x12&.airflow_sidecar.v1.GetBackfillRequest\x1a\'.airflow_sidecar.v1.GetBackfillResponse\"\x1e\x82\xd3\xe4\x93\x02\x18\x12\x16/v1/{name=backfills/*}\x12{\n\rListBackfills\x12(.airflow_sidecar.v1.ListBackfillsRequest\x1a).airflow_sidecar.v1.ListBackfillsResponse\"\x15\x82\xd3\xe4\x93\x02\x0f\x12\r/v1/backfills\x12\x8d\x01\n\rPauseBackfill\x12(.airflow_sidecar.v1.PauseBackfillRequest\x1a).airflow_sidecar.v1.PauseBackfillResponse\"\'\x82\xd3\xe4\x93\x02!\"\x1c/v1/{name=backfills/*}:pause:\x01*\x12\x95\x01\n\x0fUnpauseBackfill\x12*.airflow_sidecar.v1.UnpauseBackfillRequest\x1a+.airflow_sidecar.v1.UnpauseBackfillResponse\")\x82\xd3\xe4\x93\x02#\"\x1e/v1/{name=backfills/*}:unpause:\x01*\x12\x91\x01\n\x0e\x43\x61ncelBackfill\x12).airflow_sidecar.v1.CancelBackfillRequest\x1a*.airflow_sidecar.v1.CancelBackfillResponse\"(\x82\xd3\xe4\x93\x02\"\"\x1d/v1/{name=backfills/*}:cancel:\x01*\x12\x94\x01\n\x10ListBackfillRuns\x12+.airflow_sidecar.v1.ListBackfillRunsRequest\x1a,.airflow_sidecar.v1.ListBackfillRunsResponse\"%\x82\xd3\xe4\x93\x02\x1f\x12\x1d/v1/{parent=backfills/*}/runs\x12\x8c\x01\n\rWatchBackfill\x12(.airflow_sidecar.v1.WatchBackfillRequest\x1a).airflow_sidecar.v1.WatchBackfillResponse\"$\x82\xd3\xe4\x93\x02\x1e\x12\x1c/v1/{name=backfills/*}:watch0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -62,8 +63,20 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_BACKFILL'].fields_by_name['complete_time']._serialized_options = b'\342A\001\003'
   _globals['_BACKFILL'].fields_by_name['write_failure']._loaded_options = None
   _globals['_BACKFILL'].fields_by_name['write_failure']._serialized_options = b'\342A\001\003'
+  _globals['_BACKFILL'].fields_by_name['estimate']._loaded_options = None
+  _globals['_BACKFILL'].fields_by_name['estimate']._serialized_options = b'\342A\001\003'
   _globals['_BACKFILL']._loaded_options = None
   _globals['_BACKFILL']._serialized_options = b'\352A;\n#airflow-sidecar.apache.org/Backfill\022\024backfills/{backfill}'
+  _globals['_WEBHOOK'].fields_by_name['url']._loaded_options = None
+  _globals['_WEBHOOK'].fields_by_name['url']._serialized_options = b'\342A\001\004'
+  _globals['_WEBHOOK'].fields_by_name['target']._loaded_options = None
+  _globals['_WEBHOOK'].fields_by_name['target']._serialized_options = b'\342A\001\003'
+  _globals['_WEBHOOK'].fields_by_name['undelivered']._loaded_options = None
+  _globals['_WEBHOOK'].fields_by_name['undelivered']._serialized_options = b'\342A\001\003'
+  _globals['_WEBHOOK'].fields_by_name['given_up']._loaded_options = None
+  _globals['_WEBHOOK'].fields_by_name['given_up']._serialized_options = b'\342A\001\003'
+  _globals['_WEBHOOK'].fields_by_name['last_error']._loaded_options = None
+  _globals['_WEBHOOK'].fields_by_name['last_error']._serialized_options = b'\342A\001\003'
   _globals['_CREATEBACKFILLREQUEST'].fields_by_name['backfill']._loaded_options = None
   _globals['_CREATEBACKFILLREQUEST'].fields_by_name['backfill']._serialized_options = b'\342A\001\002'
   _globals['_GETBACKFILLREQUEST'].fields_by_name['name']._loaded_options = None
@@ -94,54 +107,66 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_BACKFILLSERVICE'].methods_by_name['ListBackfillRuns']._serialized_options = b'\202\323\344\223\002\037\022\035/v1/{parent=backfills/*}/runs'
   _globals['_BACKFILLSERVICE'].methods_by_name['WatchBackfill']._loaded_options = None
   _globals['_BACKFILLSERVICE'].methods_by_name['WatchBackfill']._serialized_options = b'\202\323\344\223\002\036\022\034/v1/{name=backfills/*}:watch'
-  _globals['_MODE']._serialized_start=3295
-  _globals['_MODE']._serialized_end=3358
-  _globals['_REPROCESSBEHAVIOR']._serialized_start=3361
-  _globals['_REPROCESSBEHAVIOR']._serialized_end=3510
-  _globals['_DISPOSITION']._serialized_start=3513
-  _globals['_DISPOSITION']._serialized_end=3690
-  _globals['_BACKFILL']._serialized_start=181
-  _globals['_BACKFILL']._serialized_end=1207
-  _globals['_BACKFILL_STATE']._serialized_start=1015
-  _globals['_BACKFILL_STATE']._serialized_end=1123
-  _globals['_WRITEFAILURE']._serialized_start=1209
-  _globals['_WRITEFAILURE']._serialized_end=1335
-  _globals['_PROGRESS']._serialized_start=1338
-  _globals['_PROGRESS']._serialized_end=1467
-  _globals['_BACKFILLRUN']._serialized_start=1470
-  _globals['_BACKFILLRUN']._serialized_end=1819
-  _globals['_CREATEBACKFILLREQUEST']._serialized_start=1822
-  _globals['_CREATEBACKFILLREQUEST']._serialized_end=1969
-  _globals['_CREATEBACKFILLRESPONSE']._serialized_start=1972
-  _globals['_CREATEBACKFILLRESPONSE']._serialized_end=2169
-  _globals['_GETBACKFILLREQUEST']._serialized_start=2171
-  _globals['_GETBACKFILLREQUEST']._serialized_end=2251
-  _globals['_GETBACKFILLRESPONSE']._serialized_start=2253
-  _globals['_GETBACKFILLRESPONSE']._serialized_end=2322
-  _globals['_LISTBACKFILLSREQUEST']._serialized_start=2325
-  _globals['_LISTBACKFILLSREQUEST']._serialized_end=2485
-  _globals['_LISTBACKFILLSRESPONSE']._serialized_start=2487
-  _globals['_LISTBACKFILLSRESPONSE']._serialized_end=2604
-  _globals['_PAUSEBACKFILLREQUEST']._serialized_start=2606
-  _globals['_PAUSEBACKFILLREQUEST']._serialized_end=2648
-  _globals['_PAUSEBACKFILLRESPONSE']._serialized_start=2650
-  _globals['_PAUSEBACKFILLRESPONSE']._serialized_end=2721
-  _globals['_UNPAUSEBACKFILLREQUEST']._serialized_start=2723
-  _globals['_UNPAUSEBACKFILLREQUEST']._serialized_end=2767
-  _globals['_UNPAUSEBACKFILLRESPONSE']._serialized_start=2769
-  _globals['_UNPAUSEBACKFILLRESPONSE']._serialized_end=2842
-  _globals['_CANCELBACKFILLREQUEST']._serialized_start=2844
-  _globals['_CANCELBACKFILLREQUEST']._serialized_end=2914
-  _globals['_CANCELBACKFILLRESPONSE']._serialized_start=2916
-  _globals['_CANCELBACKFILLRESPONSE']._serialized_end=2988
-  _globals['_LISTBACKFILLRUNSREQUEST']._serialized_start=2990
-  _globals['_LISTBACKFILLRUNSREQUEST']._serialized_end=3076
-  _globals['_LISTBACKFILLRUNSRESPONSE']._serialized_start=3078
-  _globals['_LISTBACKFILLRUNSRESPONSE']._serialized_end=3176
-  _globals['_WATCHBACKFILLREQUEST']._serialized_start=3178
-  _globals['_WATCHBACKFILLREQUEST']._serialized_end=3220
-  _globals['_WATCHBACKFILLRESPONSE']._serialized_start=3222
-  _globals['_WATCHBACKFILLRESPONSE']._serialized_end=3293
-  _globals['_BACKFILLSERVICE']._serialized_start=3693
-  _globals['_BACKFILLSERVICE']._serialized_end=4840
+  _globals['_MODE']._serialized_start=4409
+  _globals['_MODE']._serialized_end=4472
+  _globals['_REPROCESSBEHAVIOR']._serialized_start=4475
+  _globals['_REPROCESSBEHAVIOR']._serialized_end=4624
+  _globals['_DISPOSITION']._serialized_start=4627
+  _globals['_DISPOSITION']._serialized_end=4804
+  _globals['_DRYRUNVIEW']._serialized_start=4806
+  _globals['_DRYRUNVIEW']._serialized_end=4897
+  _globals['_BACKFILL']._serialized_start=213
+  _globals['_BACKFILL']._serialized_end=1339
+  _globals['_BACKFILL_STATE']._serialized_start=1147
+  _globals['_BACKFILL_STATE']._serialized_end=1255
+  _globals['_WEBHOOK']._serialized_start=1342
+  _globals['_WEBHOOK']._serialized_end=1590
+  _globals['_WEBHOOK_FORMAT']._serialized_start=1523
+  _globals['_WEBHOOK_FORMAT']._serialized_end=1590
+  _globals['_BACKFILLEVENT']._serialized_start=1592
+  _globals['_BACKFILLEVENT']._serialized_end=1675
+  _globals['_ESTIMATE']._serialized_start=1678
+  _globals['_ESTIMATE']._serialized_end=1954
+  _globals['_WRITEFAILURE']._serialized_start=1956
+  _globals['_WRITEFAILURE']._serialized_end=2082
+  _globals['_PROGRESS']._serialized_start=2085
+  _globals['_PROGRESS']._serialized_end=2214
+  _globals['_BACKFILLRUN']._serialized_start=2217
+  _globals['_BACKFILLRUN']._serialized_end=2566
+  _globals['_CREATEBACKFILLREQUEST']._serialized_start=2569
+  _globals['_CREATEBACKFILLREQUEST']._serialized_end=2770
+  _globals['_PLANSUMMARY']._serialized_start=2773
+  _globals['_PLANSUMMARY']._serialized_end=2982
+  _globals['_CREATEBACKFILLRESPONSE']._serialized_start=2985
+  _globals['_CREATEBACKFILLRESPONSE']._serialized_end=3232
+  _globals['_GETBACKFILLREQUEST']._serialized_start=3234
+  _globals['_GETBACKFILLREQUEST']._serialized_end=3314
+  _globals['_GETBACKFILLRESPONSE']._serialized_start=3316
+  _globals['_GETBACKFILLRESPONSE']._serialized_end=3385
+  _globals['_LISTBACKFILLSREQUEST']._serialized_start=3388
+  _globals['_LISTBACKFILLSREQUEST']._serialized_end=3548
+  _globals['_LISTBACKFILLSRESPONSE']._serialized_start=3550
+  _globals['_LISTBACKFILLSRESPONSE']._serialized_end=3667
+  _globals['_PAUSEBACKFILLREQUEST']._serialized_start=3669
+  _globals['_PAUSEBACKFILLREQUEST']._serialized_end=3711
+  _globals['_PAUSEBACKFILLRESPONSE']._serialized_start=3713
+  _globals['_PAUSEBACKFILLRESPONSE']._serialized_end=3784
+  _globals['_UNPAUSEBACKFILLREQUEST']._serialized_start=3786
+  _globals['_UNPAUSEBACKFILLREQUEST']._serialized_end=3830
+  _globals['_UNPAUSEBACKFILLRESPONSE']._serialized_start=3832
+  _globals['_UNPAUSEBACKFILLRESPONSE']._serialized_end=3905
+  _globals['_CANCELBACKFILLREQUEST']._serialized_start=3907
+  _globals['_CANCELBACKFILLREQUEST']._serialized_end=3977
+  _globals['_CANCELBACKFILLRESPONSE']._serialized_start=3979
+  _globals['_CANCELBACKFILLRESPONSE']._serialized_end=4051
+  _globals['_LISTBACKFILLRUNSREQUEST']._serialized_start=4053
+  _globals['_LISTBACKFILLRUNSREQUEST']._serialized_end=4139
+  _globals['_LISTBACKFILLRUNSRESPONSE']._serialized_start=4141
+  _globals['_LISTBACKFILLRUNSRESPONSE']._serialized_end=4239
+  _globals['_WATCHBACKFILLREQUEST']._serialized_start=4241
+  _globals['_WATCHBACKFILLREQUEST']._serialized_end=4283
+  _globals['_WATCHBACKFILLRESPONSE']._serialized_start=4285
+  _globals['_WATCHBACKFILLRESPONSE']._serialized_end=4407
+  _globals['_BACKFILLSERVICE']._serialized_start=4900
+  _globals['_BACKFILLSERVICE']._serialized_end=6047
 # @@protoc_insertion_point(module_scope)

@@ -12,6 +12,7 @@ scheduler and workers execute them.
 
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
+from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
@@ -119,6 +120,30 @@ DISPOSITION_PENDING: Disposition.ValueType  # 5
 """Not yet written (windowed mode)."""
 Global___Disposition: _TypeAlias = Disposition  # noqa: Y015
 
+class _DryRunView:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _DryRunViewEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_DryRunView.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    DRY_RUN_VIEW_UNSPECIFIED: _DryRunView.ValueType  # 0
+    """The server default: list."""
+    DRY_RUN_VIEW_LIST: _DryRunView.ValueType  # 1
+    """The planned slots (up to `dry_run_page_size`) and the summary of the whole plan."""
+    DRY_RUN_VIEW_SUMMARY: _DryRunView.ValueType  # 2
+    """The summary of the whole plan only: no slots are listed."""
+
+class DryRunView(_DryRunView, metaclass=_DryRunViewEnumTypeWrapper):
+    """What a dry run answers."""
+
+DRY_RUN_VIEW_UNSPECIFIED: DryRunView.ValueType  # 0
+"""The server default: list."""
+DRY_RUN_VIEW_LIST: DryRunView.ValueType  # 1
+"""The planned slots (up to `dry_run_page_size`) and the summary of the whole plan."""
+DRY_RUN_VIEW_SUMMARY: DryRunView.ValueType  # 2
+"""The summary of the whole plan only: no slots are listed."""
+Global___DryRunView: _TypeAlias = DryRunView  # noqa: Y015
+
 @_typing.final
 class Backfill(_message.Message):
     """A backfill of one DAG over a date range."""
@@ -176,6 +201,8 @@ class Backfill(_message.Message):
     WRITE_FAILURE_FIELD_NUMBER: _builtins.int
     FROM_DATE_UTC_OFFSET_SECONDS_FIELD_NUMBER: _builtins.int
     TO_DATE_UTC_OFFSET_SECONDS_FIELD_NUMBER: _builtins.int
+    ESTIMATE_FIELD_NUMBER: _builtins.int
+    WEBHOOK_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Resource name, `backfills/{id}`."""
     id: _builtins.int
@@ -236,6 +263,18 @@ class Backfill(_message.Message):
     def write_failure(self) -> Global___WriteFailure:
         """Why writing its runs failed last; unset while writing succeeds (and once it ended)."""
 
+    @_builtins.property
+    def estimate(self) -> Global___Estimate:
+        """How long the runs still to finish should take, from the DAG's own run history; set by
+        GetBackfill, WatchBackfill and a dry run (not by ListBackfills), unset without history.
+        """
+
+    @_builtins.property
+    def webhook(self) -> Global___Webhook:
+        """Where the backfill's events (paused, cancelled, completed, failed_threshold) are sent:
+        signed JSON (or a Slack message) POSTed to a URL. Unset: Watch only.
+        """
+
     def __init__(
         self,
         *,
@@ -259,16 +298,178 @@ class Backfill(_message.Message):
         write_failure: Global___WriteFailure | None = ...,
         from_date_utc_offset_seconds: _builtins.int = ...,
         to_date_utc_offset_seconds: _builtins.int = ...,
+        estimate: Global___Estimate | None = ...,
+        webhook: Global___Webhook | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_max_active_runs", b"_max_active_runs", "complete_time", b"complete_time", "create_time", b"create_time", "from_date", b"from_date", "max_active_runs", b"max_active_runs", "progress", b"progress", "to_date", b"to_date", "update_time", b"update_time", "write_failure", b"write_failure"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_max_active_runs", b"_max_active_runs", "complete_time", b"complete_time", "create_time", b"create_time", "estimate", b"estimate", "from_date", b"from_date", "max_active_runs", b"max_active_runs", "progress", b"progress", "to_date", b"to_date", "update_time", b"update_time", "webhook", b"webhook", "write_failure", b"write_failure"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_active_runs", b"_max_active_runs", "complete_time", b"complete_time", "create_time", b"create_time", "dag_id", b"dag_id", "dag_run_conf", b"dag_run_conf", "from_date", b"from_date", "from_date_utc_offset_seconds", b"from_date_utc_offset_seconds", "id", b"id", "is_paused", b"is_paused", "max_active_runs", b"max_active_runs", "mode", b"mode", "name", b"name", "progress", b"progress", "reprocess_behavior", b"reprocess_behavior", "run_backwards", b"run_backwards", "state", b"state", "to_date", b"to_date", "to_date_utc_offset_seconds", b"to_date_utc_offset_seconds", "triggering_user_name", b"triggering_user_name", "update_time", b"update_time", "write_failure", b"write_failure"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_active_runs", b"_max_active_runs", "complete_time", b"complete_time", "create_time", b"create_time", "dag_id", b"dag_id", "dag_run_conf", b"dag_run_conf", "estimate", b"estimate", "from_date", b"from_date", "from_date_utc_offset_seconds", b"from_date_utc_offset_seconds", "id", b"id", "is_paused", b"is_paused", "max_active_runs", b"max_active_runs", "mode", b"mode", "name", b"name", "progress", b"progress", "reprocess_behavior", b"reprocess_behavior", "run_backwards", b"run_backwards", "state", b"state", "to_date", b"to_date", "to_date_utc_offset_seconds", b"to_date_utc_offset_seconds", "triggering_user_name", b"triggering_user_name", "update_time", b"update_time", "webhook", b"webhook", "write_failure", b"write_failure"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__max_active_runs: _TypeAlias = _typing.Literal["max_active_runs"]  # noqa: Y015
     _WhichOneofArgType__max_active_runs: _TypeAlias = _typing.Literal["_max_active_runs", b"_max_active_runs"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType__max_active_runs) -> _WhichOneofReturnType__max_active_runs | None: ...
 
 Global___Backfill: _TypeAlias = Backfill  # noqa: Y015
+
+@_typing.final
+class Webhook(_message.Message):
+    """A backfill's webhook. The server signs every request (HMAC-SHA256) and retries it with
+    backoff until the receiver answers 2xx; docs/controls.md describes the requests.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    class _Format:
+        ValueType = _typing.NewType("ValueType", _builtins.int)
+        V: _TypeAlias = ValueType  # noqa: Y015
+
+    class _FormatEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[Webhook._Format.ValueType], _builtins.type):
+        DESCRIPTOR: _descriptor.EnumDescriptor
+        FORMAT_UNSPECIFIED: Webhook._Format.ValueType  # 0
+        """The default: JSON."""
+        FORMAT_JSON: Webhook._Format.ValueType  # 1
+        """The event as a JSON object (`id`, `kind`, `occurred_at`, `backfill`)."""
+        FORMAT_SLACK: Webhook._Format.ValueType  # 2
+        """A Slack incoming-webhook message: `{"text": "..."}`."""
+
+    class Format(_Format, metaclass=_FormatEnumTypeWrapper):
+        """The format of the requests."""
+
+    FORMAT_UNSPECIFIED: Webhook.Format.ValueType  # 0
+    """The default: JSON."""
+    FORMAT_JSON: Webhook.Format.ValueType  # 1
+    """The event as a JSON object (`id`, `kind`, `occurred_at`, `backfill`)."""
+    FORMAT_SLACK: Webhook.Format.ValueType  # 2
+    """A Slack incoming-webhook message: `{"text": "..."}`."""
+
+    URL_FIELD_NUMBER: _builtins.int
+    FORMAT_FIELD_NUMBER: _builtins.int
+    TARGET_FIELD_NUMBER: _builtins.int
+    UNDELIVERED_FIELD_NUMBER: _builtins.int
+    GIVEN_UP_FIELD_NUMBER: _builtins.int
+    LAST_ERROR_FIELD_NUMBER: _builtins.int
+    url: _builtins.str
+    """Where to POST events (`https://`; the server's operator may allow more). Never shown back:
+    a Slack URL's path is its secret.
+    """
+    format: Global___Webhook.Format.ValueType
+    """The format of the requests."""
+    target: _builtins.str
+    """The scheme and host of `url`, as callers see it."""
+    undelivered: _builtins.int
+    """Events not delivered yet (including those waiting for a retry)."""
+    given_up: _builtins.int
+    """Events whose delivery was given up after the last attempt."""
+    last_error: _builtins.str
+    """Why the last failed attempt failed, empty when none did."""
+    def __init__(
+        self,
+        *,
+        url: _builtins.str = ...,
+        format: Global___Webhook.Format.ValueType = ...,
+        target: _builtins.str = ...,
+        undelivered: _builtins.int = ...,
+        given_up: _builtins.int = ...,
+        last_error: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["format", b"format", "given_up", b"given_up", "last_error", b"last_error", "target", b"target", "undelivered", b"undelivered", "url", b"url"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Webhook: _TypeAlias = Webhook  # noqa: Y015
+
+@_typing.final
+class BackfillEvent(_message.Message):
+    """Something that happened to a backfill (also sent to its webhook)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    TIME_FIELD_NUMBER: _builtins.int
+    id: _builtins.int
+    """The event's id: increasing, and the webhook request's `X-Sidecar-Event-Id`."""
+    kind: _builtins.str
+    """`paused`, `cancelled`, `completed` or `failed_threshold`."""
+    @_builtins.property
+    def time(self) -> _timestamp_pb2.Timestamp:
+        """When the sidecar recorded it."""
+
+    def __init__(
+        self,
+        *,
+        id: _builtins.int = ...,
+        kind: _builtins.str = ...,
+        time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["time", b"time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "kind", b"kind", "time", b"time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BackfillEvent: _TypeAlias = BackfillEvent  # noqa: Y015
+
+@_typing.final
+class Estimate(_message.Message):
+    """How long a backfill should take: the duration percentiles of finished runs times the runs
+    left, spread over `max_active_runs`. Drawn from the DAG's latest finished runs until the
+    backfill's own runs finish, then from those (the estimate corrects itself as it goes).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BASIS_FIELD_NUMBER: _builtins.int
+    SAMPLE_SIZE_FIELD_NUMBER: _builtins.int
+    RUN_DURATION_P50_FIELD_NUMBER: _builtins.int
+    RUN_DURATION_P90_FIELD_NUMBER: _builtins.int
+    RUNS_REMAINING_FIELD_NUMBER: _builtins.int
+    REMAINING_P50_FIELD_NUMBER: _builtins.int
+    REMAINING_P90_FIELD_NUMBER: _builtins.int
+    basis: _builtins.str
+    """Where the durations come from: `history` (the DAG's latest finished runs) or
+    `backfill` (this backfill's own finished runs).
+    """
+    sample_size: _builtins.int
+    """Finished runs the durations are drawn from."""
+    runs_remaining: _builtins.int
+    """Runs still to finish (queued, running and not yet written)."""
+    @_builtins.property
+    def run_duration_p50(self) -> _duration_pb2.Duration:
+        """Median duration of one run (start to end)."""
+
+    @_builtins.property
+    def run_duration_p90(self) -> _duration_pb2.Duration:
+        """90th percentile duration of one run."""
+
+    @_builtins.property
+    def remaining_p50(self) -> _duration_pb2.Duration:
+        """Expected time until the last run finishes, at the median duration."""
+
+    @_builtins.property
+    def remaining_p90(self) -> _duration_pb2.Duration:
+        """The same at the 90th percentile: a pessimistic bound."""
+
+    def __init__(
+        self,
+        *,
+        basis: _builtins.str = ...,
+        sample_size: _builtins.int = ...,
+        run_duration_p50: _duration_pb2.Duration | None = ...,
+        run_duration_p90: _duration_pb2.Duration | None = ...,
+        runs_remaining: _builtins.int = ...,
+        remaining_p50: _duration_pb2.Duration | None = ...,
+        remaining_p90: _duration_pb2.Duration | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["remaining_p50", b"remaining_p50", "remaining_p90", b"remaining_p90", "run_duration_p50", b"run_duration_p50", "run_duration_p90", b"run_duration_p90"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["basis", b"basis", "remaining_p50", b"remaining_p50", "remaining_p90", b"remaining_p90", "run_duration_p50", b"run_duration_p50", "run_duration_p90", b"run_duration_p90", "runs_remaining", b"runs_remaining", "sample_size", b"sample_size"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Estimate: _TypeAlias = Estimate  # noqa: Y015
 
 @_typing.final
 class WriteFailure(_message.Message):
@@ -436,6 +637,7 @@ class CreateBackfillRequest(_message.Message):
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     VALIDATE_ONLY_FIELD_NUMBER: _builtins.int
     DRY_RUN_PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    DRY_RUN_VIEW_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     """A client-chosen id (up to 128 characters); a retry with the same id
     returns the first result and never creates twice.
@@ -444,6 +646,8 @@ class CreateBackfillRequest(_message.Message):
     """Dry run: validate and plan, write nothing."""
     dry_run_page_size: _builtins.int
     """In a dry run, the most planned runs to return (default and cap 10000)."""
+    dry_run_view: Global___DryRunView.ValueType
+    """In a dry run: the planned slots and the summary (the default), or the summary alone."""
     @_builtins.property
     def backfill(self) -> Global___Backfill:
         """The backfill to create; output-only fields are ignored."""
@@ -455,14 +659,67 @@ class CreateBackfillRequest(_message.Message):
         request_id: _builtins.str = ...,
         validate_only: _builtins.bool = ...,
         dry_run_page_size: _builtins.int = ...,
+        dry_run_view: Global___DryRunView.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["backfill", b"backfill"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["backfill", b"backfill", "dry_run_page_size", b"dry_run_page_size", "request_id", b"request_id", "validate_only", b"validate_only"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["backfill", b"backfill", "dry_run_page_size", b"dry_run_page_size", "dry_run_view", b"dry_run_view", "request_id", b"request_id", "validate_only", b"validate_only"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___CreateBackfillRequest: _TypeAlias = CreateBackfillRequest  # noqa: Y015
+
+@_typing.final
+class PlanSummary(_message.Message):
+    """What a dry run's plan would do, counted over the whole plan (not only the listed page)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CREATE_FIELD_NUMBER: _builtins.int
+    REPROCESS_FIELD_NUMBER: _builtins.int
+    ALREADY_EXISTS_FIELD_NUMBER: _builtins.int
+    IN_FLIGHT_FIELD_NUMBER: _builtins.int
+    EXACT_FIELD_NUMBER: _builtins.int
+    FIRST_RUN_FIELD_NUMBER: _builtins.int
+    LAST_RUN_FIELD_NUMBER: _builtins.int
+    create: _builtins.int
+    """Slots that would get a new run."""
+    reprocess: _builtins.int
+    """Slots whose finished run would be cleared and re-run."""
+    already_exists: _builtins.int
+    """Slots skipped: a finished run exists and the reprocess behaviour keeps it."""
+    in_flight: _builtins.int
+    """Slots skipped: a run of that date is queued or running."""
+    exact: _builtins.bool
+    """False when the counts stop short: the planning budget ran out, or the plan is over
+    the server's limit on runs per backfill. The counts are then lower bounds.
+    """
+    @_builtins.property
+    def first_run(self) -> Global___BackfillRun:
+        """The first run that would run (create or reprocess), unset when none would."""
+
+    @_builtins.property
+    def last_run(self) -> Global___BackfillRun:
+        """The last run that would run, unset when none would."""
+
+    def __init__(
+        self,
+        *,
+        create: _builtins.int = ...,
+        reprocess: _builtins.int = ...,
+        already_exists: _builtins.int = ...,
+        in_flight: _builtins.int = ...,
+        exact: _builtins.bool = ...,
+        first_run: Global___BackfillRun | None = ...,
+        last_run: Global___BackfillRun | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["first_run", b"first_run", "last_run", b"last_run"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["already_exists", b"already_exists", "create", b"create", "exact", b"exact", "first_run", b"first_run", "in_flight", b"in_flight", "last_run", b"last_run", "reprocess", b"reprocess"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PlanSummary: _TypeAlias = PlanSummary  # noqa: Y015
 
 @_typing.final
 class CreateBackfillResponse(_message.Message):
@@ -474,6 +731,7 @@ class CreateBackfillResponse(_message.Message):
     PLANNED_RUNS_FIELD_NUMBER: _builtins.int
     PLANNED_RUNS_TRUNCATED_FIELD_NUMBER: _builtins.int
     PLANNED_COUNT_IS_LOWER_BOUND_FIELD_NUMBER: _builtins.int
+    SUMMARY_FIELD_NUMBER: _builtins.int
     planned_runs_truncated: _builtins.bool
     """In a dry run: true when `planned_runs` was cut at the page size or by the planning budget."""
     planned_count_is_lower_bound: _builtins.bool
@@ -488,6 +746,10 @@ class CreateBackfillResponse(_message.Message):
     def planned_runs(self) -> _containers.RepeatedCompositeFieldContainer[Global___BackfillRun]:
         """In a dry run: the planned slots, in plan order."""
 
+    @_builtins.property
+    def summary(self) -> Global___PlanSummary:
+        """In a dry run: the whole plan counted by disposition."""
+
     def __init__(
         self,
         *,
@@ -495,10 +757,11 @@ class CreateBackfillResponse(_message.Message):
         planned_runs: _abc.Iterable[Global___BackfillRun] | None = ...,
         planned_runs_truncated: _builtins.bool = ...,
         planned_count_is_lower_bound: _builtins.bool = ...,
+        summary: Global___PlanSummary | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["backfill", b"backfill"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["backfill", b"backfill", "summary", b"summary"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["backfill", b"backfill", "planned_count_is_lower_bound", b"planned_count_is_lower_bound", "planned_runs", b"planned_runs", "planned_runs_truncated", b"planned_runs_truncated"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["backfill", b"backfill", "planned_count_is_lower_bound", b"planned_count_is_lower_bound", "planned_runs", b"planned_runs", "planned_runs_truncated", b"planned_runs_truncated", "summary", b"summary"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -856,18 +1119,26 @@ class WatchBackfillResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     BACKFILL_FIELD_NUMBER: _builtins.int
+    EVENTS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def backfill(self) -> Global___Backfill:
         """The backfill as it is now."""
+
+    @_builtins.property
+    def events(self) -> _containers.RepeatedCompositeFieldContainer[Global___BackfillEvent]:
+        """The events since the last update, oldest first: a stream reports every event of the
+        backfill once, in order (those recorded before it started in its first update).
+        """
 
     def __init__(
         self,
         *,
         backfill: Global___Backfill | None = ...,
+        events: _abc.Iterable[Global___BackfillEvent] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["backfill", b"backfill"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["backfill", b"backfill"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["backfill", b"backfill", "events", b"events"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
