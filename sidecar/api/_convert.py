@@ -99,6 +99,39 @@ def datetime_of(message: Message, name: str, field: str) -> dt.datetime:
         raise InvalidArgument(f"{field} is out of range: {exc}", field=field) from exc
 
 
+#: The widest UTC offset a bound may carry (a Python ``timezone`` is less than a day).
+_MAX_OFFSET_SECONDS = 24 * 3600 - 60
+
+
+def bound_of(backfill: pb.Backfill, name: str) -> dt.datetime:
+    """The range bound ``name`` as the caller wrote it: its instant, in its UTC offset.
+
+    Raises:
+        InvalidArgument: the bound is unset or out of range, or its offset is not a whole
+            number of minutes within a day either way.
+    """
+    instant = datetime_of(backfill, name, f"backfill.{name}")
+    field = f"backfill.{name}_utc_offset_seconds"
+    seconds: int = getattr(backfill, f"{name}_utc_offset_seconds")
+    if seconds % 60 or abs(seconds) > _MAX_OFFSET_SECONDS:
+        raise InvalidArgument(
+            f"{field} must be a whole number of minutes between -23:59 and +23:59, got {seconds} seconds",
+            field=field,
+        )
+    if seconds == 0:
+        return instant
+    try:
+        return instant.astimezone(dt.timezone(dt.timedelta(seconds=seconds)))
+    except OverflowError as exc:  # the first or last representable day, shifted past it
+        raise InvalidArgument(f"backfill.{name} is out of range: {exc}", field=f"backfill.{name}") from exc
+
+
+def utc_offset_of(value: dt.datetime) -> int:
+    """The UTC offset of an aware datetime, in seconds (0 for UTC)."""
+    offset = value.utcoffset()
+    return 0 if offset is None else int(offset.total_seconds())
+
+
 def parse_conf(text: str) -> dict[str, Any] | None:
     """``dag_run_conf`` JSON text as a dict (empty text: none given).
 
@@ -228,7 +261,7 @@ def _bound_of(b: pb.Backfill, end: Literal["from", "to"]) -> dt.datetime:
     key = b.from_partition_key if end == "from" else b.to_partition_key
     if key and not b.HasField(name):
         return BY_PARTITION_KEY
-    return datetime_of(b, name, f"backfill.{name}")
+    return bound_of(b, name)
 
 
 def _reverse_of(b: pb.Backfill) -> bool:
@@ -289,6 +322,8 @@ def backfill_message(view: BackfillView) -> pb.Backfill:
         pause_reason=view.pause_reason or "",
         dag_max_active_runs=view.controls.dag_max_active_runs,
         concurrent=view.controls.concurrent,
+        from_date_utc_offset_seconds=utc_offset_of(view.from_date),
+        to_date_utc_offset_seconds=utc_offset_of(view.to_date),
         estimate=_estimate(view.estimate),
         webhook=_webhook(view.webhook),
     )

@@ -85,7 +85,11 @@ def _set_bound(backfill: pb.Backfill, end: str, date: str | None, key: str | Non
         setattr(backfill, f"{end}_partition_key", key)
     else:
         assert date is not None
-        getattr(backfill, f"{end}_date").FromDatetime(parse_when(date, f"--{end}-date"))
+        when = parse_when(date, f"--{end}-date")
+        getattr(backfill, f"{end}_date").FromDatetime(when.astimezone(dt.UTC))
+        # The offset it was written in travels beside the instant: Airflow keeps it (run ids).
+        offset = when.utcoffset()
+        setattr(backfill, f"{end}_date_utc_offset_seconds", int(offset.total_seconds()) if offset else 0)
 
 
 _DISPOSITION_NAMES = {

@@ -126,10 +126,13 @@ def _add_backfill(commands: argparse._SubParsersAction[argparse.ArgumentParser])
     create.add_argument(
         "--from-date",
         default=None,
-        help="ISO date/datetime, inclusive (no offset: UTC); or --from-partition-key",
+        help="ISO date/datetime, inclusive, with an optional UTC offset kept as Airflow keeps it (none: UTC); "
+        "or --from-partition-key",
     )
     create.add_argument(
-        "--to-date", default=None, help="ISO date/datetime, inclusive (no offset: UTC); or --to-partition-key"
+        "--to-date",
+        default=None,
+        help="ISO date/datetime, inclusive, with an optional UTC offset (none: UTC); or --to-partition-key",
     )
     create.add_argument(
         "--from-partition-key",

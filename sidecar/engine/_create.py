@@ -78,7 +78,7 @@ async def create(
     if request_id and not validate_only:
         previous = await by_request_id(parts, principal, request_id, fingerprint)
         if previous is not None:
-            return previous
+            return await settled(parts, previous)
     now = parts.clock()
 
     async def check(
@@ -113,6 +113,8 @@ async def create(
         return timetable, plan, pin, loaded.template, resolved
 
     checked = await parts.tx.read(check)
+    if isinstance(checked, BackfillView):
+        return await settled(parts, checked)
     if not isinstance(checked, tuple):
         return checked
     timetable, plan, pin, template, spec = checked
@@ -129,7 +131,7 @@ async def create(
         assert request_id is not None
         previous = await by_request_id(parts, principal, request_id, fingerprint)
         assert previous is not None
-        return previous
+        return await settled(parts, previous)
     backfill_id, first = created
     if first is not None and not first.exhausted:
         await materialize(
@@ -139,6 +141,7 @@ async def create(
             runs_wanted=None if wanted is None else wanted - first.runs_created,
             batch_size=parts.config.batch_size,
             now=now,
+            wait=wanted is None,  # eager: answer once every run is committed, whoever wrote it
         )
     if planned is None:
         counter.ensure(backfill_id)
@@ -214,6 +217,27 @@ async def insert(
             spec.mode.value,
         )
     return created
+
+
+async def settled(parts: Parts, previous: BackfillView) -> BackfillView:
+    """A retried create's answer: an eager backfill once every run is committed.
+
+    The first call (or the tick, or another replica) may still be writing: the retry joins
+    in, waiting for each batch another writer holds and writing the next, so it answers
+    when the plan is written, as the first call does. A windowed backfill answers at once.
+    """
+    if previous.mode is not Mode.EAGER:
+        return previous
+    await materialize(
+        parts.tx,
+        parts.catalog,
+        previous.id,
+        runs_wanted=None,
+        batch_size=parts.config.batch_size,
+        now=parts.clock(),
+        wait=True,
+    )
+    return await get(parts, previous.id, _CREATOR)
 
 
 def first_batch_size(parts: Parts, wanted: int | None) -> int:

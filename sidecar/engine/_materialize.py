@@ -66,14 +66,16 @@ async def materialize_batch(
     max_runs: int,
     now: dt.datetime,
     unpaused: bool = False,
+    wait: bool = False,
 ) -> MaterializeResult | None:
     """Write up to ``max_runs`` next slots of one backfill inside the caller's transaction.
 
     Returns:
         What was written, or None when the backfill is not materialising, another
-        replica holds it, or (with ``unpaused``) it is paused.
+        replica holds it (unless ``wait``: then its batch is waited for), or (with
+        ``unpaused``) it is paused.
     """
-    claimed = await claim_batch(conn, backfill_id, unpaused=unpaused)
+    claimed = await claim_batch(conn, backfill_id, unpaused=unpaused, wait=wait)
     if claimed is None:
         return None
     loaded = await load_pinned(conn, catalog, claimed)
@@ -173,12 +175,17 @@ async def materialize(
     batch_size: int,
     now: dt.datetime,
     unpaused: bool = False,
+    wait: bool = False,
 ) -> int:
     """Write batches until ``runs_wanted`` runs were made (None: the whole plan) or the plan ends.
 
     Each batch commits on its own (retried as a whole on a transient failure). With
     ``unpaused`` (the tick), writing stops at the first batch that finds the backfill
-    paused. Returns the number of runs made or reprocessed.
+    paused. With ``wait`` (an eager create, first call or retry), a batch another writer
+    holds (the tick, a replica, the first call) is waited for rather than skipped, and
+    writing goes on after it: it returns only once the backfill is no longer
+    materialising, every run of its plan committed, whoever wrote them. Returns the number
+    of runs made or reprocessed by this call.
     """
     made = 0
     postgres = tx.db.dialect == "postgresql"
@@ -202,6 +209,7 @@ async def materialize(
                 max_runs=want,
                 now=now,
                 unpaused=unpaused,
+                wait=wait,
             )
         )
         if result is None:

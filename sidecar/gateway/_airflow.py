@@ -336,6 +336,16 @@ def _coerce(value: dt.datetime) -> Timestamp:
     return ts
 
 
+def _offset(value: dt.datetime) -> int:
+    """The UTC offset the caller wrote ``value`` in, in seconds (a naive value is UTC).
+
+    Airflow keeps it (``timezone.coerce_datetime``) and names a run on the lower bound
+    with it; the Timestamp loses it, so it travels beside it.
+    """
+    offset = value.utcoffset()
+    return 0 if offset is None else int(offset.total_seconds())
+
+
 def parse_body(body: Any, present: bool) -> BackfillPostBody:
     """Validate a create/dry-run body the way Airflow does (after its ``dag_id`` type check)."""
     if not present:
@@ -364,6 +374,8 @@ def create_request(body: BackfillPostBody, *, dry_run: bool) -> pb.CreateBackfil
         dag_id=body.dag_id,
         from_date=_coerce(body.from_date),
         to_date=_coerce(body.to_date),
+        from_date_utc_offset_seconds=_offset(body.from_date),
+        to_date_utc_offset_seconds=_offset(body.to_date),
         run_backwards=body.run_backwards,
         reprocess_behavior=_REPROCESS_IN[body.reprocess_behavior],
         max_active_runs=body.max_active_runs,

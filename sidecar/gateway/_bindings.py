@@ -325,6 +325,7 @@ def build_request(
     for field_path, value in path_values.items():
         _set_path(document, field_path, value)
     _check_timestamps(document, binding.method.input_type, "")
+    _fill_offsets(document, binding.method.input_type)
     request = binding.request_class()
     try:
         json_format.ParseDict(document, request, ignore_unknown_fields=False, max_recursion_depth=32)
@@ -382,6 +383,38 @@ def _check_timestamps(document: Any, message: descriptor.Descriptor, prefix: str
                     raise RequestError(f"{path}: not an RFC 3339 timestamp: {one[:60]!r}", path)
         elif not field.is_repeated:
             _check_timestamps(value, message_of(field), path + ".")
+
+
+#: A Timestamp field ``x`` with a sibling ``x`` + this suffix keeps the offset it was written in.
+OFFSET_SUFFIX = "_utc_offset_seconds"
+
+
+def _fill_offsets(document: Any, message: descriptor.Descriptor) -> None:
+    """Fill ``<field>_utc_offset_seconds`` from the offset of an RFC 3339 ``<field>`` (unless given).
+
+    A Timestamp is an instant: ``2024-01-01T00:00:00+05:30`` parses to 2023-12-31T18:30Z
+    and the ``+05:30`` is lost, yet Airflow names a run on that bound with it. Where the
+    message has a sibling offset field, the offset the caller wrote goes there.
+    """
+    if not isinstance(document, dict):
+        return
+    for key, value in list(document.items()):
+        field = message.fields_by_name.get(key) or next(
+            (f for f in message.fields if f.json_name == key), None
+        )
+        if field is None or field.type != descriptor.FieldDescriptor.TYPE_MESSAGE or field.is_repeated:
+            continue
+        if message_of(field).full_name != "google.protobuf.Timestamp":
+            _fill_offsets(value, message_of(field))
+            continue
+        sibling = message.fields_by_name.get(field.name + OFFSET_SUFFIX)
+        found = _RFC3339.fullmatch(value) if isinstance(value, str) else None
+        if sibling is None or found is None or found.group(3) is None:
+            continue
+        if sibling.name in document or sibling.json_name in document:
+            continue  # given explicitly: the server checks it
+        sign = -1 if found.group(2).startswith("-") else 1
+        document[sibling.name] = sign * (int(found.group(3)) * 3600 + int(found.group(4)) * 60)
 
 
 def _has_path(document: dict[str, Any], path: str) -> bool:

@@ -8,7 +8,7 @@ forwards or backwards, lazily and resumably.
 from sidecar.planning._bounds import runs_upper_bound
 from sidecar.planning._budget import Allowance, StopFlag, lowest_priority, serve_jobs
 from sidecar.planning._jobs import EXACT_COUNT_BUDGET, first_sizes, full_count, pending_runs, plan_slots
-from sidecar.planning._model import DagRunInfo, Timetable, run_id_for
+from sidecar.planning._model import DagRunInfo, Timetable, run_id_for, utc_offset_seconds, with_offset
 from sidecar.planning._parse import non_periodic_message, parse_timetable
 from sidecar.planning._partition import CronPartitionTimetable
 from sidecar.planning._plan import BackfillPlan, PlannedRun, validate_range
@@ -36,5 +36,7 @@ __all__ = [
     "run_id_for",
     "runs_upper_bound",
     "serve_jobs",
+    "utc_offset_seconds",
     "validate_range",
+    "with_offset",
 ]

@@ -10,7 +10,7 @@ import bisect
 import datetime as dt
 from collections.abc import Iterator
 
-from sidecar.planning._model import DagRunInfo, RawInfo, as_utc
+from sidecar.planning._model import DagRunInfo, RawInfo, as_fixed, as_utc
 from sidecar.planning._stepped import SteppedTimetable
 
 
@@ -18,7 +18,9 @@ class EventsTimetable(SteppedTimetable):
     """Runs at each listed event date within the range."""
 
     def __init__(self, events: list[dt.datetime], summary: str) -> None:
-        self.events = sorted(as_utc(e) for e in events)
+        # Each event keeps the offset it was serialized with: Airflow's run id shows it
+        # (``backfill__2024-03-01T09:00:00+01:00``). Aware datetimes sort by instant.
+        self.events = sorted(as_fixed(e) for e in events)
         self._summary = summary
 
     @property

@@ -24,6 +24,24 @@ def as_utc(value: dt.datetime) -> dt.datetime:
     return value.astimezone(UTC)
 
 
+def with_offset(instant: dt.datetime, offset_seconds: int) -> dt.datetime:
+    """``instant`` as the caller wrote it: the same instant in a fixed UTC offset.
+
+    Airflow computes with the caller's datetime as given (``timezone.coerce_datetime``
+    keeps its offset), and a run that falls exactly on a range bound keeps that offset
+    in its run id (``backfill__2024-01-01T00:00:00+05:30``). The API carries the instant
+    and the offset separately; this puts them back together (0: UTC, as a naive bound).
+    """
+    zone = UTC if offset_seconds == 0 else dt.timezone(dt.timedelta(seconds=offset_seconds))
+    return as_utc(instant).astimezone(zone)
+
+
+def utc_offset_seconds(value: dt.datetime) -> int:
+    """The UTC offset ``value`` was written in, in seconds (0 for naive or UTC values)."""
+    offset = value.utcoffset()
+    return 0 if offset is None else int(offset.total_seconds())
+
+
 def as_fixed(value: dt.datetime) -> dt.datetime:
     """Pin ``value`` to a fixed UTC offset, as ``pendulum.instance`` does for foreign tzinfos.
 
@@ -43,11 +61,17 @@ def as_fixed(value: dt.datetime) -> dt.datetime:
 class DagRunInfo:
     """One run a timetable schedules, in the form the backfill rows need.
 
+    Every date is aware, in UTC except where Airflow keeps the caller's own offset: a
+    date that *is* the range's lower bound (a trigger tick or an interval start falling
+    exactly on it) stays in the offset the bound was given in, as in Airflow, whose run
+    id then shows it. Dates compare and hash by instant, so this only shows in the run
+    id and in the calendar arithmetic that steps from such a date.
+
     Attributes:
-        logical_date: The run's logical date (the data interval start), aware UTC.
-        data_interval_start: Start of the data interval, aware UTC.
-        data_interval_end: End of the data interval, aware UTC.
-        run_after: Earliest time the run may start, aware UTC; it also names the run id.
+        logical_date: The run's logical date (the data interval start).
+        data_interval_start: Start of the data interval.
+        data_interval_end: End of the data interval.
+        run_after: Earliest time the run may start; it also names the run id.
         partition_key: The partition's key (partitioned timetables), else None.
         partition_date: The partition's date, aware UTC (partitioned timetables), else None.
 
@@ -87,39 +111,37 @@ class RawInfo(NamedTuple):
     run_after: dt.datetime
 
     def public(self) -> DagRunInfo:
-        """Convert to the published, all-UTC :class:`DagRunInfo`."""
-        start = as_utc(self.start)
+        """Convert to the published :class:`DagRunInfo` (each date keeps its offset)."""
         return DagRunInfo(
-            logical_date=start,
-            data_interval_start=start,
-            data_interval_end=as_utc(self.end),
-            run_after=as_utc(self.run_after),
+            logical_date=self.start,
+            data_interval_start=self.start,
+            data_interval_end=self.end,
+            run_after=self.run_after,
         )
 
     @staticmethod
     def from_public(info: DagRunInfo) -> RawInfo:
         """Rebuild a raw info from a published one (used to resume an iteration)."""
-        return RawInfo(
-            as_utc(info.data_interval_start), as_utc(info.data_interval_end), as_utc(info.run_after)
-        )
+        return RawInfo(info.data_interval_start, info.data_interval_end, info.run_after)
 
 
 _RUN_ID_SUFFIX_CHARS = string.ascii_letters + string.digits
 
 
 def run_id_for(info: DagRunInfo) -> str:
-    """Return the run id Airflow gives a new backfill run: ``backfill__`` + run_after in UTC.
+    """Return the run id Airflow gives a new backfill run: ``backfill__`` + run_after.
 
-    Airflow derives it from ``run_after`` (not the logical date) rendered in UTC, so
-    interval timetables get the interval *end* in their run id. A partition's run id is
-    ``CronPartitionTimetable.generate_run_id``'s: ``backfill__<run_after>__<key>__<8 random
-    letters or digits>`` (``get_random_string``), so every call gives a new one, as in Airflow.
+    Airflow derives it from ``run_after`` (not the logical date) as it computed it: in UTC,
+    except a tick on the range's lower bound, which keeps the caller's offset. Interval
+    timetables get the interval *end* in their run id. A partition's run id is
+    ``CronPartitionTimetable.generate_run_id``'s: ``backfill__<run_after in UTC>__<key>__<8
+    random letters or digits>`` (``get_random_string``), so every call gives a new one, as in
+    Airflow.
     """
-    run_id = "backfill__" + as_utc(info.run_after).isoformat()
     if info.partition_key:
         suffix = "".join(secrets.choice(_RUN_ID_SUFFIX_CHARS) for _ in range(8))
-        run_id = f"{run_id}__{info.partition_key}__{suffix}"
-    return run_id
+        return f"backfill__{as_utc(info.run_after).isoformat()}__{info.partition_key}__{suffix}"
+    return "backfill__" + info.run_after.isoformat()
 
 
 class Timetable(ABC):

@@ -27,7 +27,7 @@ class PlannedRun:
     Attributes:
         sort_ordinal: 1-based position in plan order (Airflow's ``BackfillDagRun.sort_ordinal``).
         info: The run's dates.
-        run_id: ``backfill__<run_after in UTC>`` (a partition's: see :func:`run_id_for`).
+        run_id: ``backfill__<run_after>`` (a partition's: see :func:`run_id_for`).
     """
 
     sort_ordinal: int
@@ -172,12 +172,14 @@ class BackfillPlan:
 
 
 def _shifted(info: DagRunInfo, step: dt.timedelta, times: int) -> DagRunInfo:
-    shift = step * times
+    if times == 0:  # the first run keeps the offsets Airflow computed it in
+        return info
+    shift = step * times  # later runs are stepped, and so in UTC as Airflow's steps are
     return DagRunInfo(
-        info.logical_date + shift,
-        info.data_interval_start + shift,
-        info.data_interval_end + shift,
-        info.run_after + shift,
+        as_utc(info.logical_date) + shift,
+        as_utc(info.data_interval_start) + shift,
+        as_utc(info.data_interval_end) + shift,
+        as_utc(info.run_after) + shift,
     )
 
 

@@ -17,9 +17,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from sidecar.auth import Access
 from sidecar.catalog import TaskSelection
 from sidecar.errors import BackfillNotFound
+from sidecar.planning import with_offset
 from sidecar.store._controls import CONTROL_READ_COLUMNS, Controls
 from sidecar.store._phases import Phase, WriteFailure, lifecycle_of, state_filter, state_of
-from sidecar.store._tables import backfill, dag_run, sidecar_backfill, sidecar_task_selection
+from sidecar.store._tables import OFFSET_COLUMNS, backfill, dag_run, sidecar_backfill, sidecar_task_selection
 from sidecar.vocabulary import Mode, ReprocessBehavior, State
 
 __all__ = [
@@ -107,8 +108,8 @@ class BackfillRecord:
         return cls(
             id=row.id,
             dag_id=row.dag_id,
-            from_date=row.from_date,
-            to_date=row.to_date,
+            from_date=with_offset(row.from_date, row.from_utc_offset or 0),
+            to_date=with_offset(row.to_date, row.to_utc_offset or 0),
             dag_run_conf=_conf(row.dag_run_conf),
             reprocess_behavior=_reprocess(row.reprocess_behavior),
             max_active_runs=row.max_active_runs,
@@ -155,6 +156,7 @@ _COLUMNS = (
     sidecar_task_selection.c.selected_task_ids,
     *CONTROL_READ_COLUMNS,
     sidecar_backfill.c.failed_runs_forgiven,
+    *OFFSET_COLUMNS,
 )
 
 
@@ -322,8 +324,8 @@ class PlanRecord:
             run_backwards=bool(row.run_backwards),
             cutoff=row.cutoff,
             timetable=row.timetable,
-            from_date=row.from_date,
-            to_date=row.to_date,
+            from_date=with_offset(row.from_date, row.from_utc_offset or 0),
+            to_date=with_offset(row.to_date, row.to_utc_offset or 0),
             planned_count=row.planned_count,
             written_count=int(row.written_count),
             skipped_count=int(row.skipped_count),

@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from sidecar.catalog import TaskSelection
 from sidecar.errors import BackfillAlreadyRunning
+from sidecar.planning import utc_offset_seconds
 from sidecar.store._controls import Controls, check_no_overlap
 from sidecar.store._phases import Phase
 from sidecar.store._tables import backfill, sidecar_backfill, sidecar_task_selection
@@ -194,6 +195,8 @@ async def insert_backfill(conn: AsyncConnection, new: NewBackfill) -> int | None
             "bundle_version": new.bundle_version,
             "run_on_latest_version": new.run_on_latest_version,
             **new.controls.columns(),
+            "from_utc_offset": utc_offset_seconds(new.from_date) or None,
+            "to_utc_offset": utc_offset_seconds(new.to_date) or None,
             "created_at": new.now,
             "updated_at": new.now,
         },

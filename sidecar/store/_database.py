@@ -17,6 +17,7 @@ from sidecar.store._tables import (
     AIRFLOW_TABLES,
     CONTROL_COLUMNS,
     FAILURE_COLUMNS,
+    OFFSET_COLUMNS,
     PINNING_COLUMNS,
     SIDECAR_SCHEMA,
     sidecar_backfill,
@@ -257,6 +258,8 @@ _MIGRATIONS: list[Callable[[Connection], None]] = [
     lambda conn: sidecar_metadata.create_all(conn, tables=[sidecar_task_selection], checkfirst=True),
     # 8: the backfill controls (failed-runs limit, priority, DAG cap, concurrent backfills).
     lambda conn: _add_columns(conn, sidecar_backfill, CONTROL_COLUMNS),
+    # 9: the UTC offsets the range bounds were given in (run ids keep the caller's offset).
+    lambda conn: _add_columns(conn, sidecar_backfill, OFFSET_COLUMNS),
 ]
 
 

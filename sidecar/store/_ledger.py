@@ -56,20 +56,22 @@ __all__ = [
 
 
 async def claim_batch(
-    conn: AsyncConnection, backfill_id: int, *, unpaused: bool = False
+    conn: AsyncConnection, backfill_id: int, *, unpaused: bool = False, wait: bool = False
 ) -> PlanRecord | None:
     """Claim a materialising backfill for one batch; None if it is not materialising or held.
 
     With ``unpaused`` (the tick), a paused backfill is not claimed either: a pause, from
     the sidecar or from Airflow, stops writing at the next batch. On PostgreSQL the sidecar
     row stays locked (``FOR UPDATE SKIP LOCKED``) until the caller's transaction ends, so
-    no other replica writes the same batch.
+    no other replica writes the same batch. With ``wait`` (an eager create) a batch held
+    by another writer is waited for instead of skipped: the claim then sees the phase that
+    batch committed, so None means "not materialising" only, never "held".
     """
     query = plan_query(backfill_id).where(sidecar_backfill.c.phase == Phase.MATERIALIZING.value)
     if unpaused:
         query = query.where(backfill.c.is_paused.is_not(True))
     if conn.dialect.name == "postgresql":
-        query = query.with_for_update(of=sidecar_backfill, skip_locked=True)
+        query = query.with_for_update(of=sidecar_backfill, skip_locked=not wait)
     row = (await conn.execute(query)).one_or_none()
     return None if row is None else PlanRecord.of(row)
 

@@ -284,6 +284,11 @@ sidecar_backfill = sa.Table(
     sa.Column("priority", sa.Integer),
     sa.Column("dag_max_active_runs", sa.Integer),
     sa.Column("concurrent", sa.Boolean),
+    # The UTC offsets (seconds east of UTC) the range bounds were given in (migration step 9;
+    # NULL: UTC). Airflow's ``backfill`` row stores only the instants; a run on the lower
+    # bound keeps the caller's offset in its run id, as Airflow's does.
+    sa.Column("from_utc_offset", sa.Integer),
+    sa.Column("to_utc_offset", sa.Integer),
 )
 
 #: The columns migration step 2 added to ``sidecar_backfill``.
@@ -309,6 +314,9 @@ CONTROL_COLUMNS = tuple(
         "concurrent",
     )
 )
+
+#: The columns migration step 9 added to ``sidecar_backfill`` (the range bounds' UTC offsets).
+OFFSET_COLUMNS = (sidecar_backfill.c.from_utc_offset, sidecar_backfill.c.to_utc_offset)
 
 #: The sidecar's own secrets, shared by every replica (the page-token key), hex-encoded.
 sidecar_secret = sa.Table(

@@ -148,3 +148,44 @@ async def test_task_subset_on_sqlite(engine: BackfillEngine, db_path: Path) -> N
         ("third", None, 3),
     ]
     assert (await engine.get(view.id)).selected_task_ids == ("second", "third")
+
+
+async def test_eager_create_and_its_retry_answer_once_every_run_is_committed(
+    engine: BackfillEngine, db_path: Path
+) -> None:
+    """The eager contract on SQLite: a retry and the timer's ticks race the first call, many times."""
+    import asyncio
+
+    ticker, retrier = BackfillEngine(engine.db, engine.config), BackfillEngine(engine.db, engine.config)
+    for iteration in range(6):
+        start = dt.datetime(2001 + iteration, 1, 1, tzinfo=dt.UTC)
+        spec = BackfillSpec(
+            dag_id=THREE, from_date=start, to_date=start + dt.timedelta(days=29), mode=Mode.EAGER
+        )
+        stop = asyncio.Event()
+
+        async def hammer(stop: asyncio.Event) -> None:
+            while not stop.is_set():
+                await ticker.tick()
+                await asyncio.sleep(0)
+
+        ticks = asyncio.create_task(hammer(stop))
+        first = asyncio.create_task(engine.create(spec, request_id=f"eager-{iteration}"))
+        try:
+            for _ in range(10_000):  # retry once the first call's backfill is visible
+                if first.done() or rows(db_path, "SELECT id FROM backfill WHERE completed_at IS NULL"):
+                    break
+                await asyncio.sleep(0.001)
+            for view in (await retrier.create(spec, request_id=f"eager-{iteration}"), await first):
+                assert not isinstance(view, DryRun)
+                assert rows(db_path, "SELECT count(*) FROM dag_run WHERE backfill_id = ?", view.id) == [(30,)]
+                assert rows(db_path, "SELECT phase FROM sidecar_backfill WHERE backfill_id = ?", view.id) == [
+                    ("materialized",)
+                ]
+        finally:
+            stop.set()
+            await ticks
+        with sqlite3.connect(db_path) as conn:
+            conn.execute(
+                "UPDATE backfill SET completed_at = '2030-01-01 00:00:00' WHERE completed_at IS NULL"
+            )

@@ -227,3 +227,58 @@ async def test_official_airflow_client_drives_the_gateway(
     assert out["missing"][0] == 404 and "Backfill not found" in out["missing"][1]
     sql.execute("SELECT completed_at IS NOT NULL FROM backfill WHERE id = %s", (created.id,))
     assert sql.fetchone() == (True,)
+
+
+async def test_bounds_with_a_utc_offset_name_runs_as_airflow_does(
+    http: httpx.AsyncClient, sql: psycopg2.extensions.cursor
+) -> None:
+    """``/v1`` and ``/api/v2`` keep the offset a bound was written in: a run on it is named in it."""
+
+    def run_ids(backfill_id: int) -> list[str]:
+        sql.execute("SELECT run_id FROM dag_run WHERE backfill_id = %s ORDER BY logical_date", (backfill_id,))
+        return [r[0] for r in sql.fetchall()]
+
+    v1 = await http.post(
+        "/v1/backfills",
+        json={
+            "dagId": THREE,
+            "fromDate": "2025-01-01T05:30:00+05:30",  # 2025-01-01T00:00Z: the first tick
+            "toDate": "2025-01-02T21:00:00-03:00",
+            "mode": "MODE_EAGER",
+        },
+    )
+    assert v1.status_code == 200, v1.text
+    backfill = v1.json()["backfill"]
+    assert (backfill["fromDateUtcOffsetSeconds"], backfill["toDateUtcOffsetSeconds"]) == (19800, -10800)
+    assert backfill["fromDate"] == "2025-01-01T00:00:00Z"  # a Timestamp: the instant, in UTC
+    assert run_ids(int(backfill["id"])) == [
+        "backfill__2025-01-01T05:30:00+05:30",
+        "backfill__2025-01-02T00:00:00+00:00",
+        "backfill__2025-01-03T00:00:00+00:00",
+    ]
+    got = await http.get(f"/v1/{backfill['name']}")
+    assert got.json()["backfill"]["fromDateUtcOffsetSeconds"] == 19800  # stored with the backfill
+    assert (await http.post(f"/v1/{backfill['name']}:cancel")).status_code == 200
+
+    v2 = await http.post(
+        "/api/v2/backfills",
+        json={**BODY, "from_date": "2025-02-01T09:00:00+09:00", "to_date": "2025-02-02T00:00:00Z"},
+    )
+    assert v2.status_code == 200, v2.text
+    assert v2.json()["from_date"] == "2025-02-01T00:00:00Z"  # Airflow's answer: the stored instant
+    assert run_ids(v2.json()["id"]) == [
+        "backfill__2025-02-01T09:00:00+09:00",
+        "backfill__2025-02-02T00:00:00+00:00",
+    ]
+
+    refused = await http.post(
+        "/v1/backfills",
+        json={
+            "dagId": THREE,
+            "fromDate": base.RANGE["from_date"],
+            "toDate": base.RANGE["to_date"],
+            "fromDateUtcOffsetSeconds": 7,
+        },
+    )
+    assert refused.status_code == 400
+    assert base.violations(refused.json()) == ["backfill.from_date_utc_offset_seconds"]

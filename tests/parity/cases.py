@@ -19,6 +19,14 @@ EVOLVING_EXISTING = ((1, "success"), (2, "failed"), (3, "running"), (4, "success
 #: ``parity_evolving`` again: runs of version 1 reprocessed on their own version.
 EVOLVING_OWN_RANGE = (at(2024, 5, 1), at(2024, 5, 6))
 
+
+def local(year: int, month: int, day: int, hour: int, minute: int, offset_minutes: int) -> dt.datetime:
+    """A bound as a caller writes it in a UTC offset (Airflow keeps the offset: run ids show it)."""
+    return dt.datetime(
+        year, month, day, hour, minute, tzinfo=dt.timezone(dt.timedelta(minutes=offset_minutes))
+    )
+
+
 #: Existing runs in every state, by index in the range (the range holds six runs).
 EVERY_STATE = ((1, "success"), (2, "failed"), (3, "queued"), (4, "running"))
 
@@ -45,6 +53,22 @@ ROW_CASES: tuple[Request, ...] = present(
         Request("leap_day", "parity_leap_day", at(2020, 1, 1), at(2025, 1, 1)),
         Request("leap_day_backwards", "parity_leap_day", at(2016, 1, 1), at(2019, 12, 31), reverse=True),
         Request("versioned_bundle", "parity_versioned", at(2024, 1, 1), at(2024, 1, 1, 5)),
+        # Bounds with a UTC offset, the first (or, backwards, last) run exactly on the lower
+        # bound: its run id keeps the caller's offset (backfill__2024-08-01T05:30:00+05:30).
+        Request(
+            "offset_on_tick", "parity_chain", local(2024, 8, 1, 5, 30, 330), local(2024, 8, 3, 21, 0, -180)
+        ),
+        Request(
+            "offset_on_tick_backwards",
+            "parity_chain",
+            local(2024, 8, 9, 19, 15, -285),
+            at(2024, 8, 12),
+            reverse=True,
+        ),
+        Request(
+            "offset_delta_trigger", "parity_delta_trigger", local(2024, 3, 10, 0, 0, 840), at(2024, 3, 12)
+        ),
+        Request("offset_monthly", "parity_monthly", local(2024, 5, 1, 9, 45, 585), at(2024, 7, 15)),
         Request("unversioned_bundle", "parity_unversioned", at(2024, 1, 1), at(2024, 1, 1, 5)),
         # The runs of an earlier backfill are still queued: in flight, whatever the behaviour.
         Request(
@@ -215,6 +239,13 @@ VALIDATION_CASES: tuple[Request, ...] = present(
         Request("not_allowed_before_range", "parity_no_backfill", at(2024, 1, 3), at(2024, 1, 2)),
         Request("non_periodic_before_range", "parity_manual", at(2024, 1, 3), at(2024, 1, 2)),
         Request("from_after_to", "parity_chain", at(2024, 9, 3), at(2024, 9, 2)),
+        # Airflow's message shows the bounds as the caller wrote them.
+        Request(
+            "from_after_to_offset",
+            "parity_chain",
+            local(2024, 9, 3, 0, 0, 330),
+            local(2024, 9, 2, 0, 0, -570),
+        ),
         Request("future_only", "parity_chain", FUTURE, at(2100, 1, 5)),
         Request(
             "dop_backwards", "parity_dop", at(2024, 3, 1), at(2024, 3, 2), reverse=True, reprocess="failed"

@@ -221,6 +221,8 @@ class Backfill(_message.Message):
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
     COMPLETE_TIME_FIELD_NUMBER: _builtins.int
     WRITE_FAILURE_FIELD_NUMBER: _builtins.int
+    FROM_DATE_UTC_OFFSET_SECONDS_FIELD_NUMBER: _builtins.int
+    TO_DATE_UTC_OFFSET_SECONDS_FIELD_NUMBER: _builtins.int
     RUN_ON_LATEST_VERSION_FIELD_NUMBER: _builtins.int
     BUNDLE_VERSION_FIELD_NUMBER: _builtins.int
     TASK_SELECTION_FIELD_NUMBER: _builtins.int
@@ -256,6 +258,16 @@ class Backfill(_message.Message):
     """The backfill's state."""
     triggering_user_name: _builtins.str
     """Who created it (the authenticated principal)."""
+    from_date_utc_offset_seconds: _builtins.int
+    """The UTC offset `from_date` was written in, in seconds east of UTC (19800 for
+    `+05:30`; 0, the default, for UTC or a date without an offset). A Timestamp is an
+    instant and loses the offset; Airflow keeps it: a run falling exactly on the lower
+    bound is named in it (`backfill__2024-01-01T00:00:00+05:30`) and calendar intervals
+    (months) step from it. A whole number of minutes, less than 24 hours either way. The
+    REST gateway fills it from an RFC 3339 `from_date` that carries an offset.
+    """
+    to_date_utc_offset_seconds: _builtins.int
+    """The UTC offset `to_date` was written in, as `from_date_utc_offset_seconds`."""
     run_on_latest_version: _builtins.bool
     """Whether runs it reprocesses move to its DAG version (Airflow's `run_on_latest_version`);
     false clears them on their own versions. Unset: the DAG's `rerun_with_latest_version`,
@@ -372,6 +384,8 @@ class Backfill(_message.Message):
         update_time: _timestamp_pb2.Timestamp | None = ...,
         complete_time: _timestamp_pb2.Timestamp | None = ...,
         write_failure: Global___WriteFailure | None = ...,
+        from_date_utc_offset_seconds: _builtins.int = ...,
+        to_date_utc_offset_seconds: _builtins.int = ...,
         run_on_latest_version: _builtins.bool | None = ...,
         bundle_version: _builtins.str = ...,
         task_selection: Global___TaskSelection | None = ...,
@@ -388,7 +402,7 @@ class Backfill(_message.Message):
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_dag_max_active_runs", b"_dag_max_active_runs", "_max_active_runs", b"_max_active_runs", "_max_failed_runs", b"_max_failed_runs", "_run_on_latest_version", b"_run_on_latest_version", "complete_time", b"complete_time", "create_time", b"create_time", "dag_max_active_runs", b"dag_max_active_runs", "estimate", b"estimate", "from_date", b"from_date", "max_active_runs", b"max_active_runs", "max_failed_runs", b"max_failed_runs", "progress", b"progress", "run_on_latest_version", b"run_on_latest_version", "task_selection", b"task_selection", "to_date", b"to_date", "update_time", b"update_time", "webhook", b"webhook", "write_failure", b"write_failure"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_dag_max_active_runs", b"_dag_max_active_runs", "_max_active_runs", b"_max_active_runs", "_max_failed_runs", b"_max_failed_runs", "_run_on_latest_version", b"_run_on_latest_version", "bundle_version", b"bundle_version", "complete_time", b"complete_time", "concurrent", b"concurrent", "create_time", b"create_time", "dag_id", b"dag_id", "dag_max_active_runs", b"dag_max_active_runs", "dag_run_conf", b"dag_run_conf", "estimate", b"estimate", "from_date", b"from_date", "from_partition_key", b"from_partition_key", "id", b"id", "is_paused", b"is_paused", "max_active_runs", b"max_active_runs", "max_failed_runs", b"max_failed_runs", "mode", b"mode", "name", b"name", "ordering", b"ordering", "pause_reason", b"pause_reason", "priority", b"priority", "progress", b"progress", "reprocess_behavior", b"reprocess_behavior", "run_backwards", b"run_backwards", "run_on_latest_version", b"run_on_latest_version", "state", b"state", "task_selection", b"task_selection", "to_date", b"to_date", "to_partition_key", b"to_partition_key", "triggering_user_name", b"triggering_user_name", "update_time", b"update_time", "webhook", b"webhook", "write_failure", b"write_failure"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_dag_max_active_runs", b"_dag_max_active_runs", "_max_active_runs", b"_max_active_runs", "_max_failed_runs", b"_max_failed_runs", "_run_on_latest_version", b"_run_on_latest_version", "bundle_version", b"bundle_version", "complete_time", b"complete_time", "concurrent", b"concurrent", "create_time", b"create_time", "dag_id", b"dag_id", "dag_max_active_runs", b"dag_max_active_runs", "dag_run_conf", b"dag_run_conf", "estimate", b"estimate", "from_date", b"from_date", "from_date_utc_offset_seconds", b"from_date_utc_offset_seconds", "from_partition_key", b"from_partition_key", "id", b"id", "is_paused", b"is_paused", "max_active_runs", b"max_active_runs", "max_failed_runs", b"max_failed_runs", "mode", b"mode", "name", b"name", "ordering", b"ordering", "pause_reason", b"pause_reason", "priority", b"priority", "progress", b"progress", "reprocess_behavior", b"reprocess_behavior", "run_backwards", b"run_backwards", "run_on_latest_version", b"run_on_latest_version", "state", b"state", "task_selection", b"task_selection", "to_date", b"to_date", "to_date_utc_offset_seconds", b"to_date_utc_offset_seconds", "to_partition_key", b"to_partition_key", "triggering_user_name", b"triggering_user_name", "update_time", b"update_time", "webhook", b"webhook", "write_failure", b"write_failure"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__dag_max_active_runs: _TypeAlias = _typing.Literal["dag_max_active_runs"]  # noqa: Y015
     _WhichOneofArgType__dag_max_active_runs: _TypeAlias = _typing.Literal["_dag_max_active_runs", b"_dag_max_active_runs"]  # noqa: Y015
