@@ -91,10 +91,12 @@ def count_plan(
         return PlanCounts(listed=listed, total=most + 1, cut=allowance.cut, counted_all=False)
     for run in allowance.iterate(plan.runs()):
         seen += 1
-        if seen > most:
-            break
         if seen <= keep:
             listed.append(run)
+        if seen > most:
+            if seen >= keep:
+                break
+            continue  # still listing: only the first ``most`` slots are counted
         date = run.info.identity
         if not low <= date <= high:
             decided = False
@@ -105,7 +107,7 @@ def count_plan(
                 first = run
             last = run
     cut = allowance.cut
-    total = size if size is not None else seen
+    total = size if size is not None else min(seen, most + 1)
     return PlanCounts(
         listed=listed,
         total=total,
