@@ -19,7 +19,7 @@ from google.protobuf import descriptor
 from google.protobuf.message import Message
 from google.protobuf.message_factory import GetMessageClass
 from google.protobuf.timestamp_pb2 import Timestamp
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from sidecar._gen.airflow_sidecar.v1 import backfill_pb2, scheduler_pb2
@@ -67,6 +67,16 @@ def _scalar(field: descriptor.FieldDescriptor, depth: int) -> st.SearchStrategy[
     raise AssertionError(f"no strategy for {field.full_name}")
 
 
+def _repeated(field: descriptor.FieldDescriptor) -> bool:
+    return bool(field.is_repeated)
+
+
+def _field(field: descriptor.FieldDescriptor, depth: int) -> st.SearchStrategy[Any]:
+    """A value of the field: a short list of elements for a repeated field."""
+    element = _scalar(field, depth)
+    return st.lists(element, max_size=3) if _repeated(field) else element
+
+
 def message_strategy(message: descriptor.Descriptor, depth: int = 0) -> st.SearchStrategy[Message]:
     """Messages of this type with any subset of fields set to random values."""
     cls = GetMessageClass(message)
@@ -87,7 +97,7 @@ def message_strategy(message: descriptor.Descriptor, depth: int = 0) -> st.Searc
             st.integers(-limit, limit),
             st.integers(0, 999_999_999),
         )
-    fields = {f.name: st.none() | _scalar(f, depth) for f in message.fields if depth < 3}
+    fields = {f.name: st.none() | _field(f, depth) for f in message.fields if depth < 3}
 
     def build(values: dict[str, Any]) -> Message:
         out = cls()
@@ -95,7 +105,9 @@ def message_strategy(message: descriptor.Descriptor, depth: int = 0) -> st.Searc
             if value is None:
                 continue
             field = message.fields_by_name[name]
-            if field.type == _FD.TYPE_MESSAGE:
+            if _repeated(field):
+                getattr(out, name).extend(value)
+            elif field.type == _FD.TYPE_MESSAGE:
                 getattr(out, name).CopyFrom(value)
             else:
                 setattr(out, name, value)
@@ -217,6 +229,16 @@ def fuzz_method(
                 assert backfills() == before, (request, "a failed create wrote a row")
         counts[code.name] = counts.get(code.name, 0) + 1
 
+    if creates:  # each outcome the test asserts on, whatever the draws (they change with the API)
+        for dag_id in ("no_such_dag", "sidecar_e2e_three"):
+            backfill = backfill_pb2.Backfill(
+                dag_id=dag_id,
+                from_date=Timestamp(seconds=1_735_689_600),
+                to_date=Timestamp(seconds=1_735_862_400),
+            )
+            check = example(
+                request=backfill_pb2.CreateBackfillRequest(backfill=backfill, validate_only=True)
+            )(check)
     check()
     return counts
 
