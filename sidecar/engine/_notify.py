@@ -45,10 +45,12 @@ CONCURRENCY = 8
 #: A claimed delivery's lease: another pass (or replica) may take it over after this.
 _LEASE = dt.timedelta(minutes=2)
 _BASE_DELAY = 5.0
+#: The jitter's own generator: the process's global ``random`` state is left alone.
+_JITTER = random.SystemRandom()
 _MAX_DELAY = 900.0
 
 
-def retry_delay(attempt: int, jitter: Callable[[], float] = random.random) -> float:
+def retry_delay(attempt: int, jitter: Callable[[], float] = _JITTER.random) -> float:
     """Seconds before attempt ``attempt + 1``: exponential from 5 s, at most 15 min, +-50% jitter."""
     base: float = min(_BASE_DELAY * 2.0 ** max(attempt - 1, 0), _MAX_DELAY)
     return base * (0.5 + jitter())

@@ -30,6 +30,9 @@ T = TypeVar("T")
 #: Work run inside one transaction (or one read-only connection).
 Work = Callable[[AsyncConnection], Awaitable[T]]
 
+#: The jitter's own generator: the process's global ``random`` state is left alone.
+_JITTER = random.SystemRandom()
+
 
 @dataclass(frozen=True)
 class RetryPolicy:
@@ -44,7 +47,7 @@ class RetryPolicy:
 
     def delay(self, retry: int) -> float:
         """The wait before retry number ``retry`` (1-based), with full jitter."""
-        return random.uniform(0, min(self.max_delay, self.first_delay * 2 ** (retry - 1)))
+        return _JITTER.uniform(0, min(self.max_delay, self.first_delay * 2 ** (retry - 1)))
 
 
 @dataclass(frozen=True)
