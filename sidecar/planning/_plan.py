@@ -35,6 +35,49 @@ class PlannedRun:
     run_id: str
 
 
+@dataclass(frozen=True, slots=True)
+class Grid:
+    """The runs of an evenly spaced plan, by index in date order: run ``i`` is ``first`` moved by ``i * step``.
+
+    Attributes:
+        first: The earliest run (as the timetable computed it, in the offset it keeps).
+        step: The constant spacing of the runs on the UTC time line (positive).
+        size: How many runs the plan has.
+        reverse: The plan runs latest first (the index of ordinal 1 is ``size - 1``).
+    """
+
+    first: DagRunInfo
+    step: dt.timedelta
+    size: int
+    reverse: bool
+
+    def index_of(self, ordinal: int) -> int:
+        """The date-order index of the run with ``ordinal`` (1-based, plan order)."""
+        return self.size - ordinal if self.reverse else ordinal - 1
+
+    def info(self, index: int) -> DagRunInfo:
+        """The run at ``index`` (0-based, date order)."""
+        return _shifted(self.first, self.step, index)
+
+    def run(self, index: int) -> PlannedRun:
+        """The planned run at ``index`` (0-based, date order), with its plan-order ordinal."""
+        info = self.info(index)
+        ordinal = self.size - index if self.reverse else index + 1
+        return PlannedRun(ordinal, info, run_id_for(info))
+
+    def position(self, identity: dt.datetime) -> int | None:
+        """The index of the run whose identity (logical date) is ``identity``; None if no run has it.
+
+        A run has it when ``identity - first`` is a whole number of steps inside the plan: the
+        instants are compared, whatever offsets they are written in (as a dict of aware dates
+        looks them up); a naive date is no run's.
+        """
+        if identity.tzinfo is None or identity.utcoffset() is None:
+            return None
+        index, rest = divmod(identity - self.first.identity, self.step)
+        return index if not rest and 0 <= index < self.size else None
+
+
 @dataclass(frozen=True)
 class BackfillPlan:
     """The runs a backfill over ``[from_date, to_date]`` creates, in Airflow's order.
@@ -67,14 +110,12 @@ class BackfillPlan:
         stepping the timetable (cron matching costs most of a batch's CPU otherwise);
         everything else steps the timetable exactly as Airflow does.
         """
-        uniform = self._uniform
-        if uniform is not None:
-            step, first, total = uniform
+        grid = self._uniform
+        if grid is not None:
             start = 0 if after is None else after.sort_ordinal
-            if after is None or after.info == self._uniform_info(first, step, total, start):
-                for ordinal in range(start + 1, total + 1):
-                    info = self._uniform_info(first, step, total, ordinal)
-                    yield PlannedRun(ordinal, info, run_id_for(info))
+            if after is None or after.info == grid.info(grid.index_of(start)):
+                for ordinal in range(start + 1, grid.size + 1):
+                    yield grid.run(grid.index_of(ordinal))
                 return
         cutoff = as_utc(self.cutoff)
         ordinal = 0 if after is None else after.sort_ordinal
@@ -119,14 +160,19 @@ class BackfillPlan:
         against the timetable's own step at the plan's end; anything else (and any
         failed check) falls back to lazy enumeration in constant memory.
         """
-        uniform = self._uniform
-        if uniform is not None:
-            return uniform[2]
+        grid = self._uniform
+        if grid is not None:
+            return grid.size
         return sum(1 for _ in self.runs())
 
+    @property
+    def grid(self) -> Grid | None:
+        """The plan as an evenly spaced :class:`Grid` (see :meth:`count`); None when it must be stepped."""
+        return self._uniform
+
     @cached_property
-    def _uniform(self) -> tuple[dt.timedelta, DagRunInfo, int] | None:
-        """``(step, first run, run count)`` of an evenly spaced plan whose arithmetic checked out."""
+    def _uniform(self) -> Grid | None:
+        """The grid of an evenly spaced plan whose arithmetic checked out."""
         step = uniform_step(self.timetable)
         if step is None:
             return None
@@ -134,11 +180,7 @@ class BackfillPlan:
         if first is None:
             return None
         total = self._computed_count(step, first)
-        return None if total is None else (step, first, total)
-
-    def _uniform_info(self, first: DagRunInfo, step: dt.timedelta, total: int, ordinal: int) -> DagRunInfo:
-        """The run with ``ordinal`` (1-based, in plan order) of an evenly spaced plan."""
-        return _shifted(first, step, total - ordinal if self.reverse else ordinal - 1)
+        return None if total is None else Grid(first, step, total, self.reverse)
 
     def _computed_count(self, step: dt.timedelta, first: DagRunInfo) -> int | None:
         cutoff = as_utc(self.cutoff)
