@@ -88,3 +88,14 @@ with DAG(
     is_paused_upon_creation=False,
 ) as hourly_dst_dag:
     EmptyOperator(task_id="only")
+
+# The same hourly cron in UTC: evenly spaced, so its plans are counted arithmetically however
+# long (a century of it answers a dry run at once; tests/security/test_bounded_planning.py).
+with DAG(
+    dag_id="sidecar_it_hourly_utc",
+    schedule=CronDataIntervalTimetable("0 * * * *", timezone="UTC"),
+    start_date=START,
+    catchup=False,
+    is_paused_upon_creation=False,
+) as hourly_utc_dag:
+    EmptyOperator(task_id="only")
