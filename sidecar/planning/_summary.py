@@ -55,8 +55,11 @@ def plan_window(plan: BackfillPlan, allowance: Allowance) -> tuple[dt.datetime, 
 
     Not always inside ``[from_date, to_date]``: a trigger timetable with an interval dates its
     runs at the interval's start, before the trigger. Each end is one step of the plan (the
-    first run forwards, and backwards).
+    first run forwards, and backwards), or for an evenly spaced plan its grid's ends.
     """
+    grid = plan.grid
+    if grid is not None:  # no step: the grid's ends (and its cached check serves count_plan)
+        return None if grid.size == 0 else (grid.info(0).identity, grid.info(grid.size - 1).identity)
     ends = []
     for reverse in (False, True):
         one = dataclasses.replace(plan, reverse=reverse)
