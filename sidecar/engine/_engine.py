@@ -73,6 +73,8 @@ class BackfillEngine:
         self._page_tokens: PageTokens | None = None
         #: Records backfill events and delivers them to webhooks (``serve`` runs its passes).
         self.notifier = Notifier(self._parts, self.config.webhooks)
+        #: The durations each backfill's estimate was made from (Watch and Get polls reuse them).
+        self._durations = _estimates.DurationsCache()
 
     async def create(
         self,
@@ -107,14 +109,15 @@ class BackfillEngine:
     ) -> BackfillView:
         """One backfill with its live progress, authorised for ``access`` on the row read.
 
-        ``with_estimate``: also estimate how long its unfinished runs take (one more bounded read).
+        ``with_estimate``: also estimate how long its unfinished runs take (one more bounded read,
+        only when one of its runs finished since the last, see :class:`_estimates.DurationsCache`).
 
         Raises:
             BackfillNotFound: none, or of a DAG the caller may not read (the same error).
             PermissionDenied: readable, but not for the call's action.
         """
         view = await _reads.get(self._parts, backfill_id, access)
-        return await _estimates.with_estimate(self._parts, view) if with_estimate else view
+        return await _estimates.with_estimate(self._parts, view, self._durations) if with_estimate else view
 
     async def list_backfills(
         self,

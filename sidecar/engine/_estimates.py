@@ -9,7 +9,9 @@ finished the durations come from the DAG's latest finished runs (``history``); o
 corrects itself as the backfill goes, for a DAG whose old runs were shorter or longer.
 
 Reads are bounded (the latest ``EngineConfig.estimate_sample`` finished runs, along an index);
-a DAG with no finished run has no estimate.
+a DAG with no finished run has no estimate. A backfill's durations are read again only when
+it has news for them (:class:`DurationsCache`): a Watch polls every second, and its estimate
+must not cost a read of the durations each time.
 """
 
 from __future__ import annotations
@@ -17,7 +19,9 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import math
+from collections import OrderedDict
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -26,10 +30,21 @@ from sidecar.engine._model import BackfillView, Estimate
 from sidecar.store import backfill_run_durations, dag_run_durations
 from sidecar.vocabulary import State
 
-__all__ = ["OWN_RUNS_ENOUGH", "estimate", "percentile", "with_estimate"]
+__all__ = [
+    "DURATIONS_MAX_AGE",
+    "OWN_RUNS_ENOUGH",
+    "DurationsCache",
+    "estimate",
+    "percentile",
+    "with_estimate",
+]
 
 #: The backfill's own finished runs from which its estimate stops using the DAG's history.
 OWN_RUNS_ENOUGH = 5
+
+#: How long a backfill's durations are used without one of its runs finishing: the DAG's other
+#: runs (the ``history`` basis) finish without the backfill's counts showing it.
+DURATIONS_MAX_AGE = dt.timedelta(seconds=60)
 
 
 def percentile(values: Sequence[float], q: float) -> float:
@@ -60,19 +75,79 @@ def estimate(durations: Sequence[float], basis: str, runs_left: int, max_active_
     )
 
 
-async def with_estimate(parts: Parts, view: BackfillView) -> BackfillView:
-    """``view`` with its estimate (none once it ended, or with no finished run to learn from)."""
+@dataclass(frozen=True)
+class _Durations:
+    finished: tuple[int, int]
+    """The backfill's succeeded and failed runs when they were read."""
+    read_at: dt.datetime
+    basis: str
+    durations: tuple[float, ...]
+
+
+class DurationsCache:
+    """The durations each backfill's estimate was last made from, read again only with news.
+
+    A backfill's entry serves until one of its runs finishes (its succeeded or failed count
+    moves: its own durations, or the basis, may change) or it is :data:`DURATIONS_MAX_AGE` old;
+    so a Watch of a backfill, or many watchers of it, read its durations once per finished run
+    at most, not once per poll. The estimate itself is made afresh each time, from the runs
+    left in the view just read. At most ``size`` backfills are kept (the least recently used
+    goes first).
+    """
+
+    def __init__(self, size: int = 1024, max_age: dt.timedelta = DURATIONS_MAX_AGE) -> None:
+        self._size = size
+        self._max_age = max_age
+        self._entries: OrderedDict[int, _Durations] = OrderedDict()
+
+    def get(self, view: BackfillView, now: dt.datetime) -> tuple[str, tuple[float, ...]] | None:
+        """``(basis, durations)`` still good for ``view`` at ``now``; None: read them."""
+        entry = self._entries.get(view.id)
+        if (
+            entry is None
+            or entry.finished != _finished(view)
+            or not entry.read_at <= now < entry.read_at + self._max_age
+        ):
+            return None
+        self._entries.move_to_end(view.id)
+        return entry.basis, entry.durations
+
+    def put(self, view: BackfillView, now: dt.datetime, basis: str, durations: Sequence[float]) -> None:
+        """Keep what was read for ``view`` at ``now``."""
+        self._entries[view.id] = _Durations(_finished(view), now, basis, tuple(durations))
+        self._entries.move_to_end(view.id)
+        while len(self._entries) > self._size:
+            self._entries.popitem(last=False)
+
+
+def _finished(view: BackfillView) -> tuple[int, int]:
+    return view.progress.succeeded, view.progress.failed
+
+
+async def with_estimate(
+    parts: Parts, view: BackfillView, cache: DurationsCache | None = None
+) -> BackfillView:
+    """``view`` with its estimate (none once it ended, or with no finished run to learn from).
+
+    ``cache``: durations read for this backfill before, used while they are still good.
+    """
     if view.state in (State.COMPLETED, State.CANCELLED):
         return view
     p = view.progress
     runs_left = max(p.planned - p.skipped - p.succeeded - p.failed, 0)
     sample = parts.config.estimate_sample
 
-    async def read(conn: AsyncConnection) -> tuple[str, list[float]]:
+    async def read(conn: AsyncConnection) -> tuple[str, tuple[float, ...]]:
         own = await backfill_run_durations(conn, view.id, sample)
         if len(own) >= OWN_RUNS_ENOUGH:
-            return "backfill", own
-        return "history", await dag_run_durations(conn, view.dag_id, sample)
+            return "backfill", tuple(own)
+        return "history", tuple(await dag_run_durations(conn, view.dag_id, sample))
 
-    basis, durations = await parts.tx.read(read)
+    now = parts.clock()
+    kept = cache.get(view, now) if cache is not None else None
+    if kept is None:
+        kept = await parts.tx.read(read)
+        if cache is not None:
+            cache.put(view, now, *kept)
+    basis, durations = kept
     return dataclasses.replace(view, estimate=estimate(durations, basis, runs_left, view.max_active_runs))
