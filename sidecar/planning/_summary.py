@@ -88,7 +88,40 @@ def count_plan(
     grid = plan.grid
     if grid is not None:
         return _count_grid(plan, grid, existing, window, keep, most, allowance)
-    return _count_stepped(plan, existing, window, keep, most, allowance)
+    by = dict.fromkeys(Disposition, 0)
+    listed: list[PlannedRun] = []
+    first: PlannedRun | None = None
+    last: PlannedRun | None = None
+    decided = True
+    seen = 0
+    low, high = window
+    for run in allowance.iterate(plan.runs()):
+        seen += 1
+        if seen <= keep:
+            listed.append(run)
+        if seen > most:
+            if seen >= keep:
+                break
+            continue  # still listing: only the first ``most`` slots are counted
+        date = run.info.identity
+        if not low <= date <= high:
+            decided = False
+        disposition = existing.get(date, Disposition.CREATE)
+        by[disposition] += 1
+        if disposition in _TO_RUN:
+            if first is None:
+                first = run
+            last = run
+    cut = allowance.cut
+    return PlanCounts(
+        listed=listed,
+        total=min(seen, most + 1),
+        cut=cut,
+        by_disposition={d: n for d, n in by.items() if n},
+        counted_all=decided and not cut and seen <= most,
+        first=first,
+        last=last,
+    )
 
 
 def _count_grid(
@@ -138,51 +171,6 @@ def _count_grid(
         total=total,
         by_disposition={d: n for d, n in by.items() if n},
         counted_all=decided and grid.size <= most,
-        first=first,
-        last=last,
-    )
-
-
-def _count_stepped(
-    plan: BackfillPlan,
-    existing: Mapping[dt.datetime, Disposition],
-    window: tuple[dt.datetime, dt.datetime],
-    keep: int,
-    most: int,
-    allowance: Allowance,
-) -> PlanCounts:
-    """:func:`count_plan` by stepping every slot, up to ``most`` (and ``keep``)."""
-    by = dict.fromkeys(Disposition, 0)
-    listed: list[PlannedRun] = []
-    first: PlannedRun | None = None
-    last: PlannedRun | None = None
-    decided = True
-    seen = 0
-    low, high = window
-    for run in allowance.iterate(plan.runs()):
-        seen += 1
-        if seen <= keep:
-            listed.append(run)
-        if seen > most:
-            if seen >= keep:
-                break
-            continue  # still listing: only the first ``most`` slots are counted
-        date = run.info.identity
-        if not low <= date <= high:
-            decided = False
-        disposition = existing.get(date, Disposition.CREATE)
-        by[disposition] += 1
-        if disposition in _TO_RUN:
-            if first is None:
-                first = run
-            last = run
-    cut = allowance.cut
-    return PlanCounts(
-        listed=listed,
-        total=min(seen, most + 1),
-        cut=cut,
-        by_disposition={d: n for d, n in by.items() if n},
-        counted_all=decided and not cut and seen <= most,
         first=first,
         last=last,
     )

@@ -26,6 +26,7 @@ from sidecar.engine._estimates import DURATIONS_MAX_AGE
 from sidecar.names import backfill_name
 from sidecar.store import Database
 from tests.integration.test_engine import THREE, day, spec
+from tests.integration.test_webhooks import Clock
 from tests.support.waiting import async_wait_until
 
 POLLS = 20
@@ -48,18 +49,9 @@ def statements(database: Database) -> Iterator[list[str]]:
         sa.event.remove(target, "before_cursor_execute", record)
 
 
-class Clock:
-    """The engine's clock: it stands still until the test moves it."""
-
-    def __init__(self) -> None:
-        self.now = dt.datetime.now(dt.UTC)
-
-    def __call__(self) -> dt.datetime:
-        return self.now
-
-
 @pytest.fixture
 def clock() -> Clock:
+    """The engine's clock: it stands still until the test moves it."""
     return Clock()
 
 
