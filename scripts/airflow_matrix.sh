@@ -57,6 +57,8 @@ run_version() {
     [[ "$OLDEST_VERSIONS" == *" $version "* ]] && tests=("${OLDEST_TESTS[@]}")
     [[ "$REFUSED_VERSIONS" == *" $version "* ]] && tests=("${REFUSED_TESTS[@]}")
     echo "==> Airflow $version: ${tests[*]}"
+    # From the checkout, with it on PYTHONPATH: the cached venvs hold the dependencies, not the
+    # project (scripts/airflow_envs.sh), so the sidecar under test is always this checkout's.
     # shellcheck disable=SC2046
     CI=true SIDECAR_TEST_AIRFLOW="$version" PYTHONPATH="$ROOT" PATH="$(dirname "$python"):$PATH" \
         "$python" -m pytest -q -p no:cacheprovider $(extra_args "$version") \
