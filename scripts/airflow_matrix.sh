@@ -4,6 +4,7 @@
 #
 #   ./scripts/airflow_matrix.sh            # older minors + 3.3 (the same set of tests)
 #   ./scripts/airflow_matrix.sh --older    # older minors only (scripts/test.sh: 3.3 ran in full already)
+#   ./scripts/airflow_matrix.sh --help     # this text
 #
 # Every minor runs the parity suite, the version checks and the end-to-end test; all but the
 # oldest (3.1, to keep CI's time down) also run the engine on SQLite. A known minor the sidecar
@@ -41,7 +42,15 @@ NEWEST_VERSION=3.3.2
 NEWEST_PYTHON="${SIDECAR_NEWEST_PYTHON:-$ROOT/.venv/bin/python}"
 
 older_only=0
-[[ "${1:-}" == "--older" ]] && older_only=1
+case "${1:-}" in
+    --older) older_only=1 ;;
+    -h | --help)  # the header above, without its shebang: never the whole matrix by mistake
+        sed -n '2,/^set -uo/{/^#/s/^# \{0,1\}//p}' "$0"
+        exit 0
+        ;;
+    "") ;;
+    *) echo "usage: $0 [--older | --help]" >&2; exit 2 ;;
+esac
 
 # Per-version pytest arguments: 3.1's newest standard provider imports names 3.1 deprecates
 # (DeprecatedImportWarning from the provider's compat layer, not from the sidecar or the tests).
@@ -57,6 +66,8 @@ run_version() {
     [[ "$OLDEST_VERSIONS" == *" $version "* ]] && tests=("${OLDEST_TESTS[@]}")
     [[ "$REFUSED_VERSIONS" == *" $version "* ]] && tests=("${REFUSED_TESTS[@]}")
     echo "==> Airflow $version: ${tests[*]}"
+    # From the checkout, with it on PYTHONPATH: the cached venvs hold the dependencies, not the
+    # project (scripts/airflow_envs.sh), so the sidecar under test is always this checkout's.
     # shellcheck disable=SC2046
     CI=true SIDECAR_TEST_AIRFLOW="$version" PYTHONPATH="$ROOT" PATH="$(dirname "$python"):$PATH" \
         "$python" -m pytest -q -p no:cacheprovider $(extra_args "$version") \

@@ -53,9 +53,17 @@ ServerConfig = ServerSettings
 class SidecarServer:
     """The running sidecar: database, engine, gRPC server and the background ticker."""
 
-    def __init__(self, config: ServerSettings, engine_config: EngineConfig | None = None) -> None:
+    def __init__(
+        self, config: ServerSettings, engine_config: EngineConfig | None = None, *, notifier: bool = True
+    ) -> None:
+        """``notifier``: run the event recorder and webhook sender (``serve`` always does).
+
+        Off only for in-process test servers that must keep the process quiet: property tests
+        whose strategies draw in another thread beside the server's background passes.
+        """
         self.config = config
         self._engine_config = engine_config
+        self._run_notifier = notifier
         self.db: Database | None = None
         self.engine: BackfillEngine | None = None
         self._server: grpc.aio.Server | None = None
@@ -139,7 +147,8 @@ class SidecarServer:
         await server.start()  # after every port is bound: a refused start serves nothing
         self._server = server
         self._ticker = asyncio.create_task(self._tick_forever(), name="sidecar-ticker")
-        self._notifier = asyncio.create_task(self._notify_forever(), name="sidecar-notifier")
+        if self._run_notifier:
+            self._notifier = asyncio.create_task(self._notify_forever(), name="sidecar-notifier")
         log.info("airflow-sidecar serving on %s (%s)", self.config.listen, self.db.dialect)
 
     async def _token_revoked(self, jti: str) -> bool:

@@ -15,6 +15,7 @@ import datetime as dt
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from sidecar._gen.airflow_sidecar.v1 import backfill_pb2 as pb
+from sidecar.estimate_json import estimate_dict
 
 #: Plans with more slots than this are summarised in table output.
 SUMMARY_ABOVE = 50
@@ -83,17 +84,8 @@ def summary_dict(response: pb.CreateBackfillResponse) -> dict[str, object]:
             if run.partition_key:
                 shown["partition_key"] = run.partition_key
             out[key] = shown
-    b = response.backfill
-    if b.HasField("estimate"):
-        e = b.estimate
-        out["estimate"] = {
-            "basis": e.basis,
-            "sample_size": e.sample_size,
-            "run_duration_p50_seconds": e.run_duration_p50.ToTimedelta().total_seconds(),
-            "run_duration_p90_seconds": e.run_duration_p90.ToTimedelta().total_seconds(),
-            "remaining_p50_seconds": e.remaining_p50.ToTimedelta().total_seconds(),
-            "remaining_p90_seconds": e.remaining_p90.ToTimedelta().total_seconds(),
-        }
+    if response.backfill.HasField("estimate"):
+        out["estimate"] = estimate_dict(response.backfill.estimate)
     return out
 
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from sidecar.config import _env
 from sidecar.config._client import ClientSettings, add_connection_arguments
 from sidecar.config._env import Environ
+from sidecar.config._options import text_option
 
 #: Where the gateway listens unless told otherwise (loopback: exposing it is a decision).
 DEFAULT_GATEWAY_LISTEN = "127.0.0.1:8080"
@@ -51,17 +52,16 @@ class GatewaySettings:
 def add_gateway_arguments(gateway: argparse.ArgumentParser, environ: Environ | None = None) -> None:
     """Every option of ``gateway``: its own, then the shared connection group (without a token)."""
     env = _env.environment(environ)
-    gateway.add_argument(
+    text_option(
+        gateway,
+        env,
         "--listen",
-        default=_env.text(env, "SIDECAR_GATEWAY_LISTEN", DEFAULT_GATEWAY_LISTEN),
-        help=f"host:port to listen on (default {DEFAULT_GATEWAY_LISTEN}); env SIDECAR_GATEWAY_LISTEN",
+        "SIDECAR_GATEWAY_LISTEN",
+        f"host:port to listen on (default {DEFAULT_GATEWAY_LISTEN})",
+        default=DEFAULT_GATEWAY_LISTEN,
     )
     gateway.add_argument(
         "--max-body-bytes", type=int, default=1024 * 1024, help="largest request body (default 1 MiB)"
     )
-    gateway.add_argument(
-        "--log-level",
-        default=_env.text(env, "SIDECAR_LOG_LEVEL", "INFO"),
-        help="default INFO; env SIDECAR_LOG_LEVEL",
-    )
+    text_option(gateway, env, "--log-level", "SIDECAR_LOG_LEVEL", "default INFO", default="INFO")
     add_connection_arguments(gateway, timeout=GATEWAY_TIMEOUT, token=False)

@@ -15,6 +15,7 @@ from pathlib import Path
 from sidecar.config import _env
 from sidecar.config._client import DEFAULT_TARGET
 from sidecar.config._env import Environ
+from sidecar.config._options import switch_option, text_option
 from sidecar.config._webhooks import WebhookSettings, add_webhook_arguments
 
 #: Airflow's default ``[api_auth] jwt_audience``.
@@ -160,31 +161,34 @@ def _path(value: str | None) -> Path | None:
 def add_jwt_secret_arguments(parser: argparse._ActionsContainer, environ: Environ | None = None) -> None:
     """``--jwt-secret`` (env ``SIDECAR_JWT_SECRET``) and ``--allow-weak-jwt-secret``, for ``serve`` and ``token jwt``."""
     env = _env.environment(environ)
-    parser.add_argument(
+    text_option(
+        parser,
+        env,
         "--jwt-secret",
-        default=_env.text(env, "SIDECAR_JWT_SECRET"),
-        help="the secret shared with Airflow's [api_auth] jwt_secret (HS512 or HS256; at least 64 bytes); "
-        "env SIDECAR_JWT_SECRET (preferred: flags show in ps)",
+        "SIDECAR_JWT_SECRET",
+        "the secret shared with Airflow's [api_auth] jwt_secret (HS512 or HS256; at least 64 bytes)",
+        secret=True,
     )
-    parser.add_argument(
+    switch_option(
+        parser,
+        env,
         "--allow-weak-jwt-secret",
-        action="store_true",
-        default=_env.enabled(env, "SIDECAR_ALLOW_WEAK_JWT_SECRET"),
-        help="accept a JWT secret shorter than the algorithm's key size (RFC 7518 3.2; "
-        "tests only); env SIDECAR_ALLOW_WEAK_JWT_SECRET=1",
+        "SIDECAR_ALLOW_WEAK_JWT_SECRET",
+        "accept a JWT secret shorter than the algorithm's key size (RFC 7518 3.2; tests only)",
     )
 
 
 def add_database_argument(parser: argparse._ActionsContainer, environ: Environ | None = None) -> None:
     """``--database-url`` (env ``SIDECAR_DATABASE_URL``), for ``serve`` and ``doctor``."""
     env = _env.environment(environ)
-    parser.add_argument(
+    text_option(
+        parser,
+        env,
         "--database-url",
+        "SIDECAR_DATABASE_URL",
+        "SQLAlchemy URL of Airflow's metadata DB (postgresql+asyncpg://user:password@host:5432/airflow "
+        "or sqlite+aiosqlite:////path/to/airflow.db; Airflow's own sql_alchemy_conn works too)",
         metavar="URL",
-        default=_env.text(env, "SIDECAR_DATABASE_URL"),
-        help="SQLAlchemy URL of Airflow's metadata DB (postgresql+asyncpg://user:password@host:5432/airflow "
-        "or sqlite+aiosqlite:////path/to/airflow.db; Airflow's own sql_alchemy_conn works too); "
-        "env SIDECAR_DATABASE_URL",
     )
 
 
@@ -192,26 +196,27 @@ def add_server_arguments(serve: argparse.ArgumentParser, environ: Environ | None
     """Every option of ``serve``, each with its ``SIDECAR_*`` variable as the default."""
     env = _env.environment(environ)
     add_database_argument(serve, env)
-    serve.add_argument(
+    text_option(
+        serve,
+        env,
         "--listen",
-        default=_env.text(env, "SIDECAR_LISTEN", DEFAULT_TARGET),
-        help=f"host:port to listen on (default {DEFAULT_TARGET}; refused if already bound); env SIDECAR_LISTEN",
+        "SIDECAR_LISTEN",
+        f"host:port to listen on (default {DEFAULT_TARGET}; refused if already bound)",
+        default=DEFAULT_TARGET,
     )
-    serve.add_argument(
+    text_option(
+        serve,
+        env,
         "--port-file",
+        "SIDECAR_PORT_FILE",
+        "write the bound port to FILE once serving (with --listen 127.0.0.1:0 the system picks a "
+        "free port: no race)",
         metavar="FILE",
-        default=_env.text(env, "SIDECAR_PORT_FILE"),
-        help="write the bound port to FILE once serving (with --listen 127.0.0.1:0 the system picks a "
-        "free port: no race); env SIDECAR_PORT_FILE",
     )
     serve.add_argument(
         "--tick-interval", type=float, default=5.0, help="seconds between the sidecar's own ticks (default 5)"
     )
-    serve.add_argument(
-        "--log-level",
-        default=_env.text(env, "SIDECAR_LOG_LEVEL", "INFO"),
-        help="default INFO; env SIDECAR_LOG_LEVEL",
-    )
+    text_option(serve, env, "--log-level", "SIDECAR_LOG_LEVEL", "default INFO", default="INFO")
     _add_security_arguments(serve, env)
     serve.add_argument(
         "--log-format",
@@ -257,50 +262,53 @@ def add_server_arguments(serve: argparse.ArgumentParser, environ: Environ | None
         "else AIRFLOW__CORE__RERUN_WITH_LATEST_VERSION",
     )
     add_webhook_arguments(serve, env)
-    serve.add_argument(
+    text_option(
+        serve,
+        env,
         "--ops-listen",
-        default=_env.text(env, "SIDECAR_OPS_LISTEN"),
-        help="host:port of /metrics, /healthz and /readyz (off unless set); env SIDECAR_OPS_LISTEN",
+        "SIDECAR_OPS_LISTEN",
+        "host:port of /metrics, /healthz and /readyz (off unless set)",
     )
 
 
 def _add_security_arguments(serve: argparse.ArgumentParser, env: Environ) -> None:
     group = serve.add_argument_group("security (one of --jwt-secret, --token-file or --no-auth is required)")
     add_jwt_secret_arguments(group, env)
-    group.add_argument(
+    text_option(
+        group,
+        env,
         "--jwt-audience",
-        default=_env.text(env, "SIDECAR_JWT_AUDIENCE", AIRFLOW_AUDIENCE),
-        help=f"required aud claim (default {AIRFLOW_AUDIENCE}); env SIDECAR_JWT_AUDIENCE",
+        "SIDECAR_JWT_AUDIENCE",
+        f"required aud claim (default {AIRFLOW_AUDIENCE})",
+        default=AIRFLOW_AUDIENCE,
     )
-    group.add_argument(
-        "--jwt-issuer",
-        default=_env.text(env, "SIDECAR_JWT_ISSUER"),
-        help="required iss claim; env SIDECAR_JWT_ISSUER",
-    )
-    group.add_argument(
+    text_option(group, env, "--jwt-issuer", "SIDECAR_JWT_ISSUER", "required iss claim")
+    text_option(
+        group,
+        env,
         "--token-file",
-        default=_env.text(env, "SIDECAR_TOKEN_FILE"),
-        help="TOML file of service-account tokens by SHA-256 (see docs/security.md); env SIDECAR_TOKEN_FILE",
+        "SIDECAR_TOKEN_FILE",
+        "TOML file of service-account tokens by SHA-256 (see docs/security.md)",
     )
-    group.add_argument(
+    text_option(
+        group,
+        env,
         "--policy",
-        default=_env.text(env, "SIDECAR_POLICY"),
-        help="TOML policy: principals/roles -> DAG globs -> actions (default: any authenticated caller "
-        "may do any DAG action); env SIDECAR_POLICY",
+        "SIDECAR_POLICY",
+        "TOML policy: principals/roles -> DAG globs -> actions (default: any authenticated caller "
+        "may do any DAG action)",
     )
     group.add_argument(
         "--no-auth",
         action="store_true",
         help="no authentication, for local development; refused unless --listen is loopback",
     )
-    group.add_argument(
-        "--tls-cert", default=_env.text(env, "SIDECAR_TLS_CERT"), help="PEM certificate; env SIDECAR_TLS_CERT"
-    )
-    group.add_argument(
-        "--tls-key", default=_env.text(env, "SIDECAR_TLS_KEY"), help="PEM private key; env SIDECAR_TLS_KEY"
-    )
-    group.add_argument(
+    text_option(group, env, "--tls-cert", "SIDECAR_TLS_CERT", "PEM certificate")
+    text_option(group, env, "--tls-key", "SIDECAR_TLS_KEY", "PEM private key")
+    text_option(
+        group,
+        env,
         "--tls-client-ca",
-        default=_env.text(env, "SIDECAR_TLS_CLIENT_CA"),
-        help="PEM CA bundle: require client certificates signed by it (mutual TLS); env SIDECAR_TLS_CLIENT_CA",
+        "SIDECAR_TLS_CLIENT_CA",
+        "PEM CA bundle: require client certificates signed by it (mutual TLS)",
     )

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from sidecar.config import _env
 from sidecar.config._env import Environ
+from sidecar.config._options import switch_option, text_option
 
 __all__ = ["WebhookSettings", "add_webhook_arguments"]
 
@@ -49,29 +50,34 @@ class WebhookSettings:
 def add_webhook_arguments(serve: argparse._ActionsContainer, environ: Environ | None = None) -> None:
     """``serve``'s webhook options, each with its ``SIDECAR_WEBHOOK_*`` variable."""
     env = _env.environment(environ)
-    serve.add_argument(
+    text_option(
+        serve,
+        env,
         "--webhook-secret",
-        default=_env.text(env, "SIDECAR_WEBHOOK_SECRET"),
-        help="key that signs every webhook request (HMAC-SHA256, header X-Sidecar-Signature); webhooks are "
-        "refused until it is set; env SIDECAR_WEBHOOK_SECRET (preferred: flags show in ps)",
+        "SIDECAR_WEBHOOK_SECRET",
+        "key that signs every webhook request (HMAC-SHA256, header X-Sidecar-Signature); webhooks are "
+        "refused until it is set",
+        secret=True,
     )
-    serve.add_argument(
+    text_option(
+        serve,
+        env,
         "--webhook-allowed-hosts",
+        "SIDECAR_WEBHOOK_ALLOWED_HOSTS",
+        "comma-separated hosts (or *.suffixes) webhooks may name (default: any public host)",
         metavar="HOSTS",
-        default=_env.text(env, "SIDECAR_WEBHOOK_ALLOWED_HOSTS"),
-        help="comma-separated hosts (or *.suffixes) webhooks may name (default: any public host); "
-        "env SIDECAR_WEBHOOK_ALLOWED_HOSTS",
     )
-    serve.add_argument(
+    switch_option(
+        serve,
+        env,
         "--webhook-allow-private",
-        action="store_true",
-        default=_env.enabled(env, "SIDECAR_WEBHOOK_ALLOW_PRIVATE"),
-        help="let webhooks reach loopback and private addresses (refused by default: SSRF); "
-        "env SIDECAR_WEBHOOK_ALLOW_PRIVATE=1",
+        "SIDECAR_WEBHOOK_ALLOW_PRIVATE",
+        "let webhooks reach loopback and private addresses (refused by default: SSRF)",
     )
-    serve.add_argument(
+    switch_option(
+        serve,
+        env,
         "--webhook-allow-http",
-        action="store_true",
-        default=_env.enabled(env, "SIDECAR_WEBHOOK_ALLOW_HTTP"),
-        help="accept http:// webhook URLs (default: https:// only); env SIDECAR_WEBHOOK_ALLOW_HTTP=1",
+        "SIDECAR_WEBHOOK_ALLOW_HTTP",
+        "accept http:// webhook URLs (default: https:// only)",
     )

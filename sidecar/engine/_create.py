@@ -25,7 +25,7 @@ from sidecar.engine._materialize import (
     materialize,
     materialize_batch,
 )
-from sidecar.engine._model import BackfillSpec, BackfillView, DryRun
+from sidecar.engine._model import BackfillSpec, BackfillView, DryRun, spec_fields
 from sidecar.engine._offload import PlanningPool
 from sidecar.engine._pinning import Pin, pin_of
 from sidecar.engine._plans import build_plan, check_dag, check_params, resolve_partition_keys
@@ -169,15 +169,7 @@ async def insert(
     ``pin``: the DAG version every run is written on (None: the latest at each batch).
     """
     new = NewBackfill(
-        dag_id=spec.dag_id,
-        from_date=spec.from_date,
-        to_date=spec.to_date,
-        dag_run_conf=spec.dag_run_conf,
-        reprocess_behavior=spec.reprocess_behavior,
-        max_active_runs=spec.max_active_runs,
-        triggering_user_name=spec.triggering_user_name,
-        mode=spec.mode,
-        run_backwards=spec.run_backwards,
+        **spec_fields(spec),
         timetable=timetable,
         planned_count=planned,
         request_id=request_id,
@@ -187,9 +179,7 @@ async def insert(
         dag_version_id=pin.dag_version_id if pin else None,
         bundle_version=pin.bundle_version if pin else None,
         run_on_latest_version=pin.run_on_latest_version if pin else True,
-        task_selection=spec.task_selection,
         selected_task_ids=selected_task_ids,
-        controls=spec.controls,
     )
     first_runs = first_batch_size(parts, wanted)
 

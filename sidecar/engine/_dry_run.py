@@ -17,7 +17,15 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from sidecar.engine._config import Parts
 from sidecar.engine._estimates import estimate
-from sidecar.engine._model import BackfillSpec, BackfillView, DryRun, PlanSummary, Progress, SlotView
+from sidecar.engine._model import (
+    BackfillSpec,
+    BackfillView,
+    DryRun,
+    PlanSummary,
+    Progress,
+    SlotView,
+    spec_fields,
+)
 from sidecar.engine._offload import PlanningPool
 from sidecar.engine._reads import planned_slot
 from sidecar.planning import BackfillPlan, PlanCounts, PlannedRun, count_plan, plan_window
@@ -73,25 +81,15 @@ async def dry_run(
         last_run=slot(counts.last),
     )
     view = BackfillView(
+        **spec_fields(spec),
         id=0,
-        dag_id=spec.dag_id,
-        from_date=spec.from_date,
-        to_date=spec.to_date,
-        dag_run_conf=spec.dag_run_conf,
-        reprocess_behavior=spec.reprocess_behavior,
-        max_active_runs=spec.max_active_runs,
-        run_backwards=spec.run_backwards,
-        mode=spec.mode,
         is_paused=False,
         state=State.ACTIVE,
         progress=Progress(planned=counts.total, skipped=summary.skipped),
-        triggering_user_name=spec.triggering_user_name,
         created_at=now,
         updated_at=now,
         completed_at=None,
-        task_selection=spec.task_selection,
         selected_task_ids=selected_task_ids,
-        controls=spec.controls,
         estimate=estimate(history, "history", summary.to_run, spec.max_active_runs),
     )
     slots = [

@@ -32,6 +32,7 @@ from starlette.responses import JSONResponse
 from sidecar._gen.airflow_sidecar.v1 import backfill_pb2 as pb
 from sidecar.auth import TOKEN_EXPIRED, TOKEN_INVALID
 from sidecar.errors import BackfillRangeOverlaps
+from sidecar.estimate_json import estimate_dict
 from sidecar.gateway._calls import Upstream
 from sidecar.gateway._errors import CallError, from_rpc_error, unexpected
 from sidecar.names import backfill_name
@@ -285,16 +286,7 @@ def backfill_json(b: pb.Backfill) -> dict[str, Any]:
             "last_error": w.last_error or None,
         }
     if b.HasField("estimate"):
-        e = b.estimate
-        shown["estimate"] = {
-            "basis": e.basis,
-            "sample_size": e.sample_size,
-            "run_duration_p50_seconds": e.run_duration_p50.ToTimedelta().total_seconds(),
-            "run_duration_p90_seconds": e.run_duration_p90.ToTimedelta().total_seconds(),
-            "runs_remaining": e.runs_remaining,
-            "remaining_p50_seconds": e.remaining_p50.ToTimedelta().total_seconds(),
-            "remaining_p90_seconds": e.remaining_p90.ToTimedelta().total_seconds(),
-        }
+        shown["estimate"] = estimate_dict(b.estimate)
     if b.HasField("task_selection"):  # the sidecar extension, only on backfills that have one
         s = b.task_selection
         shown["task_selection"] = TaskSelectionBody(

@@ -80,11 +80,16 @@ def engine(database: Database) -> BackfillEngine:
 
 
 @contextlib.asynccontextmanager
-async def running_server(db: AirflowDatabase, **config: Any) -> AsyncIterator[SidecarServer]:
+async def running_server(
+    db: AirflowDatabase, *, notifier: bool = True, **config: Any
+) -> AsyncIterator[SidecarServer]:
     """A started in-process server on ``db`` (loopback, any free port), stopped afterwards.
 
     Defaults: no authentication (tests about auth pass ``auth=``) and no timer ticks, so
     that only what a test does writes rows; ``config`` overrides any ServerConfig field.
+    ``notifier=False``: without the event recorder and webhook sender's pass each second, for
+    property tests (hypothesis draws in another thread: nothing else in the process may run
+    beside them); webhook and Watch tests keep it.
     """
     settings: dict[str, Any] = {
         "listen": "127.0.0.1:0",
@@ -92,7 +97,7 @@ async def running_server(db: AirflowDatabase, **config: Any) -> AsyncIterator[Si
         "auth": AuthConfig(no_auth=True),
     }
     settings.update(config)
-    srv = SidecarServer(ServerConfig(database_url=db.asyncpg_url, **settings))
+    srv = SidecarServer(ServerConfig(database_url=db.asyncpg_url, **settings), notifier=notifier)
     await srv.start()
     try:
         yield srv

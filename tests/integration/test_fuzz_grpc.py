@@ -10,11 +10,12 @@ row; and the server keeps serving afterwards.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import grpc
 import psycopg2
+import pytest
 from google.protobuf import descriptor
 from google.protobuf.message import Message
 from google.protobuf.message_factory import GetMessageClass
@@ -25,6 +26,7 @@ from hypothesis import strategies as st
 from sidecar._gen.airflow_sidecar.v1 import backfill_pb2, scheduler_pb2
 from sidecar.server import SidecarServer
 from tests.integration import test_gateway as base
+from tests.integration.conftest import running_server
 from tests.support.fixtures import AirflowDatabase
 
 EXAMPLES_PER_METHOD = 100
@@ -267,6 +269,13 @@ def fuzz(port: int, psycopg2_url: str) -> dict[str, dict[str, int]]:
     finally:
         conn.close()
     return seen
+
+
+@pytest.fixture
+async def server(clean_db: AirflowDatabase) -> AsyncIterator[SidecarServer]:
+    """The integration server without its notifier loop: hypothesis draws beside it, in a thread."""
+    async with running_server(clean_db, notifier=False) as srv:
+        yield srv
 
 
 async def test_grpc_requests_fuzz(server: SidecarServer, clean_db: AirflowDatabase) -> None:

@@ -8,8 +8,10 @@ negative (schema-violating) cases are generated for every operation, a fixed num
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 
 import psycopg2.extensions
+import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -17,6 +19,9 @@ from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error, response_schema_conformance
 
 from sidecar.gateway import OPENAPI_PATH, Gateway
+from sidecar.server import SidecarServer
+from tests.integration.conftest import running_server
+from tests.support.fixtures import AirflowDatabase
 
 EXAMPLES_PER_OPERATION = 30
 
@@ -47,6 +52,13 @@ def run_schemathesis(app: Gateway) -> list[str]:
         check()
         exercised.append(operation.label)
     return exercised
+
+
+@pytest.fixture
+async def server(clean_db: AirflowDatabase) -> AsyncIterator[SidecarServer]:
+    """The integration server without its notifier loop: hypothesis draws beside it, in a thread."""
+    async with running_server(clean_db, notifier=False) as srv:
+        yield srv
 
 
 async def test_schemathesis_finds_no_server_error(gateway: Gateway, sql: psycopg2.extensions.cursor) -> None:

@@ -55,8 +55,9 @@ POISON = {
 
 @pytest.fixture
 async def server(clean_db: AirflowDatabase) -> AsyncIterator[SidecarServer]:
-    """The integration server without its write rate limit: this module creates hundreds of backfills."""
-    async with running_server(clean_db, writes_per_minute=0) as srv:
+    """The integration server without its write rate limit (this module creates hundreds of backfills)
+    and without its notifier loop (the property test draws beside it)."""
+    async with running_server(clean_db, notifier=False, writes_per_minute=0) as srv:
         yield srv
 
 

@@ -27,6 +27,8 @@ that importing a light module never pulls in a database driver):
 ``tcp_proxy``             a loopback TCP proxy that can cut connections (failure injection).
 ``plugin``                the Airflow plugin's entry point on an api-server's ``PYTHONPATH``
                           (standard library only).
+``views``                 ``backfill_view``: an engine ``BackfillView`` with defaults, for the
+                          contract tests (the sidecar only, no database).
 ``fixtures``              the pytest plugin loaded by ``tests/conftest.py``: ``pg_server``,
                           ``airflow_installed``, ``airflow_template``, ``airflow_dags_template``,
                           ``airflow_db`` (``AirflowDatabase``); imports psycopg2 only when one

@@ -2,7 +2,8 @@
 
 Airflow finds the plugin by its ``airflow.plugins`` entry point, declared in
 ``pyproject.toml``. A venv installed from a checkout older than that declaration lacks it in
-its metadata until ``pip install -e .`` runs again; then (and only then)
+its metadata until ``pip install -e .`` runs again, and the matrix's venvs
+(``scripts/airflow_envs.sh``) hold the project's dependencies, not the project; then (and only then)
 :func:`entry_point_path` writes a minimal distribution declaring exactly the entry point
 ``pyproject.toml`` declares, for the api-server's ``PYTHONPATH``. Standard library only.
 """

@@ -9,7 +9,6 @@ field fails this test until every surface has it.
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 from pathlib import Path
 
@@ -20,8 +19,9 @@ from sidecar._gen.airflow_sidecar.v1 import backfill_pb2 as pb
 from sidecar.api._convert import backfill_message, spec_of
 from sidecar.cli import build_parser
 from sidecar.cli._client import _set_controls
-from sidecar.engine import BackfillView, Controls, Mode, Progress, ReprocessBehavior, State
+from sidecar.engine import BackfillView, Controls, State
 from sidecar.gateway._airflow import BackfillPostBody, BackfillResponse, backfill_json, create_request
+from tests.support.views import DAY, backfill_view
 
 CONTROL_NUMBERS = range(28, 33)
 FIELDS = [f for f in pb.Backfill.DESCRIPTOR.fields if f.number in CONTROL_NUMBERS]
@@ -37,7 +37,6 @@ OUTPUT_ONLY = {"pause_reason"}
 DOCUMENT = json.loads((Path(__file__).parents[2] / "docs" / "openapi.json").read_text())["components"][
     "schemas"
 ]
-DAY = dt.datetime(2025, 1, 1, tzinfo=dt.UTC)
 
 
 def test_the_control_fields_are_these() -> None:
@@ -46,25 +45,11 @@ def test_the_control_fields_are_these() -> None:
 
 def view(**controls: object) -> BackfillView:
     reason = controls.pop("pause_reason", None)
-    return BackfillView(
-        id=7,
-        dag_id="d",
-        from_date=DAY,
-        to_date=DAY,
-        dag_run_conf=None,
-        reprocess_behavior=ReprocessBehavior.NONE,
-        max_active_runs=2,
-        run_backwards=False,
-        mode=Mode.WINDOWED,
+    return backfill_view(
         is_paused=reason is not None,
         state=State.PAUSED if reason else State.ACTIVE,
-        progress=Progress(),
-        triggering_user_name=None,
-        created_at=DAY,
-        updated_at=DAY,
-        completed_at=None,
         controls=Controls(**controls),  # type: ignore[arg-type]
-        pause_reason=reason,  # type: ignore[arg-type]
+        pause_reason=reason,
     )
 
 

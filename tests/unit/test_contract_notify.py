@@ -18,35 +18,15 @@ from sidecar._gen.airflow_sidecar.v1 import backfill_pb2 as pb
 from sidecar.api._convert import backfill_message, spec_of
 from sidecar.cli import build_parser
 from sidecar.cli._client import _set_webhook
-from sidecar.engine import BackfillView, Estimate, Mode, Progress, ReprocessBehavior, State, WebhookStatus
+from sidecar.cli._plans import summary_dict
+from sidecar.engine import Estimate, WebhookStatus
+from sidecar.estimate_json import estimate_dict
 from sidecar.gateway._airflow import BackfillPostBody, backfill_json, create_request
+from tests.support.views import DAY, backfill_view
 
 DOCUMENT = json.loads((Path(__file__).parents[2] / "docs" / "openapi.json").read_text())
 SCHEMAS = DOCUMENT["components"]["schemas"]
-DAY = dt.datetime(2025, 1, 1, tzinfo=dt.UTC)
 URL = "https://hooks.example.com/services/T0/B0/SECRET"
-
-
-def _view(**extra: object) -> BackfillView:
-    return BackfillView(
-        id=7,
-        dag_id="d",
-        from_date=DAY,
-        to_date=DAY,
-        dag_run_conf=None,
-        reprocess_behavior=ReprocessBehavior.NONE,
-        max_active_runs=2,
-        run_backwards=False,
-        mode=Mode.WINDOWED,
-        is_paused=False,
-        state=State.ACTIVE,
-        progress=Progress(),
-        triggering_user_name=None,
-        created_at=DAY,
-        updated_at=DAY,
-        completed_at=None,
-        **extra,  # type: ignore[arg-type]
-    )
 
 
 ESTIMATE = Estimate(
@@ -71,7 +51,7 @@ def _request(backfill: pb.Backfill) -> pb.CreateBackfillRequest:
 def test_grpc_reads_the_webhook_and_never_writes_its_url_back() -> None:
     spec = spec_of(_request(pb.Backfill(webhook=pb.Webhook(url=URL, format=pb.Webhook.FORMAT_SLACK))), None)
     assert (spec.webhook_url, spec.webhook_format) == (URL, "slack")
-    shown = backfill_message(_view(webhook=STATUS)).webhook
+    shown = backfill_message(backfill_view(webhook=STATUS)).webhook
     assert shown.url == "" and shown.target == "https://hooks.example.com/…"
     assert (shown.format, shown.undelivered, shown.given_up, shown.last_error) == (
         pb.Webhook.FORMAT_SLACK,
@@ -82,13 +62,13 @@ def test_grpc_reads_the_webhook_and_never_writes_its_url_back() -> None:
 
 
 def test_grpc_writes_the_estimate() -> None:
-    e = backfill_message(_view(estimate=ESTIMATE)).estimate
+    e = backfill_message(backfill_view(estimate=ESTIMATE)).estimate
     assert (e.basis, e.sample_size, e.runs_remaining) == ("history", 4, 4)
     assert e.remaining_p50.ToTimedelta() == dt.timedelta(seconds=300)
     assert e.run_duration_p90.ToTimedelta() == dt.timedelta(seconds=222)
 
 
-def test_the_cli_sets_the_webhook_and_the_summary_view() -> None:
+def test_the_cli_sets_the_webhook_and_the_summarybackfill_view() -> None:
     args = build_parser().parse_args(
         ["backfill", "create", "--dag-id", "d", "--from-date", "2025-01-01", "--to-date", "2025-01-02",
          "--webhook-url", URL, "--webhook-format", "slack", "--dry-run", "--summary"]
@@ -108,10 +88,10 @@ def test_api_v2_carries_webhook_and_estimate_as_extensions() -> None:
     )
     sent = create_request(body, dry_run=False).backfill.webhook
     assert (sent.url, sent.format) == (URL, pb.Webhook.FORMAT_SLACK)
-    shown = backfill_json(backfill_message(_view(webhook=STATUS, estimate=ESTIMATE)))
+    shown = backfill_json(backfill_message(backfill_view(webhook=STATUS, estimate=ESTIMATE)))
     assert shown["webhook"]["target"] == "https://hooks.example.com/…" and URL not in json.dumps(shown)
     assert shown["estimate"]["remaining_p50_seconds"] == 300
-    plain = backfill_json(backfill_message(_view()))
+    plain = backfill_json(backfill_message(backfill_view()))
     assert "webhook" not in plain and "estimate" not in plain  # absent on backfills without them
 
 
@@ -120,3 +100,10 @@ def test_the_openapi_document_lists_them() -> None:
     for name in ("webhook", "estimate", "dry_run_view", "summary", "events"):
         assert f'"{name}"' in text, name
     assert "webhook" in SCHEMAS["BackfillPostBody"]["properties"]
+
+
+def test_the_cli_and_api_v2_print_one_estimate_shape() -> None:
+    message = backfill_message(backfill_view(estimate=ESTIMATE))
+    printed = summary_dict(pb.CreateBackfillResponse(backfill=message))["estimate"]
+    assert printed == backfill_json(message)["estimate"] == estimate_dict(message.estimate)
+    assert printed["runs_remaining"] == 4 and printed["run_duration_p50_seconds"] == 150

@@ -16,11 +16,12 @@ import pytest
 from sidecar._gen.airflow_sidecar.v1 import backfill_pb2 as pb
 from sidecar.api._convert import backfill_message, spec_of
 from sidecar.cli import _client, build_parser
-from sidecar.engine import BackfillView, Mode, Progress, State
+from sidecar.engine import Mode
 from sidecar.errors import InvalidArgument
 from sidecar.gateway import airflow_create_request, bindings_of
 from sidecar.gateway._airflow import parse_body
 from sidecar.gateway._bindings import OFFSET_SUFFIX, build_request
+from tests.support.views import backfill_view
 
 IST = dt.timezone(dt.timedelta(hours=5, minutes=30))
 NEPAL = dt.timezone(dt.timedelta(hours=5, minutes=45))
@@ -136,23 +137,15 @@ def test_an_offset_the_server_cannot_hold_is_refused_by_field(seconds: int) -> N
 
 def test_the_resource_shows_the_offsets_back() -> None:
     moment = dt.datetime(2024, 1, 1, tzinfo=IST)
-    view = BackfillView(
+    view = backfill_view(
         id=1,
-        dag_id="d",
         from_date=moment,
         to_date=moment.astimezone(MARQUESAS),
-        dag_run_conf=None,
         reprocess_behavior=None,
         max_active_runs=1,
-        run_backwards=False,
         mode=Mode.EAGER,
-        is_paused=False,
-        state=State.ACTIVE,
-        progress=Progress(),
-        triggering_user_name=None,
         created_at=moment,
         updated_at=moment,
-        completed_at=None,
     )
     message = backfill_message(view)
     assert (message.from_date_utc_offset_seconds, message.to_date_utc_offset_seconds) == (19800, -34200)
