@@ -205,7 +205,7 @@ async def insert(
 
     started = time.perf_counter()
     created = await parts.tx.write(work)
-    if created is not None:
+    if created is not None and parts.tx.counted:  # not a rehearsal (serve's warm-up)
         backfill_id, first = created
         if first is not None:
             count_batch(first, started)
