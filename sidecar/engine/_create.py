@@ -143,9 +143,10 @@ async def create(
             now=now,
             wait=wanted is None,  # eager: answer once every run is committed, whoever wrote it
         )
-    if planned is None:
+    view = await get(parts, backfill_id, _CREATOR)
+    if planned is None:  # started once the answer is read: its first read never delays the create's
         counter.ensure(backfill_id)
-    return await get(parts, backfill_id, _CREATOR)
+    return view
 
 
 async def insert(
