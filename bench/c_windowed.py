@@ -5,7 +5,9 @@
    commit), for four schedules: hourly and daily in UTC (counted arithmetically), hourly
    and weekdays in Europe/Amsterdam (stepped slot by slot in a planning worker after
    creation). Each repeat runs in a fresh process (:mod:`bench._fresh`): a planning
-   worker or counting thread of an earlier repeat must not slow a later one. Also
+   worker or counting thread of an earlier repeat must not slow a later one. The engine
+   warms up first, as ``serve`` does at start (a create rehearsed and rolled back:
+   ``--cold`` skips it), so the figure is a create against a running server. Also
    printed: when the count was recorded, and how late the event loop woke a 1 ms sleep
    at most meanwhile (the count must stay off the loop). Against Airflow 3.3.2's time
    until its one transaction commits, measured on ``--airflow-runs`` runs and
@@ -19,6 +21,7 @@
     python -m bench.c_windowed            # 100,000-run first-run latency, 1M windowed + 100k eager RSS
     python -m bench.c_windowed --quick    # 10,000 runs, 1M windowed + 10k eager RSS
     python -m bench.c_windowed --first-run-only   # only part 1
+    python -m bench.c_windowed --first-run-only --cold   # part 1 without serve's warm-up
 """
 
 from __future__ import annotations
@@ -127,13 +130,15 @@ async def _lag_monitor(lags: list[float], stop: asyncio.Event) -> None:
 
 
 async def _first_run(
-    url: str, dag_id: str, start: dt.datetime, end: dt.datetime, count_wait: float
+    url: str, dag_id: str, start: dt.datetime, end: dt.datetime, count_wait: float, warm: bool = True
 ) -> dict[str, float | int | None]:
     """Create one windowed backfill on a fresh engine; time it, and the background count
     (waited for ``count_wait`` seconds at most: its worker runs only on an idle core)."""
     db = connect(url)
     await prepare(db)
     engine = BackfillEngine(db, EngineConfig())
+    if warm:
+        await engine.warm_up()  # as ``serve`` does at start: the create is one against a running server
     lags: list[float] = []
     stop = asyncio.Event()
     monitor = asyncio.create_task(_lag_monitor(lags, stop))
@@ -181,12 +186,13 @@ def _one(case: dict[str, Any]) -> None:
                 dt.datetime.fromisoformat(case["from"]),
                 dt.datetime.fromisoformat(case["to"]),
                 case["count_wait"],
+                case.get("warm", True),
             )
         )
     answer(result)
 
 
-def _first_runs(template: str, runs: int, repeats: int, count_wait: float) -> float:
+def _first_runs(template: str, runs: int, repeats: int, count_wait: float, warm: bool = True) -> float:
     """Print one row per case (each repeat a fresh process); the median of the hourly UTC case."""
     headline = 0.0
     for label, dag_id, first, step in CASES:
@@ -197,6 +203,7 @@ def _first_runs(template: str, runs: int, repeats: int, count_wait: float) -> fl
             "from": start.isoformat(),
             "to": end.isoformat(),
             "count_wait": count_wait,
+            "warm": warm,
         }
         results = [in_fresh_process("bench.c_windowed", case) for _ in range(repeats)]
         created = [r["created_s"] * 1000 for r in results]
@@ -212,7 +219,8 @@ def _first_runs(template: str, runs: int, repeats: int, count_wait: float) -> fl
         lag = max(r["lag_max_ms"] for r in results)
         print(
             row(
-                f"sidecar windowed: first run queued, {label}, {runs:,} slots",
+                f"sidecar windowed: first run queued, {label}, {runs:,} slots"
+                + ("" if warm else " (no warm-up)"),
                 f"{median:.0f} ms",
                 f"median of {sorted(round(v) for v in created)} ms, each in a fresh process "
                 f"(its CPU {cpu:.0f} ms); {counted}; event loop late by at most {lag:.1f} ms",
@@ -232,6 +240,9 @@ def main() -> None:
     parser.add_argument(
         "--count-wait", type=float, default=60.0, help="seconds to wait for a background count"
     )
+    parser.add_argument(
+        "--cold", action="store_true", help="skip serve's warm-up (a create as a fresh process's first)"
+    )
     parser.add_argument("--one", help=argparse.SUPPRESS)  # a case, in a fresh process (bench._fresh)
     args = parser.parse_args()
     if args.one:
@@ -243,7 +254,7 @@ def main() -> None:
     template = bench_template()
     print(row("measure", "value", "how"))
     print(row("---", "---", "---"), flush=True)
-    first = _first_runs(template, runs, 3 if args.quick else args.repeats, args.count_wait)
+    first = _first_runs(template, runs, 3 if args.quick else args.repeats, args.count_wait, not args.cold)
     if args.first_run_only:
         return
     a_start, a_end = days(START, airflow_runs, HOUR)

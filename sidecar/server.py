@@ -94,6 +94,10 @@ class SidecarServer:
             webhooks=self.config.webhooks,
         )
         self.engine = BackfillEngine(self.db, engine_config)
+        try:  # the first create then finds its statements compiled and prepared (issue 14)
+            await self.engine.warm_up()
+        except Exception:  # best effort: a create still works, only slower the first time
+            log.warning("warming up the create path failed; the first create pays for it", exc_info=True)
         tracer_provider = setup_tracing()
         instrument_database(self.db.engine, tracer_provider)
         options = [

@@ -143,9 +143,10 @@ async def create(
             now=now,
             wait=wanted is None,  # eager: answer once every run is committed, whoever wrote it
         )
-    if planned is None:
+    view = await get(parts, backfill_id, _CREATOR)
+    if planned is None:  # started once the answer is read: its first read never delays the create's
         counter.ensure(backfill_id)
-    return await get(parts, backfill_id, _CREATOR)
+    return view
 
 
 async def insert(
@@ -195,7 +196,7 @@ async def insert(
 
     started = time.perf_counter()
     created = await parts.tx.write(work)
-    if created is not None:
+    if created is not None and parts.tx.counted:  # not a rehearsal (serve's warm-up)
         backfill_id, first = created
         if first is not None:
             count_batch(first, started)

@@ -12,7 +12,7 @@ import logging
 from collections.abc import Callable
 
 from sidecar.auth import Access, PageTokens
-from sidecar.engine import _create, _estimates, _reads, _steer, _tick
+from sidecar.engine import _create, _estimates, _reads, _steer, _tick, _warm_up
 from sidecar.engine._config import EngineConfig, Parts, utcnow
 from sidecar.engine._counting import BackgroundCounter
 from sidecar.engine._model import BackfillSpec, BackfillView, DryRun, SlotView
@@ -213,6 +213,12 @@ class BackfillEngine:
         if self._page_tokens is None:
             self._page_tokens = PageTokens(await self.tx.read(page_token_key))
         return self._page_tokens
+
+    async def warm_up(self) -> bool:
+        """Rehearse a create and roll it back, so that the first real one finds everything
+        compiled and prepared (``serve`` calls it at start; :mod:`sidecar.engine._warm_up`).
+        Returns whether a DAG was there to rehearse it with."""
+        return await _warm_up.warm_up(self._parts, self.policies, self.planning)
 
     async def close(self) -> None:
         """Stop background work (plan counts, webhook deliveries); a restart resumes it."""

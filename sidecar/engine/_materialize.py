@@ -214,7 +214,8 @@ async def materialize(
         )
         if result is None:
             break
-        count_batch(result, started)
+        if tx.counted:  # not a rehearsal (serve's warm-up)
+            count_batch(result, started)
         made += result.runs_created
         if result.exhausted:
             break

@@ -8,6 +8,11 @@ A backfill whose failed runs reach its ``max_failed_runs`` is paused, with its r
 anything else is written for it (:func:`_stop_losses`). Each backfill is handled on its own: a failure of one is contained
 (:mod:`sidecar.engine._containment`: retried next tick if transient, else set aside)
 and the tick goes on with the others, so one backfill can never stop the rest.
+
+A tick that changes nothing costs one read on one connection (:func:`_look`): the ticked
+backfills and, for each, its failed runs up to its limit, its unfinished runs up to its
+window (or whether any is left), each bounded by what is in flight, never by the size of
+the backfill (issue 14, docs/adr/0009). Writes follow only where something changed.
 """
 
 from __future__ import annotations
@@ -15,6 +20,8 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from dataclasses import dataclass, replace
+
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from sidecar.engine._config import Parts
 from sidecar.engine._containment import contain
@@ -31,7 +38,9 @@ from sidecar.store import (
     count_failed_runs,
     count_unfinished_runs,
     forgive_failed_runs,
+    has_unfinished_runs,
     pause_for_failed_runs,
+    plan_for_first_rows,
     reopen_backfill,
     tick_entries,
 )
@@ -49,17 +58,68 @@ class TickResult:
     materializing: list[int]
 
 
+@dataclass(frozen=True)
+class _Seen:
+    """What the tick's one read saw of a backfill (None: not asked; read when needed)."""
+
+    failed: int | None = None
+    """Its failed runs, counted up to its limit."""
+    unfinished: int | None = None
+    """Its unfinished runs, counted up to its window (a windowed backfill still writing)."""
+    any_unfinished: bool | None = None
+    """Whether any run is left (a backfill fully written)."""
+
+
+def _failed_runs_limit(entry: TickEntry) -> int | None:
+    """The failed runs at which the backfill is paused, if the tick must count them now."""
+    if entry.max_failed_runs is None or entry.is_paused or entry.pause_reason is not None:
+        return None
+    return entry.failed_runs_forgiven + entry.max_failed_runs
+
+
+def _window(parts: Parts, entry: TickEntry) -> int:
+    return entry.max_active_runs + parts.config.lookahead
+
+
+async def _look(parts: Parts, conn: AsyncConnection) -> tuple[list[TickEntry], dict[int, _Seen]]:
+    """The ticked backfills and what each has in flight, on one connection (one round trip each)."""
+    entries = await tick_entries(conn)
+    seen: dict[int, _Seen] = {}
+    if entries:
+        await plan_for_first_rows(conn)
+    for entry in entries:
+        if entry.closing is AirflowClosing.CANCELLED or entry.phase is Phase.SET_ASIDE:
+            continue
+        limit = _failed_runs_limit(entry)
+        failed = None if limit is None else await count_failed_runs(conn, entry.backfill_id, at_most=limit)
+        if entry.phase is not Phase.MATERIALIZING:
+            seen[entry.backfill_id] = _Seen(
+                failed, any_unfinished=await has_unfinished_runs(conn, entry.backfill_id)
+            )
+        elif entry.mode is Mode.EAGER:
+            seen[entry.backfill_id] = _Seen(failed)
+        else:
+            window = _window(parts, entry)
+            unfinished = await count_unfinished_runs(conn, entry.backfill_id, at_most=window)
+            seen[entry.backfill_id] = _Seen(failed, unfinished=unfinished)
+    return entries, seen
+
+
 async def tick(parts: Parts, policies: SchedulerPolicies, counter: BackgroundCounter) -> TickResult:
     """One pass over the backfills in a ticked phase (the caller serialises ticks)."""
     now = parts.clock()
-    entries = await parts.tx.read(tick_entries)
+    try:
+        entries, seen = await parts.tx.read(lambda conn: _look(parts, conn))
+    except Exception:  # each backfill is then read on its own below, its failure contained
+        log.warning("the tick's combined read failed; reading each backfill on its own", exc_info=True)
+        entries, seen = await parts.tx.read(tick_entries), {}
     written = completed = 0
     materializing: list[int] = []
     # A scheduler reports a mutation hook: write no new runs until it is gone.
     hooks = policies.active_hooks()
     policies.announce(hooks)  # logged when the reported set changes, not on every tick
     for entry in entries:
-        with log_context(backfill_id=entry.backfill_id, dag_id=entry.dag_id):
+        with log_context(backfill_id=entry.backfill_id):
             if entry.closing is AirflowClosing.CANCELLED:
                 await _cancelled_by_airflow(parts, entry.backfill_id, now)
                 continue
@@ -69,26 +129,30 @@ async def tick(parts: Parts, policies: SchedulerPolicies, counter: BackgroundCou
                 continue
             writing = entry.phase is Phase.MATERIALIZING
             try:
-                if await _stop_losses(parts, entry, now):
+                look = seen.get(entry.backfill_id, _Seen())
+                if await _stop_losses(parts, entry, now, look.failed):
                     entry = replace(entry, is_paused=True)
                 if writing:
                     materializing.append(entry.backfill_id)
                     if entry.planned_count is None:
                         counter.ensure(entry.backfill_id)  # counting was cut short: resume it
                     if not hooks and not entry.is_paused:  # paused: no new runs until unpaused
-                        written += await _top_up(parts, entry, now)
-                elif await _complete_if_done(parts, entry.backfill_id, now):
+                        written += await _top_up(parts, entry, now, look.unfinished)
+                elif look.any_unfinished is not True and await _complete_if_done(
+                    parts, entry.backfill_id, now
+                ):
                     completed += 1
             except Exception as exc:  # contained: the other backfills are still written
                 await contain(parts, entry.backfill_id, exc, now, writing=writing)
     return TickResult(written, completed, materializing)
 
 
-async def _stop_losses(parts: Parts, entry: TickEntry, now: dt.datetime) -> bool:
+async def _stop_losses(parts: Parts, entry: TickEntry, now: dt.datetime, failed: int | None) -> bool:
     """Pause a backfill whose failed runs reached its ``max_failed_runs``; True if it was paused now.
 
     A backfill the sidecar paused so and Airflow unpaused (its own control wins) has the
-    runs failed so far forgiven, as the sidecar's own unpause does.
+    runs failed so far forgiven, as the sidecar's own unpause does. ``failed``: the failed
+    runs the tick's read counted (None: counted here).
     """
     if entry.max_failed_runs is None:
         return False
@@ -102,7 +166,8 @@ async def _stop_losses(parts: Parts, entry: TickEntry, now: dt.datetime) -> bool
         return False
     # A bounded read first: the rows are locked only once the limit is reached.
     limit = entry.failed_runs_forgiven + entry.max_failed_runs
-    failed = await parts.tx.read(lambda conn: count_failed_runs(conn, entry.backfill_id, at_most=limit))
+    if failed is None:
+        failed = await parts.tx.read(lambda conn: count_failed_runs(conn, entry.backfill_id, at_most=limit))
     if failed < limit:
         return False
     reason = await parts.tx.write(lambda conn: pause_for_failed_runs(conn, entry.backfill_id, now))
@@ -112,7 +177,7 @@ async def _stop_losses(parts: Parts, entry: TickEntry, now: dt.datetime) -> bool
     return True
 
 
-async def _top_up(parts: Parts, entry: TickEntry, now: dt.datetime) -> int:
+async def _top_up(parts: Parts, entry: TickEntry, now: dt.datetime, unfinished: int | None) -> int:
     if entry.closing is AirflowClosing.CLOSED_EARLY:
         # Airflow's completion timer closed it while runs remain to be written: reopen it.
         await parts.tx.write(lambda conn: reopen_backfill(conn, entry.backfill_id))
@@ -120,10 +185,11 @@ async def _top_up(parts: Parts, entry: TickEntry, now: dt.datetime) -> int:
     if entry.mode is Mode.EAGER:
         wanted = None  # an eager backfill interrupted mid-way: finish it
     else:
-        window = entry.max_active_runs + parts.config.lookahead
-        unfinished = await parts.tx.read(
-            lambda conn: count_unfinished_runs(conn, entry.backfill_id, at_most=window)
-        )
+        window = _window(parts, entry)
+        if unfinished is None:
+            unfinished = await parts.tx.read(
+                lambda conn: count_unfinished_runs(conn, entry.backfill_id, at_most=window)
+            )
         wanted = window - unfinished
         if wanted <= 0:
             return 0

@@ -25,7 +25,7 @@ from sidecar.store._creation import (
     find_request,
     insert_backfill,
 )
-from sidecar.store._dags import DagCatalog, LoadedDag, latest_log_template_id
+from sidecar.store._dags import DagCatalog, LoadedDag, latest_log_template_id, some_dag_id
 from sidecar.store._database import (
     SUPPORTED_AIRFLOW_REVISIONS,
     Database,
@@ -94,6 +94,7 @@ from sidecar.store._runs import (
     counted_runs,
     fail_runs,
     has_unfinished_runs,
+    plan_for_first_rows,
     run_state_counts,
     written_slots,
 )
@@ -183,6 +184,7 @@ __all__ = [
     "page_of_backfills",
     "page_token_key",
     "pause_for_failed_runs",
+    "plan_for_first_rows",
     "plan_record",
     "prepare",
     "record_events",
@@ -192,6 +194,7 @@ __all__ = [
     "reopen_backfill",
     "run_state_counts",
     "set_paused",
+    "some_dag_id",
     "sqlstate_of",
     "tick_entries",
     "token_revoked",

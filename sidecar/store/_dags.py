@@ -111,3 +111,11 @@ async def latest_log_template_id(conn: AsyncConnection) -> int | None:
     """``max(log_template.id)``, which every new run records."""
     value = await conn.scalar(sa.select(sa.func.max(log_template.c.id)))
     return int(value) if value is not None else None
+
+
+async def some_dag_id(conn: AsyncConnection) -> str | None:
+    """A DAG with a serialized version, if any (the one last serialized; for ``serve``'s warm-up)."""
+    found = await conn.scalar(
+        sa.select(serialized_dag.c.dag_id).order_by(serialized_dag.c.last_updated.desc()).limit(1)
+    )
+    return None if found is None else str(found)

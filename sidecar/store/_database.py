@@ -240,6 +240,24 @@ def _create_secrets(conn: Connection) -> None:
     create_page_token_key(conn)
 
 
+#: The sidecar's index on Airflow's ``dag_run``: a backfill's runs by state (issue 14).
+RUNS_BY_BACKFILL_INDEX = "sidecar_dag_run_backfill_state"
+
+
+def _index_runs_by_backfill(conn: Connection) -> None:
+    """An index on ``dag_run (backfill_id, state)``, which Airflow does not have.
+
+    Every question the tick asks of a backfill's runs (any left? how many of its window are
+    unfinished? has it reached its failed-runs limit?) then reads the runs it asks about
+    and stops at the first few, never the backfill's finished runs nor the DAG's other
+    runs (issue 14, docs/adr/0009). Built inside the migration transaction (a plain
+    ``CREATE INDEX``: writes to ``dag_run`` wait for it, once).
+    """
+    conn.execute(
+        sa.text(f"CREATE INDEX IF NOT EXISTS {RUNS_BY_BACKFILL_INDEX} ON dag_run (backfill_id, state)")
+    )
+
+
 # Each migration step takes a connection inside the migration transaction. Step 1 creates
 # the tables at their current shape, so later steps check before they change anything.
 _MIGRATIONS: list[Callable[[Connection], None]] = [
@@ -260,6 +278,8 @@ _MIGRATIONS: list[Callable[[Connection], None]] = [
     lambda conn: _add_columns(conn, sidecar_backfill, CONTROL_COLUMNS),
     # 9: the UTC offsets the range bounds were given in (run ids keep the caller's offset).
     lambda conn: _add_columns(conn, sidecar_backfill, OFFSET_COLUMNS),
+    # 10: a backfill's runs by state, so that a tick reads what is in flight (issue 14).
+    _index_runs_by_backfill,
 ]
 
 

@@ -33,7 +33,7 @@ from sidecar.store._phases import (
     airflow_closing,
     transition,
 )
-from sidecar.store._runs import count_failed_runs, fail_runs, has_unfinished_runs
+from sidecar.store._runs import count_failed_runs, fail_runs, has_unfinished_runs, plan_for_first_rows
 from sidecar.store._tables import backfill, sidecar_backfill
 from sidecar.vocabulary import Mode
 
@@ -400,6 +400,7 @@ async def _cancel(
 
 async def complete_if_done(conn: AsyncConnection, backfill_id: int, now: dt.datetime) -> bool:
     """Complete a fully written backfill whose runs have all finished; False if not (yet)."""
+    await plan_for_first_rows(conn)
     if await has_unfinished_runs(conn, backfill_id):
         return False
     record = await _lock(conn, backfill_id)

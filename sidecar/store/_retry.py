@@ -12,9 +12,10 @@ failure is raised at once, unchanged.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -67,6 +68,26 @@ class Transactions:
         """Run read-only ``work`` on one connection; retried as a whole."""
         return await self._run(work, write=False)
 
+    @property
+    def counted(self) -> bool:
+        """Whether what it commits counts (metrics, logs): False in a :meth:`rehearsal`."""
+        return True
+
+    @contextlib.asynccontextmanager
+    async def rehearsal(self) -> AsyncIterator[Transactions]:
+        """Transactions that all run on one connection, inside one transaction rolled back at the end.
+
+        Each read or write is a savepoint of it (released, or rolled back if it fails; never
+        retried), so work rehearsed here compiles and prepares every statement it sends, on
+        a connection of the pool, and leaves nothing behind (``serve``'s warm-up).
+        """
+        async with self.db.engine.connect() as conn:
+            transaction = await conn.begin()
+            try:
+                yield _Rehearsal(self.db, self.policy, None, conn)
+            finally:
+                await transaction.rollback()
+
     async def _run(self, work: Work[T], *, write: bool) -> T:
         attempt = 1
         while True:
@@ -93,3 +114,19 @@ class Transactions:
                 )
                 await asyncio.sleep(self.policy.delay(attempt))
                 attempt += 1
+
+
+@dataclass(frozen=True)
+class _Rehearsal(Transactions):
+    """:meth:`Transactions.rehearsal`'s transactions: savepoints on one connection."""
+
+    conn: AsyncConnection | None = None
+
+    @property
+    def counted(self) -> bool:
+        return False
+
+    async def _run(self, work: Work[T], *, write: bool) -> T:
+        assert self.conn is not None
+        async with self.conn.begin_nested():
+            return await work(self.conn)
