@@ -5,13 +5,18 @@ API's int32), a date whose UTC instant falls outside years 1..9999
 (``--from-date 0001-01-01T00:00+05:00``) and ``--timeout -1``/``nan``/``inf`` each ended in
 "unexpected ValueError/OverflowError" or a misleading DEADLINE_EXCEEDED. A weak
 ``SIDECAR_JWT_SECRET`` (Airflow generates a 16-byte one) made ``serve`` exit in the
-background while ``doctor`` only said that nothing answered.
+background while ``doctor`` only said that nothing answered. And ``... --all | head`` ended
+in "error: [Errno 32] Broken pipe".
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import math
+import os
+import signal
+import subprocess
+import sys
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -120,3 +125,22 @@ def test_doctor_says_nothing_of_a_secret_it_is_not_given() -> None:
     assert _secret_findings({}) == []
     (finding,) = _secret_findings({"SIDECAR_JWT_SECRET": "short", "SIDECAR_ALLOW_WEAK_JWT_SECRET": "1"})
     assert finding.status == "warn"
+
+
+def test_a_reader_that_goes_away_ends_the_command_quietly() -> None:
+    """``airflow-sidecar backfill create ... --dry-run --all | head``: no error line, SIGPIPE's code."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # no reader at all: the first write fails
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "sidecar", "completion", "bash"],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    finally:
+        os.close(write_end)
+    assert result.stderr == ""
+    assert result.returncode == 128 + signal.SIGPIPE
