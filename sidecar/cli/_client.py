@@ -387,6 +387,8 @@ def _create(
             parsed = json.loads(args.dag_run_conf)
         except ValueError as exc:
             raise UsageError(f"--dag-run-conf is not valid JSON: {exc}") from exc
+        except RecursionError as exc:  # the sidecar takes 64 levels; Python's parser gives up near 1,000
+            raise UsageError("--dag-run-conf nests too deeply (the sidecar takes 64 levels)") from exc
         if not isinstance(parsed, dict):
             raise UsageError("--dag-run-conf must be a JSON object")
         conf = json.dumps(parsed)

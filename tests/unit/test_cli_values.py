@@ -144,3 +144,17 @@ def test_a_reader_that_goes_away_ends_the_command_quietly() -> None:
         os.close(write_end)
     assert result.stderr == ""
     assert result.returncode == 128 + signal.SIGPIPE
+
+
+@settings(suppress_health_check=[HealthCheck.function_scoped_fixture], max_examples=20)
+@given(st.integers(min_value=3 * sys.getrecursionlimit(), max_value=20_000), st.sampled_from(['{"a":', "["]))
+def test_conf_nested_past_the_parser_is_a_usage_error(
+    capsys: pytest.CaptureFixture[str], depth: int, opener: str
+) -> None:
+    closer = "}" if opener.startswith("{") else "]"
+    conf = opener * depth + "1" + closer * depth
+    argv = ["backfill", "--target", NOWHERE, "create", "--dag-id", "d", "--from-date", "2025-01-01"]
+    assert main([*argv, "--to-date", "2025-01-02", "--dry-run", "--dag-run-conf", conf]) == 2
+    assert capsys.readouterr().err == (
+        "airflow-sidecar: error: --dag-run-conf nests too deeply (the sidecar takes 64 levels)\n"
+    )
