@@ -158,3 +158,22 @@ def test_conf_nested_past_the_parser_is_a_usage_error(
     assert capsys.readouterr().err == (
         "airflow-sidecar: error: --dag-run-conf nests too deeply (the sidecar takes 64 levels)\n"
     )
+
+
+@settings(suppress_health_check=[HealthCheck.function_scoped_fixture], max_examples=30)
+@given(st.one_of(st.integers(max_value=0), st.integers(min_value=254_000_000_000)))
+def test_token_validity_must_be_a_real_future(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, valid_for: int
+) -> None:
+    """``token jwt --valid-for`` 0 or less mints an expired token; past year 9999 no library reads it."""
+    monkeypatch.setenv("SIDECAR_JWT_SECRET", "s" * 64)
+    assert main(["token", "jwt", "--subject", "me", "--valid-for", str(valid_for)]) == 2
+    assert capsys.readouterr().err.startswith("airflow-sidecar: error: --valid-for must be from 1 to ")
+
+
+def test_token_validity_of_a_year_mints(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SIDECAR_JWT_SECRET", "s" * 64)
+    assert main(["token", "jwt", "--subject", "me", "--valid-for", "31536000"]) == 0
+    assert capsys.readouterr().out.count(".") == 2
