@@ -56,15 +56,38 @@ def _positive(limit: int) -> int:
     return limit
 
 
+#: The range of the API's int32 fields (``max_active_runs``, ``priority``, ...).
+INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
+
+
+def int32(value: int, flag: str) -> int:
+    """``value`` if it fits the API's 32-bit field; the sidecar checks the field's own range."""
+    if not INT32_MIN <= value <= INT32_MAX:
+        raise UsageError(f"{flag}: {value} is out of range (the API takes {INT32_MIN} to {INT32_MAX})")
+    return value
+
+
 def parse_when(value: str, flag: str) -> dt.datetime:
-    """An ISO date or datetime; a value without offset is taken as UTC (Airflow's default time zone)."""
+    """An ISO date or datetime; a value without offset is taken as UTC (Airflow's default time zone).
+
+    Raises:
+        UsageError: not ISO 8601, or its UTC instant falls outside the years 1..9999.
+    """
     try:
         when = dt.datetime.fromisoformat(value)
     except ValueError as exc:
         raise UsageError(
             f"{flag}: {value!r} is not an ISO 8601 date or datetime (e.g. 2025-01-01 or 2025-01-01T06:00)"
         ) from exc
-    return when if when.tzinfo else when.replace(tzinfo=dt.UTC)
+    if when.tzinfo is None:
+        return when.replace(tzinfo=dt.UTC)
+    try:
+        when.astimezone(dt.UTC)  # 0001-01-01T00:00+05:00 is in year 0 in UTC
+    except OverflowError as exc:
+        raise UsageError(
+            f"{flag}: {value!r} is out of range (its UTC instant is before year 1 or after 9999)"
+        ) from exc
+    return when
 
 
 _WEBHOOK_FORMATS = {"json": pb.Webhook.FORMAT_JSON, "slack": pb.Webhook.FORMAT_SLACK}
@@ -141,10 +164,10 @@ def _table(rows: Sequence[Sequence[Any]], headers: Sequence[str]) -> str:
 def _set_controls(backfill: pb.Backfill, args: argparse.Namespace) -> None:
     """The controls beyond Airflow's fields (docs/controls.md), those given on the command line."""
     if args.max_failed_runs is not None:
-        backfill.max_failed_runs = args.max_failed_runs
+        backfill.max_failed_runs = int32(args.max_failed_runs, "--max-failed-runs")
     if args.dag_max_active_runs is not None:
-        backfill.dag_max_active_runs = args.dag_max_active_runs
-    backfill.priority = args.priority
+        backfill.dag_max_active_runs = int32(args.dag_max_active_runs, "--dag-max-active-runs")
+    backfill.priority = int32(args.priority, "--priority")
     backfill.concurrent = args.concurrent
 
 
@@ -364,6 +387,8 @@ def _create(
             parsed = json.loads(args.dag_run_conf)
         except ValueError as exc:
             raise UsageError(f"--dag-run-conf is not valid JSON: {exc}") from exc
+        except RecursionError as exc:  # the sidecar takes 64 levels; Python's parser gives up near 1,000
+            raise UsageError("--dag-run-conf nests too deeply (the sidecar takes 64 levels)") from exc
         if not isinstance(parsed, dict):
             raise UsageError("--dag-run-conf must be a JSON object")
         conf = json.dumps(parsed)
@@ -378,7 +403,7 @@ def _create(
     _set_bound(backfill, "from", args.from_date, args.from_partition_key)
     _set_bound(backfill, "to", args.to_date, args.to_partition_key)
     if args.max_active_runs is not None:
-        backfill.max_active_runs = args.max_active_runs
+        backfill.max_active_runs = int32(args.max_active_runs, "--max-active-runs")
     if args.run_on_latest_version is not None:
         backfill.run_on_latest_version = args.run_on_latest_version
     if selection := _task_selection(args):

@@ -23,6 +23,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from sidecar._gen.airflow_sidecar.v1 import backfill_pb2, backfill_pb2_grpc, scheduler_pb2, scheduler_pb2_grpc
+from sidecar.auth import check_jwt_secret
 from sidecar.channel import open_channel
 from sidecar.cli._problems import (
     TOKEN_ADVICE,
@@ -38,6 +39,7 @@ from sidecar.config import (
     ShimSettings,
     add_connection_arguments,
     add_database_argument,
+    enabled,
 )
 from sidecar.errors import SchemaMismatch
 from sidecar.store import check_database, connect
@@ -259,9 +261,30 @@ def run_doctor(args: argparse.Namespace, environ: Environ | None = None) -> int:
     return 1 if any(f.status == "FAIL" for f in findings) else 0
 
 
+def _secret_findings(environ: Environ) -> list[Finding]:
+    """``SIDECAR_JWT_SECRET`` in this environment, checked as ``serve`` checks it at start-up.
+
+    Airflow generates a 16-byte ``[api_auth] jwt_secret``, which ``serve`` refuses: said here,
+    a set-up that started ``serve`` in the background learns why nothing answers.
+    """
+    secret = environ.get("SIDECAR_JWT_SECRET", "")
+    if not secret:
+        return []
+    if enabled(environ, "SIDECAR_ALLOW_WEAK_JWT_SECRET"):
+        return [
+            Finding("warn", "secret", "SIDECAR_JWT_SECRET is not checked (SIDECAR_ALLOW_WEAK_JWT_SECRET=1)")
+        ]
+    try:
+        check_jwt_secret(secret, "HS512")
+    except ValueError as exc:
+        return [Finding("FAIL", "secret", f"serve refuses SIDECAR_JWT_SECRET: {exc}")]
+    return [Finding("ok", "secret", "SIDECAR_JWT_SECRET is long enough for HS512")]
+
+
 def _check(args: argparse.Namespace, environ: Environ | None) -> list[Finding]:
     env = os.environ if environ is None else environ
     findings = asyncio.run(_database_findings(args.database_url))
+    findings += _secret_findings(env)
     try:
         settings = ClientSettings.from_args(args, env, timeout=PROBE_TIMEOUT)
     except ValueError as exc:
@@ -281,6 +304,7 @@ _DEPENDS = {
     "database": None,
     "schema": "database",
     "clock": "database",
+    "secret": None,
     "sidecar": None,
     "token": "sidecar",
     "role": "token",

@@ -58,7 +58,8 @@ def progress_line(b: pb.Backfill) -> str:
     """One plain line: runs finished of runs to run, and the counts."""
     finished, total = totals(b)
     eta = ""
-    if b.HasField("estimate") and b.estimate.runs_remaining:
+    # A paused backfill starts no run: a time left would be a promise it does not keep.
+    if b.HasField("estimate") and b.estimate.runs_remaining and b.state == pb.Backfill.STATE_ACTIVE:
         eta = f"  eta ~{span(b.estimate.remaining_p50.ToTimedelta())}"
     return f"backfill {b.id}: {finished}/{total} runs  {counts(b)}{eta}"
 

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import sys
 import time
@@ -77,6 +78,10 @@ def run_token_command(args: argparse.Namespace) -> int:
                 "no JWT secret: export SIDECAR_JWT_SECRET (or pass --jwt-secret) with Airflow's "
                 "[api_auth] jwt_secret, e.g. SIDECAR_JWT_SECRET=$(airflow config get-value api_auth jwt_secret)"
             )
+        latest = int(dt.datetime(9999, 12, 31, tzinfo=dt.UTC).timestamp()) - int(time.time())
+        if not 0 < args.valid_for <= latest:
+            # An expired token, or an ``exp`` past year 9999 that no JWT library reads as a date.
+            raise TokenUsageError(f"--valid-for must be from 1 to {latest} seconds, got {args.valid_for}")
         if not args.allow_weak_jwt_secret:
             try:
                 check_jwt_secret(args.jwt_secret, args.algorithm)

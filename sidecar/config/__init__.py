@@ -19,8 +19,9 @@ from sidecar.config._client import (
     ClientSettings,
     add_connection_arguments,
     read_token,
+    seconds,
 )
-from sidecar.config._env import Environ
+from sidecar.config._env import Environ, enabled
 from sidecar.config._gateway import DEFAULT_GATEWAY_LISTEN, GatewaySettings, add_gateway_arguments
 from sidecar.config._plugin import PluginSettings
 from sidecar.config._server import (
@@ -56,7 +57,9 @@ __all__ = [
     "add_jwt_secret_arguments",
     "add_server_arguments",
     "add_webhook_arguments",
+    "enabled",
     "read_token",
+    "seconds",
     "shim_auth_mode",
     "shim_help",
 ]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -162,6 +163,17 @@ class ClientSettings:
         )
 
 
+def seconds(value: str) -> float:
+    """A ``--timeout``: a positive, finite number of seconds (argparse exits 2 on anything else)."""
+    try:
+        number = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number of seconds") from None
+    if not (math.isfinite(number) and number > 0):
+        raise argparse.ArgumentTypeError(f"{value!r} must be a positive, finite number of seconds")
+    return number
+
+
 def add_connection_arguments(
     parser: argparse.ArgumentParser, *, timeout: float = 600.0, token: bool = True
 ) -> None:
@@ -187,7 +199,7 @@ def add_connection_arguments(
     )
     group.add_argument(
         "--timeout",
-        type=float,
+        type=seconds,
         default=argparse.SUPPRESS,
         help=f"seconds per call (default {timeout:g})",
     )

@@ -201,10 +201,10 @@ async def insert(
         if first is not None:
             count_batch(first, started)
         log.info(
-            "backfill %s created for DAG %s: %s slots planned (%s)",
+            "backfill %s created for DAG %s: %s (%s)",
             backfill_id,
             spec.dag_id,
-            planned,
+            "slots being counted in the background" if planned is None else f"{planned} slots planned",
             spec.mode.value,
         )
     return created

@@ -130,3 +130,21 @@ def test_shim_environment_differs_from_what_was_checked(
     assert result.returncode == 1
     assert [line.split()[1] for line in _lines(result.stdout, "FAIL")] == ["shim"]
     assert "export SIDECAR_TARGET=" in result.stderr
+
+
+def test_airflows_generated_secret_is_the_first_thing_to_fix(scheduler_env: dict[str, str]) -> None:
+    """Airflow 3.3 writes a 24-character ``jwt_secret`` into a new airflow.cfg; ``serve`` refuses it.
+
+    Following the README with it, ``serve`` exits in the background: doctor names the secret
+    before the sidecar that does not answer.
+    """
+    nowhere = f"127.0.0.1:{free_port()}"
+    env = {**scheduler_env, "SIDECAR_TARGET": nowhere, "SIDECAR_JWT_SECRET": "lYPNaBSS8gKNYbxXvIPaiQ=="}
+    result = cli("doctor", "--as-scheduler", "--timeout", "3", env=env)
+    assert result.returncode == 1
+    assert [line.split()[1] for line in _lines(result.stdout, "FAIL")] == ["secret", "sidecar"]
+    assert result.stderr.startswith("first thing to fix: secret: serve refuses SIDECAR_JWT_SECRET: ")
+    assert "openssl rand -hex 32" in result.stderr
+    ok = cli("doctor", "--as-scheduler", env={**scheduler_env, "SIDECAR_JWT_SECRET": JWT_SECRET})
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert "ok    secret" in ok.stdout

@@ -123,6 +123,16 @@ def airflow_environ(
         "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(airflow_home / "logs"),
         "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
         "AIRFLOW__LOGGING__COLORED_CONSOLE_LOG": "False",
+        # Generous timeouts for a loaded test machine (two cores shared by several suites): a
+        # task process that parses its DAG file, calls the execution API or heartbeats slowly
+        # must not be failed for it. Defaults: 30 s import, 5 s per API call, 3 missed
+        # heartbeats, 30 s scheduler health. None of these decide an outcome a test asserts.
+        "AIRFLOW__CORE__DAGBAG_IMPORT_TIMEOUT": "300",
+        "AIRFLOW__WORKERS__EXECUTION_API_TIMEOUT": "60",
+        "AIRFLOW__WORKERS__EXECUTION_API_RETRIES": "10",
+        "AIRFLOW__WORKERS__MAX_FAILED_HEARTBEATS": "30",
+        "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_THRESHOLD": "300",
+        "AIRFLOW__DAG_PROCESSOR__DAG_FILE_PROCESSOR_TIMEOUT": "300",
     }
     env.update(extra)
     return env

@@ -53,3 +53,14 @@ def test_a_pause_for_failed_runs_shows_its_reason(capsys: pytest.CaptureFixture[
     assert f"paused: {reason}" in out[2] and "paused" in out[3] and "reached" not in out[3]
     assert out[-1] == f"backfill 9 paused: {reason} (unpause to go on, or cancel)"
     assert progress_line(paused).endswith(f"paused: {reason}")
+
+
+@pytest.mark.parametrize(
+    ("state", "shown"), [(pb.Backfill.STATE_ACTIVE, True), (pb.Backfill.STATE_PAUSED, False)]
+)
+def test_the_eta_is_shown_only_while_the_backfill_goes_on(state: int, shown: bool) -> None:
+    """Paused (by a user or by --max-failed-runs) it starts no run: no time left is promised."""
+    b = pb.Backfill(id=8, dag_id="etl", state=state)
+    b.estimate.runs_remaining = 9
+    b.estimate.remaining_p50.FromSeconds(125)
+    assert ("eta ~2m 05s" in progress_line(b)) is shown
