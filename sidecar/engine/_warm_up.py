@@ -23,6 +23,7 @@ from sidecar.engine._model import BackfillSpec
 from sidecar.engine._offload import PlanningPool
 from sidecar.engine._policies import SchedulerPolicies
 from sidecar.errors import SidecarError
+from sidecar.observability import logs_withheld
 from sidecar.store import some_dag_id
 from sidecar.vocabulary import Mode
 
@@ -51,18 +52,22 @@ async def warm_up(parts: Parts, policies: SchedulerPolicies, pool: PlanningPool)
     spec = BackfillSpec(
         dag_id=dag_id, from_date=now - _SPAN, to_date=now, max_active_runs=1, mode=Mode.WINDOWED
     )
-    async with parts.tx.rehearsal() as tx:
-        try:
-            await _create.create(
-                replace(parts, tx=tx),
-                policies,
-                _NoCount(),
-                pool,
-                spec,
-                request_id=None,
-                validate_only=False,
-                dry_run_limit=None,
-            )
-        except SidecarError as exc:  # refused: what ran before the refusal is warm
-            log.debug("warm-up create on DAG %s refused: %s", dag_id, exc)
+    refused: SidecarError | None = None
+    with logs_withheld():  # nothing the rehearsal logs happened
+        async with parts.tx.rehearsal() as tx:
+            try:
+                await _create.create(
+                    replace(parts, tx=tx),
+                    policies,
+                    _NoCount(),
+                    pool,
+                    spec,
+                    request_id=None,
+                    validate_only=False,
+                    dry_run_limit=None,
+                )
+            except SidecarError as exc:  # refused: what ran before the refusal is warm
+                refused = exc
+    if refused is not None:
+        log.debug("warm-up create on DAG %s refused: %s", dag_id, refused)
     return True

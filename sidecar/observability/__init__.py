@@ -7,6 +7,7 @@ from sidecar.observability._logging import (
     configure_logging,
     log_context,
     log_failure,
+    logs_withheld,
 )
 from sidecar.observability._metrics import (
     BATCH_SECONDS,
@@ -41,6 +42,7 @@ __all__ = [
     "instrument_database",
     "log_context",
     "log_failure",
+    "logs_withheld",
     "render",
     "server_interceptors",
     "set_backfill_counts",

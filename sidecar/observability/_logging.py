@@ -23,6 +23,7 @@ from collections.abc import Iterator
 from typing import Any
 
 _CONTEXT: contextvars.ContextVar[dict[str, Any]] = contextvars.ContextVar("sidecar_log_context", default={})  # noqa: B039
+_WITHHELD: contextvars.ContextVar[bool] = contextvars.ContextVar("sidecar_logs_withheld", default=False)
 
 #: The ``extra`` field (a JSON log key) and ``ErrorInfo`` metadata key of a correlation id.
 CORRELATION_KEY = "correlation_id"
@@ -39,6 +40,25 @@ def log_context(**fields: Any) -> Iterator[None]:
         yield
     finally:
         _CONTEXT.reset(token)
+
+
+@contextlib.contextmanager
+def logs_withheld() -> Iterator[None]:
+    """Withhold every log line of the work inside the block (in this task and what it awaits).
+
+    For work that is undone at its end, such as ``serve``'s warm-up (a create rehearsed and
+    rolled back): what it would log ("wrote slots 1..2") never happened. Applies to the
+    handler :func:`configure_logging` installs.
+    """
+    token = _WITHHELD.set(True)
+    try:
+        yield
+    finally:
+        _WITHHELD.reset(token)
+
+
+def _not_withheld(record: logging.LogRecord) -> bool:
+    return not _WITHHELD.get()
 
 
 def log_failure(logger: logging.Logger, exc: BaseException, where: str) -> str:
@@ -147,6 +167,7 @@ def configure_logging(level: str = "INFO", fmt: str = "text") -> None:
         handler.setFormatter(JsonFormatter())
     else:
         handler.setFormatter(ContextTextFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.addFilter(_not_withheld)
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
