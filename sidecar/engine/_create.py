@@ -19,7 +19,6 @@ from sidecar.engine._config import Parts
 from sidecar.engine._counting import BackgroundCounter, size_before_create
 from sidecar.engine._dry_run import dry_run
 from sidecar.engine._materialize import (
-    ANALYZE_FIRST,
     MaterializeResult,
     count_batch,
     materialize,
@@ -142,6 +141,7 @@ async def create(
             batch_size=parts.config.batch_size,
             now=now,
             wait=wanted is None,  # eager: answer once every run is committed, whoever wrote it
+            made_before=first.runs_created,
         )
     view = await get(parts, backfill_id, _CREATOR)
     if planned is None:  # started once the answer is read: its first read never delays the create's
@@ -232,8 +232,12 @@ async def settled(parts: Parts, previous: BackfillView) -> BackfillView:
 
 
 def first_batch_size(parts: Parts, wanted: int | None) -> int:
-    """How many runs the create's own transaction writes (the rest follow batch by batch)."""
-    size = min(parts.config.batch_size, ANALYZE_FIRST)
+    """How many runs the create's own transaction writes (the rest follow batch by batch).
+
+    A whole batch: its runs' statistics are refreshed inside it when they matter to its
+    foreign-key checks (``materialize_batch``), so it need not stop short of an ANALYZE.
+    """
+    size = parts.config.batch_size
     return size if wanted is None else max(0, min(size, wanted))
 
 

@@ -43,9 +43,11 @@ log = logging.getLogger(__name__)
 #: the fastest batch measured (docs/adr/0002-bulk-write-path.md).
 TASK_INSTANCES_PER_BATCH = 10_000
 
-#: A materialisation analyses the written tables once it has made this many runs, then ...
+#: A materialisation analyses ``task_instance`` and ``backfill_dag_run`` (for the scheduler's
+#: plans) once it has made this many runs; the create's own first batch is this long.
 ANALYZE_FIRST = 250
-#: ... re-analyses the written tables each time its runs grow by this factor.
+#: A batch analyses ``dag_run`` (before its task instances' foreign-key checks are planned)
+#: when the backfill's runs exceed this many times the runs its statistics count.
 ANALYZE_GROWTH = 4
 
 
@@ -115,6 +117,7 @@ async def materialize_batch(
         conf_given=claimed.dag_run_conf_given,
         now=now,
         catalog=catalog,
+        statistics_growth=ANALYZE_GROWTH,
     )
     exhausted = len(batch) < max_runs
     await advance_cursor(
@@ -176,6 +179,7 @@ async def materialize(
     now: dt.datetime,
     unpaused: bool = False,
     wait: bool = False,
+    made_before: int = 0,
 ) -> int:
     """Write batches until ``runs_wanted`` runs were made (None: the whole plan) or the plan ends.
 
@@ -184,22 +188,21 @@ async def materialize(
     paused. With ``wait`` (an eager create, first call or retry), a batch another writer
     holds (the tick, a replica, the first call) is waited for rather than skipped, and
     writing goes on after it: it returns only once the backfill is no longer
-    materialising, every run of its plan committed, whoever wrote them. Returns the number
-    of runs made or reprocessed by this call.
+    materialising, every run of its plan committed, whoever wrote them. ``made_before``:
+    the runs the create's own first batch made. Returns the number of runs made or
+    reprocessed by this call.
     """
     made = 0
-    postgres = tx.db.dialect == "postgresql"
-    next_analyze = ANALYZE_FIRST
-    first_analysis = True
-    if postgres and (runs_wanted is None or runs_wanted > ANALYZE_FIRST):
-        # Statistics change no plan before the backfill outgrows the runs they count (a
-        # database with history): no ANALYZE point, and no batch cut short, until then.
-        next_analyze = max(ANALYZE_FIRST, await tx.read(counted_runs) + 1)
+    # ``dag_run``'s statistics are refreshed by the batches themselves, before the
+    # foreign-key checks that depend on them (``write_batch``'s ``statistics_growth``);
+    # ``task_instance`` and ``backfill_dag_run`` are analysed once, for the scheduler,
+    # when the backfill outgrows the runs they count (never, on a database with history
+    # larger than the backfill). No batch waits for it or is cut short by it.
+    analyze_at: int | None = None
+    if tx.db.dialect == "postgresql" and (runs_wanted is None or runs_wanted > ANALYZE_FIRST):
+        analyze_at = max(ANALYZE_FIRST, await tx.read(counted_runs) + 1)
     while runs_wanted is None or made < runs_wanted:
         want = batch_size if runs_wanted is None else min(batch_size, runs_wanted - made)
-        if postgres:
-            # Stop at each ANALYZE point, so that no batch is planned on stale statistics.
-            want = max(1, min(want, next_analyze - made))
         started = time.perf_counter()
         result = await tx.write(
             partial(
@@ -217,10 +220,9 @@ async def materialize(
         if tx.counted:  # not a rehearsal (serve's warm-up)
             count_batch(result, started)
         made += result.runs_created
+        if analyze_at is not None and made_before + made >= analyze_at:
+            await tx.write(partial(analyze_written_tables, everything=True, runs_written=made_before + made))
+            analyze_at = None
         if result.exhausted:
             break
-        if postgres and made >= next_analyze:
-            await tx.write(partial(analyze_written_tables, everything=first_analysis, runs_written=made))
-            first_analysis = False
-            next_analyze = made * ANALYZE_GROWTH
     return made

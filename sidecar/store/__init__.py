@@ -88,6 +88,7 @@ from sidecar.store._rows import RunContext
 from sidecar.store._runs import (
     UNFINISHED_RUN_STATES,
     Slot,
+    analyze_runs_if_outgrown,
     analyze_written_tables,
     count_failed_runs,
     count_unfinished_runs,
@@ -146,6 +147,7 @@ __all__ = [
     "WriteFailure",
     "advance_cursor",
     "airflow_closing",
+    "analyze_runs_if_outgrown",
     "analyze_written_tables",
     "backfill_run_durations",
     "backfill_stats",

@@ -30,6 +30,7 @@ from sidecar.store._bulk import (
 from sidecar.store._clear import clear_runs_for_backfill, on_latest_version
 from sidecar.store._dags import DagCatalog
 from sidecar.store._rows import RunContext, dag_run_row, task_instance_bases, task_instance_rows
+from sidecar.store._runs import analyze_runs_if_outgrown
 from sidecar.store._tables import backfill_dag_run, dag_run, task_instance
 from sidecar.store._versions import AirflowRowContract, contract_of
 from sidecar.vocabulary import Disposition, ReprocessBehavior
@@ -144,8 +145,14 @@ async def _create_runs_bulk(
     now: dt.datetime,
     method: TaskInstanceMethod,
     contract: AirflowRowContract,
+    statistics_growth: int | None,
 ) -> dict[str, int]:
-    """Insert new runs (skipping conflicts) and their task instances; return the new ids by run id."""
+    """Insert new runs (skipping conflicts) and their task instances; return the new ids by run id.
+
+    With ``statistics_growth``, ``dag_run`` is analysed between the two when the backfill
+    outgrew its statistics (:func:`analyze_runs_if_outgrown`), so that the task instances'
+    foreign-key checks are planned on statistics that count the DAG's runs.
+    """
     driver = await driver_connection(conn)
     rows = [dag_run_row(ctx, run, now, contract.run_carrier()) for run in runs]
     carriers = {row["run_id"]: contract.task_carrier(row["context_carrier"]) for row in rows}
@@ -157,6 +164,8 @@ async def _create_runs_bulk(
     )
     created = {record["run_id"]: record["id"] for record in inserted}
     new_runs = [(record["run_id"], carriers[record["run_id"]]) for record in inserted]
+    if statistics_growth is not None and new_runs:
+        await analyze_runs_if_outgrown(conn, runs_written=runs[-1].sort_ordinal, growth=statistics_growth)
     if method == "copy":
         bases = task_instance_bases(ctx, now)
         await copy_task_instances(driver, bases, new_runs, contract.columns("task_instance"))
@@ -178,6 +187,7 @@ async def write_batch(
     now: dt.datetime,
     bulk_method: TaskInstanceMethod | None = "copy",
     catalog: DagCatalog | None = None,
+    statistics_growth: int | None = None,
 ) -> BatchResult:
     """Write the rows of ``runs`` (consecutive slots of the plan) inside the caller's transaction.
 
@@ -185,6 +195,10 @@ async def write_batch(
     ``bulk_method`` is None; SQLite (and ``bulk_method=None``) uses SQLAlchemy's
     executemany. Both write the same values, built by :mod:`sidecar.store._rows`, with the
     columns the database's Airflow version has (:mod:`sidecar.store._versions`).
+
+    With ``statistics_growth`` (bulk path), ``dag_run`` is analysed after the batch's runs
+    are inserted and before their task instances when the backfill's runs (up to this
+    batch) exceed that many times what its statistics count.
 
     New runs are written on ``ctx``'s DAG version; reprocessed runs that keep their own
     (``ctx.run_on_latest_version`` off) are refreshed from it, read through ``catalog``.
@@ -207,7 +221,9 @@ async def write_batch(
     created_ids: dict[str, int] = {}
     bulk = dialect == "postgresql" and bulk_method is not None
     if to_create and bulk:
-        created_ids = await _create_runs_bulk(conn, ctx, to_create, now, bulk_method or "copy", contract)
+        created_ids = await _create_runs_bulk(
+            conn, ctx, to_create, now, bulk_method or "copy", contract, statistics_growth
+        )
     elif to_create:
         rows = [dag_run_row(ctx, run, now, contract.run_carrier()) for run in to_create]
         result = await conn.execute(

@@ -25,7 +25,12 @@ _VOLATILE = {"id", "queued_at", "created_at", "updated_at", "context_carrier", "
 
 
 async def _write_plan(
-    database: Database, dag_id: str, method: TaskInstanceMethod | None, *, batch: int = 4
+    database: Database,
+    dag_id: str,
+    method: TaskInstanceMethod | None,
+    *,
+    batch: int = 4,
+    statistics_growth: int | None = None,
 ) -> int:
     """Write a whole four-run plan of ``dag_id`` through ``write_batch`` with one method."""
     engine = BackfillEngine(database)
@@ -77,6 +82,7 @@ async def _write_plan(
                 conf_given=True,
                 now=NOW,
                 bulk_method=method,
+                statistics_growth=statistics_growth,
             )
     return int(backfill_id)
 
@@ -160,6 +166,39 @@ async def test_statistics_are_refreshed_only_for_tables_the_backfill_outgrew(
             "backfill_dag_run",
         ]
         assert await analyze_written_tables(conn, everything=False, runs_written=1_000) == ["dag_run"]
+
+
+#: The foreign-key check of ``task_instance -> dag_run`` (PostgreSQL's ``ri_triggers.c`` text).
+_RUN_FK_CHECK = "SELECT 1 FROM ONLY dag_run x WHERE dag_id = %s AND run_id = %s FOR KEY SHARE OF x"
+
+
+def _fk_check_index(sql: psycopg2.extensions.cursor) -> str:
+    """The index the planner takes for the foreign-key check of one written run (index scans only)."""
+    sql.execute("SELECT dag_id, run_id FROM dag_run LIMIT 1")
+    dag_id, run_id = sql.fetchone() or ("", "")
+    sql.execute("SET enable_seqscan = off")  # a handful of rows: compare the indexes, not a seq scan
+    sql.execute(f"EXPLAIN (FORMAT JSON) {_RUN_FK_CHECK}", (dag_id, run_id))
+    plan = sql.fetchone()[0][0]["Plan"]  # type: ignore[index]
+    sql.execute("RESET enable_seqscan")
+    while "Index Name" not in plan:
+        plan = plan["Plans"][0]
+    return str(plan["Index Name"])
+
+
+async def test_a_batch_analyses_its_runs_before_the_foreign_key_checks_of_their_task_instances(
+    database: Database, sql: psycopg2.extensions.cursor
+) -> None:
+    sql.execute("TRUNCATE dag_run CASCADE")  # statistics reset, as in a fresh Airflow database
+    sql.execute("SELECT reltuples FROM pg_class WHERE relname = 'dag_run'")
+    assert sql.fetchone() == (-1,)
+    # Two batches of two runs: the first outgrows the (absent) statistics, the second does not.
+    await _write_plan(database, MAPPED, "copy", batch=2, statistics_growth=4)
+    sql.execute("SELECT reltuples FROM pg_class WHERE relname = 'dag_run'")
+    # Analysed inside the first batch's transaction, its own uncommitted runs counted.
+    assert sql.fetchone() == (2,)
+    # The statistics know the DAG's runs: the check takes the unique (dag_id, run_id) index,
+    # not the (dag_id) one that walks every run of the DAG per task instance.
+    assert _fk_check_index(sql) == "dag_run_dag_id_run_id_key"
 
 
 async def test_conflicting_runs_are_recorded_as_before(
