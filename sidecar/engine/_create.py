@@ -191,7 +191,9 @@ async def insert(
         await register_backfill(conn, backfill_id, spec.webhook_url, spec.webhook_format, State.ACTIVE)
         if first_runs == 0:
             return backfill_id, None
-        first = await materialize_batch(conn, parts.catalog, backfill_id, max_runs=first_runs, now=now)
+        first = await materialize_batch(
+            conn, parts.catalog, backfill_id, max_runs=first_runs, now=now, analyze=parts.tx.counted
+        )
         return backfill_id, first
 
     started = time.perf_counter()

@@ -69,8 +69,12 @@ async def materialize_batch(
     now: dt.datetime,
     unpaused: bool = False,
     wait: bool = False,
+    analyze: bool = True,
 ) -> MaterializeResult | None:
     """Write up to ``max_runs`` next slots of one backfill inside the caller's transaction.
+
+    ``analyze=False`` (a rehearsal rolled back) never analyses ``dag_run``: ANALYZE's row
+    counts in ``pg_class`` outlive a rollback.
 
     Returns:
         What was written, or None when the backfill is not materialising, another
@@ -117,7 +121,7 @@ async def materialize_batch(
         conf_given=claimed.dag_run_conf_given,
         now=now,
         catalog=catalog,
-        statistics_growth=ANALYZE_GROWTH,
+        statistics_growth=ANALYZE_GROWTH if analyze else None,
     )
     exhausted = len(batch) < max_runs
     await advance_cursor(

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import time
 from dataclasses import dataclass, replace
 
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -56,6 +57,10 @@ class TickResult:
     runs_written: int
     backfills_completed: int
     materializing: list[int]
+
+
+#: How long the tick's read of a window's unfinished runs is used before it is read again.
+_FRESH_FOR = 1.0
 
 
 @dataclass(frozen=True)
@@ -113,13 +118,14 @@ async def tick(parts: Parts, policies: SchedulerPolicies, counter: BackgroundCou
     except Exception:  # each backfill is then read on its own below, its failure contained
         log.warning("the tick's combined read failed; reading each backfill on its own", exc_info=True)
         entries, seen = await parts.tx.read(tick_entries), {}
+    read_at = time.monotonic()
     written = completed = 0
     materializing: list[int] = []
     # A scheduler reports a mutation hook: write no new runs until it is gone.
     hooks = policies.active_hooks()
     policies.announce(hooks)  # logged when the reported set changes, not on every tick
     for entry in entries:
-        with log_context(backfill_id=entry.backfill_id):
+        with log_context(backfill_id=entry.backfill_id, dag_id=entry.dag_id):
             if entry.closing is AirflowClosing.CANCELLED:
                 await _cancelled_by_airflow(parts, entry.backfill_id, now)
                 continue
@@ -137,7 +143,10 @@ async def tick(parts: Parts, policies: SchedulerPolicies, counter: BackgroundCou
                     if entry.planned_count is None:
                         counter.ensure(entry.backfill_id)  # counting was cut short: resume it
                     if not hooks and not entry.is_paused:  # paused: no new runs until unpaused
-                        written += await _top_up(parts, entry, now, look.unfinished)
+                        # A window counted long ago (an eager backfill before it took a
+                        # while) may be stale if another replica topped it up: count again.
+                        fresh = time.monotonic() - read_at < _FRESH_FOR
+                        written += await _top_up(parts, entry, now, look.unfinished if fresh else None)
                 elif look.any_unfinished is not True and await _complete_if_done(
                     parts, entry.backfill_id, now
                 ):

@@ -44,7 +44,13 @@ class _NoCount(BackgroundCounter):
 
 
 async def warm_up(parts: Parts, policies: SchedulerPolicies, pool: PlanningPool) -> bool:
-    """Rehearse a create and roll it back; whether a DAG was there to rehearse it with."""
+    """Rehearse a create and roll it back; whether it was rehearsed (a DAG, on PostgreSQL).
+
+    On SQLite nothing is rehearsed: a rehearsal there would be committed
+    (:attr:`~sidecar.store.Transactions.can_rehearse`).
+    """
+    if not parts.tx.can_rehearse:
+        return False
     dag_id = await parts.tx.read(some_dag_id)
     if dag_id is None:
         return False

@@ -32,6 +32,7 @@ from sidecar.store._database import (
     DatabaseCheck,
     check_database,
     connect,
+    ensure_runs_index,
     prepare,
 )
 from sidecar.store._failures import (
@@ -168,6 +169,7 @@ __all__ = [
     "decide",
     "delivered",
     "delivery_failed",
+    "ensure_runs_index",
     "error_for",
     "events_after",
     "existing_runs_between",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -35,6 +36,8 @@ from sidecar.store._versions import (
     AirflowRowContract,
     contract_for_revision,
 )
+
+log = logging.getLogger(__name__)
 
 #: Alembic heads of the Airflow releases whose schema the sidecar writes, to their minor.
 SUPPORTED_AIRFLOW_REVISIONS = {rev: c.minor for c in SUPPORTED for rev in sorted(c.revisions)}
@@ -240,31 +243,6 @@ def _create_secrets(conn: Connection) -> None:
     create_page_token_key(conn)
 
 
-#: The sidecar's index on Airflow's ``dag_run``: a backfill's runs by state (issue 14).
-RUNS_BY_BACKFILL_INDEX = "sidecar_dag_run_backfill_state"
-
-
-def _index_runs_by_backfill(conn: Connection) -> None:
-    """An index on ``dag_run (backfill_id, state)``, which Airflow does not have.
-
-    Every question the tick asks of a backfill's runs (any left? how many of its window are
-    unfinished? has it reached its failed-runs limit?) then reads the runs it asks about
-    and stops at the first few, never the backfill's finished runs nor the DAG's other
-    runs (issue 14, docs/adr/0009). Partial (``backfill_id IS NOT NULL``): Airflow's
-    scheduled and manual runs, most of a deployment's, are neither stored in it nor slowed
-    by it, and every question the sidecar asks names a backfill, which implies the
-    predicate on PostgreSQL and on SQLite. Built inside the migration transaction (a plain
-    ``CREATE INDEX``: Airflow's writes to ``dag_run`` wait for it once, for as long as
-    reading the table takes).
-    """
-    conn.execute(
-        sa.text(
-            f"CREATE INDEX IF NOT EXISTS {RUNS_BY_BACKFILL_INDEX} ON dag_run (backfill_id, state)"
-            " WHERE backfill_id IS NOT NULL"
-        )
-    )
-
-
 # Each migration step takes a connection inside the migration transaction. Step 1 creates
 # the tables at their current shape, so later steps check before they change anything.
 _MIGRATIONS: list[Callable[[Connection], None]] = [
@@ -285,8 +263,6 @@ _MIGRATIONS: list[Callable[[Connection], None]] = [
     lambda conn: _add_columns(conn, sidecar_backfill, CONTROL_COLUMNS),
     # 9: the UTC offsets the range bounds were given in (run ids keep the caller's offset).
     lambda conn: _add_columns(conn, sidecar_backfill, OFFSET_COLUMNS),
-    # 10: a backfill's runs by state, so that a tick reads what is in flight (issue 14).
-    _index_runs_by_backfill,
 ]
 
 
@@ -321,3 +297,77 @@ async def prepare(database: Database) -> None:
         contract = await conn.run_sync(_check_airflow_schema)
         await conn.run_sync(_migrate, database.dialect)
     database.engine.update_execution_options(**{CONTRACT_OPTION: contract})
+    await ensure_runs_index(database)
+
+
+#: The sidecar's one index on an Airflow table: a backfill's runs by state (issue 14, ADR 0009).
+RUNS_BY_BACKFILL_INDEX = "sidecar_dag_run_backfill_state"
+_RUNS_INDEX_COLUMNS = "ON dag_run (backfill_id, state) WHERE backfill_id IS NOT NULL"
+
+
+async def ensure_runs_index(database: Database) -> bool:
+    """Make sure ``dag_run`` has the sidecar's index of a backfill's runs by state; whether it has.
+
+    Every question the tick asks of a backfill's runs (any left? how many of its window are
+    unfinished? has it reached its failed-runs limit?) then reads the runs it asks about and
+    stops at the first few, never the backfill's finished runs nor the DAG's other runs.
+    Partial (``backfill_id IS NOT NULL``): Airflow's scheduled and manual runs are neither
+    stored in it nor slowed by it, and every question names a backfill, which implies the
+    predicate on PostgreSQL and SQLite.
+
+    Not a migration step, because on PostgreSQL it is built ``CONCURRENTLY`` (outside any
+    transaction): Airflow's scheduler keeps writing ``dag_run`` while it is built, however
+    large the table. One replica builds it (a try-lock: the others go on without waiting);
+    an invalid leftover of an interrupted build is dropped and built again. Best effort: a
+    role that may not index Airflow's table (not its owner) gets a warning, and the tick
+    stays correct, only reading more rows per backfill.
+    """
+    try:
+        if database.dialect != "postgresql":
+            async with database.engine.begin() as conn:
+                await conn.execute(
+                    sa.text(f"CREATE INDEX IF NOT EXISTS {RUNS_BY_BACKFILL_INDEX} {_RUNS_INDEX_COLUMNS}")
+                )
+            return True
+        autocommit = database.engine.execution_options(isolation_level="AUTOCOMMIT")
+        async with autocommit.connect() as conn:
+            valid = await conn.scalar(
+                sa.text("SELECT indisvalid FROM pg_index WHERE indexrelid = to_regclass(:name)"),
+                {"name": RUNS_BY_BACKFILL_INDEX},
+            )
+            if valid:
+                return True
+            lock = sa.text("SELECT pg_try_advisory_lock(hashtext('airflow_sidecar.runs_index'))")
+            if not await conn.scalar(lock):
+                log.info("another sidecar is building index %s on dag_run", RUNS_BY_BACKFILL_INDEX)
+                return False
+            # The build waits for transactions already open on dag_run; one left open (idle in
+            # transaction) must not hold serve's start for ever: give up after a while and
+            # build it at a later start (the invalid leftover is dropped then).
+            await conn.execute(sa.text("SET lock_timeout = '30s'"))
+            try:
+                if valid is False:  # an interrupted concurrent build leaves an invalid index
+                    await conn.execute(sa.text(f"DROP INDEX CONCURRENTLY IF EXISTS {RUNS_BY_BACKFILL_INDEX}"))
+                await conn.execute(
+                    sa.text(
+                        f"CREATE INDEX CONCURRENTLY IF NOT EXISTS {RUNS_BY_BACKFILL_INDEX} {_RUNS_INDEX_COLUMNS}"
+                    )
+                )
+            finally:
+                await conn.execute(sa.text("RESET lock_timeout"))
+                await conn.execute(
+                    sa.text("SELECT pg_advisory_unlock(hashtext('airflow_sidecar.runs_index'))")
+                )
+            log.info("built index %s on dag_run", RUNS_BY_BACKFILL_INDEX)
+            return True
+    except sa.exc.DBAPIError as exc:
+        log.warning(
+            "could not build index %s on Airflow's dag_run (%s): backfills still run, and each tick"
+            " reads more of a backfill's runs; an owner of dag_run can create it: CREATE INDEX"
+            " CONCURRENTLY %s %s",
+            RUNS_BY_BACKFILL_INDEX,
+            type(exc.orig).__name__ if exc.orig is not None else type(exc).__name__,
+            RUNS_BY_BACKFILL_INDEX,
+            _RUNS_INDEX_COLUMNS,
+        )
+        return False

@@ -73,6 +73,16 @@ class Transactions:
         """Whether what it commits counts (metrics, logs): False in a :meth:`rehearsal`."""
         return True
 
+    @property
+    def can_rehearse(self) -> bool:
+        """Whether :meth:`rehearsal` can undo what it runs: on PostgreSQL only.
+
+        SQLite's driver opens no transaction on ``BEGIN`` (pysqlite's legacy handling), so the
+        first savepoint opens it and releasing that savepoint commits it: a rehearsal would
+        keep its rows.
+        """
+        return self.db.dialect == "postgresql"
+
     @contextlib.asynccontextmanager
     async def rehearsal(self) -> AsyncIterator[Transactions]:
         """Transactions that all run on one connection, inside one transaction rolled back at the end.
@@ -80,7 +90,12 @@ class Transactions:
         Each read or write is a savepoint of it (released, or rolled back if it fails; never
         retried), so work rehearsed here compiles and prepares every statement it sends, on
         a connection of the pool, and leaves nothing behind (``serve``'s warm-up).
+
+        Raises:
+            RuntimeError: not :attr:`can_rehearse` (SQLite).
         """
+        if not self.can_rehearse:
+            raise RuntimeError(f"a rehearsal cannot be rolled back on {self.db.dialect}")
         async with self.db.engine.connect() as conn:
             transaction = await conn.begin()
             try:

@@ -64,7 +64,7 @@ async def plan_for_first_rows(conn: AsyncConnection) -> None:
 
 def _runs_in_state(backfill_id: int, state: str, at_most: int | None) -> sa.Select[tuple[int]]:
     """The ids of a backfill's runs in ``state``, at most ``at_most`` of them, read through the
-    sidecar's index on ``dag_run (backfill_id, state)`` (migration step 10): what is read is
+    sidecar's index on ``dag_run (backfill_id, state)`` (:func:`~sidecar.store._database.ensure_runs_index`): what is read is
     the runs asked about, never the backfill's other runs nor the DAG's (issue 14: a tick's
     cost bounded by what is in flight, not by the size of the backfill or of the table)."""
     runs = sa.select(dag_run.c.id).where(dag_run.c.backfill_id == backfill_id, dag_run.c.state == state)

@@ -189,3 +189,19 @@ async def test_eager_create_and_its_retry_answer_once_every_run_is_committed(
             conn.execute(
                 "UPDATE backfill SET completed_at = '2030-01-01 00:00:00' WHERE completed_at IS NULL"
             )
+
+
+async def test_the_warm_up_writes_nothing_on_sqlite(engine: BackfillEngine, db_path: Path) -> None:
+    """SQLite cannot roll a rehearsal back (releasing its first savepoint commits), so none runs."""
+    tables = ("backfill", "dag_run", "task_instance", "backfill_dag_run", "sidecar_backfill")
+    before = {table: rows(db_path, f"SELECT count(*) FROM {table}") for table in tables}
+    assert not await engine.warm_up()
+    assert {table: rows(db_path, f"SELECT count(*) FROM {table}") for table in tables} == before
+
+
+def test_the_runs_index_exists_on_sqlite(engine: BackfillEngine, db_path: Path) -> None:
+    assert rows(db_path, "SELECT sql FROM sqlite_master WHERE name = 'sidecar_dag_run_backfill_state'") == [
+        (
+            "CREATE INDEX sidecar_dag_run_backfill_state ON dag_run (backfill_id, state) WHERE backfill_id IS NOT NULL",
+        )
+    ]

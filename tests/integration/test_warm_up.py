@@ -14,6 +14,7 @@ import pytest
 
 from sidecar.engine import BackfillEngine, BackfillSpec, BackfillView, Mode
 from sidecar.observability import RUNS_WRITTEN
+from sidecar.store import ensure_runs_index
 
 pytestmark = [pytest.mark.postgres, pytest.mark.airflow]
 
@@ -59,3 +60,20 @@ async def test_the_warm_up_rehearses_a_create_and_leaves_nothing(
     view = await engine.create(spec)  # what the warm-up rehearsed, for real
     assert isinstance(view, BackfillView)
     assert _rows(sql)["backfill"] == before["backfill"] + 1
+
+
+async def test_the_runs_index_is_built_concurrently_and_rebuilt_when_invalid(
+    engine: BackfillEngine, sql: psycopg2.extensions.cursor
+) -> None:
+    """The sidecar's index on dag_run is valid after start; an interrupted build's leftover is rebuilt."""
+    valid = "SELECT indisvalid FROM pg_index WHERE indexrelid = to_regclass('sidecar_dag_run_backfill_state')"
+    sql.execute(valid)
+    assert sql.fetchall() == [(True,)]
+    # What a CREATE INDEX CONCURRENTLY cut short leaves behind: an index marked invalid.
+    sql.execute(
+        "UPDATE pg_index SET indisvalid = false"
+        " WHERE indexrelid = to_regclass('sidecar_dag_run_backfill_state')"
+    )
+    assert await ensure_runs_index(engine.db)
+    sql.execute(valid)
+    assert sql.fetchall() == [(True,)]
