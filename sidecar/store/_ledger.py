@@ -205,26 +205,29 @@ class TickEntry:
         return airflow_closing(self.phase, self.completed_at, self.is_paused)
 
 
-async def tick_entries(conn: AsyncConnection) -> list[TickEntry]:
-    """The backfills in a ticked phase, oldest first."""
-    rows = await conn.execute(
-        sa.select(
-            sidecar_backfill.c.backfill_id,
-            sidecar_backfill.c.phase,
-            sidecar_backfill.c.mode,
-            sidecar_backfill.c.planned_count,
-            backfill.c.dag_id,
-            backfill.c.max_active_runs,
-            backfill.c.completed_at,
-            backfill.c.is_paused,
-            sidecar_backfill.c.max_failed_runs,
-            sidecar_backfill.c.pause_reason,
-            sidecar_backfill.c.failed_runs_forgiven,
-        )
-        .join(backfill, backfill.c.id == sidecar_backfill.c.backfill_id)
-        .where(sidecar_backfill.c.phase.in_([p.value for p in TICKED]))
-        .order_by(sidecar_backfill.c.backfill_id)
+_TICK_ENTRIES = (
+    sa.select(
+        sidecar_backfill.c.backfill_id,
+        sidecar_backfill.c.phase,
+        sidecar_backfill.c.mode,
+        sidecar_backfill.c.planned_count,
+        backfill.c.dag_id,
+        backfill.c.max_active_runs,
+        backfill.c.completed_at,
+        backfill.c.is_paused,
+        sidecar_backfill.c.max_failed_runs,
+        sidecar_backfill.c.pause_reason,
+        sidecar_backfill.c.failed_runs_forgiven,
     )
+    .join(backfill, backfill.c.id == sidecar_backfill.c.backfill_id)
+    .where(sidecar_backfill.c.phase.in_([p.value for p in TICKED]))
+    .order_by(sidecar_backfill.c.backfill_id)
+)
+
+
+async def tick_entries(conn: AsyncConnection) -> list[TickEntry]:
+    """The backfills in a ticked phase, oldest first (a statement built once: asked every loop)."""
+    rows = await conn.execute(_TICK_ENTRIES)
     return [
         TickEntry(
             r.backfill_id,

@@ -10,6 +10,7 @@ their state.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -41,6 +42,12 @@ RUNNING_TI_STATES = ("running", "deferred", "up_for_reschedule", "awaiting_input
 FINISHED_TI_STATES = ("success", "failed", "skipped", "upstream_failed", "removed")
 
 
+_FIRST_ROWS = sa.select(
+    sa.func.set_config("enable_seqscan", "off", sa.true()),
+    sa.func.set_config("enable_bitmapscan", "off", sa.true()),
+)
+
+
 async def plan_for_first_rows(conn: AsyncConnection) -> None:
     """Plan the rest of this transaction's ``dag_run`` questions as index walks that stop early.
 
@@ -54,20 +61,20 @@ async def plan_for_first_rows(conn: AsyncConnection) -> None:
     (``set_config``'s ``is_local``: one round trip for both); SQLite is left alone.
     """
     if conn.dialect.name == "postgresql":
-        await conn.execute(
-            sa.select(
-                sa.func.set_config("enable_seqscan", "off", sa.true()),
-                sa.func.set_config("enable_bitmapscan", "off", sa.true()),
-            )
-        )
+        await conn.execute(_FIRST_ROWS)
 
 
-def _runs_in_state(backfill_id: int, state: str, at_most: int | None) -> sa.Select[tuple[int]]:
+#: The backfill a tick question is about (the statements below are built once, bound per call).
+_BACKFILL = sa.bindparam("backfill_id", type_=sa.Integer)
+
+
+def _runs_in_state(state: str, at_most: int | None) -> sa.Select[tuple[int]]:
     """The ids of a backfill's runs in ``state``, at most ``at_most`` of them, read through the
-    sidecar's index on ``dag_run (backfill_id, state)`` (:func:`~sidecar.store._database.ensure_runs_index`): what is read is
-    the runs asked about, never the backfill's other runs nor the DAG's (issue 14: a tick's
-    cost bounded by what is in flight, not by the size of the backfill or of the table)."""
-    runs = sa.select(dag_run.c.id).where(dag_run.c.backfill_id == backfill_id, dag_run.c.state == state)
+    sidecar's index on ``dag_run (backfill_id, state)`` (:func:`~sidecar.store._database.ensure_runs_index`):
+    what is read is the runs asked about, never the backfill's other runs nor the DAG's
+    (issue 14: a tick's cost bounded by what is in flight, not by the size of the backfill
+    or of the table)."""
+    runs = sa.select(dag_run.c.id).where(dag_run.c.backfill_id == _BACKFILL, dag_run.c.state == state)
     if at_most is None:
         return runs
     # A subquery: SQLite refuses a LIMIT on a part of a UNION ALL; PostgreSQL keeps it in place.
@@ -75,13 +82,32 @@ def _runs_in_state(backfill_id: int, state: str, at_most: int | None) -> sa.Sele
     return sa.select(limited.c.id)
 
 
-def _unfinished_runs(backfill_id: int, at_most: int | None = None) -> sa.CompoundSelect[tuple[int]]:
+def _unfinished_runs(at_most: int | None = None) -> sa.CompoundSelect[tuple[int]]:
     """The ids of a backfill's queued and running runs, one state at a time (each an index range).
 
     ``at_most`` limits each part, not only their union: PostgreSQL plans the parts of a
     UNION ALL for all their rows, so a limit outside them only may get a bitmap scan that
     collects every queued run before the first is returned."""
-    return sa.union_all(*(_runs_in_state(backfill_id, state, at_most) for state in UNFINISHED_RUN_STATES))
+    return sa.union_all(*(_runs_in_state(state, at_most) for state in UNFINISHED_RUN_STATES))
+
+
+# The tick asks these of every backfill on every scheduler loop: each statement is built
+# once per limit (a window size, a failed-runs limit: a few distinct values), not per call,
+# which was most of a tick's CPU (issue 14).
+@functools.lru_cache(maxsize=256)
+def _count_unfinished(at_most: int | None) -> sa.Select[int]:
+    unfinished = _unfinished_runs(at_most)
+    if at_most is not None:
+        unfinished = unfinished.limit(at_most)
+    return sa.select(sa.func.count()).select_from(unfinished.subquery())
+
+
+@functools.lru_cache(maxsize=256)
+def _count_failed(at_most: int | None) -> sa.Select[int]:
+    return sa.select(sa.func.count()).select_from(_runs_in_state("failed", at_most).subquery())
+
+
+_ANY_UNFINISHED = sa.select(_unfinished_runs(1).limit(1).exists())
 
 
 async def count_unfinished_runs(
@@ -93,11 +119,7 @@ async def count_unfinished_runs(
     is left (:func:`has_unfinished_runs`), so its cost stays that of the window, not of an
     eager backfill's 100,000 queued runs (issue 14: a full count scanned them every tick).
     """
-    unfinished = _unfinished_runs(backfill_id, at_most)
-    if at_most is not None:
-        unfinished = unfinished.limit(at_most)
-    query = sa.select(sa.func.count()).select_from(unfinished.subquery())
-    return int(await conn.scalar(query) or 0)
+    return int(await conn.scalar(_count_unfinished(at_most), {"backfill_id": backfill_id}) or 0)
 
 
 async def count_failed_runs(conn: AsyncConnection, backfill_id: int, *, at_most: int | None = None) -> int:
@@ -106,14 +128,12 @@ async def count_failed_runs(conn: AsyncConnection, backfill_id: int, *, at_most:
     Filtering on ``backfill_id`` without the sidecar's index scanned the whole table every
     tick (issue 14: 42 ms a tick with 100,000 queued runs).
     """
-    failed = _runs_in_state(backfill_id, "failed", at_most)
-    value = await conn.scalar(sa.select(sa.func.count()).select_from(failed.subquery()))
-    return int(value or 0)
+    return int(await conn.scalar(_count_failed(at_most), {"backfill_id": backfill_id}) or 0)
 
 
 async def has_unfinished_runs(conn: AsyncConnection, backfill_id: int) -> bool:
     """Whether any run of a backfill is queued or running (an EXISTS: stops at the first)."""
-    return bool(await conn.scalar(sa.select(_unfinished_runs(backfill_id, 1).limit(1).exists())))
+    return bool(await conn.scalar(_ANY_UNFINISHED, {"backfill_id": backfill_id}))
 
 
 async def run_state_counts(conn: AsyncConnection, backfill_ids: Iterable[int]) -> dict[int, dict[str, int]]:
