@@ -308,6 +308,7 @@ def backfill_message(view: BackfillView) -> pb.Backfill:
             succeeded=p.succeeded,
             failed=p.failed,
             skipped=p.skipped,
+            planned_is_counting=p.planned_is_counting,
         ),
         triggering_user_name=view.triggering_user_name or "",
         create_time=timestamp(view.created_at),
@@ -360,9 +361,11 @@ def _estimate(estimate: Estimate | None) -> pb.Estimate | None:
         sample_size=estimate.sample_size,
         run_duration_p50=_duration(estimate.run_p50),
         run_duration_p90=_duration(estimate.run_p90),
-        runs_remaining=estimate.runs_remaining,
-        remaining_p50=_duration(estimate.remaining_p50),
-        remaining_p90=_duration(estimate.remaining_p90),
+        runs_remaining=estimate.runs_remaining or 0,
+        # Unset while the plan is counted: no time left is made up from a partial count.
+        remaining_p50=_duration(estimate.remaining_p50) if estimate.remaining_p50 is not None else None,
+        remaining_p90=_duration(estimate.remaining_p90) if estimate.remaining_p90 is not None else None,
+        plan_is_counting=estimate.runs_remaining is None,
     )
 
 

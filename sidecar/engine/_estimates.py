@@ -58,20 +58,30 @@ def percentile(values: Sequence[float], q: float) -> float:
     return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
 
 
-def estimate(durations: Sequence[float], basis: str, runs_left: int, max_active_runs: int) -> Estimate | None:
-    """The estimate for ``runs_left`` runs from ``durations`` (seconds); None without durations."""
+def estimate(
+    durations: Sequence[float], basis: str, runs_left: int | None, max_active_runs: int
+) -> Estimate | None:
+    """The estimate for ``runs_left`` runs from ``durations`` (seconds); None without durations.
+
+    ``runs_left`` None (the plan is still being counted): the durations of one run only, no
+    time left, rather than a time computed from a partial count.
+    """
     if not durations:
         return None
     p50, p90 = percentile(durations, 0.5), percentile(durations, 0.9)
-    at_once = max(min(max_active_runs, runs_left), 1)
+    if runs_left is None:
+        left = None
+    else:
+        at_once = max(min(max_active_runs, runs_left), 1)
+        left = (runs_left * p50 / at_once, runs_left * p90 / at_once)
     return Estimate(
         basis=basis,
         sample_size=len(durations),
         run_p50=dt.timedelta(seconds=p50),
         run_p90=dt.timedelta(seconds=p90),
         runs_remaining=runs_left,
-        remaining_p50=dt.timedelta(seconds=runs_left * p50 / at_once),
-        remaining_p90=dt.timedelta(seconds=runs_left * p90 / at_once),
+        remaining_p50=None if left is None else dt.timedelta(seconds=left[0]),
+        remaining_p90=None if left is None else dt.timedelta(seconds=left[1]),
     )
 
 
@@ -134,7 +144,8 @@ async def with_estimate(
     if view.state in (State.COMPLETED, State.CANCELLED):
         return view
     p = view.progress
-    runs_left = max(p.planned - p.skipped - p.succeeded - p.failed, 0)
+    # While the plan is counted ``planned`` is the slots written so far: runs left unknown.
+    runs_left = None if p.planned_is_counting else max(p.planned - p.skipped - p.succeeded - p.failed, 0)
     sample = parts.config.estimate_sample
 
     async def read(conn: AsyncConnection) -> tuple[str, tuple[float, ...]]:

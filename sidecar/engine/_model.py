@@ -97,6 +97,8 @@ class Progress:
     succeeded: int = 0
     failed: int = 0
     skipped: int = 0
+    planned_is_counting: bool = False
+    """The plan is still being counted in the background: ``planned`` is the slots written so far."""
 
 
 @dataclass(frozen=True)
@@ -148,9 +150,11 @@ class Estimate:
     sample_size: int
     run_p50: dt.timedelta
     run_p90: dt.timedelta
-    runs_remaining: int
-    remaining_p50: dt.timedelta
-    remaining_p90: dt.timedelta
+    runs_remaining: int | None
+    """None while the plan is still being counted: the runs left are not known yet."""
+    remaining_p50: dt.timedelta | None
+    """None with ``runs_remaining``: no time left is computed from a partial count."""
+    remaining_p90: dt.timedelta | None
 
 
 #: One slot of a plan as a caller sees it: exactly as the store reads it back.

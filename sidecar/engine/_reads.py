@@ -37,9 +37,11 @@ async def progress_of(conn: AsyncConnection, records: Sequence[BackfillRecord]) 
     for record in records:
         c = counts[record.id]
         planned = record.planned_count
+        # Still being counted (runs remain to be written): what is written is a lower bound.
+        counting = planned is None and record.stored_phase in PENDING_RUNS
         if planned is None and record.stored_phase is None:  # Airflow made it: its slots are its runs
             planned = sum(c.values())
-        elif planned is None:  # still being counted: what is written is a lower bound
+        elif planned is None:  # being counted, or never (cancelled first): the slots written
             planned = int(record.written_count or 0)
         out[record.id] = Progress(
             planned=int(planned),
@@ -49,6 +51,7 @@ async def progress_of(conn: AsyncConnection, records: Sequence[BackfillRecord]) 
             succeeded=c.get("success", 0),
             failed=c.get("failed", 0),
             skipped=int(record.skipped_count or 0),
+            planned_is_counting=counting,
         )
     return out
 

@@ -540,6 +540,7 @@ class Estimate(_message.Message):
     RUNS_REMAINING_FIELD_NUMBER: _builtins.int
     REMAINING_P50_FIELD_NUMBER: _builtins.int
     REMAINING_P90_FIELD_NUMBER: _builtins.int
+    PLAN_IS_COUNTING_FIELD_NUMBER: _builtins.int
     basis: _builtins.str
     """Where the durations come from: `history` (the DAG's latest finished runs) or
     `backfill` (this backfill's own finished runs).
@@ -547,7 +548,13 @@ class Estimate(_message.Message):
     sample_size: _builtins.int
     """Finished runs the durations are drawn from."""
     runs_remaining: _builtins.int
-    """Runs still to finish (queued, running and not yet written)."""
+    """Runs still to finish (queued, running and not yet written); 0 while `plan_is_counting`."""
+    plan_is_counting: _builtins.bool
+    """True while the backfill's plan is still being counted (`progress.planned_is_counting`):
+    the runs left are not known yet, so `runs_remaining` is 0 and `remaining_p50` and
+    `remaining_p90` are unset rather than computed from a partial count. The durations of
+    one run (`run_duration_p50`, `run_duration_p90`) still hold.
+    """
     @_builtins.property
     def run_duration_p50(self) -> _duration_pb2.Duration:
         """Median duration of one run (start to end)."""
@@ -574,10 +581,11 @@ class Estimate(_message.Message):
         runs_remaining: _builtins.int = ...,
         remaining_p50: _duration_pb2.Duration | None = ...,
         remaining_p90: _duration_pb2.Duration | None = ...,
+        plan_is_counting: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["remaining_p50", b"remaining_p50", "remaining_p90", b"remaining_p90", "run_duration_p50", b"run_duration_p50", "run_duration_p90", b"run_duration_p90"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["basis", b"basis", "remaining_p50", b"remaining_p50", "remaining_p90", b"remaining_p90", "run_duration_p50", b"run_duration_p50", "run_duration_p90", b"run_duration_p90", "runs_remaining", b"runs_remaining", "sample_size", b"sample_size"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["basis", b"basis", "plan_is_counting", b"plan_is_counting", "remaining_p50", b"remaining_p50", "remaining_p90", b"remaining_p90", "run_duration_p50", b"run_duration_p50", "run_duration_p90", b"run_duration_p90", "runs_remaining", b"runs_remaining", "sample_size", b"sample_size"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -689,8 +697,9 @@ class Progress(_message.Message):
     SUCCEEDED_FIELD_NUMBER: _builtins.int
     FAILED_FIELD_NUMBER: _builtins.int
     SKIPPED_FIELD_NUMBER: _builtins.int
+    PLANNED_IS_COUNTING_FIELD_NUMBER: _builtins.int
     planned: _builtins.int
-    """Slots in the plan."""
+    """Slots in the plan (a lower bound while `planned_is_counting`)."""
     written: _builtins.int
     """Slots already written (a run made, or a reason recorded)."""
     queued: _builtins.int
@@ -703,6 +712,14 @@ class Progress(_message.Message):
     """Runs failed."""
     skipped: _builtins.int
     """Slots for which no run was made (already exists, in flight)."""
+    planned_is_counting: _builtins.bool
+    """True while the plan is still being counted: a windowed backfill whose plan must be
+    stepped slot by slot (a cron in a zone with daylight saving) is created with its first
+    runs and counted in the background, seconds to minutes for 100,000 slots. Meanwhile
+    `planned` is a lower bound (the slots written so far), not the plan's size; once the
+    count lands this turns false and `planned` is exact. Always false on a dry run (which
+    says `planned_count_is_lower_bound` instead) and on a backfill that ended. Read-only.
+    """
     def __init__(
         self,
         *,
@@ -713,10 +730,11 @@ class Progress(_message.Message):
         succeeded: _builtins.int = ...,
         failed: _builtins.int = ...,
         skipped: _builtins.int = ...,
+        planned_is_counting: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["failed", b"failed", "planned", b"planned", "queued", b"queued", "running", b"running", "skipped", b"skipped", "succeeded", b"succeeded", "written", b"written"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["failed", b"failed", "planned", b"planned", "planned_is_counting", b"planned_is_counting", "queued", b"queued", "running", b"running", "skipped", b"skipped", "succeeded", b"succeeded", "written", b"written"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
