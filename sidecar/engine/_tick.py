@@ -132,6 +132,8 @@ async def tick(parts: Parts, policies: SchedulerPolicies, counter: BackgroundCou
             if entry.phase is Phase.SET_ASIDE:
                 # Runs remain to be written once it is resumed: hold Airflow's timer off it.
                 materializing.append(entry.backfill_id)
+                if entry.planned_count is None:  # its progress says "counting": keep that true
+                    counter.ensure(entry.backfill_id)
                 continue
             writing = entry.phase is Phase.MATERIALIZING
             try:
