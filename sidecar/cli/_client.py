@@ -15,7 +15,7 @@ from sidecar._gen.airflow_sidecar.v1 import backfill_pb2 as pb
 from sidecar._gen.airflow_sidecar.v1 import backfill_pb2_grpc
 from sidecar.channel import open_channel
 from sidecar.cli._plans import SUMMARY_ABOVE, iso, size_line, summary, summary_dict
-from sidecar.cli._progress import follow, state_text, totals
+from sidecar.cli._progress import at_least, follow, state_text, totals
 from sidecar.config import ClientSettings
 from sidecar.names import BACKFILLS, backfill_name
 
@@ -230,7 +230,7 @@ def print_backfills(backfills: Sequence[pb.Backfill], output: str) -> None:
             iso(b.to_date),
             state_text(b),
             b.max_active_runs,
-            f"{b.progress.succeeded}/{b.progress.planned}",
+            f"{b.progress.succeeded}/{at_least(b.progress.planned, b)}",
             b.progress.running,
             b.progress.queued,
             b.progress.failed,
@@ -243,9 +243,19 @@ def print_backfills(backfills: Sequence[pb.Backfill], output: str) -> None:
         )
     )
     for b in backfills:
-        for line in (failure_line(b), pause_line(b), webhook_line(b), selection_line(b)):
+        for line in (counting_line(b), failure_line(b), pause_line(b), webhook_line(b), selection_line(b)):
             if line:
                 print(line)
+
+
+def counting_line(b: pb.Backfill) -> str | None:
+    """That a backfill's plan is still being counted (its ``planned`` a lower bound); None once counted."""
+    if not b.progress.planned_is_counting:
+        return None
+    return (
+        f"backfill {b.id}: its plan is still being counted: {b.progress.planned}+ planned "
+        "(the slots written so far); the exact number follows"
+    )
 
 
 def pause_line(b: pb.Backfill) -> str | None:
@@ -459,7 +469,12 @@ def _create(
     b = response.backfill
     if args.watch:
         _, total = totals(b)
-        print(f"created backfill {b.id} for {b.dag_id}: {total} runs to run", file=sys.stderr)
+        to_run = f"at least {total} runs to run (the plan is still being counted)"
+        print(
+            f"created backfill {b.id} for {b.dag_id}: "
+            f"{to_run if b.progress.planned_is_counting else f'{total} runs to run'}",
+            file=sys.stderr,
+        )
         b = watch(stub, b.name, args.output)
         if args.output != "json":
             print_backfills([b], args.output)

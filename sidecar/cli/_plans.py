@@ -49,6 +49,11 @@ def estimate_line(b: pb.Backfill) -> str | None:
         return None
     e = b.estimate
     source = "this backfill's" if e.basis == "backfill" else "the DAG's latest"
+    if e.plan_is_counting:  # the runs left are not known: no time left from a partial count
+        return (
+            f"a run takes {span(e.run_duration_p50.ToTimedelta())} (p90 {span(e.run_duration_p90.ToTimedelta())}) "
+            f"over {source} {e.sample_size} finished runs; the time left follows once the plan is counted"
+        )
     return (
         f"~{span(e.remaining_p50.ToTimedelta())} (p90 {span(e.remaining_p90.ToTimedelta())}) for "
         f"{e.runs_remaining} runs, {b.max_active_runs or 10} at a time; a run takes "

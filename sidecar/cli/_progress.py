@@ -40,9 +40,18 @@ def state_text(b: pb.Backfill) -> str:
 
 
 def totals(b: pb.Backfill) -> tuple[int, int]:
-    """``(finished, total)`` runs: skipped slots are not runs to wait for."""
+    """``(finished, total)`` runs: skipped slots are not runs to wait for.
+
+    While the plan is still being counted (``progress.planned_is_counting``) the total is a
+    lower bound: show it with :func:`at_least`.
+    """
     p = b.progress
     return p.succeeded + p.failed, max(p.planned - p.skipped, 0)
+
+
+def at_least(count: int, b: pb.Backfill) -> str:
+    """``count``, marked ``12+`` while the backfill's plan is still being counted."""
+    return f"{count}+" if b.progress.planned_is_counting else str(count)
 
 
 def counts(b: pb.Backfill) -> str:
@@ -50,18 +59,27 @@ def counts(b: pb.Backfill) -> str:
     p = b.progress
     return (
         f"succeeded={p.succeeded} failed={p.failed} running={p.running} queued={p.queued} "
-        f"written={p.written}/{p.planned} skipped={p.skipped} {state_text(b)}"
+        f"written={p.written}/{at_least(p.planned, b)} skipped={p.skipped} {state_text(b)}"
     )
 
 
 def progress_line(b: pb.Backfill) -> str:
-    """One plain line: runs finished of runs to run, and the counts."""
+    """One plain line: runs finished of runs to run, and the counts.
+
+    E.g. ``backfill 7: 0/12+ runs (plan still being counted)  succeeded=0 …`` right after a
+    large windowed create, then ``0/100000 runs …`` once the count landed.
+    """
     finished, total = totals(b)
     eta = ""
+    counting = b.progress.planned_is_counting
     # A paused backfill starts no run: a time left would be a promise it does not keep.
-    if b.HasField("estimate") and b.estimate.runs_remaining and b.state == pb.Backfill.STATE_ACTIVE:
-        eta = f"  eta ~{span(b.estimate.remaining_p50.ToTimedelta())}"
-    return f"backfill {b.id}: {finished}/{total} runs  {counts(b)}{eta}"
+    if b.HasField("estimate") and b.state == pb.Backfill.STATE_ACTIVE:
+        if b.estimate.plan_is_counting:  # no time left made up from a partial count
+            eta = "  eta once the plan is counted"
+        elif b.estimate.runs_remaining:
+            eta = f"  eta ~{span(b.estimate.remaining_p50.ToTimedelta())}"
+    note = " (plan still being counted)" if counting else ""
+    return f"backfill {b.id}: {finished}/{at_least(total, b)} runs{note}  {counts(b)}{eta}"
 
 
 def follow(updates: Iterable[pb.Backfill], stream: TextIO | None = None) -> pb.Backfill:
@@ -97,5 +115,8 @@ def follow(updates: Iterable[pb.Backfill], stream: TextIO | None = None) -> pb.B
             finished, total = totals(last)
             p = last.progress
             short = f"failed {p.failed} running {p.running} queued {p.queued} {state_text(last)}"
-            bar.update(task, completed=finished, total=total or None, id=last.id, short=short)
+            if p.planned_is_counting:  # the total is not known yet: no bar, no ETA from a part of it
+                short += f", plan still being counted ({total}+ runs so far)"
+            known = total if total and not p.planned_is_counting else None
+            bar.update(task, completed=finished, total=known, id=last.id, short=short)
     return last
