@@ -6,7 +6,9 @@ same ``get_user`` dependency as Airflow's routes (the UI's session cookie or a b
 and only backfills of DAGs the auth manager lets that user read are listed. The table is
 rendered on the server (every value HTML-escaped: DAG ids and user names are user data) and
 refreshed every few seconds by a little vanilla JavaScript that writes text, never markup.
-A windowed backfill's bar shows its unwritten part: planned slots not yet written.
+A windowed backfill's bar shows its unwritten part: planned slots not yet written. While its
+plan is still being counted (a long plan right after creation) the size is not known: the
+planned count shows as a lower bound (``12+``) and the bar as "counting", not as a share of it.
 """
 
 from __future__ import annotations
@@ -56,11 +58,14 @@ def backfill_row(b: pb.Backfill) -> dict[str, Any]:
         "user": b.triggering_user_name,
     }
     row.update({name: int(getattr(b.progress, name)) for name in COUNTS})
+    row["planned_is_counting"] = b.progress.planned_is_counting
     return row
 
 
 def _segments(row: dict[str, Any]) -> list[tuple[str, float]]:
-    """The progress bar's parts as (class, percent of the plan)."""
+    """The progress bar's parts as (class, percent of the plan); none while the plan is counted."""
+    if row["planned_is_counting"]:  # a share of a partial count would show it nearly done
+        return []
     planned = max(int(row["planned"]), 1)
     parts = [(name, int(row[name])) for name in ("succeeded", "failed", "running", "queued", "skipped")]
     shown = sum(count for _, count in parts)
@@ -76,13 +81,19 @@ def _row_html(row: dict[str, Any]) -> str:
         for name, width in _segments(row)
     )
     done = row["succeeded"] + row["failed"] + row["skipped"]
-    label = f"{done}/{row['planned']} done, {row['written']} written"
+    counting = bool(row["planned_is_counting"])
+    planned = f"{row['planned']}+" if counting else str(row["planned"])
+    label = f"{done}/{planned} done, {row['written']} written" + (
+        ", plan still being counted" if counting else ""
+    )
+    shown = {**{name: str(row[name]) for name in COUNTS}, "planned": planned}
     cells = [
         f'<td class="num id">{e(str(row["id"]))}</td>',
         f'<td class="dag">{e(row["dag_id"])}</td>',
         f'<td class="state {e(row["state"])}">{e(row["state"])}</td>',
-        f'<td class="progress"><div class="bar" role="img" aria-label="{e(label)}">{bar}</div></td>',
-        *(f'<td class="num {name}">{e(str(row[name]))}</td>' for name in COUNTS),
+        f'<td class="progress"><div class="bar{" counting" if counting else ""}" role="img" '
+        f'aria-label="{e(label)}" title="{e(label)}">{bar}</div></td>',
+        *(f'<td class="num {name}">{e(shown[name])}</td>' for name in COUNTS),
         f'<td class="range">{e(row["from_date"])} &rarr; {e(row["to_date"])}</td>',
         f'<td class="user" title="{e(row["user"])}">{e(row["user"])}</td>',
     ]
@@ -103,6 +114,8 @@ td.dag{font-family:ui-monospace,monospace}
 .seg.succeeded{background:#38a169}.seg.failed{background:#e53e3e}.seg.running{background:#3182ce}
 .seg.queued{background:#a0aec0}.seg.skipped{background:#d6bcfa}.seg.written-other{background:#718096}
 .seg.unwritten{background:transparent}
+.bar.counting{background:repeating-linear-gradient(45deg,#fefcbf,#fefcbf 4px,#fff 4px,#fff 8px);border-color:#d69e2e}
+.legend i.counting{background:repeating-linear-gradient(45deg,#f6e05e,#f6e05e 2px,#fff 2px,#fff 4px);border:1px solid #d69e2e}
 .legend i.unwritten{background:repeating-linear-gradient(45deg,#cbd5e0,#cbd5e0 2px,#fff 2px,#fff 4px);border:1px solid #cbd5e0}
 .legend span{margin-right:12px}.legend i{display:inline-block;width:10px;height:10px;margin-right:4px}
 .empty{color:#718096}
@@ -120,16 +133,23 @@ function render(rows) {
       if (cls) td.className = cls; tr.appendChild(td); };
     cell(r.id, 'num id'); cell(r.dag_id, 'dag'); cell(r.state, 'state ' + r.state);
     const td = document.createElement('td'); td.className = 'progress';
-    const bar = document.createElement('div'); bar.className = 'bar';
+    const bar = document.createElement('div'); bar.className = r.planned_is_counting ? 'bar counting' : 'bar';
+    const plannedText = r.planned_is_counting ? r.planned + '+' : String(r.planned);
+    const done = r.succeeded + r.failed + r.skipped;
+    bar.title = done + '/' + plannedText + ' done, ' + r.written + ' written'
+      + (r.planned_is_counting ? ', plan still being counted' : '');
+    bar.setAttribute('role', 'img'); bar.setAttribute('aria-label', bar.title);
     const planned = Math.max(r.planned, 1);
     let shown = 0;
-    for (const c of ['succeeded', 'failed', 'running', 'queued', 'skipped']) {
-      shown += r[c]; if (r[c] > 0) bar.appendChild(seg(c, 100 * r[c] / planned)); }
-    const other = Math.max(r.written - shown, 0); if (other > 0) bar.appendChild(seg('written-other', 100 * other / planned));
-    const unwritten = Math.max(r.planned - Math.max(r.written, shown), 0);
-    if (unwritten > 0) bar.appendChild(seg('unwritten', 100 * unwritten / planned));
+    if (!r.planned_is_counting) {  // a share of a partial count would show it nearly done
+      for (const c of ['succeeded', 'failed', 'running', 'queued', 'skipped']) {
+        shown += r[c]; if (r[c] > 0) bar.appendChild(seg(c, 100 * r[c] / planned)); }
+      const other = Math.max(r.written - shown, 0); if (other > 0) bar.appendChild(seg('written-other', 100 * other / planned));
+      const unwritten = Math.max(r.planned - Math.max(r.written, shown), 0);
+      if (unwritten > 0) bar.appendChild(seg('unwritten', 100 * unwritten / planned));
+    }
     td.appendChild(bar); tr.appendChild(td);
-    for (const c of COUNTS) cell(r[c], 'num ' + c);
+    for (const c of COUNTS) cell(c === 'planned' ? plannedText : r[c], 'num ' + c);
     cell(r.from_date + ' \\u2192 ' + r.to_date, 'range'); cell(r.user, 'user');
     body.appendChild(tr);
   }
@@ -149,9 +169,12 @@ def _page_html(rows: list[dict[str, Any]]) -> str:
     )
     body = "".join(_row_html(row) for row in rows)
     empty = "" if rows else '<p class="empty">No backfills yet.</p>'
-    legend = "".join(
-        f'<span><i class="seg {name}"></i>{name}</span>'
-        for name in ("succeeded", "failed", "running", "queued", "skipped", "unwritten")
+    legend = (
+        "".join(
+            f'<span><i class="seg {name}"></i>{name}</span>'
+            for name in ("succeeded", "failed", "running", "queued", "skipped", "unwritten")
+        )
+        + '<span><i class="counting"></i>plan still being counted (planned shows a lower bound: 12+)</span>'
     )
     script = _SCRIPT % ("[" + ",".join(f"'{c}'" for c in COUNTS) + "]")
     return (
