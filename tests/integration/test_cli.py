@@ -7,6 +7,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import psycopg2.extensions
 import pytest
@@ -14,6 +15,7 @@ import pytest
 from tests.support.fixtures import AirflowDatabase
 from tests.support.ports import free_port
 from tests.support.processes import start_sidecar
+from tests.support.waiting import wait_until
 
 THREE = "sidecar_e2e_three"
 
@@ -129,6 +131,32 @@ def test_create_get_list_pause_cancel(target: str) -> None:
         cli("backfill", "--target", target, "cancel", f"backfills/{backfill_id}", "-o", "json").stdout
     )
     assert cancelled[0]["state"] == "STATE_CANCELLED"
+
+
+def test_a_plan_counted_in_the_background_shows_as_a_lower_bound_until_counted(target: str) -> None:
+    """03:00 Amsterdam over two years: 731 slots stepped after creation (test_planned_counting)."""
+    created = cli(
+        "backfill", "--target", target, "create", "--dag-id", "sidecar_it_interval",
+        "--from-date", "2023-01-01", "--to-date", "2025-01-01", "--max-active-runs", "1",
+    )  # fmt: skip
+    assert created.returncode == 0, created.stderr
+    # The create answers before its count starts: always still counting.
+    header, _, row, counting = created.stdout.splitlines()
+    backfill_id = row.split()[0]
+    done = row.split()[header.split().index("done")]
+    assert done.startswith("0/") and done.endswith("+"), row
+    assert counting.startswith(f"backfill {backfill_id}: its plan is still being counted: ")
+
+    def landed() -> dict[str, Any] | None:
+        got = cli("backfill", "--target", target, "get", backfill_id, "-o", "json")
+        assert got.returncode == 0, got.stderr
+        (backfill,) = json.loads(got.stdout)
+        return None if backfill["progress"]["planned_is_counting"] else backfill
+
+    counted = wait_until(landed, 120, 0.2, "the background count")
+    assert counted["progress"]["planned"] == "731"
+    header, _, row = cli("backfill", "--target", target, "get", backfill_id).stdout.splitlines()
+    assert row.split()[header.split().index("done")] == "0/731"  # exact, and no line about counting
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,164 @@
+"""A windowed backfill whose plan is counted after creation says so until the count lands.
+
+``sidecar_it_interval`` runs at 03:00 Amsterdam: not evenly spaced in UTC, so its plan is
+stepped slot by slot, and two years of it (731 slots) are more than creation counts at once
+(``EXACT_COUNT_BUDGET``): the create writes the first runs and the count follows in the
+background. Until then ``progress.planned`` is the slots written so far; every surface must
+say it is a lower bound (``planned_is_counting``) and no time left may be computed from it.
+
+The create's own answer is read before its count starts, so it is always still counting. To
+read a backfill *while* it is counted, the test holds a real PostgreSQL row lock on its
+``sidecar_backfill`` row: the count's UPDATE waits for it, reads do not. Released, the count
+lands with the exact number.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import psycopg2
+import psycopg2.extensions
+
+from sidecar.api._convert import backfill_message
+from sidecar.engine import BackfillEngine, BackfillView, DryRun
+from sidecar.gateway._airflow import backfill_json
+from sidecar.store import Database
+from tests.integration.test_engine import day, spec
+from tests.support.fixtures import AirflowDatabase
+from tests.support.waiting import async_wait_until
+
+DAG = "sidecar_it_interval"
+#: 2023-01-01 .. 2024-12-31, one a day.
+PLANNED = 731
+LONG = {"dag_id": DAG, "from_date": day(1, 1, 2023), "to_date": day(1, 1, 2025), "max_active_runs": 1}
+HOUR = dt.timedelta(hours=1)
+
+
+def history(sql: psycopg2.extensions.cursor) -> None:
+    """Three finished runs of an hour before the range: the estimate's durations."""
+    for d in (1, 2, 3):
+        when = day(d, 6, 2022)
+        sql.execute(
+            "INSERT INTO dag_run (dag_id, run_id, logical_date, run_after, state, run_type, clear_number,"
+            " span_status, start_date, end_date) VALUES (%s, %s, %s, %s, 'success', 'manual', 0,"
+            " 'not_started', %s, %s)",
+            (DAG, f"manual__{d}", when, when, when, when + HOUR),
+        )
+
+
+@contextlib.contextmanager
+def count_held(db: AirflowDatabase, backfill_id: int) -> Iterator[None]:
+    """Hold the backfill's row locked: its count cannot be recorded until the block ends."""
+    conn = psycopg2.connect(db.psycopg2_url.replace("postgresql+psycopg2://", "postgresql://"))
+    try:
+        with conn.cursor() as cur:
+            cur.execute(
+                "SELECT planned_count FROM airflow_sidecar.sidecar_backfill WHERE backfill_id = %s FOR UPDATE",
+                (backfill_id,),
+            )
+            assert cur.fetchone() == (None,)  # not counted yet, and now not before the block ends
+        yield
+    finally:
+        conn.rollback()
+        conn.close()
+
+
+async def counted(engine: BackfillEngine, backfill_id: int) -> BackfillView:
+    """The backfill once its count landed (with its estimate)."""
+
+    async def done() -> BackfillView | None:
+        view = await engine.get(backfill_id, with_estimate=True)
+        return None if view.progress.planned_is_counting else view
+
+    return await async_wait_until(done, 120, 0.05, "the background count")
+
+
+async def test_progress_and_estimate_say_the_plan_is_counted_until_the_exact_count_lands(
+    database: Database, sql: psycopg2.extensions.cursor, clean_db: AirflowDatabase
+) -> None:
+    history(sql)
+    engine = BackfillEngine(database)
+    created = await engine.create(spec(**LONG))
+    assert not isinstance(created, DryRun)
+    p = created.progress
+    assert p.planned_is_counting and p.planned == p.written and 1 <= p.written < PLANNED
+    with count_held(clean_db, created.id):
+        view = await engine.get(created.id, with_estimate=True)
+        assert view.progress.planned_is_counting and view.progress.planned == view.progress.written
+        e = view.estimate
+        assert e is not None and e.run_p50 == HOUR  # one run's duration still holds ...
+        assert (e.runs_remaining, e.remaining_p50, e.remaining_p90) == (None, None, None)  # ... no time left
+        message = backfill_message(view)
+        assert message.progress.planned_is_counting and message.progress.planned == p.written
+        assert message.estimate.plan_is_counting and message.estimate.runs_remaining == 0
+        assert not message.estimate.HasField("remaining_p50") and not message.estimate.HasField(
+            "remaining_p90"
+        )
+        v2 = backfill_json(message)["estimate"]  # Airflow's /api/v2 shape
+        assert v2["plan_is_counting"] is True and v2["run_duration_p50_seconds"] == 3600
+        assert (v2["runs_remaining"], v2["remaining_p50_seconds"], v2["remaining_p90_seconds"]) == (None,) * 3
+
+    done = await counted(engine, created.id)
+    assert (done.progress.planned, done.progress.planned_is_counting) == (PLANNED, False)
+    e = done.estimate
+    assert e is not None and e.runs_remaining == PLANNED  # none finished; one at a time
+    assert e.remaining_p50 == PLANNED * HOUR
+    message = backfill_message(done)
+    assert not message.progress.planned_is_counting and not message.estimate.plan_is_counting
+    v2 = backfill_json(message)["estimate"]
+    assert (v2["plan_is_counting"], v2["runs_remaining"], v2["remaining_p50_seconds"]) == (
+        False,
+        PLANNED,
+        PLANNED * 3600,
+    )
+
+
+async def test_a_backfill_ended_before_its_count_is_not_counting(
+    database: Database, clean_db: AirflowDatabase
+) -> None:
+    """Its count stopped (shutdown) and it was cancelled: nothing is left to plan or count."""
+    first = BackfillEngine(database)
+    created = await first.create(spec(**LONG))
+    assert not isinstance(created, DryRun)
+    with count_held(clean_db, created.id):
+        await first.close()  # stops the count waiting on the lock: the restart would recount
+    restarted = BackfillEngine(database)  # it never ticks here: nothing counts the plan again
+    cancelled = await restarted.cancel(created.id)
+    assert cancelled.progress.planned == cancelled.progress.written == created.progress.written
+    assert not cancelled.progress.planned_is_counting
+    message = backfill_message(await restarted.get(cancelled.id, with_estimate=True))
+    assert not message.progress.planned_is_counting and not message.HasField("estimate")  # ended
+
+
+async def test_the_gateway_json_says_the_plan_is_counted(
+    http: httpx.AsyncClient, database: Database, sql: psycopg2.extensions.cursor, clean_db: AirflowDatabase
+) -> None:
+    history(sql)
+    # Made in-process, so that the count is held from the moment the create answers; read
+    # over the gateway (/v1 and Airflow's /api/v2) from the server's own engine.
+    created = await BackfillEngine(database).create(spec(**LONG))
+    assert not isinstance(created, DryRun)
+    name = f"backfills/{created.id}"
+    with count_held(clean_db, created.id):
+        got = (await http.get(f"/v1/{name}")).json()["backfill"]
+        assert got["progress"]["plannedIsCounting"] is True
+        assert got["progress"]["planned"] == got["progress"]["written"] == str(created.progress.written)
+        assert got["estimate"]["planIsCounting"] is True and got["estimate"]["runsRemaining"] == "0"
+        assert "remainingP50" not in got["estimate"] and got["estimate"]["runDurationP50"] == "3600s"
+        v2 = (await http.get(f"/api/v2/backfills/{created.id}")).json()
+        assert v2["estimate"]["plan_is_counting"] is True and v2["estimate"]["runs_remaining"] is None
+        assert v2["estimate"]["remaining_p50_seconds"] is None
+
+    async def landed() -> dict[str, Any] | None:
+        backfill: dict[str, Any] = (await http.get(f"/v1/{name}")).json()["backfill"]
+        return None if backfill["progress"]["plannedIsCounting"] else backfill
+
+    done = await async_wait_until(landed, 120, 0.05, "the background count")
+    assert done["progress"]["planned"] == str(PLANNED)
+    assert done["estimate"]["planIsCounting"] is False and done["estimate"]["runsRemaining"] == str(PLANNED)
+    v2 = (await http.get(f"/api/v2/backfills/{created.id}")).json()
+    assert (v2["estimate"]["plan_is_counting"], v2["estimate"]["runs_remaining"]) == (False, PLANNED)
