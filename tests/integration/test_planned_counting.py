@@ -162,3 +162,24 @@ async def test_the_gateway_json_says_the_plan_is_counted(
     assert done["estimate"]["planIsCounting"] is False and done["estimate"]["runsRemaining"] == str(PLANNED)
     v2 = (await http.get(f"/api/v2/backfills/{created.id}")).json()
     assert (v2["estimate"]["plan_is_counting"], v2["estimate"]["runs_remaining"]) == (False, PLANNED)
+
+
+async def test_a_set_aside_backfill_is_counted_by_the_next_tick(
+    database: Database, sql: psycopg2.extensions.cursor, clean_db: AirflowDatabase
+) -> None:
+    """Its progress says 'counting' while runs remain to be written: a restart's tick counts it."""
+    first = BackfillEngine(database)
+    created = await first.create(spec(**LONG))
+    assert not isinstance(created, DryRun)
+    with count_held(clean_db, created.id):
+        await first.close()  # the count stops (shutdown)
+    sql.execute(  # writing its runs failed for good meanwhile
+        "UPDATE airflow_sidecar.sidecar_backfill SET phase = 'set_aside' WHERE backfill_id = %s",
+        (created.id,),
+    )
+    restarted = BackfillEngine(database)
+    assert (await restarted.get(created.id)).progress.planned_is_counting
+    await restarted.tick()
+    done = await counted(restarted, created.id)
+    assert done.progress.planned == PLANNED
+    await restarted.close()
