@@ -171,10 +171,10 @@ async def _stop_losses(parts: Parts, entry: TickEntry, now: dt.datetime, failed:
             "backfill %s was unpaused by Airflow; its failed runs so far are forgiven", entry.backfill_id
         )
         return False
-    if entry.is_paused:
+    limit = _failed_runs_limit(entry)
+    if limit is None:  # paused: nothing to count
         return False
     # A bounded read first: the rows are locked only once the limit is reached.
-    limit = entry.failed_runs_forgiven + entry.max_failed_runs
     if failed is None:
         failed = await parts.tx.read(lambda conn: count_failed_runs(conn, entry.backfill_id, at_most=limit))
     if failed < limit:
