@@ -18,6 +18,7 @@ from sidecar.cli._plans import SUMMARY_ABOVE, iso, size_line, summary, summary_d
 from sidecar.cli._progress import follow, state_text, totals
 from sidecar.config import ClientSettings
 from sidecar.names import BACKFILLS, backfill_name
+from sidecar.vocabulary import counted
 
 _REPROCESS = {
     "none": pb.REPROCESS_BEHAVIOR_NONE,
@@ -176,7 +177,11 @@ def failure_line(b: pb.Backfill) -> str | None:
     if not b.HasField("write_failure"):
         return None
     f = b.write_failure
-    what = "set aside (unpause to retry, or cancel)" if f.set_aside else f"retrying ({f.attempts} attempts)"
+    what = (
+        "set aside (unpause to retry, or cancel)"
+        if f.set_aside
+        else f"retrying ({counted(f.attempts, 'attempt')})"
+    )
     return f"backfill {b.id} {what}: {f.reason}: {f.message}"
 
 
@@ -205,7 +210,7 @@ def selection_line(b: pb.Backfill) -> str | None:
     ids = list(b.task_selection.selected_task_ids)
     shown = ", ".join(ids[:10]) + (f" and {len(ids) - 10} more" if len(ids) > 10 else "")
     name = f"backfill {b.id}" if b.id else "the backfill"
-    return f"{name} runs only {len(ids)} task(s): {shown}"
+    return f"{name} runs only {counted(len(ids), 'task')}: {shown}"
 
 
 def webhook_line(b: pb.Backfill) -> str | None:
@@ -459,7 +464,7 @@ def _create(
     b = response.backfill
     if args.watch:
         _, total = totals(b)
-        print(f"created backfill {b.id} for {b.dag_id}: {total} runs to run", file=sys.stderr)
+        print(f"created backfill {b.id} for {b.dag_id}: {counted(total, 'run')} to run", file=sys.stderr)
         b = watch(stub, b.name, args.output)
         if args.output != "json":
             print_backfills([b], args.output)

@@ -23,6 +23,7 @@ from rich.progress import (
 
 from sidecar._gen.airflow_sidecar.v1 import backfill_pb2 as pb
 from sidecar.cli._plans import span
+from sidecar.vocabulary import counted
 
 
 def state_text(b: pb.Backfill) -> str:
@@ -61,7 +62,7 @@ def progress_line(b: pb.Backfill) -> str:
     # A paused backfill starts no run: a time left would be a promise it does not keep.
     if b.HasField("estimate") and b.estimate.runs_remaining and b.state == pb.Backfill.STATE_ACTIVE:
         eta = f"  eta ~{span(b.estimate.remaining_p50.ToTimedelta())}"
-    return f"backfill {b.id}: {finished}/{total} runs  {counts(b)}{eta}"
+    return f"backfill {b.id}: {finished}/{counted(total, 'run')}  {counts(b)}{eta}"
 
 
 def follow(updates: Iterable[pb.Backfill], stream: TextIO | None = None) -> pb.Backfill:

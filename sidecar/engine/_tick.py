@@ -45,7 +45,7 @@ from sidecar.store import (
     reopen_backfill,
     tick_entries,
 )
-from sidecar.vocabulary import Mode
+from sidecar.vocabulary import Mode, counted
 
 log = logging.getLogger(__name__)
 
@@ -217,7 +217,9 @@ async def _cancelled_by_airflow(parts: Parts, backfill_id: int, now: dt.datetime
     ended = await parts.tx.write(lambda conn: cancel_cancelled_by_airflow(conn, backfill_id, now))
     if ended is not None:
         log.info(
-            "backfill %s was cancelled by Airflow; cancelled: %s runs ended as failed", backfill_id, ended
+            "backfill %s was cancelled by Airflow; cancelled: %s ended as failed",
+            backfill_id,
+            counted(ended, "run"),
         )
 
 
