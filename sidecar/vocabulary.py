@@ -2,14 +2,15 @@
 
 One enum per concept, used unchanged from the API converter through the engine to the
 store (which writes their ``value``, the strings Airflow and the sidecar's own table
-store). A leaf module: it imports nothing from the sidecar, so any layer may use it.
+store), and :func:`counted`, how a count of things reads in a message. A leaf module: it
+imports nothing from the sidecar, so any layer may use it.
 """
 
 from __future__ import annotations
 
 import enum
 
-__all__ = ["Disposition", "Mode", "ReprocessBehavior", "State"]
+__all__ = ["Disposition", "Mode", "ReprocessBehavior", "State", "counted"]
 
 
 class Mode(enum.Enum):
@@ -51,3 +52,11 @@ class Disposition(enum.Enum):
     IN_FLIGHT = "in flight"
     PENDING = "pending"
     """A slot of a windowed backfill not written yet."""
+
+
+def counted(count: float, noun: str, plural: str | None = None, spec: str = "") -> str:
+    """``count`` things, as a message reads them: ``1 run``, ``2 runs``, ``0 runs``.
+
+    ``plural`` when it is not ``noun`` + "s"; ``spec`` formats the number (``","``: ``100,000``).
+    """
+    return f"{count:{spec}} {noun if count == 1 else plural or noun + 's'}"

@@ -34,6 +34,7 @@ from sidecar.engine import (
 )
 from sidecar.errors import InvalidArgument
 from sidecar.names import backfill_name, parse_backfill_name
+from sidecar.vocabulary import counted
 
 # One table per enum, vocabulary -> proto; requests are read through its inverse, with
 # UNSPECIFIED meaning the default.
@@ -115,7 +116,7 @@ def bound_of(backfill: pb.Backfill, name: str) -> dt.datetime:
     seconds: int = getattr(backfill, f"{name}_utc_offset_seconds")
     if seconds % 60 or abs(seconds) > _MAX_OFFSET_SECONDS:
         raise InvalidArgument(
-            f"{field} must be a whole number of minutes between -23:59 and +23:59, got {seconds} seconds",
+            f"{field} must be a whole number of minutes between -23:59 and +23:59, got {counted(seconds, 'second')}",
             field=field,
         )
     if seconds == 0:

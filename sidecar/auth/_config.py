@@ -18,6 +18,7 @@ from sidecar.auth._policy import Policy, load_policy
 from sidecar.auth._revocation import RevocationCheck
 from sidecar.auth._tokens import Authenticator, StaticToken, load_token_file
 from sidecar.config import AuthConfig, TlsConfig
+from sidecar.vocabulary import counted
 
 __all__ = [
     "MIN_JWT_SECRET_BYTES",
@@ -83,7 +84,7 @@ def check_jwt_secret(secret: str, algorithm: str) -> None:
     length = len(secret.encode())
     if length < needed:
         raise ValueError(
-            f"the JWT secret is {length} bytes; {algorithm} needs at least {needed} (RFC 7518 3.2): "
+            f"the JWT secret is {counted(length, 'byte')}; {algorithm} needs at least {needed} (RFC 7518 3.2): "
             f"set Airflow's [api_auth] jwt_secret and SIDECAR_JWT_SECRET to e.g. `openssl rand -hex {needed // 2}`, "
             "or pass --allow-weak-jwt-secret (tests only)"
         )

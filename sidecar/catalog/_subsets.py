@@ -29,6 +29,7 @@ import regex
 
 from sidecar.catalog._model import DagTemplate, TaskTemplate
 from sidecar.errors import InvalidTaskSelection
+from sidecar.vocabulary import counted
 
 __all__ = [
     "MATCH_SECONDS",
@@ -111,13 +112,13 @@ def _matched(tasks: Sequence[TaskTemplate], selection: TaskSelection, match_seco
                 matched.append(task.task_id)
     except TimeoutError:
         raise InvalidTaskSelection(
-            f"task_regex took longer than {match_seconds:g}s to match the DAG's {len(tasks)} task ids; "
+            f"task_regex took longer than {match_seconds:g}s to match the DAG's {counted(len(tasks), 'task id')}; "
             "simplify the pattern",
             field=f"{_FIELD}.task_regex",
         ) from None
     if not matched:
         raise InvalidTaskSelection(
-            f"task_regex {selection.task_regex!r} matches none of the DAG's {len(tasks)} tasks",
+            f"task_regex {selection.task_regex!r} matches none of the DAG's {counted(len(tasks), 'task')}",
             field=f"{_FIELD}.task_regex",
         )
     return matched

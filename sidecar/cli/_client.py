@@ -18,6 +18,7 @@ from sidecar.cli._plans import SUMMARY_ABOVE, iso, size_line, summary, summary_d
 from sidecar.cli._progress import at_least, follow, state_text, totals
 from sidecar.config import ClientSettings
 from sidecar.names import BACKFILLS, backfill_name
+from sidecar.vocabulary import counted
 
 _REPROCESS = {
     "none": pb.REPROCESS_BEHAVIOR_NONE,
@@ -176,7 +177,11 @@ def failure_line(b: pb.Backfill) -> str | None:
     if not b.HasField("write_failure"):
         return None
     f = b.write_failure
-    what = "set aside (unpause to retry, or cancel)" if f.set_aside else f"retrying ({f.attempts} attempts)"
+    what = (
+        "set aside (unpause to retry, or cancel)"
+        if f.set_aside
+        else f"retrying ({counted(f.attempts, 'attempt')})"
+    )
     return f"backfill {b.id} {what}: {f.reason}: {f.message}"
 
 
@@ -205,7 +210,7 @@ def selection_line(b: pb.Backfill) -> str | None:
     ids = list(b.task_selection.selected_task_ids)
     shown = ", ".join(ids[:10]) + (f" and {len(ids) - 10} more" if len(ids) > 10 else "")
     name = f"backfill {b.id}" if b.id else "the backfill"
-    return f"{name} runs only {len(ids)} task(s): {shown}"
+    return f"{name} runs only {counted(len(ids), 'task')}: {shown}"
 
 
 def webhook_line(b: pb.Backfill) -> str | None:
@@ -469,12 +474,11 @@ def _create(
     b = response.backfill
     if args.watch:
         _, total = totals(b)
-        to_run = f"at least {total} runs to run (the plan is still being counted)"
-        print(
-            f"created backfill {b.id} for {b.dag_id}: "
-            f"{to_run if b.progress.planned_is_counting else f'{total} runs to run'}",
-            file=sys.stderr,
-        )
+        if b.progress.planned_is_counting:
+            to_run = f"at least {total} runs to run (the plan is still being counted)"
+        else:
+            to_run = f"{counted(total, 'run')} to run"
+        print(f"created backfill {b.id} for {b.dag_id}: {to_run}", file=sys.stderr)
         b = watch(stub, b.name, args.output)
         if args.output != "json":
             print_backfills([b], args.output)

@@ -27,6 +27,7 @@ from sidecar.auth import check_jwt_secret
 from sidecar.channel import open_channel
 from sidecar.cli._problems import (
     TOKEN_ADVICE,
+    database_may_come_up,
     database_problem,
     missing_file_problem,
     missing_sqlite_file,
@@ -48,6 +49,8 @@ from sidecar.store import check_database, connect
 CLOCK_WARNING = 5.0
 #: Seconds each probe may take (a database or sidecar that does not answer is a finding).
 PROBE_TIMEOUT = 10.0
+#: gRPC codes of a sidecar not listening or not answering yet (it may be starting): worth waiting for.
+_NOT_YET = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
 
 
 @dataclass(frozen=True)
@@ -57,6 +60,8 @@ class Finding:
     status: str
     check: str
     message: str
+    transient: bool = False
+    """A failure waiting may cure (the database or the sidecar not up yet); else it is a setting."""
 
     def line(self) -> str:
         """The finding as one aligned line."""
@@ -90,7 +95,8 @@ def add_doctor_command(commands: argparse._SubParsersAction[argparse.ArgumentPar
         type=float,
         default=0.0,
         metavar="SECONDS",
-        help="repeat the checks until they pass, for up to SECONDS (e.g. right after starting serve)",
+        help="repeat the checks while only the database or the sidecar is not up yet, for up to SECONDS "
+        "(e.g. right after starting serve); a wrong setting fails at once",
     )
     add_connection_arguments(doctor, timeout=PROBE_TIMEOUT)
 
@@ -117,7 +123,7 @@ async def _database_findings(url: str | None) -> list[Finding]:
             raise
         name = "schema" if isinstance(exc, SchemaMismatch) else "database"
         findings = [Finding("ok", "database", "reachable")] if name == "schema" else []
-        return [*findings, Finding("FAIL", name, problem)]
+        return [*findings, Finding("FAIL", name, problem, transient=database_may_come_up(exc))]
     finally:
         await database.dispose()
     findings = [
@@ -162,8 +168,8 @@ def _sidecar_findings(settings: ClientSettings, as_scheduler: bool) -> tuple[lis
         try:
             health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=timeout)
         except grpc.RpcError as exc:
-            if _code(exc) in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
-                return [Finding("FAIL", "sidecar", start_advice(target))], False
+            if _code(exc) in _NOT_YET:
+                return [Finding("FAIL", "sidecar", start_advice(target), transient=True)], False
             return [Finding("FAIL", "sidecar", f"{target} answered {_detail(exc)}")], False
         found = [Finding("ok", "sidecar", f"serving at {target}")]
         has_token = settings.security.token is not None
@@ -177,6 +183,11 @@ def _sidecar_findings(settings: ClientSettings, as_scheduler: bool) -> tuple[lis
                 token = Finding("ok", "token", f"accepted (it may not list backfills: {_detail(exc)})")
             elif not has_token:
                 return [*found, Finding("FAIL", "token", f"none sent; {TOKEN_ADVICE}")], False
+            elif _code(exc) in _NOT_YET:
+                return [
+                    *found,
+                    Finding("FAIL", "token", f"not answered: {_detail(exc)}", transient=True),
+                ], False
             else:
                 advice = "mint a new one with the sidecar's secret (airflow-sidecar token jwt) or use a listed token"
                 return [*found, Finding("FAIL", "token", f"refused: {_detail(exc)}; {advice}")], False
@@ -197,7 +208,8 @@ def _sidecar_findings(settings: ClientSettings, as_scheduler: bool) -> tuple[lis
                     *found,
                     Finding("FAIL", "role", f"no role scheduler ({_detail(exc)}); {advice}"),
                 ], False
-            return [*found, Finding("FAIL", "role", f"Tick failed: {_detail(exc)}")], False
+            failed = Finding("FAIL", "role", f"Tick failed: {_detail(exc)}", transient=_code(exc) in _NOT_YET)
+            return [*found, failed], False
         found.append(Finding("ok", "role", "may Tick (role scheduler)"))
         return found, open_access
 
@@ -248,13 +260,20 @@ def _shim_findings(checked: ClientSettings, environ: Environ, open_access: bool)
 def run_doctor(args: argparse.Namespace, environ: Environ | None = None) -> int:
     """Run every check, print one line each, and return 0, or 1 with the first thing to fix.
 
-    With ``--wait S`` the checks are repeated (every second) until they pass or ``S`` seconds
-    have passed, so a script can start the sidecar and check it on the next line.
+    With ``--wait S`` the checks are repeated (every second) while only transient checks fail
+    (the database or the sidecar not up yet), for up to ``S`` seconds, so a script can start
+    the sidecar and check it on the next line. A failure of a setting (a short JWT secret, a
+    wrong database name, a refused token) ends the wait at once: waiting cannot cure it.
     """
     deadline = time.monotonic() + max(args.wait, 0.0)
     while True:
         findings = _check(args, environ)
-        if not any(f.status == "FAIL" for f in findings) or time.monotonic() >= deadline:
+        failed = [f for f in findings if f.status == "FAIL"]
+        if not failed or time.monotonic() >= deadline:
+            break
+        lasting = [f for f in failed if not f.transient]
+        if lasting:
+            print(f"not waiting: waiting cannot fix the {lasting[0].check} check", file=sys.stderr)
             break
         time.sleep(1.0)
     report(findings)

@@ -16,6 +16,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from sidecar._gen.airflow_sidecar.v1 import backfill_pb2 as pb
 from sidecar.estimate_json import estimate_dict
+from sidecar.vocabulary import counted
 
 #: Plans with more slots than this are summarised in table output.
 SUMMARY_ABOVE = 50
@@ -56,9 +57,9 @@ def estimate_line(b: pb.Backfill) -> str | None:
         )
     return (
         f"~{span(e.remaining_p50.ToTimedelta())} (p90 {span(e.remaining_p90.ToTimedelta())}) for "
-        f"{e.runs_remaining} runs, {b.max_active_runs or 10} at a time; a run takes "
+        f"{counted(e.runs_remaining, 'run')}, {b.max_active_runs or 10} at a time; a run takes "
         f"{span(e.run_duration_p50.ToTimedelta())} (p90 {span(e.run_duration_p90.ToTimedelta())}) "
-        f"over {source} {e.sample_size} finished runs"
+        f"over {source} {counted(e.sample_size, 'finished run')}"
     )
 
 
@@ -66,7 +67,7 @@ def size_line(response: pb.CreateBackfillResponse) -> str:
     """The one-line size of a plan: runs to run, then the skipped slots apart."""
     s = response.summary
     more = "" if s.exact else " (at least: the count stopped short)"
-    return f"{s.create + s.reprocess} runs planned, {s.already_exists + s.in_flight} skipped{more}"
+    return f"{counted(s.create + s.reprocess, 'run')} planned, {s.already_exists + s.in_flight} skipped{more}"
 
 
 def summary_dict(response: pb.CreateBackfillResponse) -> dict[str, object]:

@@ -91,9 +91,7 @@ def database_problem(exc: BaseException, url: str) -> str | None:
     if isinstance(exc, socket.gaierror):
         host = parsed.host if parsed else "?"
         return f"unknown database host {host!r}; check the host in {URL_SETTING}"
-    if isinstance(exc, ConnectionRefusedError) or (
-        isinstance(exc, OSError) and exc.errno in (errno.ECONNREFUSED, errno.EHOSTUNREACH)
-    ):
+    if _refused(exc):
         return (
             f"nothing accepts database connections at {where}; "
             f"check the host and port in {URL_SETTING} and that the database runs"
@@ -105,6 +103,25 @@ def database_problem(exc: BaseException, url: str) -> str | None:
     if type(exc).__name__ == "OperationalError" and "unable to open database file" in str(exc):
         return f"cannot open the {where}; check the path in {URL_SETTING} and its directory's permissions"
     return None
+
+
+def _refused(exc: BaseException) -> bool:
+    return isinstance(exc, ConnectionRefusedError) or (
+        isinstance(exc, OSError) and exc.errno in (errno.ECONNREFUSED, errno.EHOSTUNREACH)
+    )
+
+
+def database_may_come_up(exc: BaseException) -> bool:
+    """Whether waiting may cure it: nothing listens yet, no answer yet, or PostgreSQL is starting.
+
+    A wrong name, user, password, host name or schema is a setting: it fails the same way
+    however long one waits.
+    """
+    return _refused(exc) or isinstance(exc, TimeoutError) or _sqlstate(exc) == _CANNOT_CONNECT_NOW
+
+
+#: PostgreSQL's SQLSTATE while it starts up, shuts down or recovers ("the database system is starting up").
+_CANNOT_CONNECT_NOW = "57P03"
 
 
 def missing_file_problem(path: Path) -> str:

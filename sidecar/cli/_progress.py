@@ -79,7 +79,8 @@ def progress_line(b: pb.Backfill) -> str:
         elif b.estimate.runs_remaining:
             eta = f"  eta ~{span(b.estimate.remaining_p50.ToTimedelta())}"
     note = " (plan still being counted)" if counting else ""
-    return f"backfill {b.id}: {finished}/{at_least(total, b)} runs{note}  {counts(b)}{eta}"
+    runs = "runs" if counting or total != 1 else "run"
+    return f"backfill {b.id}: {finished}/{at_least(total, b)} {runs}{note}  {counts(b)}{eta}"
 
 
 def follow(updates: Iterable[pb.Backfill], stream: TextIO | None = None) -> pb.Backfill:

@@ -20,6 +20,7 @@ from sidecar.engine._plans import build_plan
 from sidecar.errors import InvalidArgument, NoRunsToCreate
 from sidecar.planning import BackfillPlan, first_sizes, full_count
 from sidecar.store import PlanRecord, Transactions, plan_record, record_planned_count
+from sidecar.vocabulary import counted
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +40,7 @@ async def size_before_create(pool: PlanningPool, plan: BackfillPlan, dag_id: str
     first, planned, at_most, cut = await pool.run(first_sizes, plan, limit)
     if cut:
         raise InvalidArgument(
-            f"sizing this range against the limit of {limit:,} runs needs more planning than one "
+            f"sizing this range against the limit of {counted(limit, 'run', spec=',')} needs more planning than one "
             "call may spend; split it into shorter ranges",
             field="backfill.to_date",
         )
@@ -50,7 +51,7 @@ async def size_before_create(pool: PlanningPool, plan: BackfillPlan, dag_id: str
         )
     if at_most > limit:
         raise InvalidArgument(
-            f"the range holds more than {limit:,} runs, the most one backfill may have; split it",
+            f"the range holds more than {counted(limit, 'run', spec=',')}, the most one backfill may have; split it",
             field="backfill.to_date",
         )
     return planned
@@ -73,7 +74,7 @@ async def count_in_background(pool: PlanningPool, tx: Transactions, backfill_id:
     if planned is None:
         return  # stopped (shutdown): the next tick recounts
     await tx.write(lambda conn: record_planned_count(conn, backfill_id, planned))
-    log.info("backfill %s: %s slots planned (counted in the background)", backfill_id, planned)
+    log.info("backfill %s: %s planned (counted in the background)", backfill_id, counted(planned, "slot"))
 
 
 class BackgroundCounter:

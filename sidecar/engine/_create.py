@@ -42,7 +42,7 @@ from sidecar.store import (
     insert_backfill,
     register_backfill,
 )
-from sidecar.vocabulary import Mode, State
+from sidecar.vocabulary import Mode, State, counted
 
 log = logging.getLogger(__name__)
 
@@ -206,7 +206,9 @@ async def insert(
             "backfill %s created for DAG %s: %s (%s)",
             backfill_id,
             spec.dag_id,
-            "slots being counted in the background" if planned is None else f"{planned} slots planned",
+            "slots being counted in the background"
+            if planned is None
+            else f"{counted(planned, 'slot')} planned",
             spec.mode.value,
         )
     return created

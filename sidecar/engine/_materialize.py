@@ -36,6 +36,7 @@ from sidecar.store import (
     latest_log_template_id,
     write_batch,
 )
+from sidecar.vocabulary import counted
 
 log = logging.getLogger(__name__)
 
@@ -135,11 +136,11 @@ async def materialize_batch(
     )
     if batch:
         log.info(
-            "backfill %s: wrote slots %s..%s (%s runs created, %s reprocessed, %s skipped)",
+            "backfill %s: wrote slots %s..%s (%s created, %s reprocessed, %s skipped)",
             backfill_id,
             batch[0].sort_ordinal,
             batch[-1].sort_ordinal,
-            result.created,
+            counted(result.created, "run"),
             result.reprocessed,
             result.skipped,
         )

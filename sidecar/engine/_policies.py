@@ -27,6 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from sidecar.errors import InvalidArgument, UnsupportedFeature
+from sidecar.vocabulary import counted
 
 #: Seconds a report stays valid; schedulers tick every loop (about a second).
 DEFAULT_TTL = 300.0
@@ -95,8 +96,8 @@ class SchedulerPolicies:
         if hooks:
             shown = ", ".join(f"{_cut(k)}: {_cut(v)}" for k, v in sorted(hooks.items()))
             log.warning(
-                "not writing backfill runs: %d scheduler(s) report a task_instance_mutation_hook (%s)",
-                len(hooks),
+                "not writing backfill runs: a task_instance_mutation_hook is reported by %s (%s)",
+                counted(len(hooks), "scheduler"),
                 shown,
             )
         else:

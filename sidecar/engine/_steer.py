@@ -9,6 +9,7 @@ from sidecar.engine._config import Parts
 from sidecar.engine._model import BackfillView
 from sidecar.engine._reads import get
 from sidecar.store import cancel_backfill, set_paused
+from sidecar.vocabulary import counted
 
 log = logging.getLogger(__name__)
 
@@ -38,5 +39,5 @@ async def cancel(parts: Parts, backfill_id: int, access: Access, *, terminate_ru
     now = parts.clock()
     states = ("queued", "running") if terminate_running else ("queued",)
     stopped = await parts.tx.write(lambda conn: cancel_backfill(conn, backfill_id, states, now, access))
-    log.info("backfill %s cancelled: %s runs failed (%s)", backfill_id, stopped, "/".join(states))
+    log.info("backfill %s cancelled: %s failed (%s)", backfill_id, counted(stopped, "run"), "/".join(states))
     return await get(parts, backfill_id, access)

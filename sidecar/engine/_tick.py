@@ -45,7 +45,7 @@ from sidecar.store import (
     reopen_backfill,
     tick_entries,
 )
-from sidecar.vocabulary import Mode
+from sidecar.vocabulary import Mode, counted
 
 log = logging.getLogger(__name__)
 
@@ -173,10 +173,10 @@ async def _stop_losses(parts: Parts, entry: TickEntry, now: dt.datetime, failed:
             "backfill %s was unpaused by Airflow; its failed runs so far are forgiven", entry.backfill_id
         )
         return False
-    if entry.is_paused:
+    limit = _failed_runs_limit(entry)
+    if limit is None:  # paused: nothing to count
         return False
     # A bounded read first: the rows are locked only once the limit is reached.
-    limit = entry.failed_runs_forgiven + entry.max_failed_runs
     if failed is None:
         failed = await parts.tx.read(lambda conn: count_failed_runs(conn, entry.backfill_id, at_most=limit))
     if failed < limit:
@@ -219,7 +219,9 @@ async def _cancelled_by_airflow(parts: Parts, backfill_id: int, now: dt.datetime
     ended = await parts.tx.write(lambda conn: cancel_cancelled_by_airflow(conn, backfill_id, now))
     if ended is not None:
         log.info(
-            "backfill %s was cancelled by Airflow; cancelled: %s runs ended as failed", backfill_id, ended
+            "backfill %s was cancelled by Airflow; cancelled: %s ended as failed",
+            backfill_id,
+            counted(ended, "run"),
         )
 
 

@@ -29,6 +29,7 @@ from sidecar.gateway._calls import Upstream
 from sidecar.gateway._errors import CallError, bad_request, error_body, unexpected
 from sidecar.gateway._openapi import openapi_document
 from sidecar.gateway._tracing import request_trace
+from sidecar.vocabulary import counted
 
 log = logging.getLogger(__name__)
 
@@ -118,10 +119,12 @@ class Gateway:
         try:
             raw = await self._read_body(request)
         except _TooLarge:
-            message = f"request body larger than {self.config.max_body_bytes} bytes"
+            message = f"request body larger than {counted(self.config.max_body_bytes, 'byte')}"
             return _refusal(413, "INVALID_ARGUMENT", message, airflow)
         except _TooSlow:
-            message = f"request body not received within {self.config.body_timeout:g} seconds"
+            message = (
+                f"request body not received within {counted(self.config.body_timeout, 'second', spec='g')}"
+            )
             return _refusal(408, "DEADLINE_EXCEEDED", message, airflow)
         except ClientDisconnect:
             return Response(status_code=400)

@@ -330,9 +330,9 @@ def build_request(
     try:
         json_format.ParseDict(document, request, ignore_unknown_fields=False, max_recursion_depth=32)
     except json_format.ParseError as exc:
-        raise RequestError(_short(str(exc)), _field_of(str(exc))) from None
+        raise RequestError(_short(_parse_message(exc)), _field_of(str(exc))) from None
     except (ValueError, TypeError, RecursionError) as exc:
-        raise RequestError(_short(str(exc))) from None
+        raise RequestError(_short(_parse_message(exc))) from None
     return request
 
 
@@ -426,8 +426,29 @@ def _has_path(document: dict[str, Any], path: str) -> bool:
     return True
 
 
+def _parse_message(exc: BaseException) -> str:
+    """``exc``'s message with one full stop where protobuf's parser doubled it.
+
+    ``json_format`` wraps a field's error as ``Failed to parse {name} field: {error}.``, a
+    stop appended whether or not the wrapped message had one: nested fields came out as
+    ``...: 'abc'..`` or ``'int'...``. Each wrapped message (its ``__cause__``) is rebuilt
+    first and then ended with exactly one stop.
+    """
+    text = str(exc)
+    cause = exc.__cause__
+    if cause is None:
+        return text
+    inner = str(cause)
+    head, found, tail = text.rpartition(inner)
+    if not found or tail != ".":  # not a wrapping that appended a stop
+        return text
+    inner = _parse_message(cause)
+    return head + (inner if inner.endswith(".") else inner + ".")
+
+
 def _short(text: str) -> str:
-    return text if len(text) <= 300 else text[:297] + "..."
+    """At most 300 characters; a cut one ends in an ellipsis (one character, not "...")."""
+    return text if len(text) <= 300 else text[:299] + "…"
 
 
 def _field_of(message: str) -> str:

@@ -35,7 +35,7 @@ from sidecar.store._phases import (
 )
 from sidecar.store._runs import count_failed_runs, fail_runs, has_unfinished_runs, plan_for_first_rows
 from sidecar.store._tables import backfill, sidecar_backfill
-from sidecar.vocabulary import Mode
+from sidecar.vocabulary import Mode, counted
 
 __all__ = [
     "TickEntry",
@@ -311,7 +311,7 @@ async def pause_for_failed_runs(conn: AsyncConnection, backfill_id: int, now: dt
     if failed < limit:
         return None
     after = transition(backfill_id, record.phase, Event.PAUSE_FOR_FAILED_RUNS)
-    reason = f"{failed} failed runs reached max_failed_runs {limit}"
+    reason = f"{counted(failed, 'failed run')} reached max_failed_runs {limit}"
     await conn.execute(
         sidecar_backfill.update()
         .where(sidecar_backfill.c.backfill_id == backfill_id)

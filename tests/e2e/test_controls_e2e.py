@@ -13,14 +13,12 @@ One sidecar, the real scheduler with the shim (LocalExecutor) and Airflow's api-
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from tests.resilience.helpers import query, start_serve
-from tests.support.airflow import process_environ
+from tests.support.cli import SIDECAR, create_backfill, sidecar_backfill
 from tests.support.fixtures import AirflowDatabase
 from tests.support.stack import airflow_stack
 from tests.support.waiting import wait_until
@@ -29,35 +27,11 @@ pytestmark = [pytest.mark.e2e, pytest.mark.postgres, pytest.mark.airflow]
 
 THREE = "sidecar_e2e_three"
 FAILS = "sidecar_e2e_fails"
-SHIM = [sys.executable, "-m", "sidecar", "scheduler"]
-
-
-def cli(env: dict[str, str], target: str, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "sidecar", "backfill", "--target", target, *args],
-        env=process_environ(env),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+SHIM = [*SIDECAR, "scheduler"]
 
 
 def create(env: dict[str, str], target: str, dag_id: str, first: str, last: str, *extra: str) -> int:
-    done = cli(
-        env,
-        target,
-        "create",
-        "--dag-id",
-        dag_id,
-        "--from-date",
-        first,
-        "--to-date",
-        last,
-        "--output",
-        "json",
-        *extra,
-    )
+    done = create_backfill(env, target, dag_id, first, last, *extra)
     assert done.returncode == 0, done.stderr
     return int(json.loads(done.stdout)[0]["id"])
 
@@ -73,10 +47,7 @@ def test_concurrent_backfills_and_a_failed_runs_limit_in_the_real_scheduler(
             options = ("--max-active-runs", "2", "--concurrent")
             first = create(env, target, THREE, "2025-01-01", "2025-01-03", *options)
             second = create(env, target, THREE, "2025-01-04", "2025-01-06", *options, "--priority", "5")
-            overlapping = cli(
-                env, target, "create", "--dag-id", THREE, "--from-date", "2025-01-03", "--to-date", "2025-01-04",
-                "--concurrent",
-            )  # fmt: skip
+            overlapping = create_backfill(env, target, THREE, "2025-01-03", "2025-01-04", "--concurrent")
             assert overlapping.returncode != 0
             assert f"overlaps backfill {first} " in overlapping.stderr
             assert "from 2025-01-03T00:00:00+00:00 to 2025-01-03T00:00:00+00:00" in overlapping.stderr
@@ -108,8 +79,8 @@ def test_concurrent_backfills_and_a_failed_runs_limit_in_the_real_scheduler(
                 1.0,
                 lambda: f"the failing backfill to be paused\n{sidecar.log_tail()}",
             )
-            shown = cli(env, target, "get", f"backfills/{failing}", "--output", "json")
-            table = cli(env, target, "get", f"backfills/{failing}")
+            shown = sidecar_backfill(env, target, "get", f"backfills/{failing}", "--output", "json")
+            table = sidecar_backfill(env, target, "get", f"backfills/{failing}")
     finally:
         sidecar.stop()
 

@@ -9,19 +9,17 @@ backfill (a range of partition keys, newest first) runs the same way.
 
 from __future__ import annotations
 
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import grpc
-import jwt
 import psycopg2
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from tests.parity.versions import WRITES_PARTITIONS
-from tests.support.airflow import JWT_SECRET, process_environ
+from tests.support.airflow import JWT_SECRET
+from tests.support.authz import token
+from tests.support.cli import SIDECAR, create_backfill
 from tests.support.fixtures import AirflowDatabase
 from tests.support.ports import free_port
 from tests.support.processes import AirflowProcess
@@ -51,38 +49,31 @@ def _query(db: AirflowDatabase, sql: str, *params: object) -> list[tuple[object,
         conn.close()
 
 
-def _backfill_in_the_real_scheduler(airflow_db: AirflowDatabase, tmp_path: Path, *create: str) -> str:
-    """Serve the sidecar, start Airflow with the shim, run ``backfill create *create --watch``;
+def _backfill_in_the_real_scheduler(
+    airflow_db: AirflowDatabase,
+    tmp_path: Path,
+    dag_id: str,
+    first: str,
+    last: str,
+    *options: str,
+    partition_keys: bool = False,
+) -> str:
+    """Serve the sidecar, start Airflow with the shim, run ``backfill create ... --watch``;
     return the sidecar's log once the backfill ended."""
     target = f"127.0.0.1:{free_port()}"
     # Secure by default: the sidecar shares Airflow's JWT secret, and the shim and the CLI send an
     # Airflow-style HS512 token whose role lets the shim call Tick.
-    now = int(time.time())
-    token = jwt.encode(
-        {
-            "sub": "e2e",
-            "role": "scheduler",
-            "aud": "apache-airflow",
-            "iat": now,
-            "nbf": now,
-            "exp": now + 3600,
-        },
-        JWT_SECRET,
-        algorithm="HS512",
-    )
     env = {
         **airflow_db.env,
         "SIDECAR_TARGET": target,
         "SIDECAR_TICK_DEADLINE": "1.0",
         "SIDECAR_JWT_SECRET": JWT_SECRET,
-        "SIDECAR_TOKEN": token,
+        "SIDECAR_TOKEN": token("e2e", role="scheduler"),
     }
     sidecar = AirflowProcess(
         "sidecar",
         [
-            sys.executable,
-            "-m",
-            "sidecar",
+            *SIDECAR,
             "serve",
             "--database-url",
             airflow_db.asyncpg_url,
@@ -96,27 +87,9 @@ def _backfill_in_the_real_scheduler(airflow_db: AirflowDatabase, tmp_path: Path,
     ).start()
     try:
         sidecar.wait_ready(lambda: _grpc_serving(target), timeout=60)
-        with airflow_stack(
-            env, tmp_path / "logs", scheduler_command=[sys.executable, "-m", "sidecar", "scheduler"]
-        ):
-            cli = subprocess.run(
-                [
-                    sys.executable,
-                    "-m",
-                    "sidecar",
-                    "backfill",
-                    "--target",
-                    target,
-                    "create",
-                    *create,
-                    "--watch",
-                    "--output",
-                    "json",
-                ],
-                env=process_environ(env),
-                capture_output=True,
-                text=True,
-                timeout=300,
+        with airflow_stack(env, tmp_path / "logs", scheduler_command=[*SIDECAR, "scheduler"]):
+            cli = create_backfill(
+                env, target, dag_id, first, last, *options, partition_keys=partition_keys, watch=True
             )
             assert cli.returncode == 0, f"{cli.stderr}\n--- sidecar ---\n{sidecar.log_tail()}"
     finally:
@@ -129,18 +102,7 @@ def test_grpc_backfill_runs_to_success_in_the_real_scheduler(
     airflow_db: AirflowDatabase, tmp_path: Path
 ) -> None:
     log = _backfill_in_the_real_scheduler(
-        airflow_db,
-        tmp_path,
-        *(
-            "--dag-id",
-            DAG_ID,
-            "--from-date",
-            "2025-01-01",
-            "--to-date",
-            "2025-01-05",
-            "--max-active-runs",
-            "2",
-        ),
+        airflow_db, tmp_path, DAG_ID, "2025-01-01", "2025-01-05", "--max-active-runs", "2"
     )
     runs = _query(
         airflow_db,
@@ -179,8 +141,11 @@ def test_partitioned_backfill_runs_to_success_in_the_real_scheduler(
     log = _backfill_in_the_real_scheduler(
         airflow_db,
         tmp_path,
-        *("--dag-id", dag_id, "--from-partition-key", "2025-01-01", "--to-partition-key", "2025-01-04"),
+        dag_id,
+        "2025-01-01",
+        "2025-01-04",
         *("--ordering", "newest-first", "--max-active-runs", "1"),
+        partition_keys=True,
     )
     runs = _query(
         airflow_db,

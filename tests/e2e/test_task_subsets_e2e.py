@@ -10,16 +10,14 @@ later tick, with the recorded selection.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
 from pathlib import Path
 
-import jwt
 import pytest
 
 from tests.resilience.helpers import query, start_serve
-from tests.support.airflow import JWT_SECRET, process_environ
+from tests.support.authz import token
+from tests.support.cli import SIDECAR, create_backfill
 from tests.support.fixtures import AirflowDatabase
 from tests.support.stack import airflow_stack
 
@@ -34,51 +32,15 @@ def test_only_the_selected_tasks_run_and_the_runs_succeed(
 ) -> None:
     # The shim sends an Airflow-style token (role scheduler), as in production; the sidecar
     # itself runs without auth here, as in the resilience tests (auth is tested elsewhere).
-    now = int(time.time())
-    claims = {
-        "sub": "e2e",
-        "role": "scheduler",
-        "aud": "apache-airflow",
-        "iat": now,
-        "nbf": now,
-        "exp": now + 3600,
-    }
-    env = {**airflow_db.env, "SIDECAR_TICK_DEADLINE": "1.0"}
-    env["SIDECAR_TOKEN"] = jwt.encode(claims, JWT_SECRET, algorithm="HS512")
+    env = {**airflow_db.env, "SIDECAR_TICK_DEADLINE": "1.0", "SIDECAR_TOKEN": token("e2e", role="scheduler")}
     sidecar, target = start_serve(airflow_db.asyncpg_url, tmp_path / "logs" / "sidecar.log", env=env)
     env["SIDECAR_TARGET"] = target
     try:
-        with airflow_stack(
-            env, tmp_path / "logs", scheduler_command=[sys.executable, "-m", "sidecar", "scheduler"]
-        ):
-            cli = subprocess.run(
-                [
-                    sys.executable,
-                    "-m",
-                    "sidecar",
-                    "backfill",
-                    "--target",
-                    target,
-                    "create",
-                    "--dag-id",
-                    DAG_ID,
-                    "--from-date",
-                    "2025-01-01",
-                    "--to-date",
-                    "2025-01-04",
-                    "--max-active-runs",
-                    "1",
-                    "--task-regex",
-                    "^second$",
-                    "--watch",
-                    "--output",
-                    "json",
-                ],
-                env=process_environ(env),
-                capture_output=True,
-                text=True,
-                timeout=300,
-            )
+        with airflow_stack(env, tmp_path / "logs", scheduler_command=[*SIDECAR, "scheduler"]):
+            cli = create_backfill(
+                env, target, DAG_ID, "2025-01-01", "2025-01-04", "--max-active-runs", "1",
+                "--task-regex", "^second$", watch=True,
+            )  # fmt: skip
             assert cli.returncode == 0, f"{cli.stderr}\n--- sidecar ---\n{sidecar.log_tail()}"
             # Let the scheduler examine the finished runs again: nothing is re-added or re-run.
             time.sleep(5)

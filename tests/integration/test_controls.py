@@ -160,7 +160,7 @@ async def test_a_user_pause_shows_no_reason_and_a_cancelled_backfill_none(
     assert (await engine.get(view.id)).pause_reason is None
     await engine.set_paused(view.id, False)  # no reason to forgive: the failure still counts
     await engine.tick()
-    assert (await engine.get(view.id)).pause_reason is not None
+    assert (await engine.get(view.id)).pause_reason == "1 failed run reached max_failed_runs 1"
     await engine.cancel(view.id)
     cancelled = await engine.get(view.id)
     assert cancelled.state is State.CANCELLED and cancelled.pause_reason is None

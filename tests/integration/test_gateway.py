@@ -116,6 +116,7 @@ async def test_v1_errors_are_aip193_and_write_nothing(
         assert response.status_code == status, (label, response.text)
         error = response.json()["error"]
         assert error["code"] == status and error["message"], label
+        assert ".." not in error["message"], (label, error["message"])
     bad_field = await http.post("/v1/backfills", json={**good, "dagRunConf": "[1, 2]"})
     assert violations(bad_field.json()) == ["backfill.dag_run_conf"]
 

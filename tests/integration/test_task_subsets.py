@@ -197,7 +197,7 @@ def test_cli_flags_reach_the_server(clean_db: AirflowDatabase, tmp_path: Path) -
         ]
         dry = _cli(*common, "--dry-run", "--task-id", "first", "--task-id", "third", "--include-upstream")
         assert dry.returncode == 0, dry.stderr
-        assert "runs only 3 task(s): first, second, third" in dry.stderr
+        assert "runs only 3 tasks: first, second, third" in dry.stderr
         both = _cli(*common, "--task-regex", "x", "--task-id", "first")
         assert both.returncode == 2 and "not allowed with argument" in both.stderr
         alone = _cli(*common, "--include-downstream")

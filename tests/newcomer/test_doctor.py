@@ -7,6 +7,10 @@ a bad token, a token without the role ``scheduler``) and snapshots what the user
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -16,6 +20,7 @@ from tests.newcomer.snapshots import assert_snapshot, cli, transcript
 from tests.support.airflow import JWT_SECRET
 from tests.support.fixtures import AirflowDatabase
 from tests.support.ports import free_port
+from tests.support.processes import start_sidecar
 
 
 def _token(*roles: str) -> str:
@@ -148,3 +153,83 @@ def test_airflows_generated_secret_is_the_first_thing_to_fix(scheduler_env: dict
     ok = cli("doctor", "--as-scheduler", env={**scheduler_env, "SIDECAR_JWT_SECRET": JWT_SECRET})
     assert ok.returncode == 0, ok.stdout + ok.stderr
     assert "ok    secret" in ok.stdout
+
+
+# --- --wait: retry what may come up, fail at once on a setting --------------------------------
+
+
+def _doctor_waiting(*args: str, env: dict[str, str]) -> subprocess.Popen[str]:
+    """``doctor --wait`` in the background, with no ``SIDECAR_*`` variable inherited, plus ``env``."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith("SIDECAR_")}
+    return subprocess.Popen(
+        [sys.executable, "-m", "sidecar", "doctor", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**base, "COLUMNS": "100", **env},
+    )
+
+
+@pytest.mark.parametrize(
+    ("case", "first"),
+    [("short_secret", "secret"), ("wrong_database_name", "database"), ("bad_token", "token")],
+)
+def test_wait_fails_at_once_on_what_waiting_cannot_fix(
+    scheduler_env: dict[str, str], case: str, first: str
+) -> None:
+    """A setting fails the same way on every try: ``--wait 60`` must not spend its minute on it."""
+    env = dict(scheduler_env)
+    if case == "short_secret":  # beside a sidecar not listening (which waiting could fix)
+        env.update(SIDECAR_JWT_SECRET="lYPNaBSS8gKNYbxXvIPaiQ==", SIDECAR_TARGET=f"127.0.0.1:{free_port()}")
+    elif case == "wrong_database_name":
+        env["SIDECAR_DATABASE_URL"] = "postgresql+asyncpg://postgres@127.0.0.1:5432/no_such_airflow_db"
+    else:
+        env["SIDECAR_TOKEN"] = env["SIDECAR_TOKEN"][:-4] + "AAAA"
+    started = time.monotonic()
+    result = cli("doctor", "--as-scheduler", "--timeout", "3", "--wait", "60", env=env, timeout=90)
+    took = time.monotonic() - started
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert took < 20, f"waited {took:.0f} s on a setting"
+    assert result.stderr.startswith(f"not waiting: waiting cannot fix the {first} check\n"), result.stderr
+    assert result.stderr.splitlines()[-1].startswith(f"first thing to fix: {first}: ")
+
+
+def test_wait_retries_until_the_sidecar_listens(airflow_db: AirflowDatabase, tmp_path: Path) -> None:
+    """The README's step 3: doctor started before ``serve`` answers passes once it does."""
+    target = f"127.0.0.1:{free_port()}"
+    env = {
+        "SIDECAR_DATABASE_URL": airflow_db.asyncpg_url,
+        "SIDECAR_TARGET": target,
+        "SIDECAR_TOKEN": _token(),
+    }
+    doctor = _doctor_waiting("--timeout", "3", "--wait", "90", env=env)
+    try:
+        time.sleep(3)  # doctor finds nothing at the target, and tries again
+        assert doctor.poll() is None, "doctor gave up on a sidecar that was not started yet"
+        sidecar, _ = start_sidecar(
+            airflow_db.asyncpg_url,
+            tmp_path,
+            port=int(target.rpartition(":")[2]),
+            env={"SIDECAR_JWT_SECRET": JWT_SECRET},
+            auth_args=(),
+        )
+        try:
+            out, err = doctor.communicate(timeout=60)
+        finally:
+            sidecar.stop()
+    finally:
+        if doctor.poll() is None:
+            doctor.kill()
+            doctor.communicate()
+    assert doctor.returncode == 0, out + err
+    assert f"ok    sidecar   serving at {target}" in out and "not waiting" not in err
+
+
+def test_wait_retries_a_database_not_up_until_the_time_is_up(scheduler_env: dict[str, str]) -> None:
+    """Nothing listening at the database's port yet is worth waiting for, up to ``--wait``."""
+    env = _with_database(scheduler_env, f"postgresql+asyncpg://postgres@127.0.0.1:{free_port()}/postgres")
+    started = time.monotonic()
+    result = cli("doctor", "--wait", "4", env=env)
+    assert result.returncode == 1 and time.monotonic() - started >= 4
+    assert "not waiting" not in result.stderr
+    assert result.stderr.startswith("first thing to fix: database: nothing accepts database connections")

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -11,7 +9,7 @@ import pytest
 from sidecar._gen.airflow_sidecar.v1 import backfill_pb2 as pb
 from sidecar._gen.airflow_sidecar.v1 import backfill_pb2_grpc
 from tests.resilience.helpers import create_request, query, start_serve
-from tests.support.airflow import process_environ
+from tests.support.cli import sidecar_backfill
 from tests.support.fixtures import AirflowDatabase
 
 pytestmark = [pytest.mark.postgres, pytest.mark.airflow]
@@ -48,25 +46,8 @@ def test_cancel_terminate_running_from_the_cli(module_db: AirflowDatabase, tmp_p
             "UPDATE task_instance SET state = 'running' WHERE run_id = %s AND task_id = 'first'",
             run_id,
         )
-        cli = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "sidecar",
-                "backfill",
-                "--target",
-                target,
-                "cancel",
-                str(backfill.id),
-                "--terminate-running",
-                "--output",
-                "json",
-            ],
-            env=process_environ({}),
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
+        cli = sidecar_backfill(
+            {}, target, "cancel", str(backfill.id), "--terminate-running", "--output", "json", timeout=60
         )
         assert cli.returncode == 0, cli.stderr
     finally:

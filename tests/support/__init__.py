@@ -8,7 +8,8 @@ that importing a light module never pulls in a database driver):
                           (standard library only).
 ``ports``                 ``free_port`` on 127.0.0.1 (standard library only).
 ``airflow``               a self-contained Airflow instance: ``airflow_environ``,
-                          ``process_environ``, ``run_airflow`` (the CLI in a subprocess),
+                          ``process_environ``, ``run_module``, ``run_airflow`` (the CLI in a
+                          subprocess),
                           the installed version, the shared JWT secret; never imports
                           Airflow itself.
 ``postgres``              the test PostgreSQL server (psycopg2): URLs, connections,
@@ -24,6 +25,9 @@ that importing a light module never pulls in a database driver):
                           ``start_sidecar``.
 ``stack``                 ``airflow api-server`` and a scheduler: ``start_api_server``,
                           ``start_scheduler``, ``airflow_stack``.
+``cli``                   the sidecar's CLI in a subprocess: ``sidecar_backfill``
+                          (``backfill --target T ...``), ``create_backfill`` (the common
+                          ``create`` arguments); ``SIDECAR`` (``python -m sidecar``).
 ``tcp_proxy``             a loopback TCP proxy that can cut connections (failure injection).
 ``plugin``                the Airflow plugin's entry point on an api-server's ``PYTHONPATH``
                           (standard library only).
@@ -36,6 +40,6 @@ that importing a light module never pulls in a database driver):
 ========================  ====================================================================
 
 Dependencies point one way: ``waiting``, ``ports`` <- ``airflow`` <- ``processes`` <-
-``stack``; ``postgres`` and ``airflow`` <- ``dags`` <- ``templates`` <- ``fixtures`` (lazily).
+``stack``; ``airflow`` <- ``cli``; ``postgres`` and ``airflow`` <- ``dags`` <- ``templates`` <- ``fixtures`` (lazily).
 Airflow itself always runs in subprocesses (``python -m airflow``), exactly as in production.
 """

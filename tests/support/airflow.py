@@ -157,6 +157,21 @@ def process_environ(env: Mapping[str, str]) -> dict[str, str]:
     return base
 
 
+def run_module(
+    module: str, env: Mapping[str, str], *args: str, timeout: float, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``python -m MODULE ARGS`` of this interpreter, in :func:`process_environ`; never raises on failure."""
+    return subprocess.run(
+        [sys.executable, "-m", module, *args],
+        env=process_environ(env),
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
 def run_airflow(
     env: Mapping[str, str],
     *args: str,
@@ -168,16 +183,7 @@ def run_airflow(
     Raises:
         RuntimeError: the command failed; the message carries the output's tail.
     """
-    command = [sys.executable, "-m", "airflow", *args]
-    result = subprocess.run(
-        command,
-        env=process_environ(env),
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
+    result = run_module("airflow", env, *args, timeout=timeout, cwd=cwd)
     if result.returncode != 0:
         tail = (result.stdout + result.stderr)[-4000:]
         raise RuntimeError(f"{' '.join(args)!r} exited with {result.returncode}:\n{tail}")
