@@ -39,7 +39,7 @@ START = dt.datetime(2020, 1, 1, tzinfo=UTC)
 
 def _heap_fetches(plan: dict[str, Any]) -> int:
     """Rows the index-only scans of an ``EXPLAIN (ANALYZE, FORMAT JSON)`` plan had to read from the table."""
-    return plan.get("Heap Fetches", 0) + sum(_heap_fetches(child) for child in plan.get("Plans", []))
+    return int(plan.get("Heap Fetches", 0)) + sum(_heap_fetches(child) for child in plan.get("Plans", []))
 
 
 def _rows_read(plan: dict[str, Any]) -> int:
@@ -177,7 +177,9 @@ async def _gauge_reads(
     """What the metrics' counts read with ``history`` each of finished, queued and other runs."""
     sql.execute("DELETE FROM task_instance; DELETE FROM backfill_dag_run; DELETE FROM dag_run")
     sql.execute("DELETE FROM airflow_sidecar.sidecar_backfill; DELETE FROM backfill")
-    spec = BackfillSpec(dag_id=ONE_TASK, from_date=START, to_date=START + dt.timedelta(days=29), mode=Mode.EAGER)
+    spec = BackfillSpec(
+        dag_id=ONE_TASK, from_date=START, to_date=START + dt.timedelta(days=29), mode=Mode.EAGER
+    )
     view = await engine.create(spec)
     assert not isinstance(view, DryRun)
     _arrange(sql, view.id, history)
