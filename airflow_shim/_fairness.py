@@ -24,7 +24,7 @@ from airflow.models.dag import DagModel
 from airflow.models.dagrun import DagRun
 from airflow.utils.sqlalchemy import with_row_locks
 from airflow.utils.state import DagRunState
-from sqlalchemy import column, false, func, inspect, or_, select, table, text
+from sqlalchemy import and_, column, false, func, inspect, or_, select, table, text
 
 from sidecar.names import SIDECAR_SCHEMA
 
@@ -62,6 +62,16 @@ def _ranked(state: DagRunState, seen: Collection[int], *columns: Any) -> Select[
 
     ``turn`` numbers a backfill's runs in plan order; ``columns`` are added to the select.
     Only runs of unpaused backfills of unpaused, live DAGs whose ``run_after`` has come.
+
+    Cost: every run in ``state`` is read and numbered. For ``running`` that is what is in
+    flight (Airflow's partial index ``idx_dag_run_running_dags``, then one probe of
+    ``backfill_dag_run``'s unique index per run). For ``queued`` it is the whole backlog of
+    queued backfill runs: plan order (``sort_ordinal``) is a column of ``backfill_dag_run``
+    and the state one of ``dag_run``, so no index walks one backfill's queued runs in plan
+    order and stops after the first few; a top-k per backfill would read them all the same.
+    Hence :func:`backfill_runs_left_out` is only asked about queued runs when Airflow's
+    window filled with regular runs, and :func:`prioritized_backfill_runs` only while an open
+    backfill has a priority or a DAG cap (``SidecarSchedulerJobRunner._fair_queued_runs``).
     """
     ranked = (
         select(
@@ -72,7 +82,13 @@ def _ranked(state: DagRunState, seen: Collection[int], *columns: Any) -> Select[
             DagRun.backfill_id.label("backfill_id"),
             *columns,
         )
-        .join(BackfillDagRun, BackfillDagRun.dag_run_id == DagRun.id)
+        # Both columns, as Airflow's own queued-run query joins them: a run a later backfill
+        # reprocessed is still linked from the earlier backfill's row, and on ``dag_run_id``
+        # alone the unique index (backfill_id, dag_run_id) is read whole for every run.
+        .join(
+            BackfillDagRun,
+            and_(BackfillDagRun.backfill_id == DagRun.backfill_id, BackfillDagRun.dag_run_id == DagRun.id),
+        )
         .join(Backfill, Backfill.id == DagRun.backfill_id)
         .join(DagModel, DagModel.dag_id == DagRun.dag_id)
         .where(

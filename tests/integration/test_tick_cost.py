@@ -6,6 +6,7 @@ of the whole table). Measured as rows the executor actually read (``EXPLAIN (ANA
 each statement a tick sends), never as wall time: a backfill with 4,000 finished runs, 4,000
 queued runs of its own and 4,000 queued runs of another DAG must cost a tick what it costs
 with 200 of each; so must a windowed backfill's question whether its window has room.
+The metrics' queued-runs gauge reads the queued runs it counts, from the index alone.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from sqlalchemy import event
 from sidecar.engine import BackfillEngine, BackfillSpec, Controls, DryRun, Mode
 from sidecar.store import (
     Database,
+    backfill_stats,
     count_failed_runs,
     count_unfinished_runs,
     has_unfinished_runs,
@@ -33,6 +35,11 @@ UTC = dt.UTC
 ONE_TASK = "sidecar_it_params"  # @daily, one task
 OTHER = "sidecar_it_interval"
 START = dt.datetime(2020, 1, 1, tzinfo=UTC)
+
+
+def _heap_fetches(plan: dict[str, Any]) -> int:
+    """Rows the index-only scans of an ``EXPLAIN (ANALYZE, FORMAT JSON)`` plan had to read from the table."""
+    return int(plan.get("Heap Fetches", 0)) + sum(_heap_fetches(child) for child in plan.get("Plans", []))
 
 
 def _rows_read(plan: dict[str, Any]) -> int:
@@ -62,9 +69,9 @@ class _Statements:
         if statement.lstrip().upper().startswith(("SELECT", "SET")):
             self.sent.append((statement, parameters))
 
-    async def rows_read(self) -> int:
-        """Rows the SELECTs read, replayed in order (planner settings too) in one transaction."""
-        total = 0
+    async def plans(self) -> list[dict[str, Any]]:
+        """The SELECTs' executed plans, replayed in order (planner settings too) in one transaction."""
+        plans: list[dict[str, Any]] = []
         async with self._database.engine.connect() as conn:
             raw = (await conn.get_raw_connection()).driver_connection
             assert raw is not None
@@ -77,10 +84,17 @@ class _Statements:
                 explained = await raw.fetchval(
                     f"EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) {statement}", *(parameters or ())
                 )
-                plans = explained if isinstance(explained, list) else json.loads(explained)
-                total += _rows_read(plans[0]["Plan"])
+                plans.append((explained if isinstance(explained, list) else json.loads(explained))[0]["Plan"])
             await transaction.rollback()
-        return total
+        return plans
+
+    async def rows_read(self) -> int:
+        """Rows the SELECTs read."""
+        return sum(_rows_read(plan) for plan in await self.plans())
+
+    async def heap_fetches(self) -> int:
+        """Rows the SELECTs' index-only scans read from the table after all."""
+        return sum(_heap_fetches(plan) for plan in await self.plans())
 
 
 def _arrange(sql: psycopg2.extensions.cursor, backfill_id: int, history: int) -> None:
@@ -155,3 +169,32 @@ async def test_a_tick_reads_what_is_in_flight_not_the_history(
     large = await _tick_reads(engine, database, sql, 4_000)
     assert large <= small + 20, (small, large)
     assert large < 200, large
+
+
+async def _gauge_reads(
+    engine: BackfillEngine, database: Database, sql: psycopg2.extensions.cursor, history: int
+) -> tuple[int, int]:
+    """What the metrics' counts read with ``history`` each of finished, queued and other runs."""
+    sql.execute("DELETE FROM task_instance; DELETE FROM backfill_dag_run; DELETE FROM dag_run")
+    sql.execute("DELETE FROM airflow_sidecar.sidecar_backfill; DELETE FROM backfill")
+    spec = BackfillSpec(
+        dag_id=ONE_TASK, from_date=START, to_date=START + dt.timedelta(days=29), mode=Mode.EAGER
+    )
+    view = await engine.create(spec)
+    assert not isinstance(view, DryRun)
+    _arrange(sql, view.id, history)
+    with _Statements(database) as statements:
+        async with database.engine.connect() as conn:
+            _, depths = await backfill_stats(conn)
+    assert depths == [(view.id, ONE_TASK, history + 1)]
+    return await statements.rows_read(), await statements.heap_fetches()
+
+
+async def test_the_queued_runs_gauge_reads_the_queued_runs_it_counts_from_the_index(
+    engine: BackfillEngine, database: Database, sql: psycopg2.extensions.cursor
+) -> None:
+    small, small_heap = await _gauge_reads(engine, database, sql, 200)
+    large, large_heap = await _gauge_reads(engine, database, sql, 4_000)
+    # The 3,800 more queued runs it counts, not the finished ones nor another DAG's queued runs.
+    assert large - small == 3_800, (small, large)
+    assert small_heap == large_heap == 0
