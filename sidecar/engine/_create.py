@@ -18,7 +18,9 @@ from sidecar.catalog import DagTemplate
 from sidecar.engine._config import Parts
 from sidecar.engine._counting import BackgroundCounter, size_before_create
 from sidecar.engine._dry_run import dry_run
+from sidecar.engine._lanes import write_in_lanes
 from sidecar.engine._materialize import (
+    ANALYZE_FIRST,
     MaterializeResult,
     count_batch,
     materialize,
@@ -133,15 +135,26 @@ async def create(
         return await settled(parts, previous)
     backfill_id, first = created
     if first is not None and not first.exhausted:
+        made = first.runs_created
+        if wanted is None:  # eager: two batches in flight while they can be
+            made += await write_in_lanes(
+                parts.tx,
+                parts.catalog,
+                parts.lanes,
+                backfill_id,
+                batch_size=parts.config.batch_size,
+                now=now,
+                made_before=made,
+            )
         await materialize(
             parts.tx,
             parts.catalog,
             backfill_id,
-            runs_wanted=None if wanted is None else wanted - first.runs_created,
+            runs_wanted=None if wanted is None else wanted - made,
             batch_size=parts.config.batch_size,
             now=now,
             wait=wanted is None,  # eager: answer once every run is committed, whoever wrote it
-            made_before=first.runs_created,
+            made_before=made,
         )
     view = await get(parts, backfill_id, _CREATOR)
     if planned is None:  # started once the answer is read: its first read never delays the create's
@@ -236,11 +249,17 @@ async def settled(parts: Parts, previous: BackfillView) -> BackfillView:
 def first_batch_size(parts: Parts, wanted: int | None) -> int:
     """How many runs the create's own transaction writes (the rest follow batch by batch).
 
-    A whole batch: its runs' statistics are refreshed inside it when they matter to its
-    foreign-key checks (``materialize_batch``), so it need not stop short of an ANALYZE.
+    A whole batch (its runs' statistics are refreshed inside it when they matter to its
+    foreign-key checks, ``materialize_batch``, so it need not stop short of an ANALYZE),
+    except before an eager create's write lanes (PostgreSQL): nothing else writes while
+    it does, so it is short (:data:`ANALYZE_FIRST` runs) and the lanes start sooner.
     """
     size = parts.config.batch_size
-    return size if wanted is None else max(0, min(size, wanted))
+    if wanted is not None:
+        return max(0, min(size, wanted))
+    if parts.config.lane_creates > 0 and parts.tx.db.dialect == "postgresql":
+        return min(size, ANALYZE_FIRST)
+    return size
 
 
 async def by_request_id(

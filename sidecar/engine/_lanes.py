@@ -1,0 +1,279 @@
+"""An eager create's batches in two lanes: two batch transactions in flight, on two connections.
+
+Writing a batch is bound by one PostgreSQL backend (the task instances' ``COPY``, their
+indexes and foreign-key checks: docs/adr/0008-eager-write-path.md), so one batch after
+another leaves the database's other cores idle while Python waits. In lanes, the next
+batch is written while the one before it commits: two backends work at once.
+
+Each lane's batch is written ahead of its turn. It knows its slots in advance (a plan is
+fixed when the backfill is created: the slots after those of the batch in front of it),
+so it writes their rows first, then claims the backfill (waiting for the batch in front
+of it to commit) and checks that the cursor is exactly where that batch left it. Only
+then does it advance the cursor and commit: its rows and the cursor still commit
+together, so a crash loses and duplicates nothing (ADR 1). Anything else (the batch in
+front failed or was rolled back, a cancel, a writer that is not a lane) rolls it back
+whole, and the lanes stop; :func:`~sidecar.engine._materialize.materialize`'s batches,
+one at a time, carry on from what committed.
+
+While lanes write, they hold the backfill's writers' lock shared
+(:func:`~sidecar.store.lock_writers`): the tick skips the backfill rather than write the
+slots a lane is writing, and a writer that waits queues behind the lanes' batches in flight.
+A cancel or a pause takes only the claim's row lock, which lanes hold only from their
+claim to their commit: it is never held up by more than a batch.
+
+Only PostgreSQL (SQLite has one writer), only a create's own eager writing (a retried
+create and the tick write one batch at a time), and at most ``LaneBudget.spare`` creates
+at once (each holds one more pooled connection for its duration).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import itertools
+import logging
+import time
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from sidecar.engine._materialize import (
+    ANALYZE_GROWTH,
+    MaterializeResult,
+    TableStatistics,
+    count_batch,
+    load_pinned,
+    log_batch,
+    plan_of,
+    run_context,
+    runs_per_batch,
+)
+from sidecar.engine._plans import cursor_of, run_of
+from sidecar.planning import PlannedRun
+from sidecar.store import (
+    BatchResult,
+    DagCatalog,
+    Phase,
+    PlanRecord,
+    RunContext,
+    Transactions,
+    advance_cursor,
+    claim_batch,
+    latest_log_template_id,
+    lock_writers,
+    plan_record,
+    write_batch,
+)
+
+log = logging.getLogger(__name__)
+
+#: Batch transactions in flight at once.
+LANES = 2
+
+
+class LaneBudget:
+    """How many creates may write in lanes at once (each holds one more pooled connection)."""
+
+    def __init__(self, spare: int = 2) -> None:
+        self.spare = spare
+
+    def take(self) -> bool:
+        """Take a place if one is free (never waits)."""
+        if self.spare <= 0:
+            return False
+        self.spare -= 1
+        return True
+
+    def give_back(self) -> None:
+        """Return a place taken with :meth:`take`."""
+        self.spare += 1
+
+
+class _Overtaken(Exception):
+    """The backfill is not where a lane's batch expected it: the batch is rolled back."""
+
+
+@dataclass(frozen=True)
+class _Batch:
+    """One lane's batch: its slots, and the cursor the batch in front of it leaves."""
+
+    runs: list[PlannedRun]
+    after: dict[str, Any] | None
+    exhausted: bool
+
+
+def _same_slot(a: dict[str, Any] | None, b: dict[str, Any] | None) -> bool:
+    if a is None or b is None:
+        return a is b
+    return bool(a["sort_ordinal"] == b["sort_ordinal"] and a["run_id"] == b["run_id"])
+
+
+async def write_in_lanes(
+    tx: Transactions,
+    catalog: DagCatalog,
+    budget: LaneBudget,
+    backfill_id: int,
+    *,
+    batch_size: int,
+    now: dt.datetime,
+    made_before: int,
+) -> int:
+    """Write a materialising backfill's remaining slots in lanes; the runs made.
+
+    Returns early (with what was made) at the first batch that cannot commit as planned,
+    and at once where lanes do not apply: the caller then writes the rest batch by batch.
+    """
+    if tx.db.dialect != "postgresql" or not tx.counted or not budget.take():
+        return 0
+    try:
+        return await _write(tx, catalog, backfill_id, batch_size=batch_size, now=now, made_before=made_before)
+    finally:
+        budget.give_back()
+
+
+async def _write(
+    tx: Transactions,
+    catalog: DagCatalog,
+    backfill_id: int,
+    *,
+    batch_size: int,
+    now: dt.datetime,
+    made_before: int,
+) -> int:
+    async def setup(conn: AsyncConnection) -> tuple[PlanRecord, RunContext, int] | None:
+        record = await plan_record(conn, backfill_id)
+        if record is None or record.phase is not Phase.MATERIALIZING:
+            return None
+        loaded = await load_pinned(conn, catalog, record)
+        if loaded is None:
+            return None
+        ctx = run_context(record, loaded, await latest_log_template_id(conn))
+        return record, ctx, runs_per_batch(loaded, batch_size)
+
+    ready = await tx.read(setup)
+    if ready is None:
+        return 0
+    record, ctx, max_runs = ready
+    log.debug("backfill %s: writing in %s lanes", backfill_id, LANES)
+    batches = _batches(record, max_runs)
+    statistics = await TableStatistics.start(tx, None)
+    in_flight: deque[asyncio.Task[MaterializeResult | None]] = deque()
+    analysing: asyncio.Task[None] | None = None
+    made = 0
+    try:
+        while True:
+            while len(in_flight) < LANES and (batch := next(batches, None)) is not None:
+                front = in_flight[-1] if in_flight else None
+                in_flight.append(
+                    asyncio.create_task(_write_batch(tx, catalog, record, ctx, batch, front, now))
+                )
+            if analysing is None and statistics.reached(made_before + made):
+                # On a connection of its own, while the batches in flight write.
+                analysing = asyncio.create_task(statistics.after(tx, made_before + made))
+            if not in_flight:
+                return made
+            result = await in_flight.popleft()
+            if result is None or result.exhausted:
+                return made + (result.runs_created if result else 0)
+            made += result.runs_created
+    finally:
+        # A batch behind one that stopped finds the cursor elsewhere and rolls back: let
+        # it (cancelling it mid-statement would cost its connection).
+        waited = [*in_flight, *([analysing] if analysing else [])]
+        for outcome in await asyncio.gather(*waited, return_exceptions=True):
+            if isinstance(outcome, Exception):
+                log.warning("backfill %s: analysing its tables failed: %s", backfill_id, outcome)
+
+
+def lane_batch_size(remaining: int | None, max_runs: int) -> int:
+    """The runs of a lane's batch: at most ``max_runs``, and the ``remaining`` slots (None:
+    not counted yet) shared out in a multiple of :data:`LANES` batches of one size, so that
+    no batch is left to write alone at the end (1,000 runs: two of 500, not one of 1,000)."""
+    if remaining is None or remaining <= 0:
+        return max_runs
+    batches = -(-remaining // max_runs)
+    batches += -batches % LANES
+    return max(1, -(-remaining // batches))
+
+
+def _batches(record: PlanRecord, max_runs: int) -> Iterator[_Batch]:
+    """The backfill's remaining slots in lane batches, each with the cursor before it."""
+    slots = plan_of(record).runs(after=run_of(record.cursor))
+    remaining = None if record.planned_count is None else record.planned_count - record.written_count
+    size = lane_batch_size(remaining, max_runs)
+    after = record.cursor
+    while True:
+        runs = list(itertools.islice(slots, size))
+        if not runs:
+            return
+        exhausted = len(runs) < size
+        yield _Batch(runs, after, exhausted)
+        if exhausted:
+            return
+        after = cursor_of(runs[-1])
+
+
+async def _write_batch(
+    tx: Transactions,
+    catalog: DagCatalog,
+    record: PlanRecord,
+    ctx: RunContext,
+    batch: _Batch,
+    front: asyncio.Task[MaterializeResult | None] | None,
+    now: dt.datetime,
+) -> MaterializeResult | None:
+    """Write one lane's batch and commit it in its turn; None (rolled back) if it cannot be.
+
+    ``front``: the batch in front of it in this process (None: the first), whose commit it
+    waits for before its claim; the claim's check of the cursor covers every other writer.
+    """
+
+    async def work(conn: AsyncConnection) -> BatchResult:
+        await lock_writers(conn, record.backfill_id, shared=True, wait=True)
+        result = await write_batch(
+            conn,
+            ctx,
+            batch.runs,
+            reprocess_behavior=record.reprocess_behavior,
+            conf_given=record.dag_run_conf_given,
+            now=now,
+            catalog=catalog,
+            statistics_growth=ANALYZE_GROWTH,
+        )
+        if front is not None:
+            await asyncio.wait({front})  # not cancelled with this one
+            if front.cancelled() or front.result() is None:
+                raise _Overtaken
+        claimed = await claim_batch(conn, record.backfill_id, wait=True)
+        if claimed is None or not _same_slot(claimed.cursor, batch.after):
+            raise _Overtaken
+        await advance_cursor(
+            conn,
+            claimed,
+            written=len(batch.runs),
+            skipped=result.skipped,
+            cursor=cursor_of(batch.runs[-1]),
+            exhausted=batch.exhausted,
+            now=now,
+        )
+        return result
+
+    started = time.perf_counter()
+    try:
+        written = await tx.write(work)
+    except _Overtaken:
+        return None
+    except Exception:  # the batches that follow, one at a time, meet it again and report it
+        log.info(
+            "backfill %s: a lane's batch failed; writing on one batch at a time",
+            record.backfill_id,
+            exc_info=True,
+        )
+        return None
+    result = MaterializeResult(written.created + written.reprocessed, len(batch.runs), batch.exhausted)
+    count_batch(result, started)
+    log_batch(record.backfill_id, batch.runs, written)
+    return result
