@@ -10,6 +10,9 @@ one transaction, no sidecar code:
   ``dag_run`` is analysed between its rows and the task instances' when its statistics
   count fewer than a quarter of the new runs (as the sidecar's batches do), else the
   task instances' foreign-key checks walk the DAG's runs (quadratic on an empty database).
+- ``parallel COPY``: the same loader on two connections at once, each writing half of the
+  range in its own transaction (from one Python process, as the sidecar's two write lanes
+  are): two PostgreSQL backends at work.
 
 The sidecar runs ``BackfillEngine.create`` in eager mode (batches of ``--batch-sizes``
 runs, each batch and its cursor in one transaction). Each case runs on an empty database
@@ -108,18 +111,72 @@ async def _server_side(
         await conn.close()
 
 
-async def _client_copy(
-    url: str, dag_id: str, start: dt.datetime, end: dt.datetime, step: dt.timedelta, tasks: int
-) -> float:
+#: The task-instance columns the client loaders write.
+_TI_COLUMNS = [
+    "id",
+    "task_id",
+    "dag_id",
+    "run_id",
+    "map_index",
+    "try_number",
+    "max_tries",
+    "hostname",
+    "unixname",
+    "pool",
+    "pool_slots",
+    "queue",
+    "priority_weight",
+    "operator",
+    "custom_operator_name",
+    "executor_config",
+    "updated_at",
+    "context_carrier",
+    "span_status",
+    "task_display_name",
+    "dag_version_id",
+]
+
+
+async def _loader_connection(url: str) -> asyncpg.Connection:
     conn = await asyncpg.connect(url.replace("postgresql+asyncpg://", "postgresql://"))
+    await conn.set_type_codec(
+        "jsonb",
+        encoder=lambda text: b"\x01" + text.encode(),
+        decoder=lambda data: json.loads(data[1:]),
+        schema="pg_catalog",
+        format="binary",
+    )
+    return conn
+
+
+async def _copy_in_parallel(conns: list[asyncpg.Connection], tis: list[tuple[object, ...]]) -> None:
+    """The task instances, split by run into one transaction per connection, all at once."""
+    share = -(-len(tis) // len(conns))
+
+    async def one(conn: asyncpg.Connection, rows: list[tuple[object, ...]]) -> None:
+        async with conn.transaction():
+            await conn.copy_records_to_table("task_instance", records=rows, columns=_TI_COLUMNS)
+
+    await asyncio.gather(*(one(c, tis[i * share : (i + 1) * share]) for i, c in enumerate(conns)))
+
+
+async def _client_copy(
+    url: str,
+    dag_id: str,
+    start: dt.datetime,
+    end: dt.datetime,
+    step: dt.timedelta,
+    tasks: int,
+    connections: int = 1,
+) -> float:
+    """The client ``COPY`` ceiling; with ``connections`` > 1 the parallel one.
+
+    In parallel, the runs and ``backfill_dag_run`` commit first (one transaction), then the
+    task instances go in ``connections`` transactions at once, split by run.
+    """
+    conn = await _loader_connection(url)
+    more = [await _loader_connection(url) for _ in range(connections - 1)]
     try:
-        await conn.set_type_codec(
-            "jsonb",
-            encoder=lambda text: b"\x01" + text.encode(),
-            decoder=lambda data: json.loads(data[1:]),
-            schema="pg_catalog",
-            format="binary",
-        )
         version = await _version_id(conn, dag_id)
         started = time.perf_counter()
         async with conn.transaction():
@@ -235,41 +292,19 @@ async def _client_copy(
             counted = await conn.fetchval("SELECT reltuples FROM pg_class WHERE oid = 'dag_run'::regclass")
             if count > 4 * max(0, counted):
                 await conn.execute("ANALYZE dag_run")
-            await conn.copy_records_to_table(
-                "task_instance",
-                records=tis,
-                columns=[
-                    "id",
-                    "task_id",
-                    "dag_id",
-                    "run_id",
-                    "map_index",
-                    "try_number",
-                    "max_tries",
-                    "hostname",
-                    "unixname",
-                    "pool",
-                    "pool_slots",
-                    "queue",
-                    "priority_weight",
-                    "operator",
-                    "custom_operator_name",
-                    "executor_config",
-                    "updated_at",
-                    "context_carrier",
-                    "span_status",
-                    "task_display_name",
-                    "dag_version_id",
-                ],
-            )
+            if not more:
+                await conn.copy_records_to_table("task_instance", records=tis, columns=_TI_COLUMNS)
             await conn.copy_records_to_table(
                 "backfill_dag_run",
                 records=bdrs,
                 columns=["backfill_id", "dag_run_id", "logical_date", "sort_ordinal"],
             )
+        if more:
+            await _copy_in_parallel([conn, *more], tis)
         return time.perf_counter() - started
     finally:
-        await conn.close()
+        for c in (conn, *more):
+            await c.close()
 
 
 Measure = Callable[[str], float]
@@ -281,6 +316,10 @@ def _server_side_sync(span: tuple[str, dt.datetime, dt.datetime, dt.timedelta, i
 
 def _client_copy_sync(span: tuple[str, dt.datetime, dt.datetime, dt.timedelta, int], url: str) -> float:
     return asyncio.run(_client_copy(url, *span))
+
+
+def _parallel_copy_sync(span: tuple[str, dt.datetime, dt.datetime, dt.timedelta, int], url: str) -> float:
+    return asyncio.run(_client_copy(url, *span, connections=2))
 
 
 def _sidecar(dag_id: str, start: dt.datetime, end: dt.datetime, runs: int, batch: int, url: str) -> float:
@@ -378,6 +417,7 @@ def main() -> None:
                 variants: dict[str, Measure] = {
                     "ceiling: server INSERT..SELECT": partial(_server_side_sync, span),
                     "ceiling: client COPY": partial(_client_copy_sync, span),
+                    "ceiling: parallel COPY (2 connections)": partial(_parallel_copy_sync, span),
                 }
                 for batch in _ints(args.batch_sizes):
                     variants[f"sidecar eager, batch {batch}"] = partial(
