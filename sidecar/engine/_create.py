@@ -22,6 +22,7 @@ from sidecar.engine._lanes import write_in_lanes
 from sidecar.engine._materialize import (
     ANALYZE_FIRST,
     MaterializeResult,
+    TableStatistics,
     count_batch,
     materialize,
     materialize_batch,
@@ -136,6 +137,7 @@ async def create(
     backfill_id, first = created
     if first is not None and not first.exhausted:
         made = first.runs_created
+        statistics = await TableStatistics.start(parts.tx, None if wanted is None else wanted - made)
         if wanted is None:  # eager: two batches in flight while they can be
             made += await write_in_lanes(
                 parts.tx,
@@ -145,6 +147,7 @@ async def create(
                 batch_size=parts.config.batch_size,
                 now=now,
                 made_before=made,
+                statistics=statistics,
             )
         await materialize(
             parts.tx,
@@ -155,6 +158,7 @@ async def create(
             now=now,
             wait=wanted is None,  # eager: answer once every run is committed, whoever wrote it
             made_before=made,
+            statistics=statistics,
         )
     view = await get(parts, backfill_id, _CREATOR)
     if planned is None:  # started once the answer is read: its first read never delays the create's

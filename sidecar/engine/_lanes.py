@@ -120,8 +120,11 @@ async def write_in_lanes(
     batch_size: int,
     now: dt.datetime,
     made_before: int,
+    statistics: TableStatistics,
 ) -> int:
     """Write a materialising backfill's remaining slots in lanes; the runs made.
+
+    ``statistics``: when to analyse the tables it grows (shared with the batches after it).
 
     Returns early (with what was made) at the first batch that cannot commit as planned,
     and at once where lanes do not apply: the caller then writes the rest batch by batch.
@@ -129,7 +132,15 @@ async def write_in_lanes(
     if tx.db.dialect != "postgresql" or not tx.counted or not budget.take():
         return 0
     try:
-        return await _write(tx, catalog, backfill_id, batch_size=batch_size, now=now, made_before=made_before)
+        return await _write(
+            tx,
+            catalog,
+            backfill_id,
+            batch_size=batch_size,
+            now=now,
+            made_before=made_before,
+            statistics=statistics,
+        )
     finally:
         budget.give_back()
 
@@ -142,6 +153,7 @@ async def _write(
     batch_size: int,
     now: dt.datetime,
     made_before: int,
+    statistics: TableStatistics,
 ) -> int:
     async def setup(conn: AsyncConnection) -> tuple[PlanRecord, RunContext, int] | None:
         record = await plan_record(conn, backfill_id)
@@ -159,7 +171,6 @@ async def _write(
     record, ctx, max_runs = ready
     log.debug("backfill %s: writing in %s lanes", backfill_id, LANES)
     batches = _batches(record, max_runs)
-    statistics = await TableStatistics.start(tx, None)
     in_flight: deque[asyncio.Task[MaterializeResult | None]] = deque()
     analysing: asyncio.Task[None] | None = None
     made = 0

@@ -209,6 +209,7 @@ async def materialize(
     unpaused: bool = False,
     wait: bool = False,
     made_before: int = 0,
+    statistics: TableStatistics | None = None,
 ) -> int:
     """Write batches until ``runs_wanted`` runs were made (None: the whole plan) or the plan ends.
 
@@ -218,11 +219,13 @@ async def materialize(
     holds (the tick, a replica, the first call) is waited for rather than skipped, and
     writing goes on after it: it returns only once the backfill is no longer
     materialising, every run of its plan committed, whoever wrote them. ``made_before``:
-    the runs the create's own first batch made. Returns the number of runs made or
+    the runs the create's own first batch made. ``statistics``: when to analyse, if the
+    caller (an eager create's lanes) already decided. Returns the number of runs made or
     reprocessed by this call.
     """
     made = 0
-    statistics = await TableStatistics.start(tx, runs_wanted)
+    if statistics is None:
+        statistics = await TableStatistics.start(tx, runs_wanted)
     while runs_wanted is None or made < runs_wanted:
         want = batch_size if runs_wanted is None else min(batch_size, runs_wanted - made)
         started = time.perf_counter()
