@@ -22,8 +22,10 @@ A cancel or a pause takes only the claim's row lock, which lanes hold only from 
 claim to their commit: it is never held up by more than a batch.
 
 Only PostgreSQL (SQLite has one writer), only a create's own eager writing (a retried
-create and the tick write one batch at a time), and at most ``LaneBudget.spare`` creates
-at once (each holds one more pooled connection for its duration).
+create and the tick write one batch at a time) of new runs (reprocess behaviour ``none``),
+and at most ``LaneBudget.spare`` creates at once (each holds up to two more pooled
+connections: the second lane, and the analysis of the tables it grows). Each lane's
+transaction waits at most 10 s for a lock, then hands over to single batches.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from sidecar.engine._materialize import (
@@ -67,11 +70,15 @@ from sidecar.store import (
     plan_record,
     write_batch,
 )
+from sidecar.vocabulary import ReprocessBehavior
 
 log = logging.getLogger(__name__)
 
 #: Batch transactions in flight at once.
 LANES = 2
+
+#: The longest a lane's batch waits for a lock (a backstop: then single batches go on).
+_LOCK_TIMEOUT = sa.text("SET LOCAL lock_timeout = '10s'")
 
 
 class LaneBudget:
@@ -111,10 +118,20 @@ def _same_slot(a: dict[str, Any] | None, b: dict[str, Any] | None) -> bool:
     return bool(a["sort_ordinal"] == b["sort_ordinal"] and a["run_id"] == b["run_id"])
 
 
+def lanes_apply(tx: Transactions, reprocess_behavior: ReprocessBehavior) -> bool:
+    """Whether an eager create may write in lanes (before it takes a place of the budget).
+
+    PostgreSQL only; never in a rehearsal; and only when no existing run is changed
+    (reprocess behaviour ``none``): a lane that cleared an existing run would hold its
+    locks while it waits for the batch in front of it, which Airflow's own clear of the
+    same runs could then wait for in a cycle no database sees.
+    """
+    return tx.db.dialect == "postgresql" and tx.counted and reprocess_behavior is ReprocessBehavior.NONE
+
+
 async def write_in_lanes(
     tx: Transactions,
     catalog: DagCatalog,
-    budget: LaneBudget,
     backfill_id: int,
     *,
     batch_size: int,
@@ -126,35 +143,11 @@ async def write_in_lanes(
 
     ``statistics``: when to analyse the tables it grows (shared with the batches after it).
 
-    Returns early (with what was made) at the first batch that cannot commit as planned,
-    and at once where lanes do not apply: the caller then writes the rest batch by batch.
+    The caller holds a place of its :class:`LaneBudget` and checked :func:`lanes_apply`.
+    Returns early (with what was made) at the first batch that cannot commit as planned:
+    the caller then writes the rest batch by batch.
     """
-    if tx.db.dialect != "postgresql" or not tx.counted or not budget.take():
-        return 0
-    try:
-        return await _write(
-            tx,
-            catalog,
-            backfill_id,
-            batch_size=batch_size,
-            now=now,
-            made_before=made_before,
-            statistics=statistics,
-        )
-    finally:
-        budget.give_back()
 
-
-async def _write(
-    tx: Transactions,
-    catalog: DagCatalog,
-    backfill_id: int,
-    *,
-    batch_size: int,
-    now: dt.datetime,
-    made_before: int,
-    statistics: TableStatistics,
-) -> int:
     async def setup(conn: AsyncConnection) -> tuple[PlanRecord, RunContext, int] | None:
         record = await plan_record(conn, backfill_id)
         if record is None or record.phase is not Phase.MATERIALIZING:
@@ -186,15 +179,18 @@ async def _write(
                 analysing = asyncio.create_task(statistics.after(tx, made_before + made))
             if not in_flight:
                 return made
-            result = await in_flight.popleft()
+            # Waited for, not awaited: cancelling this call must not cancel it mid-statement.
+            await asyncio.wait({in_flight[0]})
+            result = in_flight.popleft().result()
             if result is None or result.exhausted:
                 return made + (result.runs_created if result else 0)
             made += result.runs_created
     finally:
         # A batch behind one that stopped finds the cursor elsewhere and rolls back: let
         # it (cancelling it mid-statement would cost its connection).
-        waited = [*in_flight, *([analysing] if analysing else [])]
-        for outcome in await asyncio.gather(*waited, return_exceptions=True):
+        await asyncio.gather(*in_flight, return_exceptions=True)
+        if analysing is not None:
+            (outcome,) = await asyncio.gather(analysing, return_exceptions=True)
             if isinstance(outcome, Exception):
                 log.warning("backfill %s: analysing its tables failed: %s", backfill_id, outcome)
 
@@ -243,7 +239,13 @@ async def _write_batch(
     """
 
     async def work(conn: AsyncConnection) -> BatchResult:
-        await lock_writers(conn, record.backfill_id, shared=True, wait=True)
+        # Waits in this transaction are bounded: a lane waits in Python for the batch in
+        # front of it, so a wait that crossed that one could be a cycle no database sees.
+        await conn.execute(_LOCK_TIMEOUT)
+        # Never queued behind a writer waiting for the lock: it would wait for this lane's
+        # batch behind, which waits for this one.
+        if not await lock_writers(conn, record.backfill_id, shared=True, wait=False):
+            raise _Overtaken
         result = await write_batch(
             conn,
             ctx,

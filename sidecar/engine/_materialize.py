@@ -6,7 +6,8 @@ next slots of the plan and advances the cursor in the same transaction: a crash 
 point loses nothing and duplicates nothing, and a batch that fails on a transient
 database error is retried as a whole. Airflow's ``backfill`` row is only referenced (an
 FK key-share lock) for the length of one batch, so the scheduler, which skips a
-backfill whose row is locked, is held up for milliseconds.
+backfill whose row is locked, is held up for milliseconds (an eager create's lanes,
+``sidecar.engine._lanes``, hold it from their first batch to their last).
 """
 
 from __future__ import annotations

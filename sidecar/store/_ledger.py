@@ -63,7 +63,7 @@ _WRITERS_KEY = 0x51DEBA7C
 async def lock_writers(conn: AsyncConnection, backfill_id: int, *, shared: bool, wait: bool) -> bool:
     """Take the backfill's writers' lock for the caller's transaction; False if ``wait`` is off and it is held.
 
-    An eager create writes its batches in two lanes (``sidecar.engine._materialize``): each
+    An eager create writes its batches in two lanes (``sidecar.engine._lanes``): each
     lane's batch writes its rows first and claims the backfill last, so it holds this lock
     *shared* from its first row to its commit. Every other batch (the tick, a replica, a
     retried create) takes it *exclusive* before its claim: the tick skips a backfill whose

@@ -20,6 +20,7 @@ from sidecar.engine._lanes import _Batch, _write_batch
 from sidecar.engine._materialize import load_pinned, materialize_batch, plan_of, run_context
 from sidecar.engine._plans import cursor_of
 from sidecar.store import Database, connect, latest_log_template_id, lock_writers, plan_record
+from sidecar.vocabulary import ReprocessBehavior
 from tests.resilience.test_engine_faults import ONE_TASK, THREE, _check_intact, _insert_only, _spec
 from tests.support.fixtures import AirflowDatabase
 
@@ -236,3 +237,58 @@ async def test_lanes_are_bounded_per_process(
     _check_intact(sql, view.id, 15, 3)
     engine._parts.lanes.give_back()
     assert engine._parts.lanes.spare == 1
+
+
+async def test_a_lane_never_queues_behind_a_writer_waiting_for_the_lanes(
+    engine: BackfillEngine, sql: psycopg2.extensions.cursor
+) -> None:
+    # The review's cycle: a lane batch behind holds the lock shared and waits (in Python) for
+    # the batch in front; a retried create waits for the lock exclusively; the batch in front
+    # must not queue behind that writer (no database would see the cycle).
+    backfill_id = await _insert_only(engine, _spec(THREE, 12, mode=Mode.EAGER))
+    async with engine.db.engine.connect() as conn:
+        record = await plan_record(conn, backfill_id)
+        assert record is not None
+        loaded = await load_pinned(conn, engine.catalog, record)
+        assert loaded is not None
+        ctx = run_context(record, loaded, await latest_log_template_id(conn))
+    slots = list(plan_of(record).runs())
+    async with engine.db.engine.begin() as behind:  # the lane batch behind, holding the lock
+        await lock_writers(behind, backfill_id, shared=True, wait=True)
+        waiting = asyncio.create_task(
+            engine.tx.write(
+                lambda conn: materialize_batch(
+                    conn, engine.catalog, backfill_id, max_runs=3, now=dt.datetime.now(UTC), wait=True
+                )
+            )
+        )
+        await asyncio.sleep(0.5)  # the retried create now waits for the lock, exclusively
+        assert not waiting.done()
+        front = _Batch(slots[:3], None, exhausted=False)
+        written = await asyncio.wait_for(
+            _write_batch(engine.tx, engine.catalog, record, ctx, front, None, dt.datetime.now(UTC)),
+            5,  # well within the lanes' 10 s lock_timeout: it stands back at once
+        )
+        assert written is None  # it stood back instead of queueing
+    result = await asyncio.wait_for(waiting, 20)  # the waiting writer goes on once the lanes stop
+    assert result is not None and result.slots_written == 3
+    await engine.tick()
+    _check_intact(sql, backfill_id, 12, 3)
+
+
+async def test_a_create_that_reprocesses_runs_writes_one_batch_at_a_time(
+    engine: BackfillEngine, sql: psycopg2.extensions.cursor, caplog: pytest.LogCaptureFixture
+) -> None:
+    first = await engine.create(_spec(THREE, 12, mode=Mode.EAGER))
+    assert not isinstance(first, DryRun)
+    sql.execute("UPDATE dag_run SET state = 'failed' WHERE backfill_id = %s", (first.id,))
+    await engine.cancel(first.id)
+    caplog.set_level(logging.DEBUG, logger="sidecar.engine._lanes")
+    again = await engine.create(
+        _spec(THREE, 12, mode=Mode.EAGER, reprocess_behavior=ReprocessBehavior.FAILED)
+    )
+    assert not isinstance(again, DryRun)
+    assert not _wrote_in_lanes(caplog)
+    assert again.progress.written == 12
+    sql.execute("SELECT count(*) FROM dag_run WHERE state = 'queued'")
+    assert sql.fetchone() == (12,)  # every failed run cleared to run again
