@@ -20,7 +20,6 @@ from sidecar.engine._counting import BackgroundCounter, size_before_create
 from sidecar.engine._dry_run import dry_run
 from sidecar.engine._lanes import lanes_apply, write_in_lanes
 from sidecar.engine._materialize import (
-    ANALYZE_FIRST,
     MaterializeResult,
     TableStatistics,
     count_batch,
@@ -280,18 +279,23 @@ async def settled(parts: Parts, previous: BackfillView) -> BackfillView:
     return await get(parts, previous.id, _CREATOR)
 
 
+#: The runs of an eager create's own batch when lanes write the rest (:func:`first_batch_size`).
+FIRST_BEFORE_LANES = 20
+
+
 def first_batch_size(parts: Parts, wanted: int | None, *, in_lanes: bool = False) -> int:
     """How many runs the create's own transaction writes (the rest follow batch by batch).
 
     A whole batch (its runs' statistics are refreshed inside it when they matter to its
     foreign-key checks, ``materialize_batch``, so it need not stop short of an ANALYZE),
     except before an eager create's write lanes (``in_lanes``): nothing else writes while
-    it does, so it is short (:data:`ANALYZE_FIRST` runs) and the lanes start sooner.
+    it does, so it is short (:data:`FIRST_BEFORE_LANES` runs: enough to prove the rows can
+    be written) and the lanes start sooner.
     """
     size = parts.config.batch_size
     if wanted is not None:
         return max(0, min(size, wanted))
-    return min(size, ANALYZE_FIRST) if in_lanes else size
+    return min(size, FIRST_BEFORE_LANES) if in_lanes else size
 
 
 async def by_request_id(

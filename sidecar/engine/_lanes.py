@@ -212,15 +212,13 @@ def _batches(record: PlanRecord, max_runs: int) -> Iterator[_Batch]:
     remaining = None if record.planned_count is None else record.planned_count - record.written_count
     size = lane_batch_size(remaining, max_runs)
     after = record.cursor
-    while True:
-        runs = list(itertools.islice(slots, size))
-        if not runs:
-            return
-        exhausted = len(runs) < size
+    runs = list(itertools.islice(slots, size))
+    while runs:
+        following = list(itertools.islice(slots, size))
+        exhausted = not following  # the plan's last batch finishes writing: no empty batch after it
         yield _Batch(runs, after, exhausted)
-        if exhausted:
-            return
         after = cursor_of(runs[-1])
+        runs = following
 
 
 async def _write_batch(

@@ -49,8 +49,10 @@ log = logging.getLogger(__name__)
 TASK_INSTANCES_PER_BATCH = 10_000
 
 #: A materialisation analyses ``task_instance`` and ``backfill_dag_run`` (for the scheduler's
-#: plans) once it has made this many runs; the create's own first batch is this long.
-ANALYZE_FIRST = 250
+#: plans) once it has made this many runs, and more than their statistics count. Fewer are
+#: left to autovacuum's own analysis (within a minute): until then the planner still sizes
+#: a never-analysed table by its pages, and a backfill this small is cheap to scan.
+ANALYZE_FIRST = 2_000
 #: A batch analyses ``dag_run`` (before its task instances' foreign-key checks are planned)
 #: when the backfill's runs exceed this many times the runs its statistics count.
 ANALYZE_GROWTH = 4
@@ -269,7 +271,7 @@ class TableStatistics:
     @classmethod
     async def start(cls, tx: Transactions, runs_wanted: int | None) -> TableStatistics:
         """When a materialisation of ``runs_wanted`` runs (None: the whole plan) analyses."""
-        if tx.db.dialect == "postgresql" and (runs_wanted is None or runs_wanted > ANALYZE_FIRST):
+        if tx.db.dialect == "postgresql" and (runs_wanted is None or runs_wanted >= ANALYZE_FIRST):
             return cls(max(ANALYZE_FIRST, await tx.read(counted_runs) + 1))
         return cls(None)
 
