@@ -1,15 +1,21 @@
 """Script B: the ceiling (the fastest raw ways to put the same rows into the same tables) against the sidecar's eager mode.
 
 Ceilings, each into a fresh clone with Airflow's indexes and foreign keys in place,
-one transaction, no sidecar code:
+one transaction (the parallel one: three), no sidecar code:
 
 - ``server INSERT..SELECT``: every row generated inside PostgreSQL from a template
   (``generate_series`` x the DAG's tasks): no client work, no network.
 - ``client COPY``: rows built in Python (ids, carriers, uuid7s) and sent with binary
   ``COPY`` (dag_run ids pre-allocated with ``nextval``), as a hand-written loader would;
-  ``dag_run`` is analysed between its rows and the task instances' when its statistics
-  count fewer than a quarter of the new runs (as the sidecar's batches do), else the
-  task instances' foreign-key checks walk the DAG's runs (quadratic on an empty database).
+  the task instances are built while the ``COPY`` sends them (asyncpg consumes an iterator
+  lazily), as the sidecar's are. ``dag_run`` is analysed between its rows and the task
+  instances' when its statistics count fewer than a quarter of the new runs (as the
+  sidecar's batches do), else the task instances' foreign-key checks walk the DAG's runs
+  (quadratic on an empty database).
+- ``parallel COPY``: the same loader with the task instances (85% of the work) on two
+  connections at once, each streaming the task instances of half of the runs in its own
+  transaction, after the runs and ``backfill_dag_run`` committed in one: two PostgreSQL
+  backends at work, as many as this 2-core machine has (and as the sidecar's two lanes).
 
 The sidecar runs ``BackfillEngine.create`` in eager mode (batches of ``--batch-sizes``
 runs, each batch and its cursor in one transaction). Each case runs on an empty database
@@ -34,8 +40,9 @@ import os
 import secrets
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from functools import partial
+from typing import Any
 
 import asyncpg
 import uuid6
@@ -108,18 +115,113 @@ async def _server_side(
         await conn.close()
 
 
-async def _client_copy(
-    url: str, dag_id: str, start: dt.datetime, end: dt.datetime, step: dt.timedelta, tasks: int
-) -> float:
+#: The task-instance columns the client loaders write.
+_TI_COLUMNS = [
+    "id",
+    "task_id",
+    "dag_id",
+    "run_id",
+    "map_index",
+    "try_number",
+    "max_tries",
+    "hostname",
+    "unixname",
+    "pool",
+    "pool_slots",
+    "queue",
+    "priority_weight",
+    "operator",
+    "custom_operator_name",
+    "executor_config",
+    "updated_at",
+    "context_carrier",
+    "span_status",
+    "task_display_name",
+    "dag_version_id",
+]
+
+
+async def _loader_connection(url: str) -> asyncpg.Connection:
     conn = await asyncpg.connect(url.replace("postgresql+asyncpg://", "postgresql://"))
+    await conn.set_type_codec(
+        "jsonb",
+        encoder=lambda text: b"\x01" + text.encode(),
+        decoder=lambda data: json.loads(data[1:]),
+        schema="pg_catalog",
+        format="binary",
+    )
+    return conn
+
+
+def _task_instances(
+    runs: list[tuple[Any, ...]], tasks: int, now: dt.datetime, version: object
+) -> Iterator[tuple[object, ...]]:
+    """The task instances of ``runs`` (``dag_run`` records), built as the ``COPY`` sends them."""
+    for run in runs:
+        dag_id, run_id, carrier = run[1], run[5], run[19]
+        for t in range(tasks):
+            task_id = f"t{t:02d}"
+            yield (
+                uuid6.uuid7(),
+                task_id,
+                dag_id,
+                run_id,
+                -1,
+                0,
+                0,
+                "",
+                "root",
+                "default_pool",
+                1,
+                "default",
+                tasks - t,
+                "EmptyOperator",
+                "EmptyOperator",
+                b"\x80\x05}\x94.",
+                now,
+                carrier,
+                "not_started",
+                task_id,
+                version,
+            )
+
+
+async def _copy_in_parallel(
+    conns: list[asyncpg.Connection],
+    runs: list[tuple[Any, ...]],
+    tasks: int,
+    now: dt.datetime,
+    version: object,
+) -> None:
+    """The runs' task instances, split by run into one transaction per connection, all at once."""
+    share = -(-len(runs) // len(conns))
+
+    async def one(conn: asyncpg.Connection, part: list[tuple[Any, ...]]) -> None:
+        async with conn.transaction():
+            await conn.copy_records_to_table(
+                "task_instance", records=_task_instances(part, tasks, now, version), columns=_TI_COLUMNS
+            )
+
+    await asyncio.gather(*(one(c, runs[i * share : (i + 1) * share]) for i, c in enumerate(conns)))
+
+
+async def _client_copy(
+    url: str,
+    dag_id: str,
+    start: dt.datetime,
+    end: dt.datetime,
+    step: dt.timedelta,
+    tasks: int,
+    connections: int = 1,
+) -> float:
+    """The client ``COPY`` ceiling; with ``connections`` > 1 the parallel one.
+
+    In parallel, the runs and ``backfill_dag_run`` commit first (one transaction), then the
+    task instances go in ``connections`` transactions at once, split by run.
+    """
+    conn = await _loader_connection(url)
+    more = [await _loader_connection(url) for _ in range(connections - 1)]
     try:
-        await conn.set_type_codec(
-            "jsonb",
-            encoder=lambda text: b"\x01" + text.encode(),
-            decoder=lambda data: json.loads(data[1:]),
-            schema="pg_catalog",
-            format="binary",
-        )
         version = await _version_id(conn, dag_id)
         started = time.perf_counter()
         async with conn.transaction():
@@ -141,7 +243,7 @@ async def _client_copy(
                     "SELECT nextval('dag_run_id_seq') FROM generate_series(1, $1)", count
                 )
             ]
-            runs, tis, bdrs = [], [], []
+            runs, bdrs = [], []
             for i in range(count):
                 d = start + step * i
                 run_id = "backfill__" + d.isoformat()
@@ -175,33 +277,6 @@ async def _client_copy(
                         carrier,
                     )
                 )
-                for t in range(tasks):
-                    task_id = f"t{t:02d}"
-                    tis.append(
-                        (
-                            uuid6.uuid7(),
-                            task_id,
-                            dag_id,
-                            run_id,
-                            -1,
-                            0,
-                            0,
-                            "",
-                            "root",
-                            "default_pool",
-                            1,
-                            "default",
-                            tasks - t,
-                            "EmptyOperator",
-                            "EmptyOperator",
-                            b"\x80\x05}\x94.",
-                            now,
-                            carrier,
-                            "not_started",
-                            task_id,
-                            version,
-                        )
-                    )
                 bdrs.append((backfill_id, ids[i], d, i + 1))
             await conn.copy_records_to_table(
                 "dag_run",
@@ -235,41 +310,23 @@ async def _client_copy(
             counted = await conn.fetchval("SELECT reltuples FROM pg_class WHERE oid = 'dag_run'::regclass")
             if count > 4 * max(0, counted):
                 await conn.execute("ANALYZE dag_run")
-            await conn.copy_records_to_table(
-                "task_instance",
-                records=tis,
-                columns=[
-                    "id",
-                    "task_id",
-                    "dag_id",
-                    "run_id",
-                    "map_index",
-                    "try_number",
-                    "max_tries",
-                    "hostname",
-                    "unixname",
-                    "pool",
-                    "pool_slots",
-                    "queue",
-                    "priority_weight",
-                    "operator",
-                    "custom_operator_name",
-                    "executor_config",
-                    "updated_at",
-                    "context_carrier",
-                    "span_status",
-                    "task_display_name",
-                    "dag_version_id",
-                ],
-            )
+            if not more:
+                await conn.copy_records_to_table(
+                    "task_instance",
+                    records=_task_instances(runs, tasks, now, version),
+                    columns=_TI_COLUMNS,
+                )
             await conn.copy_records_to_table(
                 "backfill_dag_run",
                 records=bdrs,
                 columns=["backfill_id", "dag_run_id", "logical_date", "sort_ordinal"],
             )
+        if more:
+            await _copy_in_parallel([conn, *more], runs, tasks, now, version)
         return time.perf_counter() - started
     finally:
-        await conn.close()
+        for c in (conn, *more):
+            await c.close()
 
 
 Measure = Callable[[str], float]
@@ -281,6 +338,10 @@ def _server_side_sync(span: tuple[str, dt.datetime, dt.datetime, dt.timedelta, i
 
 def _client_copy_sync(span: tuple[str, dt.datetime, dt.datetime, dt.timedelta, int], url: str) -> float:
     return asyncio.run(_client_copy(url, *span))
+
+
+def _parallel_copy_sync(span: tuple[str, dt.datetime, dt.datetime, dt.timedelta, int], url: str) -> float:
+    return asyncio.run(_client_copy(url, *span, connections=2))
 
 
 def _sidecar(dag_id: str, start: dt.datetime, end: dt.datetime, runs: int, batch: int, url: str) -> float:
@@ -378,6 +439,7 @@ def main() -> None:
                 variants: dict[str, Measure] = {
                     "ceiling: server INSERT..SELECT": partial(_server_side_sync, span),
                     "ceiling: client COPY": partial(_client_copy_sync, span),
+                    "ceiling: parallel COPY (2 connections)": partial(_parallel_copy_sync, span),
                 }
                 for batch in _ints(args.batch_sizes):
                     variants[f"sidecar eager, batch {batch}"] = partial(

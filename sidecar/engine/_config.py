@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 from sidecar.config import WebhookSettings
 from sidecar.engine._counting import MAX_RUNS_PER_BACKFILL
+from sidecar.engine._lanes import LaneBudget
 from sidecar.store import DagCatalog, RetryPolicy, Transactions
 
 __all__ = ["EngineConfig", "Parts", "utcnow"]
@@ -46,6 +47,9 @@ class EngineConfig:
     """Where backfill events may be sent and how (off until a secret is set)."""
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     """How transactions are retried on transient database failures."""
+    lane_creates: int = 2
+    """Eager creates that may write in two lanes at once, each holding one more pooled
+    connection (:mod:`sidecar.engine._lanes`); 0: every create writes one batch at a time."""
 
 
 @dataclass(frozen=True)
@@ -56,3 +60,5 @@ class Parts:
     catalog: DagCatalog
     config: EngineConfig
     clock: Callable[[], dt.datetime]
+    lanes: LaneBudget = field(default_factory=LaneBudget)
+    """The places of :attr:`EngineConfig.lane_creates` (:mod:`sidecar.engine._lanes`)."""

@@ -18,8 +18,10 @@ from sidecar.catalog import DagTemplate
 from sidecar.engine._config import Parts
 from sidecar.engine._counting import BackgroundCounter, size_before_create
 from sidecar.engine._dry_run import dry_run
+from sidecar.engine._lanes import lanes_apply, write_in_lanes
 from sidecar.engine._materialize import (
     MaterializeResult,
+    TableStatistics,
     count_batch,
     materialize,
     materialize_batch,
@@ -123,30 +125,72 @@ async def create(
         return await dry_run(parts, pool, spec, plan, now, limit, selected)
     planned = await size_before_create(pool, plan, spec.dag_id, parts.config.max_runs_per_backfill)
     wanted = None if spec.mode is Mode.EAGER else spec.max_active_runs + parts.config.lookahead
-    created = await insert(
-        parts, spec, timetable, planned, now, request_id, fingerprint, wanted, principal, pin, selected
-    )
-    if created is None:  # a concurrent create with this request_id won the race
-        assert request_id is not None
-        previous = await by_request_id(parts, principal, request_id, fingerprint)
-        assert previous is not None
-        return await settled(parts, previous)
-    backfill_id, first = created
-    if first is not None and not first.exhausted:
-        await materialize(
-            parts.tx,
-            parts.catalog,
-            backfill_id,
-            runs_wanted=None if wanted is None else wanted - first.runs_created,
-            batch_size=parts.config.batch_size,
-            now=now,
-            wait=wanted is None,  # eager: answer once every run is committed, whoever wrote it
-            made_before=first.runs_created,
+    # An eager create writes in lanes if it may and a place is free (taken before its first
+    # batch, which is short when lanes follow it).
+    in_lanes = wanted is None and lanes_apply(parts.tx, spec.reprocess_behavior) and parts.lanes.take()
+    try:
+        created = await insert(
+            parts,
+            spec,
+            timetable,
+            planned,
+            now,
+            request_id,
+            fingerprint,
+            wanted,
+            principal,
+            pin,
+            selected,
+            in_lanes=in_lanes,
         )
+        if created is None:  # a concurrent create with this request_id won the race
+            assert request_id is not None
+            previous = await by_request_id(parts, principal, request_id, fingerprint)
+            assert previous is not None
+            return await settled(parts, previous)
+        backfill_id, first = created
+        if first is not None and not first.exhausted:
+            await _write_the_rest(parts, backfill_id, first.runs_created, wanted, now, in_lanes=in_lanes)
+    finally:
+        if in_lanes:
+            parts.lanes.give_back()
     view = await get(parts, backfill_id, _CREATOR)
     if planned is None:  # started once the answer is read: its first read never delays the create's
         counter.ensure(backfill_id)
     return view
+
+
+async def _write_the_rest(
+    parts: Parts, backfill_id: int, made: int, wanted: int | None, now: dt.datetime, *, in_lanes: bool
+) -> None:
+    """After the create's own batch (``made`` runs): the rest of the window, or of an eager plan.
+
+    ``in_lanes``: two batches at a time while they can be (:mod:`sidecar.engine._lanes`),
+    then one at a time to the end; the analysis of the tables the backfill grows is decided
+    once for both.
+    """
+    statistics = await TableStatistics.start(parts.tx, None if wanted is None else wanted - made)
+    if in_lanes:
+        made += await write_in_lanes(
+            parts.tx,
+            parts.catalog,
+            backfill_id,
+            batch_size=parts.config.batch_size,
+            now=now,
+            made_before=made,
+            statistics=statistics,
+        )
+    await materialize(
+        parts.tx,
+        parts.catalog,
+        backfill_id,
+        runs_wanted=None if wanted is None else wanted - made,
+        batch_size=parts.config.batch_size,
+        now=now,
+        wait=wanted is None,  # eager: answer once every run is committed, whoever wrote it
+        made_before=made,
+        statistics=statistics,
+    )
 
 
 async def insert(
@@ -161,6 +205,8 @@ async def insert(
     principal: str = "",
     pin: Pin | None = None,
     selected_task_ids: tuple[str, ...] = (),
+    *,
+    in_lanes: bool = False,
 ) -> tuple[int, MaterializeResult | None] | None:
     """Insert the backfill's rows and write its first batch, in one transaction.
 
@@ -182,7 +228,7 @@ async def insert(
         run_on_latest_version=pin.run_on_latest_version if pin else True,
         selected_task_ids=selected_task_ids,
     )
-    first_runs = first_batch_size(parts, wanted)
+    first_runs = first_batch_size(parts, wanted, in_lanes=in_lanes)
 
     async def work(conn: AsyncConnection) -> tuple[int, MaterializeResult | None] | None:
         backfill_id = await insert_backfill(conn, new)
@@ -235,14 +281,23 @@ async def settled(parts: Parts, previous: BackfillView) -> BackfillView:
     return await get(parts, previous.id, _CREATOR)
 
 
-def first_batch_size(parts: Parts, wanted: int | None) -> int:
+#: The runs of an eager create's own batch when lanes write the rest (:func:`first_batch_size`).
+FIRST_BEFORE_LANES = 20
+
+
+def first_batch_size(parts: Parts, wanted: int | None, *, in_lanes: bool = False) -> int:
     """How many runs the create's own transaction writes (the rest follow batch by batch).
 
-    A whole batch: its runs' statistics are refreshed inside it when they matter to its
-    foreign-key checks (``materialize_batch``), so it need not stop short of an ANALYZE.
+    A whole batch (its runs' statistics are refreshed inside it when they matter to its
+    foreign-key checks, ``materialize_batch``, so it need not stop short of an ANALYZE),
+    except before an eager create's write lanes (``in_lanes``): nothing else writes while
+    it does, so it is short (:data:`FIRST_BEFORE_LANES` runs: enough to prove the rows can
+    be written) and the lanes start sooner.
     """
     size = parts.config.batch_size
-    return size if wanted is None else max(0, min(size, wanted))
+    if wanted is not None:
+        return max(0, min(size, wanted))
+    return min(size, FIRST_BEFORE_LANES) if in_lanes else size
 
 
 async def by_request_id(

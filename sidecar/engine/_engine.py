@@ -15,6 +15,7 @@ from sidecar.auth import Access, PageTokens
 from sidecar.engine import _create, _estimates, _reads, _steer, _tick, _warm_up
 from sidecar.engine._config import EngineConfig, Parts, utcnow
 from sidecar.engine._counting import BackgroundCounter
+from sidecar.engine._lanes import LaneBudget
 from sidecar.engine._model import BackfillSpec, BackfillView, DryRun, SlotView
 from sidecar.engine._notify import Notifier
 from sidecar.engine._offload import PlanningPool
@@ -58,7 +59,13 @@ class BackfillEngine:
         self.config = config or EngineConfig()
         self.catalog = DagCatalog()
         self.tx = Transactions(db, self.config.retry, _count_failure)
-        self._parts = Parts(tx=self.tx, catalog=self.catalog, config=self.config, clock=clock)
+        self._parts = Parts(
+            tx=self.tx,
+            catalog=self.catalog,
+            config=self.config,
+            clock=clock,
+            lanes=LaneBudget(self.config.lane_creates),
+        )
         self._counter = BackgroundCounter(self.tx)
         #: Where calls step their plans: off the event loop, bounded in threads and CPU.
         self.planning = PlanningPool(

@@ -6,7 +6,8 @@ next slots of the plan and advances the cursor in the same transaction: a crash 
 point loses nothing and duplicates nothing, and a batch that fails on a transient
 database error is retried as a whole. Airflow's ``backfill`` row is only referenced (an
 FK key-share lock) for the length of one batch, so the scheduler, which skips a
-backfill whose row is locked, is held up for milliseconds.
+backfill whose row is locked, is held up for milliseconds (an eager create's lanes,
+``sidecar.engine._lanes``, hold it from their first batch to their last).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import datetime as dt
 import itertools
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
 
@@ -22,7 +24,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from sidecar.engine._plans import build_plan, cursor_of, run_of
 from sidecar.observability import BATCH_SECONDS, RUNS_WRITTEN, SLOTS_WRITTEN
+from sidecar.planning import BackfillPlan, PlannedRun
 from sidecar.store import (
+    BatchResult,
     DagCatalog,
     LoadedDag,
     PlanRecord,
@@ -34,6 +38,7 @@ from sidecar.store import (
     counted_runs,
     finish_writing,
     latest_log_template_id,
+    lock_writers,
     write_batch,
 )
 from sidecar.vocabulary import counted
@@ -45,8 +50,10 @@ log = logging.getLogger(__name__)
 TASK_INSTANCES_PER_BATCH = 10_000
 
 #: A materialisation analyses ``task_instance`` and ``backfill_dag_run`` (for the scheduler's
-#: plans) once it has made this many runs; the create's own first batch is this long.
-ANALYZE_FIRST = 250
+#: plans) once it has made this many runs, and more than their statistics count. Fewer are
+#: left to autovacuum's own analysis (within a minute): until then the planner still sizes
+#: a never-analysed table by its pages, and a backfill this small is cheap to scan.
+ANALYZE_FIRST = 2_000
 #: A batch analyses ``dag_run`` (before its task instances' foreign-key checks are planned)
 #: when the backfill's runs exceed this many times the runs its statistics count.
 ANALYZE_GROWTH = 4
@@ -79,9 +86,11 @@ async def materialize_batch(
 
     Returns:
         What was written, or None when the backfill is not materialising, another
-        replica holds it (unless ``wait``: then its batch is waited for), or (with
-        ``unpaused``) it is paused.
+        writer holds it (unless ``wait``: then its batch is waited for; an eager create's
+        lanes too, :func:`~sidecar.store.lock_writers`), or (with ``unpaused``) it is paused.
     """
+    if not await lock_writers(conn, backfill_id, shared=False, wait=wait):
+        return None  # an eager create's lanes are writing it
     claimed = await claim_batch(conn, backfill_id, unpaused=unpaused, wait=wait)
     if claimed is None:
         return None
@@ -90,30 +99,10 @@ async def materialize_batch(
         log.warning("backfill %s: DAG %s is gone; stopping creation", backfill_id, claimed.dag_id)
         await finish_writing(conn, claimed, now)
         return MaterializeResult(0, 0, exhausted=True)
-    pinned = loaded.dag_version_id == claimed.dag_version_id
-    plan = build_plan(
-        claimed.timetable,
-        claimed.dag_id,
-        claimed.from_date,
-        claimed.to_date,
-        claimed.run_backwards,
-        claimed.cutoff,
-    )
-    # Bound a batch by its task instances too, so that a wide DAG's batch stays as short.
-    per_run = max(1, sum(len(task.map_indexes) for task in loaded.template.tasks))
-    max_runs = max(1, min(max_runs, TASK_INSTANCES_PER_BATCH // per_run))
+    plan = plan_of(claimed)
+    max_runs = runs_per_batch(loaded, max_runs)
     batch = list(itertools.islice(plan.runs(after=run_of(claimed.cursor)), max_runs))
-    ctx = RunContext(
-        backfill_id=backfill_id,
-        dag=loaded.template,
-        dag_version_id=loaded.dag_version_id,
-        bundle_version=claimed.bundle_version if pinned else loaded.bundle_version,
-        log_template_id=await latest_log_template_id(conn),
-        conf=claimed.dag_run_conf or {},
-        triggering_user_name=claimed.triggering_user_name,
-        run_on_latest_version=claimed.run_on_latest_version,
-        selected_task_ids=claimed.selected_task_ids,
-    )
+    ctx = run_context(claimed, loaded, await latest_log_template_id(conn))
     result = await write_batch(
         conn,
         ctx,
@@ -135,16 +124,55 @@ async def materialize_batch(
         now=now,
     )
     if batch:
-        log.info(
-            "backfill %s: wrote slots %s..%s (%s created, %s reprocessed, %s skipped)",
-            backfill_id,
-            batch[0].sort_ordinal,
-            batch[-1].sort_ordinal,
-            counted(result.created, "run"),
-            result.reprocessed,
-            result.skipped,
-        )
+        log_batch(backfill_id, batch, result)
     return MaterializeResult(result.created + result.reprocessed, len(batch), exhausted)
+
+
+def log_batch(backfill_id: int, batch: Sequence[PlannedRun], result: BatchResult) -> None:
+    """The log line of a committed batch."""
+    log.info(
+        "backfill %s: wrote slots %s..%s (%s created, %s reprocessed, %s skipped)",
+        backfill_id,
+        batch[0].sort_ordinal,
+        batch[-1].sort_ordinal,
+        counted(result.created, "run"),
+        result.reprocessed,
+        result.skipped,
+    )
+
+
+def plan_of(record: PlanRecord) -> BackfillPlan:
+    """A backfill's plan, from what its row stored when it was created."""
+    return build_plan(
+        record.timetable,
+        record.dag_id,
+        record.from_date,
+        record.to_date,
+        record.run_backwards,
+        record.cutoff,
+    )
+
+
+def runs_per_batch(loaded: LoadedDag, batch_size: int) -> int:
+    """A batch's runs: ``batch_size``, fewer for a wide DAG (at most :data:`TASK_INSTANCES_PER_BATCH` task instances)."""
+    per_run = max(1, sum(len(task.map_indexes) for task in loaded.template.tasks))
+    return max(1, min(batch_size, TASK_INSTANCES_PER_BATCH // per_run))
+
+
+def run_context(record: PlanRecord, loaded: LoadedDag, log_template_id: int | None) -> RunContext:
+    """What a backfill's runs are written with, on the DAG version ``loaded`` (:func:`load_pinned`)."""
+    pinned = loaded.dag_version_id == record.dag_version_id
+    return RunContext(
+        backfill_id=record.backfill_id,
+        dag=loaded.template,
+        dag_version_id=loaded.dag_version_id,
+        bundle_version=record.bundle_version if pinned else loaded.bundle_version,
+        log_template_id=log_template_id,
+        conf=record.dag_run_conf or {},
+        triggering_user_name=record.triggering_user_name,
+        run_on_latest_version=record.run_on_latest_version,
+        selected_task_ids=record.selected_task_ids,
+    )
 
 
 async def load_pinned(conn: AsyncConnection, catalog: DagCatalog, claimed: PlanRecord) -> LoadedDag | None:
@@ -185,6 +213,7 @@ async def materialize(
     unpaused: bool = False,
     wait: bool = False,
     made_before: int = 0,
+    statistics: TableStatistics | None = None,
 ) -> int:
     """Write batches until ``runs_wanted`` runs were made (None: the whole plan) or the plan ends.
 
@@ -194,18 +223,13 @@ async def materialize(
     holds (the tick, a replica, the first call) is waited for rather than skipped, and
     writing goes on after it: it returns only once the backfill is no longer
     materialising, every run of its plan committed, whoever wrote them. ``made_before``:
-    the runs the create's own first batch made. Returns the number of runs made or
+    the runs the create's own first batch made. ``statistics``: when to analyse, if the
+    caller (an eager create's lanes) already decided. Returns the number of runs made or
     reprocessed by this call.
     """
     made = 0
-    # ``dag_run``'s statistics are refreshed by the batches themselves, before the
-    # foreign-key checks that depend on them (``write_batch``'s ``statistics_growth``);
-    # ``task_instance`` and ``backfill_dag_run`` are analysed once, for the scheduler,
-    # when the backfill outgrows the runs they count (never, on a database with history
-    # larger than the backfill). No batch waits for it or is cut short by it.
-    analyze_at: int | None = None
-    if tx.db.dialect == "postgresql" and (runs_wanted is None or runs_wanted > ANALYZE_FIRST):
-        analyze_at = max(ANALYZE_FIRST, await tx.read(counted_runs) + 1)
+    if statistics is None:
+        statistics = await TableStatistics.start(tx, runs_wanted)
     while runs_wanted is None or made < runs_wanted:
         want = batch_size if runs_wanted is None else min(batch_size, runs_wanted - made)
         started = time.perf_counter()
@@ -225,9 +249,39 @@ async def materialize(
         if tx.counted:  # not a rehearsal (serve's warm-up)
             count_batch(result, started)
         made += result.runs_created
-        if analyze_at is not None and made_before + made >= analyze_at:
-            await tx.write(partial(analyze_written_tables, everything=True, runs_written=made_before + made))
-            analyze_at = None
+        await statistics.after(tx, made_before + made)
         if result.exhausted:
             break
     return made
+
+
+@dataclass
+class TableStatistics:
+    """When the tables a backfill grows are analysed for the scheduler's plans: once, at ``due``.
+
+    ``dag_run``'s statistics are refreshed by the batches themselves, before the
+    foreign-key checks that depend on them (``write_batch``'s ``statistics_growth``);
+    ``task_instance`` and ``backfill_dag_run`` are analysed once, for the scheduler, when
+    the backfill outgrows the runs they count (never, on a database with history larger
+    than the backfill). No batch waits for it or is cut short by it.
+    """
+
+    due: int | None
+    """The runs made (the create's first batch included) after which to analyse; None: never (again)."""
+
+    @classmethod
+    async def start(cls, tx: Transactions, runs_wanted: int | None) -> TableStatistics:
+        """When a materialisation of ``runs_wanted`` runs (None: the whole plan) analyses."""
+        if tx.db.dialect == "postgresql" and (runs_wanted is None or runs_wanted >= ANALYZE_FIRST):
+            return cls(max(ANALYZE_FIRST, await tx.read(counted_runs) + 1))
+        return cls(None)
+
+    def reached(self, runs_made: int) -> bool:
+        """Whether ``runs_made`` runs call for the analysis (not done yet)."""
+        return self.due is not None and runs_made >= self.due
+
+    async def after(self, tx: Transactions, runs_made: int) -> None:
+        """Analyse (in a transaction of its own) if ``runs_made`` reached the point."""
+        if self.reached(runs_made):
+            self.due = None
+            await tx.write(partial(analyze_written_tables, everything=True, runs_written=runs_made))

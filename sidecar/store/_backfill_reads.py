@@ -186,12 +186,18 @@ async def get_backfill(
 ) -> BackfillRecord:
     """One backfill (with ``for_update``, its ``backfill`` row locked).
 
+    The lock is ``FOR NO KEY UPDATE``: what an ``UPDATE`` of its columns takes anyway, so
+    it excludes Airflow's writers (its API's updates, its scheduler's ``FOR UPDATE SKIP
+    LOCKED``) as a ``FOR UPDATE`` would, but not the ``FOR KEY SHARE`` that the foreign
+    keys of the rows a batch writes take: a pause or a cancel never waits for the write
+    lanes' batches (``sidecar.engine._lanes``), which then find it at their claim.
+
     Raises:
         BackfillNotFound: field ``name``.
     """
     query = backfill_query().where(backfill.c.id == backfill_id)
     if for_update:
-        query = query.with_for_update(of=backfill)
+        query = query.with_for_update(of=backfill, key_share=True)
     row = (await conn.execute(query)).one_or_none()
     if row is None:
         raise BackfillNotFound.of(backfill_id)

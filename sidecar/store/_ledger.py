@@ -46,6 +46,7 @@ __all__ = [
     "complete_if_done",
     "finish_writing",
     "forgive_failed_runs",
+    "lock_writers",
     "pause_for_failed_runs",
     "record_planned_count",
     "record_write_failure",
@@ -53,6 +54,37 @@ __all__ = [
     "set_paused",
     "tick_entries",
 ]
+
+
+#: ``pg_advisory_xact_lock(key, backfill_id)``'s first key: who writes a backfill's batches.
+_WRITERS_KEY = 0x51DEBA7C
+
+
+async def lock_writers(conn: AsyncConnection, backfill_id: int, *, shared: bool, wait: bool) -> bool:
+    """Take the backfill's writers' lock for the caller's transaction; False if ``wait`` is off and it is held.
+
+    An eager create writes its batches in two lanes (``sidecar.engine._lanes``): each
+    lane's batch writes its rows first and claims the backfill last, so it holds this lock
+    *shared* from its first row to its commit. Every other batch (the tick, a replica, a
+    retried create) takes it *exclusive* before its claim: the tick skips a backfill whose
+    lanes are writing (``wait`` off) instead of writing the slots a lane is writing, and a
+    waiting writer queues behind the lanes' batches in flight (PostgreSQL grants a lock in
+    the order it was asked for, so the lanes' next batches queue behind it in turn).
+    Always this lock first, then the claim: no cycle. Cancels and pauses never take it.
+    On SQLite (one writer at a time) there is nothing to take.
+    """
+    if conn.dialect.name != "postgresql":
+        return True
+    function = {
+        (True, True): "pg_advisory_xact_lock_shared",
+        (True, False): "pg_try_advisory_xact_lock_shared",
+        (False, True): "pg_advisory_xact_lock",
+        (False, False): "pg_try_advisory_xact_lock",
+    }[(shared, wait)]
+    taken = await conn.scalar(
+        sa.select(getattr(sa.func, function)(sa.literal(_WRITERS_KEY), sa.literal(backfill_id)))
+    )
+    return wait or bool(taken)
 
 
 async def claim_batch(

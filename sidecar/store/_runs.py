@@ -352,5 +352,6 @@ async def analyze_written_tables(conn: AsyncConnection, *, everything: bool, run
     outgrown = {name for name, reltuples in counted if reltuples < runs_written}
     stale = [table for table in tables if table in outgrown]
     if stale:
-        await conn.execute(sa.text(f"ANALYZE {', '.join(stale)}"))
+        # SKIP_LOCKED: a table autovacuum (or a batch's own ANALYZE) holds is left to it.
+        await conn.execute(sa.text(f"ANALYZE (SKIP_LOCKED) {', '.join(stale)}"))
     return stale

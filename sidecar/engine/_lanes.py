@@ -1,0 +1,290 @@
+"""An eager create's batches in two lanes: two batch transactions in flight, on two connections.
+
+Writing a batch is bound by one PostgreSQL backend (the task instances' ``COPY``, their
+indexes and foreign-key checks: docs/adr/0008-eager-write-path.md), so one batch after
+another leaves the database's other cores idle while Python waits. In lanes, the next
+batch is written while the one before it commits: two backends work at once.
+
+Each lane's batch is written ahead of its turn. It knows its slots in advance (a plan is
+fixed when the backfill is created: the slots after those of the batch in front of it),
+so it writes their rows first, then claims the backfill (waiting for the batch in front
+of it to commit) and checks that the cursor is exactly where that batch left it. Only
+then does it advance the cursor and commit: its rows and the cursor still commit
+together, so a crash loses and duplicates nothing (ADR 1). Anything else (the batch in
+front failed or was rolled back, a cancel, a writer that is not a lane) rolls it back
+whole, and the lanes stop; :func:`~sidecar.engine._materialize.materialize`'s batches,
+one at a time, carry on from what committed.
+
+While lanes write, they hold the backfill's writers' lock shared
+(:func:`~sidecar.store.lock_writers`): the tick skips the backfill rather than write the
+slots a lane is writing, and a writer that waits queues behind the lanes' batches in flight.
+A cancel or a pause takes only the claim's row lock, which lanes hold only from their
+claim to their commit: it is never held up by more than a batch.
+
+Only PostgreSQL (SQLite has one writer), only a create's own eager writing (a retried
+create and the tick write one batch at a time) of new runs (reprocess behaviour ``none``),
+and at most ``LaneBudget.spare`` creates at once (each holds up to two more pooled
+connections: the second lane, and the analysis of the tables it grows). Each lane's
+transaction waits at most 10 s for a lock, then hands over to single batches.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import itertools
+import logging
+import time
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from sidecar.engine._materialize import (
+    ANALYZE_GROWTH,
+    MaterializeResult,
+    TableStatistics,
+    count_batch,
+    load_pinned,
+    log_batch,
+    plan_of,
+    run_context,
+    runs_per_batch,
+)
+from sidecar.engine._plans import cursor_of, run_of
+from sidecar.planning import PlannedRun
+from sidecar.store import (
+    BatchResult,
+    DagCatalog,
+    Phase,
+    PlanRecord,
+    RunContext,
+    Transactions,
+    advance_cursor,
+    claim_batch,
+    latest_log_template_id,
+    lock_writers,
+    plan_record,
+    write_batch,
+)
+from sidecar.vocabulary import ReprocessBehavior
+
+log = logging.getLogger(__name__)
+
+#: Batch transactions in flight at once.
+LANES = 2
+
+#: The longest a lane's batch waits for a lock (a backstop: then single batches go on).
+_LOCK_TIMEOUT = sa.text("SET LOCAL lock_timeout = '10s'")
+
+
+class LaneBudget:
+    """How many creates may write in lanes at once (each holds one more pooled connection)."""
+
+    def __init__(self, spare: int = 2) -> None:
+        self.spare = spare
+
+    def take(self) -> bool:
+        """Take a place if one is free (never waits)."""
+        if self.spare <= 0:
+            return False
+        self.spare -= 1
+        return True
+
+    def give_back(self) -> None:
+        """Return a place taken with :meth:`take`."""
+        self.spare += 1
+
+
+class _Overtaken(Exception):
+    """The backfill is not where a lane's batch expected it: the batch is rolled back."""
+
+
+@dataclass(frozen=True)
+class _Batch:
+    """One lane's batch: its slots, and the cursor the batch in front of it leaves."""
+
+    runs: list[PlannedRun]
+    after: dict[str, Any] | None
+    exhausted: bool
+
+
+def _same_slot(a: dict[str, Any] | None, b: dict[str, Any] | None) -> bool:
+    if a is None or b is None:
+        return a is b
+    return bool(a["sort_ordinal"] == b["sort_ordinal"] and a["run_id"] == b["run_id"])
+
+
+def lanes_apply(tx: Transactions, reprocess_behavior: ReprocessBehavior) -> bool:
+    """Whether an eager create may write in lanes (before it takes a place of the budget).
+
+    PostgreSQL only; never in a rehearsal; and only when no existing run is changed
+    (reprocess behaviour ``none``): a lane that cleared an existing run would hold its
+    locks while it waits for the batch in front of it, which Airflow's own clear of the
+    same runs could then wait for in a cycle no database sees.
+    """
+    return tx.db.dialect == "postgresql" and tx.counted and reprocess_behavior is ReprocessBehavior.NONE
+
+
+async def write_in_lanes(
+    tx: Transactions,
+    catalog: DagCatalog,
+    backfill_id: int,
+    *,
+    batch_size: int,
+    now: dt.datetime,
+    made_before: int,
+    statistics: TableStatistics,
+) -> int:
+    """Write a materialising backfill's remaining slots in lanes; the runs made.
+
+    ``statistics``: when to analyse the tables it grows (shared with the batches after it).
+
+    The caller holds a place of its :class:`LaneBudget` and checked :func:`lanes_apply`.
+    Returns early (with what was made) at the first batch that cannot commit as planned:
+    the caller then writes the rest batch by batch.
+    """
+
+    async def setup(conn: AsyncConnection) -> tuple[PlanRecord, RunContext, int] | None:
+        record = await plan_record(conn, backfill_id)
+        if record is None or record.phase is not Phase.MATERIALIZING:
+            return None
+        loaded = await load_pinned(conn, catalog, record)
+        if loaded is None:
+            return None
+        ctx = run_context(record, loaded, await latest_log_template_id(conn))
+        return record, ctx, runs_per_batch(loaded, batch_size)
+
+    ready = await tx.read(setup)
+    if ready is None:
+        return 0
+    record, ctx, max_runs = ready
+    log.debug("backfill %s: writing in %s lanes", backfill_id, LANES)
+    batches = _batches(record, max_runs)
+    in_flight: deque[asyncio.Task[MaterializeResult | None]] = deque()
+    analysing: asyncio.Task[None] | None = None
+    made = 0
+    try:
+        while True:
+            while len(in_flight) < LANES and (batch := next(batches, None)) is not None:
+                front = in_flight[-1] if in_flight else None
+                in_flight.append(
+                    asyncio.create_task(_write_batch(tx, catalog, record, ctx, batch, front, now))
+                )
+            if analysing is None and statistics.reached(made_before + made):
+                # On a connection of its own, while the batches in flight write.
+                analysing = asyncio.create_task(statistics.after(tx, made_before + made))
+            if not in_flight:
+                return made
+            # Waited for, not awaited: cancelling this call must not cancel it mid-statement.
+            await asyncio.wait({in_flight[0]})
+            result = in_flight.popleft().result()
+            if result is None or result.exhausted:
+                return made + (result.runs_created if result else 0)
+            made += result.runs_created
+    finally:
+        # A batch behind one that stopped finds the cursor elsewhere and rolls back: let
+        # it (cancelling it mid-statement would cost its connection).
+        await asyncio.gather(*in_flight, return_exceptions=True)
+        if analysing is not None:
+            (outcome,) = await asyncio.gather(analysing, return_exceptions=True)
+            if isinstance(outcome, Exception):
+                log.warning("backfill %s: analysing its tables failed: %s", backfill_id, outcome)
+
+
+def lane_batch_size(remaining: int | None, max_runs: int) -> int:
+    """The runs of a lane's batch: at most ``max_runs``, and the ``remaining`` slots (None:
+    not counted yet) shared out in a multiple of :data:`LANES` batches of one size, so that
+    no batch is left to write alone at the end (1,000 runs: two of 500, not one of 1,000)."""
+    if remaining is None or remaining <= 0:
+        return max_runs
+    batches = -(-remaining // max_runs)
+    batches += -batches % LANES
+    return max(1, -(-remaining // batches))
+
+
+def _batches(record: PlanRecord, max_runs: int) -> Iterator[_Batch]:
+    """The backfill's remaining slots in lane batches, each with the cursor before it."""
+    slots = plan_of(record).runs(after=run_of(record.cursor))
+    remaining = None if record.planned_count is None else record.planned_count - record.written_count
+    size = lane_batch_size(remaining, max_runs)
+    after = record.cursor
+    runs = list(itertools.islice(slots, size))
+    while runs:
+        following = list(itertools.islice(slots, size))
+        exhausted = not following  # the plan's last batch finishes writing: no empty batch after it
+        yield _Batch(runs, after, exhausted)
+        after = cursor_of(runs[-1])
+        runs = following
+
+
+async def _write_batch(
+    tx: Transactions,
+    catalog: DagCatalog,
+    record: PlanRecord,
+    ctx: RunContext,
+    batch: _Batch,
+    front: asyncio.Task[MaterializeResult | None] | None,
+    now: dt.datetime,
+) -> MaterializeResult | None:
+    """Write one lane's batch and commit it in its turn; None (rolled back) if it cannot be.
+
+    ``front``: the batch in front of it in this process (None: the first), whose commit it
+    waits for before its claim; the claim's check of the cursor covers every other writer.
+    """
+
+    async def work(conn: AsyncConnection) -> BatchResult:
+        # Waits in this transaction are bounded: a lane waits in Python for the batch in
+        # front of it, so a wait that crossed that one could be a cycle no database sees.
+        await conn.execute(_LOCK_TIMEOUT)
+        # Never queued behind a writer waiting for the lock: it would wait for this lane's
+        # batch behind, which waits for this one.
+        if not await lock_writers(conn, record.backfill_id, shared=True, wait=False):
+            raise _Overtaken
+        result = await write_batch(
+            conn,
+            ctx,
+            batch.runs,
+            reprocess_behavior=record.reprocess_behavior,
+            conf_given=record.dag_run_conf_given,
+            now=now,
+            catalog=catalog,
+            statistics_growth=ANALYZE_GROWTH,
+        )
+        if front is not None:
+            await asyncio.wait({front})  # not cancelled with this one
+            if front.cancelled() or front.result() is None:
+                raise _Overtaken
+        claimed = await claim_batch(conn, record.backfill_id, wait=True)
+        if claimed is None or not _same_slot(claimed.cursor, batch.after):
+            raise _Overtaken
+        await advance_cursor(
+            conn,
+            claimed,
+            written=len(batch.runs),
+            skipped=result.skipped,
+            cursor=cursor_of(batch.runs[-1]),
+            exhausted=batch.exhausted,
+            now=now,
+        )
+        return result
+
+    started = time.perf_counter()
+    try:
+        written = await tx.write(work)
+    except _Overtaken:
+        return None
+    except Exception:  # the batches that follow, one at a time, meet it again and report it
+        log.info(
+            "backfill %s: a lane's batch failed; writing on one batch at a time",
+            record.backfill_id,
+            exc_info=True,
+        )
+        return None
+    result = MaterializeResult(written.created + written.reprocessed, len(batch.runs), batch.exhausted)
+    count_batch(result, started)
+    log_batch(record.backfill_id, batch.runs, written)
+    return result

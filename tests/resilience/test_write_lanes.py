@@ -1,0 +1,294 @@
+"""An eager create's two write lanes: every slot once, whoever else writes, cancels or fails.
+
+Against the real Airflow 3.3.2 schema on PostgreSQL; several engines with their own pools
+stand in for sidecar replicas. Batches are tiny (3-7 runs) so that a create crosses many
+batch boundaries, and a one-shot fault is a real database error raised by a trigger.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+
+import psycopg2
+import psycopg2.extensions
+import pytest
+
+from sidecar.engine import BackfillEngine, DryRun, EngineConfig, Mode
+from sidecar.engine._lanes import _Batch, _write_batch
+from sidecar.engine._materialize import load_pinned, materialize_batch, plan_of, run_context
+from sidecar.engine._plans import cursor_of
+from sidecar.store import Database, connect, latest_log_template_id, lock_writers, plan_record
+from sidecar.vocabulary import ReprocessBehavior
+from tests.resilience.test_engine_faults import ONE_TASK, THREE, _check_intact, _insert_only, _spec
+from tests.support.fixtures import AirflowDatabase
+
+pytestmark = [pytest.mark.postgres, pytest.mark.airflow]
+
+UTC = dt.UTC
+#: The columns two writers of the same plan must agree on (ids, uuids and clocks differ).
+_RUN_COLUMNS = (
+    "dag_id, run_id, logical_date, data_interval_start, data_interval_end, run_after, state, run_type,"
+    " triggered_by, conf, clear_number, log_template_id, created_dag_version_id, bundle_version"
+)
+_TI_COLUMNS = (
+    "dag_id, run_id, task_id, map_index, state, try_number, max_tries, pool, pool_slots, queue,"
+    " priority_weight, operator, custom_operator_name, executor_config, dag_version_id"
+)
+
+
+def _rows(sql: psycopg2.extensions.cursor, backfill_id: int) -> tuple[list[tuple[object, ...]], ...]:
+    sql.execute(
+        f"SELECT {_RUN_COLUMNS} FROM dag_run WHERE backfill_id = %s ORDER BY logical_date", (backfill_id,)
+    )
+    runs = sql.fetchall()
+    sql.execute(
+        f"SELECT {', '.join('ti.' + c.strip() for c in _TI_COLUMNS.split(','))} FROM task_instance ti"
+        " JOIN dag_run r ON r.dag_id = ti.dag_id AND r.run_id = ti.run_id WHERE r.backfill_id = %s"
+        " ORDER BY ti.run_id, ti.task_id",
+        (backfill_id,),
+    )
+    tis = sql.fetchall()
+    sql.execute(
+        "SELECT logical_date, sort_ordinal, exception_reason, dag_run_id IS NOT NULL FROM backfill_dag_run"
+        " WHERE backfill_id = %s ORDER BY sort_ordinal",
+        (backfill_id,),
+    )
+    return runs, tis, sql.fetchall()
+
+
+def _wrote_in_lanes(caplog: pytest.LogCaptureFixture) -> bool:
+    return any("lanes" in r.getMessage() and r.name == "sidecar.engine._lanes" for r in caplog.records)
+
+
+@pytest.fixture
+async def replicas(clean_db: AirflowDatabase, database: Database) -> list[BackfillEngine]:
+    """Four engines, each with its own connection pool: four sidecar replicas."""
+    dbs = [database] + [connect(clean_db.asyncpg_url) for _ in range(3)]
+    engines = [BackfillEngine(db, EngineConfig(batch_size=7, lookahead=1)) for db in dbs]
+    yield engines  # type: ignore[misc]
+    for db in dbs[1:]:
+        await db.dispose()
+
+
+async def test_lanes_write_the_rows_one_batch_at_a_time_writes(
+    engine: BackfillEngine,
+    database: Database,
+    sql: psycopg2.extensions.cursor,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="sidecar.engine._lanes")
+    in_lanes = await engine.create(_spec(THREE, 40, mode=Mode.EAGER))
+    assert _wrote_in_lanes(caplog)
+    assert not isinstance(in_lanes, DryRun)
+    lanes_rows = _rows(sql, in_lanes.id)
+    await engine.cancel(in_lanes.id)
+    sql.execute("DELETE FROM task_instance; DELETE FROM backfill_dag_run; DELETE FROM dag_run")
+    serial = BackfillEngine(database, EngineConfig(batch_size=3, lookahead=1, lane_creates=0))
+    caplog.clear()
+    one_by_one = await serial.create(_spec(THREE, 40, mode=Mode.EAGER))
+    assert not isinstance(one_by_one, DryRun)
+    assert not _wrote_in_lanes(caplog)
+    assert _rows(sql, one_by_one.id) == lanes_rows
+    assert len(lanes_rows[0]) == 40 and len(lanes_rows[1]) == 120
+    assert in_lanes.progress.written == one_by_one.progress.written == 40
+    # The lanes wrote it (not batch by batch after a first refusal): no hand-over was logged.
+    assert not [r for r in caplog.records if "a lane's batch failed" in r.getMessage()]
+
+
+async def test_lanes_write_every_slot_once_while_replicas_tick_and_retry_the_create(
+    replicas: list[BackfillEngine], sql: psycopg2.extensions.cursor
+) -> None:
+    spec = _spec(ONE_TASK, 400, mode=Mode.EAGER)
+    create = asyncio.create_task(replicas[0].create(spec, request_id="lanes"))
+
+    async def race() -> None:
+        while not create.done():
+            await asyncio.gather(
+                *(e.tick() for e in replicas[1:]),
+                replicas[1].create(spec, request_id="lanes"),  # a retried create joins in, batch by batch
+            )
+
+    await asyncio.gather(create, race())
+    view = create.result()
+    assert not isinstance(view, DryRun)
+    _check_intact(sql, view.id, 400, 1)
+    sql.execute("SELECT count(*) FROM backfill_dag_run WHERE backfill_id = %s", (view.id,))
+    assert sql.fetchone() == (400,)
+
+
+async def test_a_cancel_stops_the_lanes_within_a_batch(
+    engine: BackfillEngine, sql: psycopg2.extensions.cursor
+) -> None:
+    create = asyncio.create_task(engine.create(_spec(ONE_TASK, 3000, mode=Mode.EAGER)))
+    while True:  # the create's first batch committed: the lanes are writing
+        sql.execute("SELECT id FROM backfill")
+        if (row := sql.fetchone()) is not None:
+            break
+        await asyncio.sleep(0.01)
+    await engine.cancel(row[0])
+    await create
+    sql.execute(
+        "SELECT count(*) FILTER (WHERE state = 'queued'), count(*) FROM dag_run WHERE backfill_id = %s",
+        (row[0],),
+    )
+    queued, runs = sql.fetchone()
+    assert queued == 0  # no lane committed runs after the cancel failed the queued ones
+    assert runs < 3000
+    sql.execute(
+        "SELECT written_count, phase FROM airflow_sidecar.sidecar_backfill WHERE backfill_id = %s", (row[0],)
+    )
+    assert sql.fetchone() == (runs, "cancelled")
+
+
+async def test_a_failing_lane_hands_the_rest_to_single_batches(
+    engine: BackfillEngine, sql: psycopg2.extensions.cursor, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A one-shot fault: the fifth insert into dag_run fails, with an error no retry helps.
+    sql.execute("CREATE SEQUENCE IF NOT EXISTS lanes_fault; SELECT setval('lanes_fault', 1, false)")
+    sql.execute(
+        "CREATE OR REPLACE FUNCTION lanes_fault() RETURNS trigger LANGUAGE plpgsql AS $$"
+        " BEGIN IF nextval('lanes_fault') = 5 THEN RAISE EXCEPTION 'injected' USING ERRCODE = 'XX000'; END IF;"
+        " RETURN NULL; END $$"
+    )
+    sql.execute(
+        "CREATE TRIGGER lanes_fault AFTER INSERT ON dag_run FOR EACH STATEMENT EXECUTE FUNCTION lanes_fault()"
+    )
+    try:
+        caplog.set_level(logging.DEBUG, logger="sidecar.engine._lanes")
+        view = await engine.create(_spec(THREE, 30, mode=Mode.EAGER))
+    finally:
+        sql.execute(
+            "DROP TRIGGER lanes_fault ON dag_run; DROP FUNCTION lanes_fault(); DROP SEQUENCE lanes_fault"
+        )
+    assert not isinstance(view, DryRun)
+    _check_intact(sql, view.id, 30, 3)
+    assert _wrote_in_lanes(caplog)
+    assert [r for r in caplog.records if "a lane's batch failed" in r.getMessage()]
+
+
+async def test_the_tick_skips_a_backfill_whose_lanes_are_writing(
+    engine: BackfillEngine, sql: psycopg2.extensions.cursor
+) -> None:
+    backfill_id = await _insert_only(engine, _spec(ONE_TASK, 10, mode=Mode.EAGER))
+    async with engine.db.engine.begin() as lane:  # a lane's batch in flight
+        await lock_writers(lane, backfill_id, shared=True, wait=True)
+        await engine.tick()
+        sql.execute("SELECT count(*) FROM dag_run WHERE backfill_id = %s", (backfill_id,))
+        assert sql.fetchone() == (0,)
+        async with engine.db.engine.begin() as other:  # the tick's batch refuses to wait
+            assert (
+                await materialize_batch(
+                    other, engine.catalog, backfill_id, max_runs=3, now=dt.datetime.now(UTC)
+                )
+                is None
+            )
+    await engine.tick()
+    _check_intact(sql, backfill_id, 10, 1)
+
+
+async def test_a_lane_batch_behind_a_cursor_moved_elsewhere_rolls_back(
+    engine: BackfillEngine, sql: psycopg2.extensions.cursor
+) -> None:
+    backfill_id = await _insert_only(engine, _spec(THREE, 12, mode=Mode.EAGER))
+    async with engine.db.engine.connect() as conn:
+        record = await plan_record(conn, backfill_id)
+        assert record is not None
+        loaded = await load_pinned(conn, engine.catalog, record)
+        assert loaded is not None
+        ctx = run_context(record, loaded, await latest_log_template_id(conn))
+    slots = list(plan_of(record).runs())
+    # Written for the slots after the first three, but nothing wrote the first three.
+    ahead = _Batch(slots[3:6], cursor_of(slots[2]), exhausted=False)
+    assert (
+        await _write_batch(engine.tx, engine.catalog, record, ctx, ahead, None, dt.datetime.now(UTC)) is None
+    )
+    sql.execute("SELECT count(*) FROM dag_run")
+    assert sql.fetchone() == (0,)
+    sql.execute(
+        "SELECT written_count, cursor FROM airflow_sidecar.sidecar_backfill WHERE backfill_id = %s",
+        (backfill_id,),
+    )
+    assert sql.fetchone() == (0, None)
+    # In its turn, the same batch commits.
+    first = _Batch(slots[:3], None, exhausted=False)
+    assert (
+        await _write_batch(engine.tx, engine.catalog, record, ctx, first, None, dt.datetime.now(UTC))
+        is not None
+    )
+    assert (
+        await _write_batch(engine.tx, engine.catalog, record, ctx, ahead, None, dt.datetime.now(UTC))
+        is not None
+    )
+    sql.execute("SELECT count(*) FROM dag_run WHERE backfill_id = %s", (backfill_id,))
+    assert sql.fetchone() == (6,)
+
+
+async def test_lanes_are_bounded_per_process(
+    database: Database, sql: psycopg2.extensions.cursor, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="sidecar.engine._lanes")
+    engine = BackfillEngine(database, EngineConfig(batch_size=3, lookahead=1, lane_creates=1))
+    assert engine._parts.lanes.take()  # another create holds the only place
+    view = await engine.create(_spec(THREE, 15, mode=Mode.EAGER))  # one batch at a time
+    assert not isinstance(view, DryRun)
+    assert not _wrote_in_lanes(caplog)
+    _check_intact(sql, view.id, 15, 3)
+    engine._parts.lanes.give_back()
+    assert engine._parts.lanes.spare == 1
+
+
+async def test_a_lane_never_queues_behind_a_writer_waiting_for_the_lanes(
+    engine: BackfillEngine, sql: psycopg2.extensions.cursor
+) -> None:
+    # The review's cycle: a lane batch behind holds the lock shared and waits (in Python) for
+    # the batch in front; a retried create waits for the lock exclusively; the batch in front
+    # must not queue behind that writer (no database would see the cycle).
+    backfill_id = await _insert_only(engine, _spec(THREE, 12, mode=Mode.EAGER))
+    async with engine.db.engine.connect() as conn:
+        record = await plan_record(conn, backfill_id)
+        assert record is not None
+        loaded = await load_pinned(conn, engine.catalog, record)
+        assert loaded is not None
+        ctx = run_context(record, loaded, await latest_log_template_id(conn))
+    slots = list(plan_of(record).runs())
+    async with engine.db.engine.begin() as behind:  # the lane batch behind, holding the lock
+        await lock_writers(behind, backfill_id, shared=True, wait=True)
+        waiting = asyncio.create_task(
+            engine.tx.write(
+                lambda conn: materialize_batch(
+                    conn, engine.catalog, backfill_id, max_runs=3, now=dt.datetime.now(UTC), wait=True
+                )
+            )
+        )
+        await asyncio.sleep(0.5)  # the retried create now waits for the lock, exclusively
+        assert not waiting.done()
+        front = _Batch(slots[:3], None, exhausted=False)
+        written = await asyncio.wait_for(
+            _write_batch(engine.tx, engine.catalog, record, ctx, front, None, dt.datetime.now(UTC)),
+            5,  # well within the lanes' 10 s lock_timeout: it stands back at once
+        )
+        assert written is None  # it stood back instead of queueing
+    result = await asyncio.wait_for(waiting, 20)  # the waiting writer goes on once the lanes stop
+    assert result is not None and result.slots_written == 3
+    await engine.tick()
+    _check_intact(sql, backfill_id, 12, 3)
+
+
+async def test_a_create_that_reprocesses_runs_writes_one_batch_at_a_time(
+    engine: BackfillEngine, sql: psycopg2.extensions.cursor, caplog: pytest.LogCaptureFixture
+) -> None:
+    first = await engine.create(_spec(THREE, 12, mode=Mode.EAGER))
+    assert not isinstance(first, DryRun)
+    sql.execute("UPDATE dag_run SET state = 'failed' WHERE backfill_id = %s", (first.id,))
+    await engine.cancel(first.id)
+    caplog.set_level(logging.DEBUG, logger="sidecar.engine._lanes")
+    again = await engine.create(
+        _spec(THREE, 12, mode=Mode.EAGER, reprocess_behavior=ReprocessBehavior.FAILED)
+    )
+    assert not isinstance(again, DryRun)
+    assert not _wrote_in_lanes(caplog)
+    assert again.progress.written == 12
+    sql.execute("SELECT count(*) FROM dag_run WHERE state = 'queued'")
+    assert sql.fetchone() == (12,)  # every failed run cleared to run again
