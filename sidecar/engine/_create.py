@@ -128,6 +128,7 @@ async def create(
     # An eager create writes in lanes if it may and a place is free (taken before its first
     # batch, which is short when lanes follow it).
     in_lanes = wanted is None and lanes_apply(parts.tx, spec.reprocess_behavior) and parts.lanes.take()
+    place = _Place(parts, in_lanes)
     try:
         created = await insert(
             parts,
@@ -147,30 +148,44 @@ async def create(
             assert request_id is not None
             previous = await by_request_id(parts, principal, request_id, fingerprint)
             assert previous is not None
+            place.give_back()  # it joins in one batch at a time
             return await settled(parts, previous)
         backfill_id, first = created
         if first is not None and not first.exhausted:
-            await _write_the_rest(parts, backfill_id, first.runs_created, wanted, now, in_lanes=in_lanes)
+            await _write_the_rest(parts, backfill_id, first.runs_created, wanted, now, place)
     finally:
-        if in_lanes:
-            parts.lanes.give_back()
+        place.give_back()
     view = await get(parts, backfill_id, _CREATOR)
     if planned is None:  # started once the answer is read: its first read never delays the create's
         counter.ensure(backfill_id)
     return view
 
 
+class _Place:
+    """A create's place among the creates writing in lanes (:class:`LaneBudget`), given back once."""
+
+    def __init__(self, parts: Parts, taken: bool) -> None:
+        self._parts = parts
+        self.taken = taken
+
+    def give_back(self) -> None:
+        if self.taken:
+            self.taken = False
+            self._parts.lanes.give_back()
+
+
 async def _write_the_rest(
-    parts: Parts, backfill_id: int, made: int, wanted: int | None, now: dt.datetime, *, in_lanes: bool
+    parts: Parts, backfill_id: int, made: int, wanted: int | None, now: dt.datetime, place: _Place
 ) -> None:
     """After the create's own batch (``made`` runs): the rest of the window, or of an eager plan.
 
-    ``in_lanes``: two batches at a time while they can be (:mod:`sidecar.engine._lanes`),
-    then one at a time to the end; the analysis of the tables the backfill grows is decided
-    once for both.
+    With a ``place`` taken: two batches at a time while they can be
+    (:mod:`sidecar.engine._lanes`), then one at a time to the end (the place given back
+    first); the analysis of the tables the backfill grows is decided once for both, and
+    done by the end.
     """
     statistics = await TableStatistics.start(parts.tx, None if wanted is None else wanted - made)
-    if in_lanes:
+    if place.taken:
         made += await write_in_lanes(
             parts.tx,
             parts.catalog,
@@ -180,7 +195,8 @@ async def _write_the_rest(
             made_before=made,
             statistics=statistics,
         )
-    await materialize(
+        place.give_back()
+    made += await materialize(
         parts.tx,
         parts.catalog,
         backfill_id,
@@ -191,6 +207,10 @@ async def _write_the_rest(
         made_before=made,
         statistics=statistics,
     )
+    # The lanes' last batch (or a batch of another writer) may finish the writing before
+    # the point is reached in a loop that checks it: an eager plan is analysed by the end.
+    if wanted is None:
+        await statistics.after(parts.tx, made)
 
 
 async def insert(

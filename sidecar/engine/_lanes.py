@@ -65,6 +65,7 @@ from sidecar.store import (
     Transactions,
     advance_cursor,
     claim_batch,
+    is_database_failure,
     latest_log_template_id,
     lock_writers,
     plan_record,
@@ -110,6 +111,11 @@ class _Batch:
     runs: list[PlannedRun]
     after: dict[str, Any] | None
     exhausted: bool
+
+
+def _stopped(front: asyncio.Task[MaterializeResult | None] | None) -> bool:
+    """Whether the batch in front of a lane's batch ended without committing."""
+    return front is not None and front.done() and (front.cancelled() or front.result() is None)
 
 
 def _same_slot(a: dict[str, Any] | None, b: dict[str, Any] | None) -> bool:
@@ -242,7 +248,7 @@ async def _write_batch(
         await conn.execute(_LOCK_TIMEOUT)
         # Never queued behind a writer waiting for the lock: it would wait for this lane's
         # batch behind, which waits for this one.
-        if not await lock_writers(conn, record.backfill_id, shared=True, wait=False):
+        if not await lock_writers(conn, record.backfill_id, shared=True, wait=False) or _stopped(front):
             raise _Overtaken
         result = await write_batch(
             conn,
@@ -256,7 +262,7 @@ async def _write_batch(
         )
         if front is not None:
             await asyncio.wait({front})  # not cancelled with this one
-            if front.cancelled() or front.result() is None:
+            if _stopped(front):
                 raise _Overtaken
         claimed = await claim_batch(conn, record.backfill_id, wait=True)
         if claimed is None or not _same_slot(claimed.cursor, batch.after):
@@ -277,10 +283,12 @@ async def _write_batch(
         written = await tx.write(work)
     except _Overtaken:
         return None
-    except Exception:  # the batches that follow, one at a time, meet it again and report it
-        log.info(
-            "backfill %s: a lane's batch failed; writing on one batch at a time",
+    except Exception as exc:  # the batches that follow, one at a time, meet it again and report it
+        log.log(
+            logging.INFO if is_database_failure(exc) else logging.WARNING,
+            "backfill %s: a lane's batch failed (%s); writing on one batch at a time",
             record.backfill_id,
+            type(exc).__name__,
             exc_info=True,
         )
         return None
