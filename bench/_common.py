@@ -69,6 +69,7 @@ async def _sidecar_create(url: str, spec: BackfillSpec, batch_size: int) -> tupl
     try:
         await prepare(db)
         engine = BackfillEngine(db, EngineConfig(batch_size=batch_size))
+        await engine.warm_up()  # as ``serve`` does at start: the create is one against a running server
         started = time.perf_counter()
         view = await engine.create(spec)
         elapsed = time.perf_counter() - started

@@ -18,7 +18,8 @@ one transaction (the parallel one: three), no sidecar code:
   backends at work, as many as this 2-core machine has (and as the sidecar's two lanes).
 
 The sidecar runs ``BackfillEngine.create`` in eager mode (batches of ``--batch-sizes``
-runs, each batch and its cursor in one transaction). Each case runs on an empty database
+runs, each batch and its cursor in one transaction; two in flight, ADR 0014), on an engine
+warmed up as ``serve`` warms itself at start (its statements compiled on one connection). Each case runs on an empty database
 and on one with history (20,000 earlier runs x 10 tasks of ``bench_hourly_10``, vacuumed
 and analysed, as autovacuum leaves a real deployment). The variants are interleaved: each
 round measures every variant once, in alternating order, on fresh clones; the table shows
