@@ -475,7 +475,7 @@ def _create(
     if args.watch:
         _, total = totals(b)
         if b.progress.planned_is_counting:
-            to_run = f"at least {total} runs to run (the plan is still being counted)"
+            to_run = f"at least {counted(total, 'run')} to run (the plan is still being counted)"
         else:
             to_run = f"{counted(total, 'run')} to run"
         print(f"created backfill {b.id} for {b.dag_id}: {to_run}", file=sys.stderr)

@@ -214,8 +214,14 @@ def _sidecar_findings(settings: ClientSettings, as_scheduler: bool) -> tuple[lis
         return found, open_access
 
 
-def _shim_findings(checked: ClientSettings, environ: Environ, open_access: bool) -> list[Finding]:
-    """What the shim reads from this environment, against what was checked."""
+def _shim_findings(
+    checked: ClientSettings, environ: Environ, open_access: bool, *, answered: bool = True
+) -> list[Finding]:
+    """What the shim reads from this environment, against what was checked.
+
+    ``answered``: whether the sidecar answered; if not (not up yet), whether it needs a token
+    is not known, and a missing token is a failure that waiting may cure.
+    """
     try:
         shim = ShimSettings.from_env(environ)
         security = ClientSecurity.from_env(environ)
@@ -237,6 +243,7 @@ def _shim_findings(checked: ClientSettings, environ: Environ, open_access: bool)
                 "shim",
                 "the shim would send no token (SIDECAR_TOKEN and SIDECAR_TOKEN_FILE are unset) and its "
                 "Ticks would be refused: export SIDECAR_TOKEN where the scheduler runs",
+                transient=not answered,
             )
         ]
     if security.token != checked.security.token:
@@ -312,7 +319,8 @@ def _check(args: argparse.Namespace, environ: Environ | None) -> list[Finding]:
         sidecar, open_access = _sidecar_findings(settings, args.as_scheduler)
         findings += sidecar
         if args.as_scheduler:
-            findings += _shim_findings(settings, env, open_access)
+            answered = not any(f.status == "FAIL" and f.transient for f in sidecar)
+            findings += _shim_findings(settings, env, open_access, answered=answered)
         else:
             findings.append(Finding("skip", "shim", "the shim's settings not checked (add --as-scheduler)"))
     return _with_skips(findings, args.as_scheduler)

@@ -53,7 +53,7 @@ def estimate_line(b: pb.Backfill) -> str | None:
     if e.plan_is_counting:  # the runs left are not known: no time left from a partial count
         return (
             f"a run takes {span(e.run_duration_p50.ToTimedelta())} (p90 {span(e.run_duration_p90.ToTimedelta())}) "
-            f"over {source} {e.sample_size} finished runs; the time left follows once the plan is counted"
+            f"over {source} {counted(e.sample_size, 'finished run')}; the time left follows once the plan is counted"
         )
     return (
         f"~{span(e.remaining_p50.ToTimedelta())} (p90 {span(e.remaining_p90.ToTimedelta())}) for "

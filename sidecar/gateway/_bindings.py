@@ -439,6 +439,8 @@ def _parse_message(exc: BaseException) -> str:
     if cause is None:
         return text
     inner = str(cause)
+    if not inner:
+        return text
     head, found, tail = text.rpartition(inner)
     if not found or tail != ".":  # not a wrapping that appended a stop
         return text

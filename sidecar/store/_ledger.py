@@ -25,6 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from sidecar.auth import Access
 from sidecar.store._backfill_reads import BackfillRecord, PlanRecord, get_backfill, load_backfill, plan_query
 from sidecar.store._phases import (
+    PENDING_RUNS,
     TICKED,
     TRANSITIONS,
     AirflowClosing,
@@ -203,10 +204,18 @@ async def finish_writing(conn: AsyncConnection, claimed: PlanRecord, now: dt.dat
 
 
 async def record_planned_count(conn: AsyncConnection, backfill_id: int, planned: int) -> None:
-    """Record a plan's size counted after creation (unless already known)."""
+    """Record a plan's size counted after creation (unless already known, or its writing ended).
+
+    A backfill cancelled, or whose DAG went away, before its count landed keeps the slots it
+    wrote as its plan: a count finishing later would promise runs it will never write.
+    """
     await conn.execute(
         sidecar_backfill.update()
-        .where(sidecar_backfill.c.backfill_id == backfill_id, sidecar_backfill.c.planned_count.is_(None))
+        .where(
+            sidecar_backfill.c.backfill_id == backfill_id,
+            sidecar_backfill.c.planned_count.is_(None),
+            sidecar_backfill.c.phase.in_([phase.value for phase in PENDING_RUNS]),
+        )
         .values(planned_count=planned)
     )
 

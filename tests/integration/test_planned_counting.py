@@ -26,7 +26,7 @@ import psycopg2.extensions
 from sidecar.api._convert import backfill_message
 from sidecar.engine import BackfillEngine, BackfillView, DryRun
 from sidecar.gateway._airflow import backfill_json
-from sidecar.store import Database
+from sidecar.store import Database, record_planned_count
 from tests.integration.test_engine import day, spec
 from tests.support.fixtures import AirflowDatabase
 from tests.support.waiting import async_wait_until
@@ -183,3 +183,20 @@ async def test_a_set_aside_backfill_is_counted_by_the_next_tick(
     done = await counted(restarted, created.id)
     assert done.progress.planned == PLANNED
     await restarted.close()
+
+
+async def test_a_count_landing_after_a_cancel_leaves_the_slots_written(
+    database: Database, clean_db: AirflowDatabase
+) -> None:
+    """A count still running when the backfill is cancelled must not promise its whole plan."""
+    first = BackfillEngine(database)
+    created = await first.create(spec(**LONG))
+    assert not isinstance(created, DryRun)
+    with count_held(clean_db, created.id):
+        await first.close()  # this count stops; stand in for one that lands after the cancel
+    engine = BackfillEngine(database)
+    await engine.cancel(created.id)
+    await engine.tx.write(lambda conn: record_planned_count(conn, created.id, PLANNED))  # lands late
+    view = await engine.get(created.id)
+    assert view.progress.planned == view.progress.written == created.progress.written
+    assert not view.progress.planned_is_counting

@@ -225,6 +225,34 @@ def test_wait_retries_until_the_sidecar_listens(airflow_db: AirflowDatabase, tmp
     assert f"ok    sidecar   serving at {target}" in out and "not waiting" not in err
 
 
+def test_wait_as_scheduler_retries_a_sidecar_not_up_without_a_token(
+    airflow_db: AirflowDatabase, tmp_path: Path
+) -> None:
+    """With no token anywhere, whether one is needed is only known once the sidecar answers."""
+    target = f"127.0.0.1:{free_port()}"
+    env = {"SIDECAR_DATABASE_URL": airflow_db.asyncpg_url, "SIDECAR_TARGET": target}
+    doctor = _doctor_waiting("--as-scheduler", "--timeout", "3", "--wait", "90", env=env)
+    try:
+        time.sleep(3)
+        assert doctor.poll() is None, "doctor gave up on a sidecar that was not started yet"
+        sidecar, _ = start_sidecar(
+            airflow_db.asyncpg_url,
+            tmp_path,
+            port=int(target.rpartition(":")[2]),
+            auth_args=("--no-auth",),
+        )
+        try:
+            out, err = doctor.communicate(timeout=60)
+        finally:
+            sidecar.stop()
+    finally:
+        if doctor.poll() is None:
+            doctor.kill()
+            doctor.communicate()
+    assert "not waiting" not in err, out + err
+    assert f"ok    sidecar   serving at {target}" in out
+
+
 def test_wait_retries_a_database_not_up_until_the_time_is_up(scheduler_env: dict[str, str]) -> None:
     """Nothing listening at the database's port yet is worth waiting for, up to ``--wait``."""
     env = _with_database(scheduler_env, f"postgresql+asyncpg://postgres@127.0.0.1:{free_port()}/postgres")
