@@ -71,11 +71,16 @@ def test_kill_9_during_a_20000_run_creation_loses_and_duplicates_nothing(
             kills.append(_kill_after(module_db, process, seen + rng.randint(1, 3_000), errors))
             if attempt == 0:
                 thread.join(30)
+            if attempt == 3:
+                # Paused (as Airflow's own pause does) while the two replicas start: else the first
+                # one up may write the rest of the plan (a few seconds now) before the other is up.
+                query(module_db, "UPDATE backfill SET is_paused = true WHERE dag_id = %s", ONE_TASK_DAG)
             process, target = start_serve(module_db.asyncpg_url, tmp_path / f"sidecar-{attempt + 1}.log")
             processes.append(process)
         # Two replicas on one database: the one doing the work dies mid-batch, the other takes over.
         other, other_target = start_serve(module_db.asyncpg_url, tmp_path / "sidecar-replica.log")
         processes.append(other)
+        query(module_db, "UPDATE backfill SET is_paused = false WHERE dag_id = %s", ONE_TASK_DAG)
         kills.append(_kill_after(module_db, process, kills[-1] + rng.randint(1, 2_000), errors))
         wait_until(
             lambda: phase_of(module_db) == "materialized",
