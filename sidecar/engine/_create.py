@@ -152,7 +152,7 @@ async def create(
             return await settled(parts, previous)
         backfill_id, first = created
         if first is not None and not first.exhausted:
-            await _write_the_rest(parts, backfill_id, first.runs_created, wanted, now, place)
+            await _write_the_rest(parts, backfill_id, first, wanted, planned, now, place)
     finally:
         place.give_back()
     view = await get(parts, backfill_id, _CREATOR)
@@ -175,38 +175,52 @@ class _Place:
 
 
 async def _write_the_rest(
-    parts: Parts, backfill_id: int, made: int, wanted: int | None, now: dt.datetime, place: _Place
+    parts: Parts,
+    backfill_id: int,
+    first: MaterializeResult,
+    wanted: int | None,
+    planned: int | None,
+    now: dt.datetime,
+    place: _Place,
 ) -> None:
-    """After the create's own batch (``made`` runs): the rest of the window, or of an eager plan.
+    """After the create's own batch (``first``): the rest of the window, or of an eager plan
+    (``planned`` slots, None: not counted yet).
 
     With a ``place`` taken: two batches at a time while they can be
-    (:mod:`sidecar.engine._lanes`), then one at a time to the end (the place given back
-    first); the analysis of the tables the backfill grows is decided once for both, and
-    done by the end.
+    (:mod:`sidecar.engine._lanes`, starting from where ``first`` left the backfill), then
+    one at a time to the end (the place given back first); the analysis of the tables the
+    backfill grows is decided once for both, and done by the end.
     """
-    statistics = await TableStatistics.start(parts.tx, None if wanted is None else wanted - made)
-    if place.taken:
-        made += await write_in_lanes(
+    made = first.runs_created
+    statistics = await TableStatistics.start(
+        parts.tx, None if wanted is None else wanted - made, most=planned
+    )
+    finished = False
+    if place.taken and first.after is not None:
+        lanes = await write_in_lanes(
             parts.tx,
             parts.catalog,
-            backfill_id,
+            first.after,
             batch_size=parts.config.batch_size,
             now=now,
             made_before=made,
             statistics=statistics,
         )
+        made += lanes.made
+        finished = lanes.finished  # every run committed: no batch left to write or wait for
         place.give_back()
-    made += await materialize(
-        parts.tx,
-        parts.catalog,
-        backfill_id,
-        runs_wanted=None if wanted is None else wanted - made,
-        batch_size=parts.config.batch_size,
-        now=now,
-        wait=wanted is None,  # eager: answer once every run is committed, whoever wrote it
-        made_before=made,
-        statistics=statistics,
-    )
+    if not finished:
+        made += await materialize(
+            parts.tx,
+            parts.catalog,
+            backfill_id,
+            runs_wanted=None if wanted is None else wanted - made,
+            batch_size=parts.config.batch_size,
+            now=now,
+            wait=wanted is None,  # eager: answer once every run is committed, whoever wrote it
+            made_before=made,
+            statistics=statistics,
+        )
     # The lanes' last batch (or a batch of another writer) may finish the writing before
     # the point is reached in a loop that checks it: an eager plan is analysed by the end.
     if wanted is None:

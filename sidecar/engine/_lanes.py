@@ -45,13 +45,12 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from sidecar.engine._materialize import (
     ANALYZE_GROWTH,
+    Continuation,
     MaterializeResult,
     TableStatistics,
     count_batch,
-    load_pinned,
     log_batch,
     plan_of,
-    run_context,
     runs_per_batch,
 )
 from sidecar.engine._plans import cursor_of, run_of
@@ -59,16 +58,13 @@ from sidecar.planning import PlannedRun
 from sidecar.store import (
     BatchResult,
     DagCatalog,
-    Phase,
     PlanRecord,
     RunContext,
     Transactions,
     advance_cursor,
     claim_batch,
     is_database_failure,
-    latest_log_template_id,
     lock_writers,
-    plan_record,
     write_batch,
 )
 from sidecar.vocabulary import ReprocessBehavior
@@ -135,39 +131,39 @@ def lanes_apply(tx: Transactions, reprocess_behavior: ReprocessBehavior) -> bool
     return tx.db.dialect == "postgresql" and tx.counted and reprocess_behavior is ReprocessBehavior.NONE
 
 
+@dataclass(frozen=True)
+class LanesResult:
+    """What an eager create's lanes wrote."""
+
+    made: int
+    """The runs they made."""
+    finished: bool
+    """Whether their last batch finished the writing (nothing is left for single batches)."""
+
+
 async def write_in_lanes(
     tx: Transactions,
     catalog: DagCatalog,
-    backfill_id: int,
+    start: Continuation,
     *,
     batch_size: int,
     now: dt.datetime,
     made_before: int,
     statistics: TableStatistics,
-) -> int:
-    """Write a materialising backfill's remaining slots in lanes; the runs made.
+) -> LanesResult:
+    """Write a materialising backfill's remaining slots in lanes, from where the create's own
+    batch left it (``start``: its record, DAG and run context, not read again).
 
     ``statistics``: when to analyse the tables it grows (shared with the batches after it).
 
     The caller holds a place of its :class:`LaneBudget` and checked :func:`lanes_apply`.
     Returns early (with what was made) at the first batch that cannot commit as planned:
-    the caller then writes the rest batch by batch.
+    the caller then writes the rest batch by batch. Anything that changed the backfill
+    since ``start`` (a cancel, another writer) stops the first lane batch at its claim.
     """
-
-    async def setup(conn: AsyncConnection) -> tuple[PlanRecord, RunContext, int] | None:
-        record = await plan_record(conn, backfill_id)
-        if record is None or record.phase is not Phase.MATERIALIZING:
-            return None
-        loaded = await load_pinned(conn, catalog, record)
-        if loaded is None:
-            return None
-        ctx = run_context(record, loaded, await latest_log_template_id(conn))
-        return record, ctx, runs_per_batch(loaded, batch_size)
-
-    ready = await tx.read(setup)
-    if ready is None:
-        return 0
-    record, ctx, max_runs = ready
+    record, ctx = start.record, start.ctx
+    backfill_id = record.backfill_id
+    max_runs = runs_per_batch(start.loaded, batch_size)
     log.debug("backfill %s: writing in %s lanes", backfill_id, LANES)
     batches = _batches(record, max_runs)
     in_flight: deque[asyncio.Task[MaterializeResult | None]] = deque()
@@ -184,13 +180,15 @@ async def write_in_lanes(
                 # On a connection of its own, while the batches in flight write.
                 analysing = asyncio.create_task(statistics.after(tx, made_before + made))
             if not in_flight:
-                return made
+                return LanesResult(made, finished=False)
             # Waited for, not awaited: cancelling this call must not cancel it mid-statement.
             await asyncio.wait({in_flight[0]})
             result = in_flight.popleft().result()
-            if result is None or result.exhausted:
-                return made + (result.runs_created if result else 0)
+            if result is None:
+                return LanesResult(made, finished=False)
             made += result.runs_created
+            if result.exhausted:
+                return LanesResult(made, finished=True)
     finally:
         # A batch behind one that stopped finds the cursor elsewhere and rolls back: let
         # it (cancelling it mid-statement would cost its connection).
@@ -213,18 +211,26 @@ def lane_batch_size(remaining: int | None, max_runs: int) -> int:
 
 
 def _batches(record: PlanRecord, max_runs: int) -> Iterator[_Batch]:
-    """The backfill's remaining slots in lane batches, each with the cursor before it."""
+    """The backfill's remaining slots in lane batches, each with the cursor before it.
+
+    A batch's slots are planned when it is asked for: while the plan's count says more
+    slots follow, a batch is not its last, so the first lane starts before the second's
+    slots are planned; otherwise (and without a count) the next batch's slots are planned
+    first, to tell whether this one finishes the writing.
+    """
     slots = plan_of(record).runs(after=run_of(record.cursor))
     remaining = None if record.planned_count is None else record.planned_count - record.written_count
     size = lane_batch_size(remaining, max_runs)
     after = record.cursor
     runs = list(itertools.islice(slots, size))
     while runs:
-        following = list(itertools.islice(slots, size))
-        exhausted = not following  # the plan's last batch finishes writing: no empty batch after it
-        yield _Batch(runs, after, exhausted)
+        following: list[PlannedRun] | None = None
+        if remaining is None or (remaining := remaining - len(runs)) <= 0:
+            following = list(itertools.islice(slots, size))
+        # the plan's last batch finishes writing: no empty batch after it
+        yield _Batch(runs, after, exhausted=following == [])
         after = cursor_of(runs[-1])
-        runs = following
+        runs = list(itertools.islice(slots, size)) if following is None else following
 
 
 async def _write_batch(

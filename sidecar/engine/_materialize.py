@@ -17,7 +17,7 @@ import itertools
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from functools import partial
 
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -60,12 +60,30 @@ ANALYZE_GROWTH = 4
 
 
 @dataclass(frozen=True)
+class Continuation:
+    """Where a committed batch left its backfill, and what the next batches are written with.
+
+    An eager create's lanes start from the create's own batch's (no second read of what
+    that batch just read).
+    """
+
+    record: PlanRecord
+    """The backfill's plan record as the batch committed it (cursor and counts moved on)."""
+    loaded: LoadedDag
+    """The DAG version the batch wrote on (:func:`load_pinned`)."""
+    ctx: RunContext
+    """What the batch's runs were written with."""
+
+
+@dataclass(frozen=True)
 class MaterializeResult:
     """What one call wrote for one backfill."""
 
     runs_created: int
     slots_written: int
     exhausted: bool
+    after: Continuation | None = field(default=None, compare=False, repr=False)
+    """A batch that did not finish the plan: where it left the backfill (None otherwise)."""
 
 
 async def materialize_batch(
@@ -125,7 +143,16 @@ async def materialize_batch(
     )
     if batch:
         log_batch(backfill_id, batch, result)
-    return MaterializeResult(result.created + result.reprocessed, len(batch), exhausted)
+    after = None
+    if not exhausted:
+        moved = replace(
+            claimed,
+            written_count=claimed.written_count + len(batch),
+            skipped_count=claimed.skipped_count + result.skipped,
+            cursor=cursor_of(batch[-1]),
+        )
+        after = Continuation(moved, loaded, ctx)
+    return MaterializeResult(result.created + result.reprocessed, len(batch), exhausted, after)
 
 
 def log_batch(backfill_id: int, batch: Sequence[PlannedRun], result: BatchResult) -> None:
@@ -270,9 +297,16 @@ class TableStatistics:
     """The runs made (the create's first batch included) after which to analyse; None: never (again)."""
 
     @classmethod
-    async def start(cls, tx: Transactions, runs_wanted: int | None) -> TableStatistics:
-        """When a materialisation of ``runs_wanted`` runs (None: the whole plan) analyses."""
-        if tx.db.dialect == "postgresql" and (runs_wanted is None or runs_wanted >= ANALYZE_FIRST):
+    async def start(
+        cls, tx: Transactions, runs_wanted: int | None, *, most: int | None = None
+    ) -> TableStatistics:
+        """When a materialisation of ``runs_wanted`` runs (None: the whole plan) analyses.
+
+        ``most``: the most runs the whole plan can make, if known (its size): a plan
+        smaller than :data:`ANALYZE_FIRST` is never analysed, so nothing is read.
+        """
+        bound = most if runs_wanted is None else runs_wanted
+        if tx.db.dialect == "postgresql" and (bound is None or bound >= ANALYZE_FIRST):
             return cls(max(ANALYZE_FIRST, await tx.read(counted_runs) + 1))
         return cls(None)
 
