@@ -105,15 +105,36 @@ def _is_json(table: str, column: str) -> bool:
     return _pg_type(table, column) in ("JSON", "JSONB")
 
 
+class JsonText(str):
+    """A JSON column's value already serialised (e.g. a run's carrier, shared by its task
+    instances): sent as it is, not serialised again."""
+
+    __slots__ = ()
+
+
+def json_text(value: Any) -> JsonText:
+    """``value`` serialised once for the bulk path (:class:`JsonText`)."""
+    return JsonText(json.dumps(value))
+
+
 def _encode(table: str, column: str, value: Any) -> Any:
     """A value as asyncpg expects it: JSON columns travel as their serialised text.
 
     ``None`` in a JSON column becomes JSON ``null``, as SQLAlchemy's ``JSON`` type (with
-    ``none_as_null=False``, the tables' setting) writes it on the simple path.
+    ``none_as_null=False``, the tables' setting) writes it on the simple path; a
+    :class:`JsonText` is already serialised.
     """
-    if _is_json(table, column):
+    if _is_json(table, column) and type(value) is not JsonText:
         return json.dumps(value)
     return value
+
+
+def _encode_all(table: str, column: str, values: list[Any]) -> list[Any]:
+    """:func:`_encode` of a column's values, deciding once for the column (most need nothing)."""
+    if not _is_json(table, column):
+        return values
+    dumps = json.dumps
+    return [value if type(value) is JsonText else dumps(value) for value in values]
 
 
 def _split_constant_columns(
@@ -182,7 +203,7 @@ async def unnest_insert(
         if column in constant:
             args.append(_encode(table, column, constant[column]))
         else:
-            args.append([_encode(table, column, row[column]) for row in rows])
+            args.append(_encode_all(table, column, [row[column] for row in rows]))
     return await driver.fetch(sql, *args)
 
 
@@ -217,13 +238,14 @@ async def copy_task_instances(
     Args:
         driver: The asyncpg connection (see :func:`driver_connection`).
         bases: What every run's task instances share (``_rows.task_instance_bases``).
-        runs: ``(run_id, context_carrier)`` of each new run.
+        runs: ``(run_id, context_carrier)`` of each new run (the carrier may come
+            serialised already, :class:`JsonText`).
         columns: The ``task_instance`` columns the database's Airflow version has (those
             ``bases`` lack keep their defaults).
 
     Each run's rows are ``bases`` with a fresh uuid7 ``id`` (one draw for the batch), its
-    ``run_id`` and its carrier (serialised once per run); the tuples are generated as the
-    driver sends them.
+    ``run_id`` and its carrier (serialised at most once per run); the tuples are generated
+    as the driver sends them.
     """
     if not bases or not runs:
         return
@@ -235,6 +257,6 @@ async def copy_task_instances(
         for run_id, carrier in runs:
             head = (run_id, _encode("task_instance", "context_carrier", carrier))
             for rest, id_ in zip(rests, ids, strict=False):
-                yield (id_, *head, *rest)
+                yield (id_,) + head + rest  # noqa: RUF005 (two concatenations: cheaper than unpacking)
 
     await driver.copy_records("task_instance", records(), [*_PER_RUN, *shared])

@@ -50,13 +50,16 @@ import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cache
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from sidecar.catalog import ConfRules
 from sidecar.store._tables import AIRFLOW_TABLES
+
+#: A trace carrier, as a value or serialised.
+_Carrier = TypeVar("_Carrier")
 
 #: The execution option (on the engine, so on every connection) carrying the live contract.
 CONTRACT_OPTION = "sidecar_airflow_contract"
@@ -135,8 +138,9 @@ class AirflowRowContract:
         traceparent = f"00-{secrets.token_hex(16)}-{secrets.token_hex(8)}-00"
         return {"__var": {"traceparent": traceparent}, "__type": "dict"}
 
-    def task_carrier(self, run_carrier: dict[str, Any]) -> dict[str, Any] | None:
-        """The ``task_instance.context_carrier`` of a new task instance of a run with ``run_carrier``."""
+    def task_carrier(self, run_carrier: _Carrier) -> _Carrier | None:
+        """The ``task_instance.context_carrier`` of a new task instance of a run with ``run_carrier``
+        (in the form given: the value, or its serialised JSON)."""
         return run_carrier if self.trace_carriers else None
 
     def columns(self, table: str) -> tuple[str, ...]:

@@ -24,6 +24,7 @@ from sidecar.store._bulk import (
     TaskInstanceMethod,
     copy_task_instances,
     driver_connection,
+    json_text,
     unnest_insert,
     unnest_task_instances,
 )
@@ -155,6 +156,8 @@ async def _create_runs_bulk(
     """
     driver = await driver_connection(conn)
     rows = [dag_run_row(ctx, run, now, contract.run_carrier()) for run in runs]
+    for row in rows:  # serialised once, for the run and for its task instances
+        row["context_carrier"] = json_text(row["context_carrier"])
     carriers = {row["run_id"]: contract.task_carrier(row["context_carrier"]) for row in rows}
     inserted = await unnest_insert(
         driver,
