@@ -176,6 +176,7 @@ async def write_in_lanes(
                 in_flight.append(
                     asyncio.create_task(_write_batch(tx, catalog, record, ctx, batch, front, now))
                 )
+                await asyncio.sleep(0)  # it sends its first statement before the next batch is planned
             if analysing is None and statistics.reached(made_before + made):
                 # On a connection of its own, while the batches in flight write.
                 analysing = asyncio.create_task(statistics.after(tx, made_before + made))

@@ -19,6 +19,8 @@ UTC = dt.UTC
 
 def as_utc(value: dt.datetime) -> dt.datetime:
     """Return ``value`` as an aware UTC datetime (naive values are taken as UTC, like Airflow)."""
+    if value.tzinfo is UTC:  # already (the planner's own steps): as it is, as astimezone would give it
+        return value
     if value.tzinfo is None or value.utcoffset() is None:
         return value.replace(tzinfo=UTC)
     return value.astimezone(UTC)

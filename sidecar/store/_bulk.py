@@ -212,15 +212,14 @@ async def unnest_task_instances(driver: BulkConnection, rows: Sequence[Mapping[s
     await unnest_insert(driver, "task_instance", rows)
 
 
-def _new_ids(count: int) -> list[Any]:
-    """``count`` uuid7 ids (:func:`uuid7_bytes`) as asyncpg's own UUID type.
+def _new_ids(count: int) -> list[str]:
+    """``count`` uuid7 ids (:func:`uuid7_bytes`) as 32 hex digits each.
 
-    A :class:`uuid.UUID` made from bytes in C and sent as it is (the driver is imported
-    only here, where it is used).
+    asyncpg parses a ``str`` into a ``uuid`` column's 16 bytes in C, and a ``str`` is no
+    object the garbage collector tracks: a batch's ten thousand ids held as UUID objects
+    (tracked) made the collector run, and promote them, several times a batch.
     """
-    from asyncpg.pgproto.pgproto import UUID
-
-    return list(map(UUID, uuid7_bytes(count)))
+    return list(map(bytes.hex, uuid7_bytes(count)))
 
 
 #: The columns a run's task instances do not share, first in the ``COPY`` column list.

@@ -135,7 +135,8 @@ class AirflowRowContract:
         """The ``dag_run.context_carrier`` of a new run (Airflow's extended JSON)."""
         if not self.trace_carriers:
             return {"__var": {}, "__type": "dict"}
-        traceparent = f"00-{secrets.token_hex(16)}-{secrets.token_hex(8)}-00"
+        ids = secrets.token_hex(24)  # one draw: the 16-byte trace id, then the 8-byte span id
+        traceparent = f"00-{ids[:32]}-{ids[32:]}-00"
         return {"__var": {"traceparent": traceparent}, "__type": "dict"}
 
     def task_carrier(self, run_carrier: _Carrier) -> _Carrier | None:
