@@ -20,7 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from sidecar.engine import BackfillEngine, BackfillSpec, EngineConfig, Mode
+from sidecar.engine import BackfillEngine, BackfillSpec, EngineConfig, Mode, settle_heap
 from sidecar.store import connect, prepare
 from tests.support.airflow import airflow_environ, process_environ
 from tests.support.postgres import drop_database, fresh_airflow_database
@@ -70,6 +70,7 @@ async def _sidecar_create(url: str, spec: BackfillSpec, batch_size: int) -> tupl
         await prepare(db)
         engine = BackfillEngine(db, EngineConfig(batch_size=batch_size))
         await engine.warm_up()  # as ``serve`` does at start: the create is one against a running server
+        settle_heap()  # as ``serve`` does after it
         started = time.perf_counter()
         view = await engine.create(spec)
         elapsed = time.perf_counter() - started

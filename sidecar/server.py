@@ -23,7 +23,7 @@ from sidecar.auth import (
     server_credentials,
 )
 from sidecar.config import ServerSettings
-from sidecar.engine import BackfillEngine, EngineConfig
+from sidecar.engine import BackfillEngine, EngineConfig, settle_heap
 from sidecar.observability import (
     OpsServer,
     instrument_database,
@@ -98,6 +98,7 @@ class SidecarServer:
             await self.engine.warm_up()
         except Exception:  # best effort: a create still works, only slower the first time
             log.warning("warming up the create path failed; the first create pays for it", exc_info=True)
+        settle_heap()
         tracer_provider = setup_tracing()
         instrument_database(self.db.engine, tracer_provider)
         options = [

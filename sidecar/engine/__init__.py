@@ -16,6 +16,7 @@ from sidecar.engine._model import (
 )
 from sidecar.engine._requests import MAX_CONF_DEPTH
 from sidecar.engine._tick import TickResult
+from sidecar.engine._warm_up import settle_heap
 from sidecar.engine._webhook_urls import shown_target
 from sidecar.store import Controls, Phase, RecordedEvent, WebhookStatus, WriteFailure
 from sidecar.vocabulary import Disposition, Mode, ReprocessBehavior, State
@@ -44,5 +45,6 @@ __all__ = [
     "TickResult",
     "WebhookStatus",
     "WriteFailure",
+    "settle_heap",
     "shown_target",
 ]
