@@ -77,7 +77,7 @@ def test_only_the_plans_last_batch_ends_the_writing(
     assert [r.run_id for r in got] == [r.run_id for r in every[written:]]  # each once, in order
     after = cursor
     for batch in batches:
-        assert batch.after == after and 0 < len(batch.runs)
+        assert batch.after == after and batch.runs
         after = cursor_of(batch.runs[-1])
     assert all(not batch.exhausted for batch in batches[:-1])  # never before the end
     if count == slots and batches:  # an exact count always finishes the writing in lanes
