@@ -67,6 +67,16 @@ def count_held(db: AirflowDatabase, backfill_id: int) -> Iterator[None]:
         conn.close()
 
 
+async def count_stopped(database: Database, db: AirflowDatabase) -> BackfillView:
+    """A backfill just created whose count stopped (shutdown) before it landed: still uncounted."""
+    first = BackfillEngine(database)
+    created = await first.create(spec(**LONG))
+    assert not isinstance(created, DryRun)
+    with count_held(db, created.id):
+        await first.close()  # stops the count waiting on the lock: a restart would recount
+    return created
+
+
 async def counted(engine: BackfillEngine, backfill_id: int) -> BackfillView:
     """The backfill once its count landed (with its estimate)."""
 
@@ -121,11 +131,7 @@ async def test_a_backfill_ended_before_its_count_is_not_counting(
     database: Database, clean_db: AirflowDatabase
 ) -> None:
     """Its count stopped (shutdown) and it was cancelled: nothing is left to plan or count."""
-    first = BackfillEngine(database)
-    created = await first.create(spec(**LONG))
-    assert not isinstance(created, DryRun)
-    with count_held(clean_db, created.id):
-        await first.close()  # stops the count waiting on the lock: the restart would recount
+    created = await count_stopped(database, clean_db)
     restarted = BackfillEngine(database)  # it never ticks here: nothing counts the plan again
     cancelled = await restarted.cancel(created.id)
     assert cancelled.progress.planned == cancelled.progress.written == created.progress.written
@@ -168,11 +174,7 @@ async def test_a_set_aside_backfill_is_counted_by_the_next_tick(
     database: Database, sql: psycopg2.extensions.cursor, clean_db: AirflowDatabase
 ) -> None:
     """Its progress says 'counting' while runs remain to be written: a restart's tick counts it."""
-    first = BackfillEngine(database)
-    created = await first.create(spec(**LONG))
-    assert not isinstance(created, DryRun)
-    with count_held(clean_db, created.id):
-        await first.close()  # the count stops (shutdown)
+    created = await count_stopped(database, clean_db)
     sql.execute(  # writing its runs failed for good meanwhile
         "UPDATE airflow_sidecar.sidecar_backfill SET phase = 'set_aside' WHERE backfill_id = %s",
         (created.id,),
@@ -189,11 +191,7 @@ async def test_a_count_landing_after_a_cancel_leaves_the_slots_written(
     database: Database, clean_db: AirflowDatabase
 ) -> None:
     """A count still running when the backfill is cancelled must not promise its whole plan."""
-    first = BackfillEngine(database)
-    created = await first.create(spec(**LONG))
-    assert not isinstance(created, DryRun)
-    with count_held(clean_db, created.id):
-        await first.close()  # this count stops; stand in for one that lands after the cancel
+    created = await count_stopped(database, clean_db)  # stands in for a count landing after the cancel
     engine = BackfillEngine(database)
     await engine.cancel(created.id)
     await engine.tx.write(lambda conn: record_planned_count(conn, created.id, PLANNED))  # lands late

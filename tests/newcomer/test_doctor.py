@@ -11,7 +11,9 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -170,6 +172,41 @@ def _doctor_waiting(*args: str, env: dict[str, str]) -> subprocess.Popen[str]:
     )
 
 
+def _doctor_waits_until(
+    ready: Callable[[], Callable[[], None]], *args: str, env: dict[str, str]
+) -> subprocess.CompletedProcess[str]:
+    """``doctor --wait 90`` started on a set-up not ready; ``ready()`` readies it while doctor waits.
+
+    ``ready`` returns what undoes it once doctor has ended; the result is what doctor said.
+    """
+    doctor = _doctor_waiting(*args, "--timeout", "3", "--wait", "90", env=env)
+    try:
+        time.sleep(3)  # doctor finds the set-up not ready, and tries again
+        assert doctor.poll() is None, "doctor gave up on what was not ready yet"
+        undo = ready()
+        try:
+            out, err = doctor.communicate(timeout=60)
+        finally:
+            undo()
+    finally:
+        if doctor.poll() is None:
+            doctor.kill()
+            doctor.communicate()
+    return subprocess.CompletedProcess(doctor.args, doctor.returncode, out, err)
+
+
+def _sidecar_at(
+    target: str, db: AirflowDatabase, log_dir: Path, **kw: Any
+) -> Callable[[], Callable[[], None]]:
+    """What starts a sidecar listening at ``target`` (``start_sidecar``'s ``kw``) and returns its stop."""
+
+    def start() -> Callable[[], None]:
+        sidecar, _ = start_sidecar(db.asyncpg_url, log_dir, port=int(target.rpartition(":")[2]), **kw)
+        return sidecar.stop
+
+    return start
+
+
 @pytest.mark.parametrize(
     ("case", "first"),
     [("short_secret", "secret"), ("wrong_database_name", "database"), ("bad_token", "token")],
@@ -202,27 +239,10 @@ def test_wait_retries_until_the_sidecar_listens(airflow_db: AirflowDatabase, tmp
         "SIDECAR_TARGET": target,
         "SIDECAR_TOKEN": _token(),
     }
-    doctor = _doctor_waiting("--timeout", "3", "--wait", "90", env=env)
-    try:
-        time.sleep(3)  # doctor finds nothing at the target, and tries again
-        assert doctor.poll() is None, "doctor gave up on a sidecar that was not started yet"
-        sidecar, _ = start_sidecar(
-            airflow_db.asyncpg_url,
-            tmp_path,
-            port=int(target.rpartition(":")[2]),
-            env={"SIDECAR_JWT_SECRET": JWT_SECRET},
-            auth_args=(),
-        )
-        try:
-            out, err = doctor.communicate(timeout=60)
-        finally:
-            sidecar.stop()
-    finally:
-        if doctor.poll() is None:
-            doctor.kill()
-            doctor.communicate()
-    assert doctor.returncode == 0, out + err
-    assert f"ok    sidecar   serving at {target}" in out and "not waiting" not in err
+    sidecar = _sidecar_at(target, airflow_db, tmp_path, env={"SIDECAR_JWT_SECRET": JWT_SECRET}, auth_args=())
+    result = _doctor_waits_until(sidecar, env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"ok    sidecar   serving at {target}" in result.stdout and "not waiting" not in result.stderr
 
 
 def test_wait_as_scheduler_retries_a_sidecar_not_up_without_a_token(
@@ -231,26 +251,9 @@ def test_wait_as_scheduler_retries_a_sidecar_not_up_without_a_token(
     """With no token anywhere, whether one is needed is only known once the sidecar answers."""
     target = f"127.0.0.1:{free_port()}"
     env = {"SIDECAR_DATABASE_URL": airflow_db.asyncpg_url, "SIDECAR_TARGET": target}
-    doctor = _doctor_waiting("--as-scheduler", "--timeout", "3", "--wait", "90", env=env)
-    try:
-        time.sleep(3)
-        assert doctor.poll() is None, "doctor gave up on a sidecar that was not started yet"
-        sidecar, _ = start_sidecar(
-            airflow_db.asyncpg_url,
-            tmp_path,
-            port=int(target.rpartition(":")[2]),
-            auth_args=("--no-auth",),
-        )
-        try:
-            out, err = doctor.communicate(timeout=60)
-        finally:
-            sidecar.stop()
-    finally:
-        if doctor.poll() is None:
-            doctor.kill()
-            doctor.communicate()
-    assert "not waiting" not in err, out + err
-    assert f"ok    sidecar   serving at {target}" in out
+    result = _doctor_waits_until(_sidecar_at(target, airflow_db, tmp_path), "--as-scheduler", env=env)
+    assert "not waiting" not in result.stderr, result.stdout + result.stderr
+    assert f"ok    sidecar   serving at {target}" in result.stdout
 
 
 def test_wait_retries_a_database_not_up_until_the_time_is_up(scheduler_env: dict[str, str]) -> None:
