@@ -12,7 +12,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from sidecar.errors import SchemaMismatch
+from sidecar.errors import SchemaMismatch, SchemaNotMigrated
 from sidecar.store._secrets import create_page_token_key
 from sidecar.store._tables import (
     AIRFLOW_TABLES,
@@ -131,8 +131,15 @@ def _check_airflow_schema(conn: Connection) -> AirflowRowContract:
     """The contract of the database's Airflow version, after checking its tables hold its columns."""
     inspector = sa.inspect(conn)
     if not inspector.has_table("alembic_version"):
-        raise SchemaMismatch("the database holds no Airflow metadata schema (no alembic_version table)")
+        raise SchemaNotMigrated(
+            "the database holds no Airflow metadata schema (no alembic_version table; "
+            "`airflow db migrate` has not run on it, or not finished)"
+        )
     revisions = [row[0] for row in conn.execute(sa.text("SELECT version_num FROM alembic_version"))]
+    if not revisions:
+        raise SchemaNotMigrated(
+            "the database's alembic_version table holds no revision (`airflow db migrate` has not finished)"
+        )
     contract = contract_for_revision(revisions[0]) if len(revisions) == 1 else None
     if contract is None:
         found = ", ".join(repr(r) for r in revisions) or "none"

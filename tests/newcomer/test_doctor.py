@@ -11,14 +11,19 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import grpc
+import psycopg2
 import pytest
+from grpc_health.v1 import health, health_pb2_grpc
 
 from sidecar.cli._tokens import mint_jwt
-from tests.newcomer.snapshots import assert_snapshot, cli, transcript
+from tests.integration.test_auth_tls import Pki, pki  # noqa: F401  (the certificates fixture)
+from tests.newcomer.snapshots import assert_snapshot, cli, normalise, transcript
 from tests.support.airflow import JWT_SECRET
 from tests.support.fixtures import AirflowDatabase
 from tests.support.ports import free_port
@@ -264,3 +269,85 @@ def test_wait_retries_a_database_not_up_until_the_time_is_up(scheduler_env: dict
     assert result.returncode == 1 and time.monotonic() - started >= 4
     assert "not waiting" not in result.stderr
     assert result.stderr.startswith("first thing to fix: database: nothing accepts database connections")
+
+
+def test_wait_retries_a_database_whose_migration_has_not_made_alembic_version_yet(
+    scheduler_env: dict[str, str], airflow_dags_template: tuple[str, tuple[str, ...]]
+) -> None:
+    """Airflow's schema made, its revision not stamped yet: ``airflow db migrate`` still runs."""
+    from tests.support.postgres import drop_database, fresh_airflow_database
+
+    name = f"sidecar_t_migrating_{os.getpid()}"
+    asyncpg_url, psycopg2_url = fresh_airflow_database(name, template=airflow_dags_template[0])
+    conn = psycopg2.connect(psycopg2_url.replace("postgresql+psycopg2://", "postgresql://"))
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            cur.execute("ALTER TABLE alembic_version RENAME TO alembic_version_later")
+
+        def migrated() -> Callable[[], None]:
+            with conn.cursor() as cur:
+                cur.execute("ALTER TABLE alembic_version_later RENAME TO alembic_version")
+            return lambda: None
+
+        result = _doctor_waits_until(migrated, env=_with_database(scheduler_env, asyncpg_url))
+    finally:
+        conn.close()
+        drop_database(name)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "not waiting" not in result.stderr and "ok    schema    Airflow 3.3" in result.stdout
+
+
+@pytest.fixture(scope="module")
+def tls_servers(pki: Pki) -> Iterator[dict[str, str]]:  # noqa: F811
+    """Two gRPC servers answering health checks over TLS only: ``tls``, and ``mtls`` (client certificates)."""
+    key_pair = [(pki.server_key.read_bytes(), pki.server_cert.read_bytes())]
+    credentials = {
+        "tls": grpc.ssl_server_credentials(key_pair),
+        "mtls": grpc.ssl_server_credentials(key_pair, pki.ca.read_bytes(), require_client_auth=True),
+    }
+    servers, targets = [], {}
+    for kind, creds in credentials.items():
+        server = grpc.server(ThreadPoolExecutor(2))
+        health_pb2_grpc.add_HealthServicer_to_server(health.HealthServicer(), server)
+        targets[kind] = f"127.0.0.1:{server.add_secure_port('127.0.0.1:0', creds)}"
+        server.start()
+        servers.append(server)
+    yield targets
+    for server in servers:
+        server.stop(None)
+
+
+@pytest.mark.parametrize(
+    ("case", "says"),
+    [
+        ("client_tls_server_plaintext", "does not speak TLS, but this client is set to use TLS"),
+        ("client_plaintext_server_tls", "speaks TLS, but this client is set to plaintext"),
+        ("certificate_not_verified", "TLS certificate of 127.0.0.1:PORT does not verify against"),
+        ("client_certificate_wanted", "wants a TLS client certificate (mutual TLS)"),
+    ],
+)
+def test_wait_fails_at_once_on_a_tls_mismatch(
+    scheduler_env: dict[str, str],
+    secured_sidecar: str,
+    tls_servers: dict[str, str],
+    pki: Pki,  # noqa: F811
+    case: str,
+    says: str,
+) -> None:
+    """gRPC says UNAVAILABLE, as for a sidecar not up yet; but it is a setting, and doctor names TLS."""
+    env = dict(scheduler_env)
+    if case == "client_tls_server_plaintext":  # the real sidecar, serving plaintext
+        env.update(SIDECAR_TARGET=secured_sidecar, SIDECAR_TLS_CA=str(pki.ca))
+    elif case == "client_plaintext_server_tls":
+        env["SIDECAR_TARGET"] = tls_servers["tls"]
+    elif case == "certificate_not_verified":  # the system's roots do not know the test CA
+        env.update(SIDECAR_TARGET=tls_servers["tls"], SIDECAR_TLS="1")
+    else:
+        env.update(SIDECAR_TARGET=tls_servers["mtls"], SIDECAR_TLS_CA=str(pki.ca))
+    result = cli("doctor", "--timeout", "3", "--wait", "60", env=env, timeout=90)
+    assert result.returncode == 1, result.stdout + result.stderr
+    # (gRPC's own library may log the failed handshake on stderr first.)
+    assert "not waiting: waiting cannot fix the sidecar check" in result.stderr.splitlines(), result.stderr
+    fix = result.stderr.splitlines()[-1]
+    assert fix.startswith("first thing to fix: sidecar: ") and says in normalise(fix), fix
