@@ -14,17 +14,21 @@ lands with the exact number.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import datetime as dt
+import logging
 from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import psycopg2
 import psycopg2.extensions
+import pytest
 
 from sidecar.api._convert import backfill_message
 from sidecar.engine import BackfillEngine, BackfillView, DryRun
+from sidecar.engine._counting import RETRY_FIRST, BackgroundCounter
 from sidecar.gateway._airflow import backfill_json
 from sidecar.store import Database, record_planned_count
 from tests.integration.test_engine import day, spec
@@ -198,3 +202,56 @@ async def test_a_count_landing_after_a_cancel_leaves_the_slots_written(
     view = await engine.get(created.id)
     assert view.progress.planned == view.progress.written == created.progress.written
     assert not view.progress.planned_is_counting
+
+
+async def test_a_count_that_keeps_failing_is_tried_again_later_not_on_every_tick(
+    database: Database, sql: psycopg2.extensions.cursor, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Recording the count fails (a real database error, from a trigger) until the trigger goes.
+
+    The counter's clock is the test's: the waits are stepped through, never slept.
+    """
+    sql.execute("CREATE SEQUENCE count_fault")  # one number per count that got as far as its write
+    sql.execute(
+        "CREATE FUNCTION count_fault() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
+        " PERFORM nextval('count_fault'); RAISE EXCEPTION 'injected' USING ERRCODE = 'XX000'; END $$"
+    )
+    sql.execute(
+        "CREATE TRIGGER count_fault BEFORE UPDATE ON airflow_sidecar.sidecar_backfill FOR EACH ROW"
+        " WHEN (OLD.planned_count IS NULL AND NEW.planned_count IS NOT NULL) EXECUTE FUNCTION count_fault()"
+    )
+    now = [0.0]
+    engine = BackfillEngine(database)
+    engine._counter = BackgroundCounter(engine.tx, clock=lambda: now[0])
+
+    async def counts_tried(at: float, ticks: int = 1) -> int:
+        now[0] = at
+        for _ in range(ticks):
+            await engine.tick()
+            while tasks := list(engine._counter._tasks.values()):  # the count a tick started ends
+                await asyncio.gather(*tasks)
+        sql.execute("SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM count_fault")
+        return int(sql.fetchone()[0])
+
+    caplog.set_level(logging.ERROR, logger="sidecar.engine._counting")
+    try:
+        created = await engine.create(spec(**LONG))  # its count starts, and fails
+        assert not isinstance(created, DryRun)
+        assert await counts_tried(0.0, ticks=5) == 1  # not restarted by every tick
+        assert await counts_tried(RETRY_FIRST - 1) == 1
+        assert await counts_tried(RETRY_FIRST) == 2  # tried again once the wait is over ...
+        assert await counts_tried(2 * RETRY_FIRST, ticks=3) == 2  # ... and the next wait is twice as long
+        sql.execute("DROP TRIGGER count_fault ON airflow_sidecar.sidecar_backfill")
+        assert await counts_tried(3 * RETRY_FIRST) == 2
+    finally:
+        sql.execute(
+            "DROP TRIGGER IF EXISTS count_fault ON airflow_sidecar.sidecar_backfill;"
+            " DROP FUNCTION count_fault(); DROP SEQUENCE count_fault"
+        )
+    assert (await engine.get(created.id)).progress.planned == PLANNED  # the third try landed
+    failures = [r.getMessage() for r in caplog.records if "counting its plan failed" in r.getMessage()]
+    assert [m.rpartition("(")[2] for m in failures] == [
+        f"failure 1 in a row); trying again in {RETRY_FIRST:g} s",
+        f"failure 2 in a row); trying again in {2 * RETRY_FIRST:g} s",
+    ]
+    await engine.close()
