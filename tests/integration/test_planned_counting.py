@@ -17,7 +17,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import json
 import logging
+import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -30,6 +32,7 @@ from sidecar.api._convert import backfill_message
 from sidecar.engine import BackfillEngine, BackfillView, DryRun
 from sidecar.engine._counting import RETRY_FIRST, BackgroundCounter
 from sidecar.gateway._airflow import backfill_json
+from sidecar.server import SidecarServer
 from sidecar.store import Database, record_planned_count
 from tests.integration.test_engine import day, spec
 from tests.support.fixtures import AirflowDatabase
@@ -108,9 +111,9 @@ async def test_progress_and_estimate_say_the_plan_is_counted_until_the_exact_cou
         assert (e.runs_remaining, e.remaining_p50, e.remaining_p90) == (None, None, None)  # ... no time left
         message = backfill_message(view)
         assert message.progress.planned_is_counting and message.progress.planned == p.written
-        assert message.estimate.plan_is_counting and message.estimate.runs_remaining == 0
-        assert not message.estimate.HasField("remaining_p50") and not message.estimate.HasField(
-            "remaining_p90"
+        assert message.estimate.plan_is_counting
+        assert not any(
+            message.estimate.HasField(f) for f in ("runs_remaining", "remaining_p50", "remaining_p90")
         )
         v2 = backfill_json(message)["estimate"]  # Airflow's /api/v2 shape
         assert v2["plan_is_counting"] is True and v2["run_duration_p50_seconds"] == 3600
@@ -144,12 +147,29 @@ async def test_a_backfill_ended_before_its_count_is_not_counting(
     assert not message.progress.planned_is_counting and not message.HasField("estimate")  # ended
 
 
-async def test_the_gateway_json_says_the_plan_is_counted(
-    http: httpx.AsyncClient, database: Database, sql: psycopg2.extensions.cursor, clean_db: AirflowDatabase
+async def cli_json(server: SidecarServer, *args: str) -> Any:
+    """What ``airflow-sidecar backfill ARGS -o json`` prints, asked of ``server`` (on this loop)."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "sidecar", "backfill", "--target", f"127.0.0.1:{server.port}", *args, "-o", "json",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(process.communicate(), 120)
+    assert process.returncode == 0, err.decode()
+    return json.loads(out)
+
+
+async def test_every_json_says_the_runs_left_are_not_known_while_the_plan_is_counted(
+    http: httpx.AsyncClient,
+    server: SidecarServer,
+    database: Database,
+    sql: psycopg2.extensions.cursor,
+    clean_db: AirflowDatabase,
 ) -> None:
+    """``/v1`` (proto3 JSON) leaves them out; ``/api/v2`` and the CLI's JSON say null. Never 0."""
     history(sql)
     # Made in-process, so that the count is held from the moment the create answers; read
-    # over the gateway (/v1 and Airflow's /api/v2) from the server's own engine.
+    # over the gateway (/v1 and Airflow's /api/v2) and the CLI from the server's own engine.
     created = await BackfillEngine(database).create(spec(**LONG))
     assert not isinstance(created, DryRun)
     name = f"backfills/{created.id}"
@@ -157,11 +177,16 @@ async def test_the_gateway_json_says_the_plan_is_counted(
         got = (await http.get(f"/v1/{name}")).json()["backfill"]
         assert got["progress"]["plannedIsCounting"] is True
         assert got["progress"]["planned"] == got["progress"]["written"] == str(created.progress.written)
-        assert got["estimate"]["planIsCounting"] is True and got["estimate"]["runsRemaining"] == "0"
-        assert "remainingP50" not in got["estimate"] and got["estimate"]["runDurationP50"] == "3600s"
-        v2 = (await http.get(f"/api/v2/backfills/{created.id}")).json()
-        assert v2["estimate"]["plan_is_counting"] is True and v2["estimate"]["runs_remaining"] is None
-        assert v2["estimate"]["remaining_p50_seconds"] is None
+        assert got["estimate"]["planIsCounting"] is True and got["estimate"]["runDurationP50"] == "3600s"
+        assert not {"runsRemaining", "remainingP50", "remainingP90"} & got["estimate"].keys()
+        v2 = (await http.get(f"/api/v2/backfills/{created.id}")).json()["estimate"]
+        assert v2["plan_is_counting"] is True and v2["run_duration_p50_seconds"] == 3600
+        assert (v2["runs_remaining"], v2["remaining_p50_seconds"], v2["remaining_p90_seconds"]) == (None,) * 3
+        (shown,) = await cli_json(server, "get", str(created.id))
+        e = shown["estimate"]
+        assert shown["progress"]["planned_is_counting"] is True
+        assert e["plan_is_counting"] is True and e["run_duration_p50"] == "3600s"
+        assert (e["runs_remaining"], e["remaining_p50"], e["remaining_p90"]) == (None,) * 3
 
     async def landed() -> dict[str, Any] | None:
         backfill: dict[str, Any] = (await http.get(f"/v1/{name}")).json()["backfill"]
@@ -172,6 +197,11 @@ async def test_the_gateway_json_says_the_plan_is_counted(
     assert done["estimate"]["planIsCounting"] is False and done["estimate"]["runsRemaining"] == str(PLANNED)
     v2 = (await http.get(f"/api/v2/backfills/{created.id}")).json()
     assert (v2["estimate"]["plan_is_counting"], v2["estimate"]["runs_remaining"]) == (False, PLANNED)
+    (shown,) = await cli_json(server, "get", str(created.id))
+    assert (shown["estimate"]["runs_remaining"], shown["estimate"]["remaining_p50"]) == (
+        str(PLANNED),
+        f"{PLANNED * 3600}s",
+    )
 
 
 async def test_a_set_aside_backfill_is_counted_by_the_next_tick(
