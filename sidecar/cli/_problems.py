@@ -101,7 +101,7 @@ def database_problem(exc: BaseException, url: str) -> str | None:
             f"nothing accepts database connections at {where}; "
             f"check the host and port in {URL_SETTING} and that the database runs"
         )
-    if isinstance(exc, TimeoutError | SchemaNotMigrated):
+    if isinstance(exc, TimeoutError):
         return f"no answer from the database at {where}; check the host and port in {URL_SETTING}"
     if state is not None:
         return f"the database at {where} refused the connection: {_driver_message(exc)}"
