@@ -362,7 +362,7 @@ def _estimate(estimate: Estimate | None) -> pb.Estimate | None:
         sample_size=estimate.sample_size,
         run_duration_p50=_duration(estimate.run_p50),
         run_duration_p90=_duration(estimate.run_p90),
-        runs_remaining=estimate.runs_remaining,  # None (unset) while the plan is counted
+        runs_remaining=estimate.runs_remaining or 0,
         # Unset while the plan is counted: no time left is made up from a partial count.
         remaining_p50=_duration(estimate.remaining_p50) if estimate.remaining_p50 is not None else None,
         remaining_p90=_duration(estimate.remaining_p90) if estimate.remaining_p90 is not None else None,

@@ -111,10 +111,8 @@ async def test_progress_and_estimate_say_the_plan_is_counted_until_the_exact_cou
         assert (e.runs_remaining, e.remaining_p50, e.remaining_p90) == (None, None, None)  # ... no time left
         message = backfill_message(view)
         assert message.progress.planned_is_counting and message.progress.planned == p.written
-        assert message.estimate.plan_is_counting
-        assert not any(
-            message.estimate.HasField(f) for f in ("runs_remaining", "remaining_p50", "remaining_p90")
-        )
+        assert message.estimate.plan_is_counting and message.estimate.runs_remaining == 0  # not known
+        assert not any(message.estimate.HasField(f) for f in ("remaining_p50", "remaining_p90"))
         v2 = backfill_json(message)["estimate"]  # Airflow's /api/v2 shape
         assert v2["plan_is_counting"] is True and v2["run_duration_p50_seconds"] == 3600
         assert (v2["runs_remaining"], v2["remaining_p50_seconds"], v2["remaining_p90_seconds"]) == (None,) * 3
@@ -166,7 +164,11 @@ async def test_every_json_says_the_runs_left_are_not_known_while_the_plan_is_cou
     sql: psycopg2.extensions.cursor,
     clean_db: AirflowDatabase,
 ) -> None:
-    """``/v1`` (proto3 JSON) leaves them out; ``/api/v2`` and the CLI's JSON say null. Never 0."""
+    """``/v1`` (proto3 JSON) leaves them out; ``/api/v2`` and the CLI's JSON say null. Never 0.
+
+    On the wire ``runs_remaining`` is 0 (a plain ``int64``, kept so for the clients generated from
+    it); the gateway's JSON leaves it out, as proto3 JSON allows for a field at its default.
+    """
     history(sql)
     # Made in-process, so that the count is held from the moment the create answers; read
     # over the gateway (/v1 and Airflow's /api/v2) and the CLI from the server's own engine.

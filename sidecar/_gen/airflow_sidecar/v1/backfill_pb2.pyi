@@ -548,13 +548,13 @@ class Estimate(_message.Message):
     sample_size: _builtins.int
     """Finished runs the durations are drawn from."""
     runs_remaining: _builtins.int
-    """Runs still to finish (queued, running and not yet written); unset while
-    `plan_is_counting` (not known yet, which is not 0: proto3 JSON leaves it out).
+    """Runs still to finish (queued, running and not yet written). Not known while
+    `plan_is_counting`: then 0 here, and left out of the REST gateway's JSON.
     """
     plan_is_counting: _builtins.bool
     """True while the backfill's plan is still being counted (`progress.planned_is_counting`):
-    the runs left are not known yet, so `runs_remaining`, `remaining_p50` and
-    `remaining_p90` are unset rather than computed from a partial count. The durations of
+    the runs left are not known yet, so `runs_remaining` is 0 (read it as not known) and
+    `remaining_p50` and `remaining_p90` are unset rather than computed from a partial count. The durations of
     one run (`run_duration_p50`, `run_duration_p90`) still hold.
     """
     @_builtins.property
@@ -580,18 +580,16 @@ class Estimate(_message.Message):
         sample_size: _builtins.int = ...,
         run_duration_p50: _duration_pb2.Duration | None = ...,
         run_duration_p90: _duration_pb2.Duration | None = ...,
-        runs_remaining: _builtins.int | None = ...,
+        runs_remaining: _builtins.int = ...,
         remaining_p50: _duration_pb2.Duration | None = ...,
         remaining_p90: _duration_pb2.Duration | None = ...,
         plan_is_counting: _builtins.bool = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_runs_remaining", b"_runs_remaining", "remaining_p50", b"remaining_p50", "remaining_p90", b"remaining_p90", "run_duration_p50", b"run_duration_p50", "run_duration_p90", b"run_duration_p90", "runs_remaining", b"runs_remaining"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["remaining_p50", b"remaining_p50", "remaining_p90", b"remaining_p90", "run_duration_p50", b"run_duration_p50", "run_duration_p90", b"run_duration_p90"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_runs_remaining", b"_runs_remaining", "basis", b"basis", "plan_is_counting", b"plan_is_counting", "remaining_p50", b"remaining_p50", "remaining_p90", b"remaining_p90", "run_duration_p50", b"run_duration_p50", "run_duration_p90", b"run_duration_p90", "runs_remaining", b"runs_remaining", "sample_size", b"sample_size"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["basis", b"basis", "plan_is_counting", b"plan_is_counting", "remaining_p50", b"remaining_p50", "remaining_p90", b"remaining_p90", "run_duration_p50", b"run_duration_p50", "run_duration_p90", b"run_duration_p90", "runs_remaining", b"runs_remaining", "sample_size", b"sample_size"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType__runs_remaining: _TypeAlias = _typing.Literal["runs_remaining"]  # noqa: Y015
-    _WhichOneofArgType__runs_remaining: _TypeAlias = _typing.Literal["_runs_remaining", b"_runs_remaining"]  # noqa: Y015
-    def WhichOneof(self, oneof_group: _WhichOneofArgType__runs_remaining) -> _WhichOneofReturnType__runs_remaining | None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Estimate: _TypeAlias = Estimate  # noqa: Y015
 
