@@ -84,6 +84,13 @@ async def count_in_background(pool: PlanningPool, tx: Transactions, backfill_id:
 RETRY_FIRST = 30.0
 #: ... up to this (a count that always fails is tried twice an hour, not on every tick).
 RETRY_MOST = 1800.0
+#: Doublings past which the wait is RETRY_MOST anyway (a bigger power of two overflows a float).
+_MOST_DOUBLINGS = 16
+
+
+def retry_wait(times: int) -> float:
+    """Seconds before a count that failed ``times`` in a row is tried again."""
+    return min(RETRY_FIRST * 2 ** min(times - 1, _MOST_DOUBLINGS), RETRY_MOST)
 
 
 @dataclass(frozen=True)
@@ -128,13 +135,22 @@ class BackgroundCounter:
         task = asyncio.create_task(self._run(backfill_id), name=f"sidecar-count-{backfill_id}")
         self._tasks[backfill_id] = task
 
+    def forget_all_but(self, uncounted: set[int]) -> None:
+        """Drop the failure records of backfills not in ``uncounted`` (ended, or counted since).
+
+        Memory stays bounded, and a backfill id used again (SQLite may reuse a row id) never
+        inherits another backfill's wait.
+        """
+        for backfill_id in self._failed.keys() - uncounted:
+            del self._failed[backfill_id]
+
     async def _run(self, backfill_id: int) -> None:
         try:
             await count_in_background(self._pool, self._tx, backfill_id)
         except Exception:
             before = self._failed.get(backfill_id)
             times = 1 if before is None else before.times + 1
-            wait = min(RETRY_FIRST * 2 ** (times - 1), RETRY_MOST)
+            wait = retry_wait(times)
             self._failed[backfill_id] = _Failed(times, self._clock() + wait)
             log.exception(
                 "backfill %s: counting its plan failed (failure %d in a row); trying again in %g s",

@@ -248,10 +248,11 @@ async def test_a_count_that_keeps_failing_is_tried_again_later_not_on_every_tick
         "CREATE FUNCTION count_fault() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
         " PERFORM nextval('count_fault'); RAISE EXCEPTION 'injected' USING ERRCODE = 'XX000'; END $$"
     )
-    sql.execute(
+    fault = (
         "CREATE TRIGGER count_fault BEFORE UPDATE ON airflow_sidecar.sidecar_backfill FOR EACH ROW"
         " WHEN (OLD.planned_count IS NULL AND NEW.planned_count IS NOT NULL) EXECUTE FUNCTION count_fault()"
     )
+    sql.execute(fault)
     now = [0.0]
     engine = BackfillEngine(database)
     engine._counter = BackgroundCounter(engine.tx, clock=lambda: now[0])
@@ -275,15 +276,27 @@ async def test_a_count_that_keeps_failing_is_tried_again_later_not_on_every_tick
         assert await counts_tried(2 * RETRY_FIRST, ticks=3) == 2  # ... and the next wait is twice as long
         sql.execute("DROP TRIGGER count_fault ON airflow_sidecar.sidecar_backfill")
         assert await counts_tried(3 * RETRY_FIRST) == 2
+        assert (await engine.get(created.id)).progress.planned == PLANNED  # the third try landed
+        # The success cleared the failures: uncounted again, a failing count is tried at once ...
+        sql.execute(
+            "UPDATE airflow_sidecar.sidecar_backfill SET planned_count = NULL WHERE backfill_id = %s",
+            (created.id,),
+        )
+        sql.execute(fault)
+        assert await counts_tried(3 * RETRY_FIRST + 1) == 3
+        # ... and the record of a backfill no tick visits any more (cancelled) is dropped.
+        await engine.cancel(created.id)
+        await engine.tick()
+        assert created.id not in engine._counter._failed
     finally:
         sql.execute(
             "DROP TRIGGER IF EXISTS count_fault ON airflow_sidecar.sidecar_backfill;"
             " DROP FUNCTION count_fault(); DROP SEQUENCE count_fault"
         )
-    assert (await engine.get(created.id)).progress.planned == PLANNED  # the third try landed
     failures = [r.getMessage() for r in caplog.records if "counting its plan failed" in r.getMessage()]
     assert [m.rpartition("(")[2] for m in failures] == [
         f"failure 1 in a row); trying again in {RETRY_FIRST:g} s",
         f"failure 2 in a row); trying again in {2 * RETRY_FIRST:g} s",
+        f"failure 1 in a row); trying again in {RETRY_FIRST:g} s",  # not failure 3
     ]
     await engine.close()
