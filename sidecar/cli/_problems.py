@@ -124,7 +124,7 @@ def _resolving_later(exc: BaseException) -> bool:
 def database_may_come_up(exc: BaseException) -> bool:
     """Whether waiting may cure it: nothing listens yet, no answer yet, PostgreSQL is starting,
     its host name cannot be resolved yet (``EAI_AGAIN``), or Airflow's migration has not made
-    its schema yet (no ``alembic_version``).
+    its schema yet (no ``alembic_version`` in an empty database or one with Airflow's tables).
 
     A wrong name, user, password, unknown host name or other schema is a setting: it fails
     the same way however long one waits.

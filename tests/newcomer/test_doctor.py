@@ -351,3 +351,27 @@ def test_wait_fails_at_once_on_a_tls_mismatch(
     assert "not waiting: waiting cannot fix the sidecar check" in result.stderr.splitlines(), result.stderr
     fix = result.stderr.splitlines()[-1]
     assert fix.startswith("first thing to fix: sidecar: ") and says in normalise(fix), fix
+
+
+def test_wait_fails_at_once_on_another_applications_database(scheduler_env: dict[str, str]) -> None:
+    """No alembic_version, but tables that are not Airflow's: no migration will make it Airflow's."""
+    from tests.support.postgres import asyncpg_url, drop_database, pg_connect
+
+    name = f"sidecar_t_other_app_{os.getpid()}"
+    admin = pg_connect()
+    try:
+        with admin.cursor() as cur:
+            cur.execute(f'CREATE DATABASE "{name}"')
+        other = pg_connect(name)
+        with other, other.cursor() as cur:
+            cur.execute("CREATE TABLE invoices (id integer PRIMARY KEY)")
+        other.close()
+        result = cli("doctor", "--wait", "60", env=_with_database(scheduler_env, asyncpg_url(name)))
+    finally:
+        admin.close()
+        drop_database(name)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "not waiting: waiting cannot fix the schema check" in result.stderr.splitlines(), result.stderr
+    assert result.stderr.splitlines()[-1].startswith(
+        "first thing to fix: schema: the database holds no Airflow metadata schema but other tables (invoices)"
+    )
