@@ -90,7 +90,7 @@ _MOST_DOUBLINGS = 16
 
 def retry_wait(times: int) -> float:
     """Seconds before a count that failed ``times`` in a row is tried again."""
-    return min(RETRY_FIRST * 2 ** min(times - 1, _MOST_DOUBLINGS), RETRY_MOST)
+    return min(RETRY_FIRST * 2.0 ** min(times - 1, _MOST_DOUBLINGS), RETRY_MOST)
 
 
 @dataclass(frozen=True)
