@@ -172,10 +172,10 @@ def _sidecar_findings(settings: ClientSettings, as_scheduler: bool) -> tuple[lis
             health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=timeout)
         except grpc.RpcError as exc:
             if _code(exc) in _NOT_YET:
-                # A TLS mismatch is UNAVAILABLE too, but a setting: waiting cannot cure it.
+                # A TLS mismatch is UNAVAILABLE too, but (mostly) a setting: waiting cannot cure it.
                 tls = tls_problem(_detail(exc), target, settings.security, min(timeout, _TLS_PROBE_TIMEOUT))
                 if tls is not None:
-                    return [Finding("FAIL", "sidecar", tls)], False
+                    return [Finding("FAIL", "sidecar", tls.line, transient=tls.transient)], False
                 return [Finding("FAIL", "sidecar", start_advice(target), transient=True)], False
             return [Finding("FAIL", "sidecar", f"{target} answered {_detail(exc)}")], False
         found = [Finding("ok", "sidecar", f"serving at {target}")]

@@ -8,8 +8,11 @@ a bad token, a token without the role ``scheduler``) and snapshots what the user
 from __future__ import annotations
 
 import os
+import socket
+import ssl
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -21,8 +24,10 @@ import psycopg2
 import pytest
 from grpc_health.v1 import health, health_pb2_grpc
 
+from sidecar.cli._tls import tls_problem
 from sidecar.cli._tokens import mint_jwt
-from tests.integration.test_auth_tls import Pki, pki  # noqa: F401  (the certificates fixture)
+from sidecar.config import ClientSecurity
+from tests.integration.test_auth_tls import Pki, _issue, pki  # noqa: F401  (the certificates fixture)
 from tests.newcomer.snapshots import assert_snapshot, cli, normalise, transcript
 from tests.support.airflow import JWT_SECRET
 from tests.support.fixtures import AirflowDatabase
@@ -318,20 +323,54 @@ def tls_servers(pki: Pki) -> Iterator[dict[str, str]]:  # noqa: F811
         server.stop(None)
 
 
+@pytest.fixture(scope="module")
+def alerting_mtls_server(pki: Pki) -> Iterator[str]:  # noqa: F811
+    """A mutual-TLS server (OpenSSL) that refuses a client's certificate, or the lack of one, with an alert.
+
+    gRPC's own server hangs up without one; a proxy (OpenSSL, BoringSSL) says why.
+    """
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(pki.server_cert, pki.server_key)
+    context.load_verify_locations(pki.ca)
+    context.verify_mode = ssl.CERT_REQUIRED
+    listening = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = listening.accept()
+            except OSError:  # closed: the module's tests are done
+                return
+            try:
+                with context.wrap_socket(conn, server_side=True) as tls:
+                    tls.recv(1)
+            except OSError:  # the refused handshake (ssl.SSLError is an OSError)
+                pass
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield f"127.0.0.1:{listening.getsockname()[1]}"
+    listening.close()
+    thread.join(10)
+
+
 @pytest.mark.parametrize(
     ("case", "says"),
     [
         ("client_tls_server_plaintext", "does not speak TLS, but this client is set to use TLS"),
         ("client_plaintext_server_tls", "speaks TLS, but this client is set to plaintext"),
         ("certificate_not_verified", "TLS certificate of 127.0.0.1:PORT does not verify against"),
-        ("client_certificate_wanted", "wants a TLS client certificate (mutual TLS)"),
+        ("client_certificate_wanted", "wants a TLS client certificate (mutual TLS): pass --tls-cert"),
+        ("client_certificate_untrusted", "refused this client's TLS certificate"),
     ],
 )
 def test_wait_fails_at_once_on_a_tls_mismatch(
     scheduler_env: dict[str, str],
     secured_sidecar: str,
     tls_servers: dict[str, str],
+    alerting_mtls_server: str,
     pki: Pki,  # noqa: F811
+    tmp_path: Path,
     case: str,
     says: str,
 ) -> None:
@@ -343,8 +382,16 @@ def test_wait_fails_at_once_on_a_tls_mismatch(
         env["SIDECAR_TARGET"] = tls_servers["tls"]
     elif case == "certificate_not_verified":  # the system's roots do not know the test CA
         env.update(SIDECAR_TARGET=tls_servers["tls"], SIDECAR_TLS="1")
-    else:
-        env.update(SIDECAR_TARGET=tls_servers["mtls"], SIDECAR_TLS_CA=str(pki.ca))
+    elif case == "client_certificate_wanted":
+        env.update(SIDECAR_TARGET=alerting_mtls_server, SIDECAR_TLS_CA=str(pki.ca))
+    else:  # a client certificate from a CA the server does not trust
+        _issue(tmp_path, "stranger", "stranger", _issue(tmp_path, "other-ca", "other-ca", None, None), None)
+        env.update(
+            SIDECAR_TARGET=alerting_mtls_server,
+            SIDECAR_TLS_CA=str(pki.ca),
+            SIDECAR_TLS_CLIENT_CERT=str(tmp_path / "stranger.pem"),
+            SIDECAR_TLS_CLIENT_KEY=str(tmp_path / "stranger.key"),
+        )
     result = cli("doctor", "--timeout", "3", "--wait", "60", env=env, timeout=90)
     assert result.returncode == 1, result.stdout + result.stderr
     # (gRPC's own library may log the failed handshake on stderr first.)
@@ -375,3 +422,31 @@ def test_wait_fails_at_once_on_another_applications_database(scheduler_env: dict
     assert result.stderr.splitlines()[-1].startswith(
         "first thing to fix: schema: the database holds no Airflow metadata schema but other tables (invoices)"
     )
+
+
+def test_wait_waits_for_a_server_that_hangs_up_after_the_tls_handshake(
+    scheduler_env: dict[str, str],
+    tls_servers: dict[str, str],
+    pki: Pki,  # noqa: F811
+) -> None:
+    """gRPC's mutual-TLS server hangs up on a client without a certificate, as a TLS proxy whose
+    backend is not up does: waited for, and the line given up on names both."""
+    env = {**scheduler_env, "SIDECAR_TARGET": tls_servers["mtls"], "SIDECAR_TLS_CA": str(pki.ca)}
+    result = cli("doctor", "--timeout", "2", "--wait", "4", env=env, timeout=60)
+    assert result.returncode == 1 and "not waiting" not in result.stderr, result.stdout + result.stderr
+    assert result.stderr.splitlines()[-1] == (
+        f"first thing to fix: sidecar: {tls_servers['mtls']} closed after the TLS handshake: it wants a "
+        "client certificate (mutual TLS), or a proxy's backend is not up; pass --tls-cert and --tls-key "
+        "(SIDECAR_TLS_CLIENT_CERT, SIDECAR_TLS_CLIENT_KEY)"
+    )
+
+
+def test_a_refused_connection_in_the_detail_does_not_skip_the_probe(tls_servers: dict[str, str]) -> None:
+    """Dual stack: gRPC's last error may be ::1 refusing while 127.0.0.1 speaks TLS (gRPC's detail then)."""
+    port = tls_servers["tls"].rpartition(":")[2]
+    detail = (
+        "failed to connect to all addresses; last error: UNKNOWN: ipv6:%5B::1%5D:"
+        f"{port}: Failed to connect to remote host: Connection refused"
+    )
+    found = tls_problem(detail, f"localhost:{port}", ClientSecurity(), 3.0)
+    assert found is not None and "speaks TLS, but this client is set to plaintext" in found.line

@@ -46,7 +46,13 @@ def test_a_host_name_not_resolvable_yet_is_not_called_unknown() -> None:
         ("127.0.0.1:50051", ("127.0.0.1", 50051)),
         ("dns:///sidecar.airflow.svc:50051", ("sidecar.airflow.svc", 50051)),
         ("[::1]:50051", ("::1", 50051)),
+        ("unixbox:50051", ("unixbox", 50051)),  # a host whose name starts like a scheme
+        ("ipv4box.example:50051", ("ipv4box.example", 50051)),
         ("unix:///run/sidecar.sock", None),
+        ("unix:sidecar.sock", None),
+        ("unix-abstract:sidecar:1", None),
+        ("ipv4:127.0.0.1:50051", None),
+        ("ipv6:[::1]:50051", None),
         ("sidecar", None),
     ],
 )
