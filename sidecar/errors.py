@@ -164,3 +164,12 @@ class Unavailable(SidecarError):
 
 class SchemaMismatch(Exception):
     """The database does not hold the Airflow metadata schema the sidecar needs (start-up only)."""
+
+
+class SchemaNotMigrated(SchemaMismatch):
+    """No Airflow schema yet (no ``alembic_version`` table, or no revision in it), in a database
+    that is empty or holds Airflow's tables (another application's is a :class:`SchemaMismatch`).
+
+    What a database looks like before ``airflow db migrate`` ran or while it runs: unlike the
+    other mismatches, waiting may cure it (``doctor --wait`` keeps waiting).
+    """

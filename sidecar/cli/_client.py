@@ -147,11 +147,23 @@ def run_dict(run: pb.BackfillRun) -> dict[str, Any]:
     return out
 
 
+#: The estimate's fields not known while its plan is counted: null in the CLI's JSON, as in
+#: the dry-run summary's and Airflow's ``/api/v2`` (proto3 JSON, ``/v1``, leaves them out).
+_NOT_KNOWN_WHILE_COUNTING = ("runs_remaining", "remaining_p50", "remaining_p90")
+
+
 def backfill_dict(b: pb.Backfill) -> dict[str, Any]:
-    """A backfill as plain JSON (proto3 JSON mapping, field names as in the proto)."""
-    return json_format.MessageToDict(
+    """A backfill as plain JSON (proto3 JSON mapping, field names as in the proto).
+
+    Every field is printed: those not known yet (the runs and time left while the plan is
+    counted) as null.
+    """
+    out: dict[str, Any] = json_format.MessageToDict(
         b, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
     )
+    if b.HasField("estimate") and b.estimate.plan_is_counting:
+        out["estimate"].update(dict.fromkeys(_NOT_KNOWN_WHILE_COUNTING))
+    return out
 
 
 def _table(rows: Sequence[Sequence[Any]], headers: Sequence[str]) -> str:

@@ -33,6 +33,7 @@ from sidecar.cli._problems import (
     missing_sqlite_file,
     start_advice,
 )
+from sidecar.cli._tls import tls_problem
 from sidecar.config import (
     ClientSecurity,
     ClientSettings,
@@ -49,6 +50,8 @@ from sidecar.store import check_database, connect
 CLOCK_WARNING = 5.0
 #: Seconds each probe may take (a database or sidecar that does not answer is a finding).
 PROBE_TIMEOUT = 10.0
+#: Seconds the TLS handshake that tells a TLS server from one going down may take.
+_TLS_PROBE_TIMEOUT = 3.0
 #: gRPC codes of a sidecar not listening or not answering yet (it may be starting): worth waiting for.
 _NOT_YET = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
 
@@ -169,6 +172,10 @@ def _sidecar_findings(settings: ClientSettings, as_scheduler: bool) -> tuple[lis
             health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=timeout)
         except grpc.RpcError as exc:
             if _code(exc) in _NOT_YET:
+                # A TLS mismatch is UNAVAILABLE too, but (mostly) a setting: waiting cannot cure it.
+                tls = tls_problem(_detail(exc), target, settings.security, min(timeout, _TLS_PROBE_TIMEOUT))
+                if tls is not None:
+                    return [Finding("FAIL", "sidecar", tls.line, transient=tls.transient)], False
                 return [Finding("FAIL", "sidecar", start_advice(target), transient=True)], False
             return [Finding("FAIL", "sidecar", f"{target} answered {_detail(exc)}")], False
         found = [Finding("ok", "sidecar", f"serving at {target}")]

@@ -15,7 +15,7 @@ from pathlib import Path
 import grpc
 from sqlalchemy.engine import URL, make_url
 
-from sidecar.errors import SchemaMismatch
+from sidecar.errors import SchemaMismatch, SchemaNotMigrated
 
 #: Where the database URL comes from, for the advice lines.
 URL_SETTING = "--database-url (SIDECAR_DATABASE_URL)"
@@ -90,6 +90,11 @@ def database_problem(exc: BaseException, url: str) -> str | None:
         )
     if isinstance(exc, socket.gaierror):
         host = parsed.host if parsed else "?"
+        if _resolving_later(exc):
+            return (
+                f"the database host {host!r} cannot be resolved yet (temporary failure in name "
+                f"resolution: is DNS up?); check the host in {URL_SETTING}"
+            )
         return f"unknown database host {host!r}; check the host in {URL_SETTING}"
     if _refused(exc):
         return (
@@ -111,13 +116,25 @@ def _refused(exc: BaseException) -> bool:
     )
 
 
-def database_may_come_up(exc: BaseException) -> bool:
-    """Whether waiting may cure it: nothing listens yet, no answer yet, or PostgreSQL is starting.
+def _resolving_later(exc: BaseException) -> bool:
+    """A host name the resolver could not look up *now* (``EAI_AGAIN``: DNS not ready, say)."""
+    return isinstance(exc, socket.gaierror) and exc.errno == socket.EAI_AGAIN
 
-    A wrong name, user, password, host name or schema is a setting: it fails the same way
-    however long one waits.
+
+def database_may_come_up(exc: BaseException) -> bool:
+    """Whether waiting may cure it: nothing listens yet, no answer yet, PostgreSQL is starting,
+    its host name cannot be resolved yet (``EAI_AGAIN``), or Airflow's migration has not made
+    its schema yet (no ``alembic_version`` in an empty database or one with Airflow's tables).
+
+    A wrong name, user, password, unknown host name or other schema is a setting: it fails
+    the same way however long one waits.
     """
-    return _refused(exc) or isinstance(exc, TimeoutError) or _sqlstate(exc) == _CANNOT_CONNECT_NOW
+    return (
+        _refused(exc)
+        or isinstance(exc, TimeoutError | SchemaNotMigrated)
+        or _resolving_later(exc)
+        or _sqlstate(exc) == _CANNOT_CONNECT_NOW
+    )
 
 
 #: PostgreSQL's SQLSTATE while it starts up, shuts down or recovers ("the database system is starting up").

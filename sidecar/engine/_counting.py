@@ -14,6 +14,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
 
 from sidecar.engine._offload import PlanningPool
 from sidecar.engine._plans import build_plan
@@ -77,31 +80,86 @@ async def count_in_background(pool: PlanningPool, tx: Transactions, backfill_id:
     log.info("backfill %s: %s planned (counted in the background)", backfill_id, counted(planned, "slot"))
 
 
+#: Seconds before a failed count is tried again; each failure in a row doubles the wait ...
+RETRY_FIRST = 30.0
+#: ... up to this (a count that always fails is tried twice an hour, not on every tick).
+RETRY_MOST = 1800.0
+#: Doublings past which the wait is RETRY_MOST anyway (a bigger power of two overflows a float).
+_MOST_DOUBLINGS = 16
+
+
+def retry_wait(times: int) -> float:
+    """Seconds before a count that failed ``times`` in a row is tried again."""
+    return min(RETRY_FIRST * 2.0 ** min(times - 1, _MOST_DOUBLINGS), RETRY_MOST)
+
+
+@dataclass(frozen=True)
+class _Failed:
+    """A backfill whose count failed ``times`` in a row: not tried again before ``until``."""
+
+    times: int
+    until: float
+
+
 class BackgroundCounter:
     """At most one counting task per backfill, kept referenced until it ends.
 
     Counts run in their own one-worker pool without a CPU budget (they must finish), so
-    they never take a worker from a caller, and stop on :meth:`cancel_all`.
+    they never take a worker from a caller, and stop on :meth:`cancel_all`. A count that
+    failed is tried again after a wait that doubles with each failure in a row (from
+    :data:`RETRY_FIRST` to :data:`RETRY_MOST`; in memory, per backfill), and each failure is
+    logged once, with that wait, however often the ticks ask meanwhile.
     """
 
-    def __init__(self, tx: Transactions, pool: PlanningPool | None = None) -> None:
+    def __init__(
+        self,
+        tx: Transactions,
+        pool: PlanningPool | None = None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._tx = tx
         self._pool = pool or PlanningPool(workers=1, queue=1_000_000, cpu_seconds=None, name="count")
         self._tasks: dict[int, asyncio.Task[None]] = {}
+        self._clock = clock
+        self._failed: dict[int, _Failed] = {}
 
     def ensure(self, backfill_id: int) -> None:
-        """Start counting ``backfill_id`` unless it is being counted already."""
+        """Start counting ``backfill_id`` unless it is being counted, or waits to be tried again."""
         task = self._tasks.get(backfill_id)
         if task is not None and not task.done():
             return
+        failed = self._failed.get(backfill_id)
+        if failed is not None and self._clock() < failed.until:
+            return
         task = asyncio.create_task(self._run(backfill_id), name=f"sidecar-count-{backfill_id}")
         self._tasks[backfill_id] = task
+
+    def forget_all_but(self, uncounted: set[int]) -> None:
+        """Drop the failure records of backfills not in ``uncounted`` (ended, or counted since).
+
+        Memory stays bounded, and a backfill id used again (SQLite may reuse a row id) never
+        inherits another backfill's wait.
+        """
+        for backfill_id in self._failed.keys() - uncounted:
+            del self._failed[backfill_id]
 
     async def _run(self, backfill_id: int) -> None:
         try:
             await count_in_background(self._pool, self._tx, backfill_id)
         except Exception:
-            log.exception("backfill %s: counting its plan failed; the next tick retries", backfill_id)
+            before = self._failed.get(backfill_id)
+            times = 1 if before is None else before.times + 1
+            wait = retry_wait(times)
+            self._failed[backfill_id] = _Failed(times, self._clock() + wait)
+            log.exception(
+                "backfill %s: counting its plan failed (failure %d in a row); trying again in %g s",
+                backfill_id,
+                times,
+                wait,
+            )
+        else:
+            self._failed.pop(backfill_id, None)
         finally:
             self._tasks.pop(backfill_id, None)
 

@@ -118,6 +118,7 @@ async def tick(parts: Parts, policies: SchedulerPolicies, counter: BackgroundCou
     except Exception:  # each backfill is then read on its own below, its failure contained
         log.warning("the tick's combined read failed; reading each backfill on its own", exc_info=True)
         entries, seen = await parts.tx.read(tick_entries), {}
+    counter.forget_all_but({entry.backfill_id for entry in entries if entry.planned_count is None})
     read_at = time.monotonic()
     written = completed = 0
     materializing: list[int] = []

@@ -28,9 +28,27 @@ NDJSON = "application/x-ndjson"
 
 
 def to_json(message: Message) -> dict[str, Any]:
-    """A message in proto3 JSON, with fields that have no presence printed at their defaults."""
+    """A message in proto3 JSON, with fields that have no presence printed at their defaults.
+
+    But for an estimate whose plan is still being counted: its ``runsRemaining`` is not known,
+    which is not 0, so it is left out as proto3 JSON allows for a field at its default
+    (``Estimate.runs_remaining`` keeps its cardinality, for the clients generated from it).
+    """
     document: dict[str, Any] = json_format.MessageToDict(message, always_print_fields_with_no_presence=True)
+    _leave_out_unknown_runs(document)
     return document
+
+
+def _leave_out_unknown_runs(node: Any) -> None:
+    """Drop ``runsRemaining`` from every estimate in ``node`` that has ``planIsCounting`` true."""
+    if isinstance(node, dict):
+        if node.get("planIsCounting") is True:
+            node.pop("runsRemaining", None)
+        for value in node.values():
+            _leave_out_unknown_runs(value)
+    elif isinstance(node, list):
+        for value in node:
+            _leave_out_unknown_runs(value)
 
 
 def error_response(error: CallError) -> JSONResponse:

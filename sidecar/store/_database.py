@@ -12,7 +12,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from sidecar.errors import SchemaMismatch
+from sidecar.errors import SchemaMismatch, SchemaNotMigrated
 from sidecar.store._secrets import create_page_token_key
 from sidecar.store._tables import (
     AIRFLOW_TABLES,
@@ -131,8 +131,17 @@ def _check_airflow_schema(conn: Connection) -> AirflowRowContract:
     """The contract of the database's Airflow version, after checking its tables hold its columns."""
     inspector = sa.inspect(conn)
     if not inspector.has_table("alembic_version"):
-        raise SchemaMismatch("the database holds no Airflow metadata schema (no alembic_version table)")
+        _not_migrated_yet(inspector)
+        raise SchemaNotMigrated(
+            "the database holds no Airflow metadata schema (no alembic_version table; "
+            "`airflow db migrate` has not run on it, or not finished)"
+        )
     revisions = [row[0] for row in conn.execute(sa.text("SELECT version_num FROM alembic_version"))]
+    if not revisions:
+        _not_migrated_yet(inspector)
+        raise SchemaNotMigrated(
+            "the database's alembic_version table holds no revision (`airflow db migrate` has not finished)"
+        )
     contract = contract_for_revision(revisions[0]) if len(revisions) == 1 else None
     if contract is None:
         found = ", ".join(repr(r) for r in revisions) or "none"
@@ -158,6 +167,28 @@ def _check_airflow_schema(conn: Connection) -> AirflowRowContract:
                 f"Airflow {contract.minor} table {table.name!r} lacks columns {', '.join(missing)}"
             )
     return contract
+
+
+#: Tables only Airflow's schema holds: a database with one of them but no revision is being migrated.
+_AIRFLOW_MARKS = frozenset({"dag", "dag_run", "task_instance"})
+
+
+def _not_migrated_yet(inspector: sa.Inspector) -> None:
+    """Pass for a database ``airflow db migrate`` may be making: empty, or holding Airflow's tables.
+
+    Raises:
+        SchemaMismatch: it holds other tables only (another application's database).
+    """
+    # (On SQLite the sidecar's own tables are beside Airflow's: they stay after `airflow db reset`.)
+    others = {
+        t for t in inspector.get_table_names() if t != "alembic_version" and not t.startswith("sidecar_")
+    }
+    if others and not others & _AIRFLOW_MARKS:
+        shown = ", ".join(sorted(others)[:3]) + (", ..." if len(others) > 3 else "")
+        raise SchemaMismatch(
+            f"the database holds no Airflow metadata schema but other tables ({shown}): it is not "
+            "Airflow's metadata database (its [database] sql_alchemy_conn)"
+        )
 
 
 @dataclass(frozen=True)

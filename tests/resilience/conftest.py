@@ -1,11 +1,13 @@
-"""Fixtures of the resilience tests: the integration fixtures plus an emptied module database."""
+"""Fixtures of the resilience tests: the integration fixtures, an emptied module database, replicas."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
+from sidecar.engine import BackfillEngine, EngineConfig
+from sidecar.store import Database, connect
 from tests.integration.conftest import clean_db, database, engine, sql  # noqa: F401  (re-exported fixtures)
 from tests.resilience.helpers import query
 from tests.support.fixtures import AirflowDatabase
@@ -24,3 +26,15 @@ def module_db(airflow_db: AirflowDatabase) -> Iterator[AirflowDatabase]:
     ):
         query(airflow_db, statement)
     yield airflow_db
+
+
+@pytest.fixture
+async def replicas(
+    clean_db: AirflowDatabase,  # noqa: F811  (the fixture imported above)
+    database: Database,  # noqa: F811
+) -> AsyncIterator[list[BackfillEngine]]:
+    """Four engines, each with its own connection pool: four sidecar replicas."""
+    dbs = [database] + [connect(clean_db.asyncpg_url) for _ in range(3)]
+    yield [BackfillEngine(db, EngineConfig(batch_size=7, lookahead=1)) for db in dbs]
+    for db in dbs[1:]:
+        await db.dispose()

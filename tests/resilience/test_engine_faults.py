@@ -13,11 +13,9 @@ import datetime as dt
 import psycopg2.extensions
 import pytest
 
-from sidecar.engine import BackfillEngine, BackfillSpec, DryRun, EngineConfig, Mode
+from sidecar.engine import BackfillEngine, BackfillSpec, DryRun, Mode
 from sidecar.engine._create import insert
 from sidecar.engine._materialize import materialize_batch
-from sidecar.store import Database, connect
-from tests.support.fixtures import AirflowDatabase
 
 pytestmark = [pytest.mark.postgres, pytest.mark.airflow]
 
@@ -95,16 +93,6 @@ async def test_eager_creation_interrupted_mid_way_is_finished_by_ticks(
     assert sql.fetchone() == (4,)
     await engine.tick()
     _check_intact(sql, backfill_id, 20, 3)
-
-
-@pytest.fixture
-async def replicas(clean_db: AirflowDatabase, database: Database) -> list[BackfillEngine]:
-    """Four engines, each with its own connection pool: four sidecar replicas."""
-    dbs = [database] + [connect(clean_db.asyncpg_url) for _ in range(3)]
-    engines = [BackfillEngine(db, EngineConfig(batch_size=7, lookahead=1)) for db in dbs]
-    yield engines  # type: ignore[misc]
-    for db in dbs[1:]:
-        await db.dispose()
 
 
 async def test_concurrent_creates_with_one_request_id_create_one_backfill(

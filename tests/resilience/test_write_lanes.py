@@ -19,10 +19,17 @@ from sidecar.engine import BackfillEngine, DryRun, EngineConfig, Mode
 from sidecar.engine._lanes import _Batch, _write_batch
 from sidecar.engine._materialize import load_pinned, materialize_batch, plan_of, run_context
 from sidecar.engine._plans import cursor_of
-from sidecar.store import Database, connect, latest_log_template_id, lock_writers, plan_record
+from sidecar.planning import PlannedRun
+from sidecar.store import (
+    Database,
+    PlanRecord,
+    RunContext,
+    latest_log_template_id,
+    lock_writers,
+    plan_record,
+)
 from sidecar.vocabulary import ReprocessBehavior
 from tests.resilience.test_engine_faults import ONE_TASK, THREE, _check_intact, _insert_only, _spec
-from tests.support.fixtures import AirflowDatabase
 
 pytestmark = [pytest.mark.postgres, pytest.mark.airflow]
 
@@ -62,14 +69,17 @@ def _wrote_in_lanes(caplog: pytest.LogCaptureFixture) -> bool:
     return any("lanes" in r.getMessage() and r.name == "sidecar.engine._lanes" for r in caplog.records)
 
 
-@pytest.fixture
-async def replicas(clean_db: AirflowDatabase, database: Database) -> list[BackfillEngine]:
-    """Four engines, each with its own connection pool: four sidecar replicas."""
-    dbs = [database] + [connect(clean_db.asyncpg_url) for _ in range(3)]
-    engines = [BackfillEngine(db, EngineConfig(batch_size=7, lookahead=1)) for db in dbs]
-    yield engines  # type: ignore[misc]
-    for db in dbs[1:]:
-        await db.dispose()
+async def _lane_set_up(
+    engine: BackfillEngine, backfill_id: int
+) -> tuple[PlanRecord, RunContext, list[PlannedRun]]:
+    """What a lane's batch of ``backfill_id`` is written with: its plan record, run context and slots."""
+    async with engine.db.engine.connect() as conn:
+        record = await plan_record(conn, backfill_id)
+        assert record is not None
+        loaded = await load_pinned(conn, engine.catalog, record)
+        assert loaded is not None
+        ctx = run_context(record, loaded, await latest_log_template_id(conn))
+    return record, ctx, list(plan_of(record).runs())
 
 
 async def test_lanes_write_the_rows_one_batch_at_a_time_writes(
@@ -192,13 +202,7 @@ async def test_a_lane_batch_behind_a_cursor_moved_elsewhere_rolls_back(
     engine: BackfillEngine, sql: psycopg2.extensions.cursor
 ) -> None:
     backfill_id = await _insert_only(engine, _spec(THREE, 12, mode=Mode.EAGER))
-    async with engine.db.engine.connect() as conn:
-        record = await plan_record(conn, backfill_id)
-        assert record is not None
-        loaded = await load_pinned(conn, engine.catalog, record)
-        assert loaded is not None
-        ctx = run_context(record, loaded, await latest_log_template_id(conn))
-    slots = list(plan_of(record).runs())
+    record, ctx, slots = await _lane_set_up(engine, backfill_id)
     # Written for the slots after the first three, but nothing wrote the first three.
     ahead = _Batch(slots[3:6], cursor_of(slots[2]), exhausted=False)
     assert (
@@ -246,13 +250,7 @@ async def test_a_lane_never_queues_behind_a_writer_waiting_for_the_lanes(
     # the batch in front; a retried create waits for the lock exclusively; the batch in front
     # must not queue behind that writer (no database would see the cycle).
     backfill_id = await _insert_only(engine, _spec(THREE, 12, mode=Mode.EAGER))
-    async with engine.db.engine.connect() as conn:
-        record = await plan_record(conn, backfill_id)
-        assert record is not None
-        loaded = await load_pinned(conn, engine.catalog, record)
-        assert loaded is not None
-        ctx = run_context(record, loaded, await latest_log_template_id(conn))
-    slots = list(plan_of(record).runs())
+    record, ctx, slots = await _lane_set_up(engine, backfill_id)
     async with engine.db.engine.begin() as behind:  # the lane batch behind, holding the lock
         await lock_writers(behind, backfill_id, shared=True, wait=True)
         waiting = asyncio.create_task(

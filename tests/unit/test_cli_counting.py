@@ -17,6 +17,7 @@ from sidecar._gen.airflow_sidecar.v1 import backfill_pb2 as pb
 from sidecar.cli._client import print_backfills
 from sidecar.cli._plans import estimate_line
 from sidecar.cli._progress import follow, progress_line
+from sidecar.estimate_json import estimate_dict
 
 
 def backfill(counting: bool) -> pb.Backfill:
@@ -67,9 +68,17 @@ def test_json_carries_the_flags(capsys: pytest.CaptureFixture[str]) -> None:
     print_backfills([backfill(True), backfill(False)], "json")
     counting, counted = json.loads(capsys.readouterr().out)
     assert counting["progress"]["planned_is_counting"] is True
-    assert counting["estimate"]["plan_is_counting"] is True and "remaining_p50" not in counting["estimate"]
+    assert counting["estimate"]["plan_is_counting"] is True
+    # Not known yet is null, not 0 and not left out: as in the dry-run summary's estimate.
+    unknown = ("runs_remaining", "remaining_p50", "remaining_p90")
+    assert [counting["estimate"][k] for k in unknown] == [None] * 3
+    summary = estimate_dict(backfill(True).estimate)
+    assert [summary[k] for k in ("runs_remaining", "remaining_p50_seconds", "remaining_p90_seconds")] == [
+        None
+    ] * 3
     assert counted["progress"]["planned_is_counting"] is False
-    assert counted["estimate"]["plan_is_counting"] is False and counted["estimate"]["remaining_p50"]
+    assert counted["estimate"]["plan_is_counting"] is False
+    assert [counted["estimate"][k] for k in unknown] == ["99998", f"{99_998 * 6}s", f"{99_998 * 9}s"]
 
 
 def test_the_estimate_line_gives_a_run_s_duration_only() -> None:

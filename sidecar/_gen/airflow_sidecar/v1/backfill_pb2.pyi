@@ -548,11 +548,13 @@ class Estimate(_message.Message):
     sample_size: _builtins.int
     """Finished runs the durations are drawn from."""
     runs_remaining: _builtins.int
-    """Runs still to finish (queued, running and not yet written); 0 while `plan_is_counting`."""
+    """Runs still to finish (queued, running and not yet written). Not known while
+    `plan_is_counting`: then 0 here, and left out of the REST gateway's JSON.
+    """
     plan_is_counting: _builtins.bool
     """True while the backfill's plan is still being counted (`progress.planned_is_counting`):
-    the runs left are not known yet, so `runs_remaining` is 0 and `remaining_p50` and
-    `remaining_p90` are unset rather than computed from a partial count. The durations of
+    the runs left are not known yet, so `runs_remaining` is 0 (read it as not known) and
+    `remaining_p50` and `remaining_p90` are unset rather than computed from a partial count. The durations of
     one run (`run_duration_p50`, `run_duration_p90`) still hold.
     """
     @_builtins.property
