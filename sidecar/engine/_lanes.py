@@ -25,7 +25,8 @@ Only PostgreSQL (SQLite has one writer), only a create's own eager writing (a re
 create and the tick write one batch at a time) of new runs (reprocess behaviour ``none``),
 and at most ``LaneBudget.spare`` creates at once (each holds up to two more pooled
 connections: the second lane, and the analysis of the tables it grows). Each lane's
-transaction waits at most 10 s for a lock, then hands over to single batches.
+transaction waits at most 10 s for a lock, then hands over to single batches. Cancelling
+the create, once or again, lets the batches in flight end (commit or roll back) first.
 """
 
 from __future__ import annotations
@@ -193,12 +194,33 @@ async def write_in_lanes(
             made += result.runs_created
     finally:
         # A batch behind one that stopped finds the cursor elsewhere and rolls back: let
-        # it (cancelling it mid-statement would cost its connection).
-        await asyncio.gather(*in_flight, return_exceptions=True)
-        if analysing is not None:
-            (outcome,) = await asyncio.gather(analysing, return_exceptions=True)
-            if isinstance(outcome, Exception):
-                log.warning("backfill %s: analysing its tables failed: %s", backfill_id, outcome)
+        # it (cancelling it mid-statement would cost its connection), and the analysis too.
+        cancelled = await _drain([*in_flight, *([analysing] if analysing else [])])
+        if analysing is not None and not analysing.cancelled() and analysing.exception() is not None:
+            log.warning("backfill %s: analysing its tables failed: %s", backfill_id, analysing.exception())
+        if cancelled:
+            raise asyncio.CancelledError  # cancelled again while the batches in flight ended
+
+
+async def _drain(tasks: list[asyncio.Task[Any]]) -> bool:
+    """Wait until every task has ended, however often this call is cancelled; whether it was.
+
+    Not ``asyncio.gather``, which cancels what it waits for when it is cancelled: a second
+    cancel of the create (a shutdown after its client went) cut a lane's batch
+    mid-statement. Each batch ends at a statement boundary (its commit or its rollback)
+    within the lanes' ``lock_timeout``: so does this wait.
+    """
+    cancelled = False
+    pending = set(tasks)
+    while pending:
+        try:
+            _, pending = await asyncio.wait(pending)
+        except asyncio.CancelledError:
+            cancelled = True
+    for task in tasks:  # retrieved, as gather(return_exceptions=True) did
+        if not task.cancelled():
+            task.exception()
+    return cancelled
 
 
 def lane_batch_size(remaining: int | None, max_runs: int) -> int:

@@ -14,12 +14,19 @@ import logging
 import psycopg2
 import psycopg2.extensions
 import pytest
+import sqlalchemy as sa
 
 from sidecar.engine import BackfillEngine, DryRun, EngineConfig, Mode
 from sidecar.engine._lanes import _Batch, _write_batch
 from sidecar.engine._materialize import load_pinned, materialize_batch, plan_of, run_context
 from sidecar.engine._plans import cursor_of
-from sidecar.store import Database, connect, latest_log_template_id, lock_writers, plan_record
+from sidecar.store import (
+    Database,
+    connect,
+    latest_log_template_id,
+    lock_writers,
+    plan_record,
+)
 from sidecar.vocabulary import ReprocessBehavior
 from tests.resilience.test_engine_faults import ONE_TASK, THREE, _check_intact, _insert_only, _spec
 from tests.support.fixtures import AirflowDatabase
@@ -309,3 +316,43 @@ async def test_an_eager_create_of_2000_runs_has_its_tables_analysed_when_it_answ
     assert not isinstance(view, DryRun)
     _check_intact(sql, view.id, 2100, 1)
     assert analyses() == before + 1
+
+
+async def test_a_second_cancel_lets_the_lane_batches_in_flight_end(
+    database: Database, sql: psycopg2.extensions.cursor
+) -> None:
+    # A client gone (the first cancel), then a shutdown (the second) while the lanes drain:
+    # each batch in flight must still end at its commit or rollback, not mid-statement.
+    engine = BackfillEngine(database, EngineConfig(batch_size=50))
+    create = asyncio.create_task(engine.create(_spec(ONE_TASK, 1000, mode=Mode.EAGER)))
+
+    def lane_batches() -> list[asyncio.Task[object]]:
+        return [t for t in asyncio.all_tasks() if getattr(t.get_coro(), "__qualname__", "") == "_write_batch"]
+
+    while not lane_batches():
+        assert not create.done()
+        await asyncio.sleep(0.01)
+    sql.execute("SELECT id FROM backfill")
+    (backfill_id,) = sql.fetchone()
+    async with database.engine.begin() as holder:  # every lane batch now waits at its claim
+        await holder.execute(
+            sa.text("SELECT 1 FROM airflow_sidecar.sidecar_backfill WHERE backfill_id = :id FOR UPDATE"),
+            {"id": backfill_id},
+        )
+        in_flight = [t for t in lane_batches() if not t.done()]
+        assert in_flight
+        for _ in range(2):
+            create.cancel()
+            for _ in range(5):
+                await asyncio.sleep(0)
+            assert not create.done()  # draining
+    with pytest.raises(asyncio.CancelledError):
+        await create
+    assert all(t.done() and not t.cancelled() for t in in_flight)
+    sql.execute(
+        "SELECT written_count, (SELECT count(*) FROM dag_run WHERE backfill_id = %s)"
+        " FROM airflow_sidecar.sidecar_backfill WHERE backfill_id = %s",
+        (backfill_id, backfill_id),
+    )
+    written, runs = sql.fetchone()
+    assert written == runs and runs < 1000
