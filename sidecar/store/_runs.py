@@ -274,12 +274,46 @@ async def written_slots(
     ]
 
 
-async def counted_runs(conn: AsyncConnection) -> int:
-    """The runs ``dag_run``'s statistics count (``pg_class.reltuples``; 0 when never analysed)."""
-    counted = await conn.scalar(
-        sa.text("SELECT reltuples FROM pg_class WHERE oid = CAST('dag_run' AS regclass)")
+#: The columns whose statistics the plans that matter read, per table a backfill grows: the
+#: foreign-key checks' keys (``task_instance -> dag_run``) and the scheduler's per-DAG and
+#: per-backfill reads.
+_PLANNED_ON: dict[str, tuple[str, ...]] = {
+    "dag_run": ("dag_id", "run_id"),
+    "task_instance": ("dag_id", "run_id"),
+    "backfill_dag_run": ("backfill_id",),
+}
+
+
+async def _counted_rows(conn: AsyncConnection, tables: Sequence[str]) -> dict[str, float]:
+    """The rows each table's statistics count (``pg_class.reltuples``), -1 when it has none.
+
+    A table counts as analysed only when ``pg_stats`` has its :data:`_PLANNED_ON` columns.
+    ANALYZE writes ``reltuples`` (and ``last_analyze``) in place, so they outlive the
+    rollback of the transaction that ran it, while its column statistics go with it: a
+    create whose first batch analysed ``dag_run`` and then failed leaves a never-analysed
+    database with ``reltuples`` counting that batch's runs and no statistics, and a
+    decision taken on ``reltuples`` alone then skipped the analysis the next create needed
+    (a 1,500-run create after a failed 1,000-run one was never analysed).
+    """
+    result = await conn.execute(
+        sa.text(
+            "SELECT c.relname, c.reltuples, array_remove(array_agg(CAST(s.attname AS text)), NULL)"
+            " FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+            " LEFT JOIN pg_stats s ON s.schemaname = n.nspname AND s.tablename = c.relname"
+            " AND s.attname = ANY(CAST(:columns AS text[]))"
+            " WHERE c.oid = ANY(CAST(:tables AS regclass[])) GROUP BY c.relname, c.reltuples"
+        ),
+        {"tables": list(tables), "columns": sorted({c for t in tables for c in _PLANNED_ON[t]})},
     )
-    return max(0, int(counted or 0))
+    return {
+        name: float(reltuples) if set(_PLANNED_ON[name]) <= set(columns) else -1.0
+        for name, reltuples, columns in result
+    }
+
+
+async def counted_runs(conn: AsyncConnection) -> int:
+    """The runs ``dag_run``'s statistics count (``pg_class.reltuples``; 0 without statistics)."""
+    return max(0, int((await _counted_rows(conn, ["dag_run"])).get("dag_run", 0)))
 
 
 async def analyze_runs_if_outgrown(conn: AsyncConnection, *, runs_written: int, growth: int) -> bool:
@@ -305,7 +339,7 @@ async def analyze_runs_if_outgrown(conn: AsyncConnection, *, runs_written: int, 
         conn: The batch's connection, inside its transaction.
         runs_written: The backfill's runs including this batch's (its last slot's ordinal).
         growth: Analyse when ``runs_written`` exceeds ``growth`` times the runs the
-            statistics count (``pg_class.reltuples``; never analysed counts as none).
+            statistics count (:func:`counted_runs`; without statistics, none).
 
     Returns:
         Whether ``dag_run`` was analysed.
@@ -327,10 +361,10 @@ async def analyze_written_tables(conn: AsyncConnection, *, everything: bool, run
     a SHARE UPDATE EXCLUSIVE lock, so writers and the scheduler carry on.
 
     A table is analysed only when its statistics would change a plan: when the rows the
-    backfill wrote outnumber the rows its statistics count (``pg_class.reltuples``, -1
-    when never analysed), i.e. the table more than doubled since. On a database with
-    history (20,000 runs) the planner already chooses the index scans, and analysing
-    ``task_instance`` there costs about half a second for nothing.
+    backfill wrote outnumber the rows its statistics count (``pg_class.reltuples``; -1
+    without column statistics, :func:`_counted_rows`), i.e. the table more than doubled
+    since. On a database with history (20,000 runs) the planner already chooses the
+    index scans, and analysing ``task_instance`` there costs about half a second for nothing.
 
     Args:
         conn: A connection in a transaction of its own.
@@ -345,12 +379,8 @@ async def analyze_written_tables(conn: AsyncConnection, *, everything: bool, run
         The tables analysed.
     """
     tables = ["dag_run", "task_instance", "backfill_dag_run"] if everything else ["dag_run"]
-    counted = await conn.execute(
-        sa.text("SELECT relname, reltuples FROM pg_class WHERE oid = ANY(CAST(:tables AS regclass[]))"),
-        {"tables": tables},
-    )
-    outgrown = {name for name, reltuples in counted if reltuples < runs_written}
-    stale = [table for table in tables if table in outgrown]
+    counted = await _counted_rows(conn, tables)
+    stale = [table for table in tables if counted.get(table, -1.0) < runs_written]
     if stale:
         # SKIP_LOCKED: a table autovacuum (or a batch's own ANALYZE) holds is left to it.
         await conn.execute(sa.text(f"ANALYZE (SKIP_LOCKED) {', '.join(stale)}"))
