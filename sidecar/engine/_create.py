@@ -182,7 +182,7 @@ async def _write_the_rest(
     With a ``place`` taken: two batches at a time while they can be
     (:mod:`sidecar.engine._lanes`), then one at a time to the end (the place given back
     first); the analysis of the tables the backfill grows is decided once for both, and
-    done by the end.
+    done by the end (a table another session held meanwhile is tried once more).
     """
     statistics = await TableStatistics.start(parts.tx, None if wanted is None else wanted - made)
     if place.taken:
@@ -211,6 +211,7 @@ async def _write_the_rest(
     # the point is reached in a loop that checks it: an eager plan is analysed by the end.
     if wanted is None:
         await statistics.after(parts.tx, made)
+    await statistics.retry_skipped(parts.tx, made)  # once; a table held again is left to autovacuum
 
 
 async def insert(

@@ -263,11 +263,14 @@ class TableStatistics:
     foreign-key checks that depend on them (``write_batch``'s ``statistics_growth``);
     ``task_instance`` and ``backfill_dag_run`` are analysed once, for the scheduler, when
     the backfill outgrows the runs they count (never, on a database with history larger
-    than the backfill). No batch waits for it or is cut short by it.
+    than the backfill). No batch waits for it or is cut short by it. A table another
+    session held then is analysed once more at the end (:meth:`retry_skipped`).
     """
 
     due: int | None
     """The runs made (the create's first batch included) after which to analyse; None: never (again)."""
+    skipped: tuple[str, ...] = ()
+    """The tables the analysis skipped (another session held them), not retried yet."""
 
     @classmethod
     async def start(cls, tx: Transactions, runs_wanted: int | None) -> TableStatistics:
@@ -284,4 +287,18 @@ class TableStatistics:
         """Analyse (in a transaction of its own) if ``runs_made`` reached the point."""
         if self.reached(runs_made):
             self.due = None
-            await tx.write(partial(analyze_written_tables, everything=True, runs_written=runs_made))
+            self.skipped = await self._analyse(tx, runs_made, None)
+
+    async def retry_skipped(self, tx: Transactions, runs_made: int) -> None:
+        """Analyse once more the tables the analysis skipped (never waiting for them either)."""
+        if self.skipped:
+            tables, self.skipped = self.skipped, ()
+            if left := await self._analyse(tx, runs_made, tables):
+                log.info("tables %s are held by another session again: left to autovacuum", left)
+
+    @staticmethod
+    async def _analyse(tx: Transactions, runs_made: int, only: tuple[str, ...] | None) -> tuple[str, ...]:
+        analysis = await tx.write(
+            partial(analyze_written_tables, everything=True, runs_written=runs_made, only=only)
+        )
+        return analysis.skipped

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 
 import sqlalchemy as sa
@@ -23,6 +23,7 @@ from sidecar.vocabulary import Disposition
 __all__ = [
     "UNFINISHED_RUN_STATES",
     "Slot",
+    "TableAnalysis",
     "analyze_runs_if_outgrown",
     "analyze_written_tables",
     "count_failed_runs",
@@ -350,7 +351,19 @@ async def analyze_runs_if_outgrown(conn: AsyncConnection, *, runs_written: int, 
     return True
 
 
-async def analyze_written_tables(conn: AsyncConnection, *, everything: bool, runs_written: int) -> list[str]:
+@dataclass(frozen=True)
+class TableAnalysis:
+    """What :func:`analyze_written_tables` analysed, and what it had to skip."""
+
+    analysed: tuple[str, ...] = ()
+    skipped: tuple[str, ...] = ()
+    """Outgrown, but held by another session (autovacuum, a manual VACUUM or ANALYZE):
+    ``SKIP_LOCKED`` left them as they were."""
+
+
+async def analyze_written_tables(
+    conn: AsyncConnection, *, everything: bool, runs_written: int, only: Collection[str] | None = None
+) -> TableAnalysis:
     """``ANALYZE`` the tables a backfill grows whose statistics it has outgrown, so that plans see its rows.
 
     A brand-new DAG's runs are invisible to the planner's statistics: the foreign-key
@@ -366,22 +379,41 @@ async def analyze_written_tables(conn: AsyncConnection, *, everything: bool, run
     since. On a database with history (20,000 runs) the planner already chooses the
     index scans, and analysing ``task_instance`` there costs about half a second for nothing.
 
+    A table another session holds is skipped (``SKIP_LOCKED``), never waited for; it is
+    told from one analysed by its ``last_analyze`` (or ``last_autoanalyze``: autovacuum
+    was analysing it), which must be later than this transaction's start.
+
     Args:
-        conn: A connection in a transaction of its own.
+        conn: A connection in a transaction of its own (that has not read the table
+            statistics views before: they are cached for the transaction).
         everything: Also ``task_instance`` and ``backfill_dag_run`` (the first time);
             later, only the cheap ``dag_run`` (one row per run): once batches commit,
             autovacuum's own ANALYZE keeps up with ``task_instance``, and analysing
             millions of its rows costs more than it saves (0.6 s of 6.7 s at 5,000 runs).
         runs_written: The runs (one ``dag_run`` and ``backfill_dag_run`` row each, and at
             least one task instance) the backfill wrote so far.
+        only: Of those, only these (a retry of the tables skipped before).
 
     Returns:
-        The tables analysed.
+        The tables analysed, and those skipped.
     """
     tables = ["dag_run", "task_instance", "backfill_dag_run"] if everything else ["dag_run"]
+    if only is not None:
+        tables = [table for table in tables if table in only]
     counted = await _counted_rows(conn, tables)
     stale = [table for table in tables if counted.get(table, -1.0) < runs_written]
-    if stale:
-        # SKIP_LOCKED: a table autovacuum (or a batch's own ANALYZE) holds is left to it.
-        await conn.execute(sa.text(f"ANALYZE (SKIP_LOCKED) {', '.join(stale)}"))
-    return stale
+    if not stale:
+        return TableAnalysis()
+    await conn.execute(sa.text(f"ANALYZE (SKIP_LOCKED) {', '.join(stale)}"))
+    left = await conn.execute(
+        sa.text(
+            "SELECT relname FROM pg_stat_user_tables WHERE relid = ANY(CAST(:tables AS regclass[]))"
+            " AND coalesce(greatest(last_analyze, last_autoanalyze), '-infinity') < now()"
+        ),
+        {"tables": stale},
+    )
+    skipped = set(left.scalars())
+    return TableAnalysis(
+        tuple(table for table in stale if table not in skipped),
+        tuple(table for table in stale if table in skipped),
+    )

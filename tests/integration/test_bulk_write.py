@@ -11,7 +11,14 @@ import pytest
 
 from sidecar.engine import BackfillEngine, BackfillSpec, DryRun, Mode, ReprocessBehavior
 from sidecar.engine._plans import build_plan
-from sidecar.store import Database, RunContext, analyze_written_tables, latest_log_template_id, write_batch
+from sidecar.store import (
+    Database,
+    RunContext,
+    TableAnalysis,
+    analyze_written_tables,
+    latest_log_template_id,
+    write_batch,
+)
 from sidecar.store._bulk import TaskInstanceMethod
 from sidecar.store._tables import backfill
 
@@ -151,21 +158,20 @@ async def test_statistics_are_refreshed_only_for_tables_the_backfill_outgrew(
     assert counted == {"dag_run": 4, "backfill_dag_run": 4}
     async with database.engine.begin() as conn:
         # As many runs as the statistics count: the table at most doubled, no plan changes.
-        assert await analyze_written_tables(conn, everything=True, runs_written=4) == []
-        assert await analyze_written_tables(conn, everything=False, runs_written=4) == []
+        assert await analyze_written_tables(conn, everything=True, runs_written=4) == TableAnalysis()
+        assert await analyze_written_tables(conn, everything=False, runs_written=4) == TableAnalysis()
     async with database.engine.begin() as conn:
         # More runs than the statistics count (the first ANALYZE point of an empty database).
-        assert await analyze_written_tables(conn, everything=True, runs_written=5) == [
-            "dag_run",
-            "backfill_dag_run",
-        ]
+        assert await analyze_written_tables(conn, everything=True, runs_written=5) == TableAnalysis(
+            ("dag_run", "backfill_dag_run")
+        )
     async with database.engine.begin() as conn:
-        assert await analyze_written_tables(conn, everything=True, runs_written=1_000) == [
-            "dag_run",
-            "task_instance",
-            "backfill_dag_run",
-        ]
-        assert await analyze_written_tables(conn, everything=False, runs_written=1_000) == ["dag_run"]
+        assert await analyze_written_tables(conn, everything=True, runs_written=1_000) == TableAnalysis(
+            ("dag_run", "task_instance", "backfill_dag_run")
+        )
+        assert await analyze_written_tables(conn, everything=False, runs_written=1_000) == TableAnalysis(
+            ("dag_run",)
+        )
 
 
 #: The foreign-key check of ``task_instance -> dag_run`` (PostgreSQL's ``ri_triggers.c`` text).

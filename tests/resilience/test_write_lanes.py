@@ -17,7 +17,7 @@ import psycopg2.extensions
 import pytest
 import sqlalchemy as sa
 
-from sidecar.engine import BackfillEngine, DryRun, EngineConfig, Mode
+from sidecar.engine import BackfillEngine, BackfillSpec, DryRun, EngineConfig, Mode
 from sidecar.engine._lanes import _Batch, _write_batch
 from sidecar.engine._materialize import load_pinned, materialize_batch, plan_of, run_context
 from sidecar.engine._plans import cursor_of
@@ -38,6 +38,7 @@ from tests.support.postgres import drop_database, fresh_airflow_database
 pytestmark = [pytest.mark.postgres, pytest.mark.airflow]
 
 UTC = dt.UTC
+HOURLY = "sidecar_it_hourly_utc"  # one task
 #: The columns two writers of the same plan must agree on (ids, uuids and clocks differ).
 _RUN_COLUMNS = (
     "dag_id, run_id, logical_date, data_interval_start, data_interval_end, run_after, state, run_type,"
@@ -385,6 +386,41 @@ async def test_a_create_after_a_failed_one_is_analysed_on_its_statistics_not_rel
         "SELECT attname FROM pg_stats WHERE tablename = 'dag_run' AND attname IN ('dag_id', 'run_id')"
     )
     assert sorted(row[0] for row in sql.fetchall()) == ["dag_id", "run_id"]
+
+
+async def test_a_table_held_during_the_analysis_is_analysed_once_more_at_the_end(
+    never_analysed: tuple[Database, psycopg2.extensions.cursor],
+) -> None:
+    # ANALYZE (SKIP_LOCKED) skips a table another session holds (autovacuum, a manual
+    # VACUUM): the create notices (last_analyze unchanged) and tries it once more at its end.
+    db, sql = never_analysed
+    holder = psycopg2.connect(sql.connection.dsn)
+    try:
+        with holder.cursor() as held:
+            held.execute("LOCK TABLE task_instance IN SHARE UPDATE EXCLUSIVE MODE")  # what ANALYZE takes
+            start = dt.datetime(2024, 1, 1, tzinfo=UTC)
+            hourly = BackfillSpec(  # 6,000 runs: the analysis at 2,000 leaves the lanes writing
+                dag_id=HOURLY,
+                from_date=start,
+                to_date=start + dt.timedelta(hours=5999),
+                mode=Mode.EAGER,
+            )
+            create = asyncio.create_task(BackfillEngine(db, EngineConfig(batch_size=500)).create(hourly))
+            # The analysis at 2,000 runs, while the lanes write: backfill_dag_run analysed,
+            # task_instance skipped.
+            while _statistics(sql, "backfill_dag_run")[2] == 0:
+                assert not create.done()
+                await asyncio.sleep(0.01)
+            assert _statistics(sql, "task_instance")[1:] == (0, 0)
+        holder.rollback()
+    finally:
+        holder.close()
+    view = await create
+    assert not isinstance(view, DryRun)
+    _check_intact(sql, view.id, 6000, 1)
+    _, stats, analyses = _statistics(sql, "task_instance")
+    assert stats > 0 and analyses == 1
+    assert _statistics(sql, "backfill_dag_run")[2] == 1  # the retry was only of the table skipped
 
 
 async def test_a_second_cancel_lets_the_lane_batches_in_flight_end(
