@@ -298,11 +298,12 @@ async def _counted_rows(conn: AsyncConnection, tables: Sequence[str]) -> dict[st
     """
     result = await conn.execute(
         sa.text(
-            "SELECT c.relname, c.reltuples, array_remove(array_agg(CAST(s.attname AS text)), NULL)"
+            # Correlated, so that pg_stats is read by index (a join scans pg_attribute: 1.2 ms, not 0.1).
+            "SELECT c.relname, c.reltuples, ARRAY(SELECT CAST(s.attname AS text) FROM pg_stats s"
+            " WHERE s.schemaname = n.nspname AND s.tablename = c.relname"
+            " AND s.attname = ANY(CAST(:columns AS text[])))"
             " FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
-            " LEFT JOIN pg_stats s ON s.schemaname = n.nspname AND s.tablename = c.relname"
-            " AND s.attname = ANY(CAST(:columns AS text[]))"
-            " WHERE c.oid = ANY(CAST(:tables AS regclass[])) GROUP BY c.relname, c.reltuples"
+            " WHERE c.oid = ANY(CAST(:tables AS regclass[]))"
         ),
         {"tables": list(tables), "columns": sorted({c for t in tables for c in _PLANNED_ON[t]})},
     )
