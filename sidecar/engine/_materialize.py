@@ -263,7 +263,8 @@ class TableStatistics:
     foreign-key checks that depend on them (``write_batch``'s ``statistics_growth``);
     ``task_instance`` and ``backfill_dag_run`` are analysed once, for the scheduler, when
     the backfill outgrows the runs they count (never, on a database with history larger
-    than the backfill). No batch waits for it or is cut short by it. A table another
+    than the backfill). No batch waits for it or is
+    cut short by it, and its failure fails no create (it is logged). A table another
     session held then is analysed once more at the end (:meth:`retry_skipped`).
     """
 
@@ -298,7 +299,12 @@ class TableStatistics:
 
     @staticmethod
     async def _analyse(tx: Transactions, runs_made: int, only: tuple[str, ...] | None) -> tuple[str, ...]:
-        analysis = await tx.write(
-            partial(analyze_written_tables, everything=True, runs_written=runs_made, only=only)
-        )
+        """The tables skipped; none when the analysis failed (the runs it was for are committed)."""
+        try:
+            analysis = await tx.write(
+                partial(analyze_written_tables, everything=True, runs_written=runs_made, only=only)
+            )
+        except Exception as exc:  # never a CancelledError: a cancel of the create goes on
+            log.warning("analysing the tables of %s runs failed: %s", runs_made, exc)
+            return ()
         return analysis.skipped

@@ -423,6 +423,25 @@ async def test_a_table_held_during_the_analysis_is_analysed_once_more_at_the_end
     assert _statistics(sql, "backfill_dag_run")[2] == 1  # the retry was only of the table skipped
 
 
+async def test_a_failed_analysis_fails_no_create(
+    never_analysed: tuple[Database, psycopg2.extensions.cursor], caplog: pytest.LogCaptureFixture
+) -> None:
+    # Review finding: the analysis (or its retry at the end) failing failed a create whose
+    # runs were committed. An expression index whose function refuses to run under ANALYZE.
+    db, sql = never_analysed
+    sql.execute(
+        "CREATE FUNCTION refuse_analyze(text) RETURNS text LANGUAGE plpgsql IMMUTABLE AS $$ BEGIN"
+        " IF current_query() ILIKE 'ANALYZE%%' THEN RAISE EXCEPTION 'injected' USING ERRCODE = 'XX000';"
+        " END IF; RETURN $1; END $$; CREATE INDEX refuse_analyze ON task_instance (refuse_analyze(task_id))"
+    )
+    view = await BackfillEngine(db, EngineConfig(lane_creates=0)).create(
+        _spec(ONE_TASK, 2100, mode=Mode.EAGER)
+    )
+    assert not isinstance(view, DryRun)
+    _check_intact(sql, view.id, 2100, 1)
+    assert [r for r in caplog.records if "analysing the tables" in r.getMessage()]
+
+
 async def test_a_second_cancel_lets_the_lane_batches_in_flight_end(
     database: Database, sql: psycopg2.extensions.cursor
 ) -> None:
