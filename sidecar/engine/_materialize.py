@@ -263,7 +263,7 @@ class TableStatistics:
     foreign-key checks that depend on them (``write_batch``'s ``statistics_growth``);
     ``task_instance`` and ``backfill_dag_run`` are analysed once, for the scheduler, when
     the backfill outgrows the runs they count (never, on a database with history larger
-    than the backfill). No batch waits for it or is
+    than the backfill, nor when its tables are another role's). No batch waits for it or is
     cut short by it, and its failure fails no create (it is logged). A table another
     session held then is analysed once more at the end (:meth:`retry_skipped`).
     """
@@ -277,7 +277,8 @@ class TableStatistics:
     async def start(cls, tx: Transactions, runs_wanted: int | None) -> TableStatistics:
         """When a materialisation of ``runs_wanted`` runs (None: the whole plan) analyses."""
         if tx.db.dialect == "postgresql" and (runs_wanted is None or runs_wanted >= ANALYZE_FIRST):
-            return cls(max(ANALYZE_FIRST, await tx.read(counted_runs) + 1))
+            counted = await tx.read(counted_runs)
+            return cls(None if counted is None else max(ANALYZE_FIRST, counted + 1))
         return cls(None)
 
     def reached(self, runs_made: int) -> bool:

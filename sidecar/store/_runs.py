@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import logging
+import math
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from sidecar.store._failures import Failure, classify
 from sidecar.store._tables import backfill_dag_run, dag_run, task_instance
 from sidecar.vocabulary import Disposition
 
@@ -35,6 +38,8 @@ __all__ = [
     "run_state_counts",
     "written_slots",
 ]
+
+log = logging.getLogger(__name__)
 
 UNFINISHED_RUN_STATES = ("queued", "running")
 #: Task instance states Airflow's "mark failed" treats as running (they become failed).
@@ -275,47 +280,56 @@ async def written_slots(
     ]
 
 
-#: The columns whose statistics the plans that matter read, per table a backfill grows: the
-#: foreign-key checks' keys (``task_instance -> dag_run``) and the scheduler's per-DAG and
-#: per-backfill reads.
-_PLANNED_ON: dict[str, tuple[str, ...]] = {
-    "dag_run": ("dag_id", "run_id"),
-    "task_instance": ("dag_id", "run_id"),
-    "backfill_dag_run": ("backfill_id",),
-}
-
-
 async def _counted_rows(conn: AsyncConnection, tables: Sequence[str]) -> dict[str, float]:
-    """The rows each table's statistics count (``pg_class.reltuples``), -1 when it has none.
+    """The rows each table's statistics count: -1 without statistics, infinite when not this role's.
 
-    A table counts as analysed only when ``pg_stats`` has its :data:`_PLANNED_ON` columns.
-    ANALYZE writes ``reltuples`` (and ``last_analyze``) in place, so they outlive the
-    rollback of the transaction that ran it, while its column statistics go with it: a
-    create whose first batch analysed ``dag_run`` and then failed leaves a never-analysed
-    database with ``reltuples`` counting that batch's runs and no statistics, and a
-    decision taken on ``reltuples`` alone then skipped the analysis the next create needed
-    (a 1,500-run create after a failed 1,000-run one was never analysed).
+    The count is ``least(pg_class.reltuples, n_live_tup)``, and a table counts as analysed
+    only when ``pg_stats`` has any row for it. ANALYZE writes ``reltuples`` (and
+    ``last_analyze``) in place, so they outlive the rollback of the transaction that ran
+    it, while its column statistics go with it (a create whose first batch analysed
+    ``dag_run`` and then failed left no statistics and ``reltuples`` counting that batch:
+    the next create of 1,500 runs was never analysed), and its ``n_live_tup`` is corrected
+    at the rollback (a rolled-back ANALYZE of 1,000 more runs over 10 analysed ones left
+    ``reltuples`` at 1,010 and the statistics of 10). Any ``pg_stats`` row, not the planned
+    columns': a column with ``SET STATISTICS 0`` or hidden by column grants has none.
+
+    A table this role does not own (or is not a member of its owner) cannot be analysed
+    (ANALYZE only warns): it counts as infinitely many rows, never outgrown.
     """
     result = await conn.execute(
         sa.text(
             # Correlated, so that pg_stats is read by index (a join scans pg_attribute: 1.2 ms, not 0.1).
-            "SELECT c.relname, c.reltuples, ARRAY(SELECT CAST(s.attname AS text) FROM pg_stats s"
-            " WHERE s.schemaname = n.nspname AND s.tablename = c.relname"
-            " AND s.attname = ANY(CAST(:columns AS text[])))"
+            "SELECT c.relname, CASE WHEN NOT pg_has_role(c.relowner, 'USAGE') THEN 'infinity'"
+            " WHEN EXISTS(SELECT FROM pg_stats s WHERE s.schemaname = n.nspname AND s.tablename = c.relname)"
+            " THEN least(c.reltuples, pg_stat_get_live_tuples(c.oid)) ELSE -1 END"
             " FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
             " WHERE c.oid = ANY(CAST(:tables AS regclass[]))"
         ),
-        {"tables": list(tables), "columns": sorted({c for t in tables for c in _PLANNED_ON[t]})},
+        {"tables": list(tables)},
     )
-    return {
-        name: float(reltuples) if set(_PLANNED_ON[name]) <= set(columns) else -1.0
-        for name, reltuples, columns in result
-    }
+    counted = {name: float(rows) for name, rows in result}
+    _tell_not_owned(name for name, rows in counted.items() if math.isinf(rows))
+    return counted
 
 
-async def counted_runs(conn: AsyncConnection) -> int:
-    """The runs ``dag_run``'s statistics count (``pg_class.reltuples``; 0 without statistics)."""
-    return max(0, int((await _counted_rows(conn, ["dag_run"])).get("dag_run", 0)))
+#: The tables already said to be another role's (said once per process).
+_NOT_OWNED_TOLD: set[str] = set()
+
+
+def _tell_not_owned(tables: Iterable[str]) -> None:
+    if untold := sorted(set(tables) - _NOT_OWNED_TOLD):
+        _NOT_OWNED_TOLD.update(untold)
+        log.info(
+            "tables %s belong to another role: not analysed by the sidecar (autovacuum or their owner does)",
+            ", ".join(untold),
+        )
+
+
+async def counted_runs(conn: AsyncConnection) -> int | None:
+    """The runs ``dag_run``'s statistics count (0 without statistics; :func:`_counted_rows`),
+    None when this role cannot analyse it (it is another role's)."""
+    counted = (await _counted_rows(conn, ["dag_run"])).get("dag_run", 0.0)
+    return None if math.isinf(counted) else max(0, int(counted))
 
 
 async def analyze_runs_if_outgrown(conn: AsyncConnection, *, runs_written: int, growth: int) -> bool:
@@ -341,12 +355,14 @@ async def analyze_runs_if_outgrown(conn: AsyncConnection, *, runs_written: int, 
         conn: The batch's connection, inside its transaction.
         runs_written: The backfill's runs including this batch's (its last slot's ordinal).
         growth: Analyse when ``runs_written`` exceeds ``growth`` times the runs the
-            statistics count (:func:`counted_runs`; without statistics, none).
+            statistics count (:func:`counted_runs`; without statistics, none; never
+            when ``dag_run`` is another role's).
 
     Returns:
         Whether ``dag_run`` was analysed.
     """
-    if runs_written <= growth * await counted_runs(conn):
+    counted = await counted_runs(conn)
+    if counted is None or runs_written <= growth * counted:
         return False
     await conn.execute(sa.text("ANALYZE (SKIP_LOCKED) dag_run"))
     return True
@@ -358,8 +374,8 @@ class TableAnalysis:
 
     analysed: tuple[str, ...] = ()
     skipped: tuple[str, ...] = ()
-    """Outgrown, but held by another session (autovacuum, a manual VACUUM or ANALYZE):
-    ``SKIP_LOCKED`` left them as they were."""
+    """Outgrown, but held by another session (autovacuum, a manual VACUUM or ANALYZE): left
+    as they were."""
 
 
 async def analyze_written_tables(
@@ -375,18 +391,18 @@ async def analyze_written_tables(
     a SHARE UPDATE EXCLUSIVE lock, so writers and the scheduler carry on.
 
     A table is analysed only when its statistics would change a plan: when the rows the
-    backfill wrote outnumber the rows its statistics count (``pg_class.reltuples``; -1
-    without column statistics, :func:`_counted_rows`), i.e. the table more than doubled
+    backfill wrote outnumber the rows its statistics count (:func:`_counted_rows`; -1
+    without statistics), i.e. the table more than doubled
     since. On a database with history (20,000 runs) the planner already chooses the
     index scans, and analysing ``task_instance`` there costs about half a second for nothing.
 
-    A table another session holds is skipped (``SKIP_LOCKED``), never waited for; it is
-    told from one analysed by its ``last_analyze`` (or ``last_autoanalyze``: autovacuum
-    was analysing it), which must be later than this transaction's start.
+    A table another session holds (autovacuum, a manual VACUUM or ANALYZE) is skipped, never
+    waited for: its ``SHARE UPDATE EXCLUSIVE`` lock (the one ANALYZE takes) is tried
+    ``NOWAIT`` in a savepoint first. A table another role owns is neither analysed nor
+    skipped (:func:`_counted_rows`).
 
     Args:
-        conn: A connection in a transaction of its own (that has not read the table
-            statistics views before: they are cached for the transaction).
+        conn: A connection in a transaction of its own.
         everything: Also ``task_instance`` and ``backfill_dag_run`` (the first time);
             later, only the cheap ``dag_run`` (one row per run): once batches commit,
             autovacuum's own ANALYZE keeps up with ``task_instance``, and analysing
@@ -403,18 +419,17 @@ async def analyze_written_tables(
         tables = [table for table in tables if table in only]
     counted = await _counted_rows(conn, tables)
     stale = [table for table in tables if counted.get(table, -1.0) < runs_written]
-    if not stale:
-        return TableAnalysis()
-    await conn.execute(sa.text(f"ANALYZE (SKIP_LOCKED) {', '.join(stale)}"))
-    left = await conn.execute(
-        sa.text(
-            "SELECT relname FROM pg_stat_user_tables WHERE relid = ANY(CAST(:tables AS regclass[]))"
-            " AND coalesce(greatest(last_analyze, last_autoanalyze), '-infinity') < now()"
-        ),
-        {"tables": stale},
-    )
-    skipped = set(left.scalars())
-    return TableAnalysis(
-        tuple(table for table in stale if table not in skipped),
-        tuple(table for table in stale if table in skipped),
-    )
+    analysed: list[str] = []
+    skipped: list[str] = []
+    for table in stale:
+        try:
+            async with conn.begin_nested():
+                await conn.execute(sa.text(f"LOCK TABLE {table} IN SHARE UPDATE EXCLUSIVE MODE NOWAIT"))
+        except sa.exc.DBAPIError as exc:
+            if classify(exc) is not Failure.LOCK_NOT_AVAILABLE:
+                raise
+            skipped.append(table)
+            continue
+        await conn.execute(sa.text(f"ANALYZE {table}"))  # the lock it takes is held already
+        analysed.append(table)
+    return TableAnalysis(tuple(analysed), tuple(skipped))

@@ -23,6 +23,9 @@ from sidecar.engine._materialize import load_pinned, materialize_batch, plan_of,
 from sidecar.engine._plans import cursor_of
 from sidecar.store import (
     Database,
+    TableAnalysis,
+    _runs,
+    analyze_written_tables,
     connect,
     counted_runs,
     latest_log_template_id,
@@ -33,7 +36,7 @@ from sidecar.store import (
 from sidecar.vocabulary import ReprocessBehavior
 from tests.resilience.test_engine_faults import ONE_TASK, THREE, _check_intact, _insert_only, _spec
 from tests.support.fixtures import AirflowDatabase
-from tests.support.postgres import drop_database, fresh_airflow_database
+from tests.support.postgres import PG_USER, asyncpg_url, drop_database, fresh_airflow_database
 
 pytestmark = [pytest.mark.postgres, pytest.mark.airflow]
 
@@ -421,6 +424,89 @@ async def test_a_table_held_during_the_analysis_is_analysed_once_more_at_the_end
     _, stats, analyses = _statistics(sql, "task_instance")
     assert stats > 0 and analyses == 1
     assert _statistics(sql, "backfill_dag_run")[2] == 1  # the retry was only of the table skipped
+
+
+async def _ten_runs(db: Database) -> None:
+    """A backfill of 10 runs (of another DAG than :data:`ONE_TASK`)."""
+    start = dt.datetime(2024, 1, 1, tzinfo=UTC)
+    hours = BackfillSpec(
+        dag_id=HOURLY, from_date=start, to_date=start + dt.timedelta(hours=9), mode=Mode.EAGER
+    )
+    await BackfillEngine(db, EngineConfig()).create(hours)
+
+
+async def test_a_rolled_back_analysis_that_grew_reltuples_does_not_hide_a_create(
+    never_analysed: tuple[Database, psycopg2.extensions.cursor],
+) -> None:
+    # Review finding: 10 runs analysed, then a failed create's ANALYZE of its 1,000 runs,
+    # rolled back: reltuples 1,010 (written in place), the statistics of the 10 in place.
+    # Counted on reltuples, the next create of 1,500 runs was never analysed (its FK checks
+    # planned on idx_dag_run_dag_id); n_live_tup was put back by the rollback.
+    db, sql = never_analysed
+    await _ten_runs(db)
+    sql.execute("ANALYZE dag_run")
+    sql.execute(
+        "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$"
+        " BEGIN RAISE EXCEPTION 'injected' USING ERRCODE = 'XX000'; END $$;"
+        " CREATE TRIGGER refuse AFTER INSERT ON task_instance FOR EACH STATEMENT EXECUTE FUNCTION refuse()"
+    )
+    with pytest.raises(sa.exc.DBAPIError):
+        await BackfillEngine(db, EngineConfig(lane_creates=0)).create(_spec(ONE_TASK, 1000, mode=Mode.EAGER))
+    sql.execute("DROP TRIGGER refuse ON task_instance; DROP FUNCTION refuse()")
+    reltuples, stats, analyses = _statistics(sql, "dag_run")
+    assert reltuples == 1010 and stats > 0  # the state the review found
+    async with db.engine.connect() as conn:
+        assert (await counted_runs(conn) or 0) < 100
+
+    view = await BackfillEngine(db, EngineConfig()).create(_spec(ONE_TASK, 1500, mode=Mode.EAGER))
+    assert not isinstance(view, DryRun)
+    _check_intact(sql, view.id, 1500, 1)
+    assert _statistics(sql, "dag_run")[2] > analyses
+
+
+async def test_a_column_without_statistics_does_not_make_a_table_unanalysed(
+    never_analysed: tuple[Database, psycopg2.extensions.cursor],
+) -> None:
+    # Review finding: a column with SET STATISTICS 0 (or hidden by column grants) has no
+    # pg_stats row; asking for the planned columns' made every batch ANALYZE dag_run.
+    db, sql = never_analysed
+    sql.execute("ALTER TABLE dag_run ALTER COLUMN dag_id SET STATISTICS 0")
+    await _ten_runs(db)
+    sql.execute("ANALYZE dag_run")
+    sql.execute("SELECT count(*) FROM pg_stats WHERE tablename = 'dag_run' AND attname = 'dag_id'")
+    assert sql.fetchone() == (0,)
+    async with db.engine.begin() as conn:
+        assert await counted_runs(conn) == 10
+        assert await analyze_written_tables(conn, everything=False, runs_written=10) == TableAnalysis()
+
+
+async def test_tables_of_another_role_are_neither_analysed_nor_skipped(
+    never_analysed: tuple[Database, psycopg2.extensions.cursor],
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Review finding: ANALYZE by a role that does not own the table only warns, and its
+    # last_analyze unchanged made it "skipped" (and retried). Now: not analysable, said once.
+    db, sql = never_analysed
+    monkeypatch.setattr(_runs, "_NOT_OWNED_TOLD", set())
+    await _ten_runs(db)
+    name = sql.connection.info.dbname
+    role = f"{name}_writer"
+    sql.execute(f'CREATE ROLE "{role}" LOGIN; GRANT ALL ON ALL TABLES IN SCHEMA public TO "{role}"')
+    other = connect(asyncpg_url(name).replace(f"{PG_USER}@", f"{role}@"))
+    try:
+        caplog.set_level(logging.INFO, logger="sidecar.store._runs")
+        for _ in range(2):
+            async with other.engine.begin() as conn:
+                assert await counted_runs(conn) is None
+                analysis = await analyze_written_tables(conn, everything=True, runs_written=1000)
+                assert analysis == TableAnalysis()
+        told = [r.args[0] for r in caplog.records if "belong to another role" in r.msg and r.args]
+        assert sorted(", ".join(told).split(", ")) == ["backfill_dag_run", "dag_run", "task_instance"]
+    finally:
+        await other.dispose()
+        sql.execute(f'DROP OWNED BY "{role}"; DROP ROLE "{role}"')
+    assert _statistics(sql, "task_instance")[1:] == (0, 0)
 
 
 async def test_a_failed_analysis_fails_no_create(
