@@ -194,6 +194,7 @@ async def _write_the_rest(
             now=now,
             made_before=made,
             statistics=statistics,
+            budget=parts.lanes,
         )
         place.give_back()
     made += await materialize(

@@ -8,6 +8,7 @@ batch boundaries, and a one-shot fault is a real database error raised by a trig
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import logging
 from collections.abc import AsyncIterator
@@ -17,7 +18,7 @@ import psycopg2.extensions
 import pytest
 import sqlalchemy as sa
 
-from sidecar.engine import BackfillEngine, BackfillSpec, DryRun, EngineConfig, Mode
+from sidecar.engine import BackfillEngine, BackfillSpec, DryRun, EngineConfig, Mode, _lanes
 from sidecar.engine._lanes import _Batch, _write_batch
 from sidecar.engine._materialize import load_pinned, materialize_batch, plan_of, run_context
 from sidecar.engine._plans import cursor_of
@@ -528,13 +529,15 @@ async def test_a_failed_analysis_fails_no_create(
     assert [r for r in caplog.records if "analysing the tables" in r.getMessage()]
 
 
-async def test_a_second_cancel_lets_the_lane_batches_in_flight_end(
+@contextlib.asynccontextmanager
+async def _lanes_held_at_their_claim(
     database: Database, sql: psycopg2.extensions.cursor
-) -> None:
-    # A client gone (the first cancel), then a shutdown (the second) while the lanes drain:
-    # each batch in flight must still end at its commit or rollback, not mid-statement.
+) -> AsyncIterator[tuple[BackfillEngine, asyncio.Task[object], list[asyncio.Task[object]], int]]:
+    """A create writing in lanes whose batches in flight all wait at their claim (another
+    session holds the backfill's claim row) until the block ends: the engine, the create,
+    those batches and the backfill."""
     engine = BackfillEngine(database, EngineConfig(batch_size=50))
-    create = asyncio.create_task(engine.create(_spec(ONE_TASK, 1000, mode=Mode.EAGER)))
+    create: asyncio.Task[object] = asyncio.create_task(engine.create(_spec(ONE_TASK, 1000, mode=Mode.EAGER)))
 
     def lane_batches() -> list[asyncio.Task[object]]:
         return [t for t in asyncio.all_tasks() if getattr(t.get_coro(), "__qualname__", "") == "_write_batch"]
@@ -542,23 +545,30 @@ async def test_a_second_cancel_lets_the_lane_batches_in_flight_end(
     while not lane_batches():
         assert not create.done()
         await asyncio.sleep(0.01)
-    sql.execute("SELECT id FROM backfill")
+    sql.execute("SELECT max(id) FROM backfill")  # this create's (the tests before left theirs)
     (backfill_id,) = sql.fetchone()
-    async with database.engine.begin() as holder:  # every lane batch now waits at its claim
+    async with database.engine.begin() as holder:
         await holder.execute(
             sa.text("SELECT 1 FROM airflow_sidecar.sidecar_backfill WHERE backfill_id = :id FOR UPDATE"),
             {"id": backfill_id},
         )
+        # Once a batch waits at its claim, the one in front of it (which may have claimed
+        # before this lock: it waited for its commit) has ended: what is left is held.
+        while not await holder.scalar(
+            sa.text(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                " AND wait_event_type = 'Lock'"
+            )
+        ):
+            assert not create.done()
+            await asyncio.sleep(0.01)
         in_flight = [t for t in lane_batches() if not t.done()]
         assert in_flight
-        for _ in range(2):
-            create.cancel()
-            for _ in range(5):
-                await asyncio.sleep(0)
-            assert not create.done()  # draining
-    with pytest.raises(asyncio.CancelledError):
-        await create
-    assert all(t.done() and not t.cancelled() for t in in_flight)
+        yield engine, create, in_flight, backfill_id
+
+
+def _check_written(sql: psycopg2.extensions.cursor, backfill_id: int) -> None:
+    """The backfill's cursor counts exactly the runs committed (no batch was cut half-way)."""
     sql.execute(
         "SELECT written_count, (SELECT count(*) FROM dag_run WHERE backfill_id = %s)"
         " FROM airflow_sidecar.sidecar_backfill WHERE backfill_id = %s",
@@ -566,3 +576,56 @@ async def test_a_second_cancel_lets_the_lane_batches_in_flight_end(
     )
     written, runs = sql.fetchone()
     assert written == runs and runs < 1000
+
+
+async def _cancel_twice(create: asyncio.Task[object]) -> None:
+    for _ in range(2):
+        create.cancel()
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert not create.done()  # draining
+
+
+async def test_a_second_cancel_lets_the_lane_batches_in_flight_end(
+    database: Database, sql: psycopg2.extensions.cursor
+) -> None:
+    # A client gone (the first cancel), then a shutdown (the second) while the lanes drain:
+    # each batch in flight must still end at its commit or rollback, not mid-statement.
+    async with _lanes_held_at_their_claim(database, sql) as (_, create, in_flight, backfill_id):
+        await _cancel_twice(create)
+    with pytest.raises(asyncio.CancelledError):
+        await create
+    assert all(t.done() and not t.cancelled() for t in in_flight)
+    _check_written(sql, backfill_id)
+
+
+async def test_after_a_second_cancel_the_drain_is_bounded(
+    database: Database, sql: psycopg2.extensions.cursor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Review finding: a batch that cannot end (a lock held, the database gone) held the
+    # second cancel (a shutdown) for ever; now for DRAIN_BOUND (20 s), then it is cancelled.
+    monkeypatch.setattr(_lanes, "DRAIN_BOUND", 0.2)
+    async with _lanes_held_at_their_claim(database, sql) as (_, create, in_flight, backfill_id):
+        await _cancel_twice(create)
+        with pytest.raises(asyncio.CancelledError):
+            await create  # while the claim row is still held: the batches cannot have ended
+        assert all(t.cancelled() for t in in_flight)
+    _check_written(sql, backfill_id)
+
+
+async def test_closing_the_engine_lets_the_lane_batches_in_flight_end(
+    database: Database, sql: psycopg2.extensions.cursor
+) -> None:
+    # Review finding: a shutdown (SidecarServer.stop: the handlers cancelled, engine.close,
+    # then the pool disposed and asyncio.run cancelling what is left) cut the lanes'
+    # batches in flight: engine.close now waits for them (at most DRAIN_BOUND).
+    async with _lanes_held_at_their_claim(database, sql) as (engine, create, in_flight, backfill_id):
+        create.cancel()
+        closing = asyncio.create_task(engine.close())
+        await asyncio.sleep(0.2)
+        assert not closing.done()  # waiting for the batches, held at their claim
+    await closing
+    assert all(t.done() and not t.cancelled() for t in in_flight)
+    with pytest.raises(asyncio.CancelledError):
+        await create
+    _check_written(sql, backfill_id)
