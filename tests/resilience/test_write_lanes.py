@@ -361,14 +361,9 @@ def _statistics(sql: psycopg2.extensions.cursor, table: str) -> tuple[float, int
     return float(reltuples), int(stats), int(analyses)
 
 
-async def test_a_create_after_a_failed_one_is_analysed_on_its_statistics_not_reltuples(
-    never_analysed: tuple[Database, psycopg2.extensions.cursor],
-) -> None:
-    # Review finding: the failed create's first batch analysed dag_run, then rolled back.
-    # pg_class.reltuples (written in place) outlived the rollback, the column statistics did
-    # not: deciding on reltuples, the next create (1,500 runs <= 4 x 1,000, and < the 2,000
-    # of the scheduler's analysis) never analysed anything.
-    db, sql = never_analysed
+async def _a_failed_create_of_1000_runs(db: Database, sql: psycopg2.extensions.cursor) -> None:
+    """A create whose first batch (of 1,000 runs, one batch at a time) analyses ``dag_run``,
+    then fails (a trigger on ``task_instance``) and rolls back."""
     sql.execute(
         "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$"
         " BEGIN RAISE EXCEPTION 'injected' USING ERRCODE = 'XX000'; END $$;"
@@ -377,6 +372,17 @@ async def test_a_create_after_a_failed_one_is_analysed_on_its_statistics_not_rel
     with pytest.raises(sa.exc.DBAPIError):
         await BackfillEngine(db, EngineConfig(lane_creates=0)).create(_spec(ONE_TASK, 1000, mode=Mode.EAGER))
     sql.execute("DROP TRIGGER refuse ON task_instance; DROP FUNCTION refuse()")
+
+
+async def test_a_create_after_a_failed_one_is_analysed_on_its_statistics_not_reltuples(
+    never_analysed: tuple[Database, psycopg2.extensions.cursor],
+) -> None:
+    # Review finding: the failed create's first batch analysed dag_run, then rolled back.
+    # pg_class.reltuples (written in place) outlived the rollback, the column statistics did
+    # not: deciding on reltuples, the next create (1,500 runs <= 4 x 1,000, and < the 2,000
+    # of the scheduler's analysis) never analysed anything.
+    db, sql = never_analysed
+    await _a_failed_create_of_1000_runs(db, sql)
     sql.execute("SELECT count(*) FROM dag_run")
     assert sql.fetchone() == (0,)
     assert _statistics(sql, "dag_run")[:2] == (1000, 0)  # the state: rows counted, no statistics
@@ -446,14 +452,7 @@ async def test_a_rolled_back_analysis_that_grew_reltuples_does_not_hide_a_create
     db, sql = never_analysed
     await _ten_runs(db)
     sql.execute("ANALYZE dag_run")
-    sql.execute(
-        "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$"
-        " BEGIN RAISE EXCEPTION 'injected' USING ERRCODE = 'XX000'; END $$;"
-        " CREATE TRIGGER refuse AFTER INSERT ON task_instance FOR EACH STATEMENT EXECUTE FUNCTION refuse()"
-    )
-    with pytest.raises(sa.exc.DBAPIError):
-        await BackfillEngine(db, EngineConfig(lane_creates=0)).create(_spec(ONE_TASK, 1000, mode=Mode.EAGER))
-    sql.execute("DROP TRIGGER refuse ON task_instance; DROP FUNCTION refuse()")
+    await _a_failed_create_of_1000_runs(db, sql)
     reltuples, stats, analyses = _statistics(sql, "dag_run")
     assert reltuples == 1010 and stats > 0  # the state the review found
     async with db.engine.connect() as conn:
