@@ -189,7 +189,8 @@ async def _write_the_rest(
     With a ``place`` taken: two batches at a time while they can be
     (:mod:`sidecar.engine._lanes`, starting from where ``first`` left the backfill), then
     one at a time to the end (the place given back first); the analysis of the tables the
-    backfill grows is decided once for both, and done by the end.
+    backfill grows is decided once for both, and done by the end (a table another session
+    held meanwhile is tried once more).
     """
     made = first.runs_created
     statistics = await TableStatistics.start(
@@ -205,6 +206,7 @@ async def _write_the_rest(
             now=now,
             made_before=made,
             statistics=statistics,
+            budget=parts.lanes,
         )
         made += lanes.made
         finished = lanes.finished  # every run committed: no batch left to write or wait for
@@ -225,6 +227,7 @@ async def _write_the_rest(
     # the point is reached in a loop that checks it: an eager plan is analysed by the end.
     if wanted is None:
         await statistics.after(parts.tx, made)
+    await statistics.retry_skipped(parts.tx, made)  # once; a table held again is left to autovacuum
 
 
 async def insert(

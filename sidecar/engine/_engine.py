@@ -228,7 +228,9 @@ class BackfillEngine:
         return await _warm_up.warm_up(self._parts, self.policies, self.planning)
 
     async def close(self) -> None:
-        """Stop background work (plan counts, webhook deliveries); a restart resumes it."""
+        """Stop background work (plan counts, webhook deliveries; a restart resumes it), and let
+        the lanes' batches in flight end, at most ``DRAIN_BOUND`` (before the pool is disposed)."""
+        await self._parts.lanes.close()
         await self._counter.cancel_all()
         await self.notifier.close()
 

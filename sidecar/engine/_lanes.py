@@ -25,7 +25,11 @@ Only PostgreSQL (SQLite has one writer), only a create's own eager writing (a re
 create and the tick write one batch at a time) of new runs (reprocess behaviour ``none``),
 and at most ``LaneBudget.spare`` creates at once (each holds up to two more pooled
 connections: the second lane, and the analysis of the tables it grows). Each lane's
-transaction waits at most 10 s for a lock, then hands over to single batches.
+transaction waits at most 10 s for a lock, then hands over to single batches. Cancelling
+the create lets the batches in flight end (commit or roll back) first; after a second
+cancel, and at shutdown (:meth:`LaneBudget.close`, before the pool is disposed), for at
+most :data:`DRAIN_BOUND` (20 s), then what is left is cancelled (rolled back with its
+connection). The create's single batches after the lanes are not waited for at shutdown.
 """
 
 from __future__ import annotations
@@ -38,7 +42,7 @@ import time
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -74,15 +78,26 @@ log = logging.getLogger(__name__)
 #: Batch transactions in flight at once.
 LANES = 2
 
-#: The longest a lane's batch waits for a lock (a backstop: then single batches go on).
-_LOCK_TIMEOUT = sa.text("SET LOCAL lock_timeout = '10s'")
+#: The longest, in seconds, a lane's batch waits for a lock (a backstop: then single batches go on).
+_LOCK_TIMEOUT_S = 10
+_LOCK_TIMEOUT = sa.text(f"SET LOCAL lock_timeout = '{_LOCK_TIMEOUT_S}s'")
+
+#: After a second cancel of the create (or at shutdown), the longest, in seconds, the
+#: batches in flight are waited for before they are cancelled: each ends (commits or rolls
+#: back) within its ``lock_timeout`` unless the database does not answer.
+DRAIN_BOUND = 2.0 * _LOCK_TIMEOUT_S
+
+
+_Task = TypeVar("_Task", bound=asyncio.Task[Any])
 
 
 class LaneBudget:
-    """How many creates may write in lanes at once (each holds one more pooled connection)."""
+    """How many creates may write in lanes at once (each holds one more pooled connection),
+    and the lanes' batches in flight, which :meth:`close` lets end before the pool goes."""
 
     def __init__(self, spare: int = 2) -> None:
         self.spare = spare
+        self._in_flight: set[asyncio.Task[Any]] = set()
 
     def take(self) -> bool:
         """Take a place if one is free (never waits)."""
@@ -94,6 +109,18 @@ class LaneBudget:
     def give_back(self) -> None:
         """Return a place taken with :meth:`take`."""
         self.spare += 1
+
+    def track(self, task: _Task) -> _Task:
+        """Count ``task`` (a lane's batch) among those :meth:`close` waits for, until it ends."""
+        self._in_flight.add(task)
+        task.add_done_callback(self._in_flight.discard)
+        return task
+
+    async def close(self) -> None:
+        """Wait for the lanes' batches in flight (a shutdown: their creates were cancelled, and
+        the pool is disposed next), at most :data:`DRAIN_BOUND`, then cancel what is left."""
+        if self._in_flight and await _drain(list(self._in_flight), cancels=2):
+            raise asyncio.CancelledError
 
 
 class _Overtaken(Exception):
@@ -150,11 +177,13 @@ async def write_in_lanes(
     now: dt.datetime,
     made_before: int,
     statistics: TableStatistics,
+    budget: LaneBudget,
 ) -> LanesResult:
     """Write a materialising backfill's remaining slots in lanes, from where the create's own
     batch left it (``start``: its record, DAG and run context, not read again).
 
     ``statistics``: when to analyse the tables it grows (shared with the batches after it).
+    ``budget``: the place taken, which also counts the batches in flight for a shutdown.
 
     The caller holds a place of its :class:`LaneBudget` and checked :func:`lanes_apply`.
     Returns early (with what was made) at the first batch that cannot commit as planned:
@@ -169,12 +198,15 @@ async def write_in_lanes(
     in_flight: deque[asyncio.Task[MaterializeResult | None]] = deque()
     analysing: asyncio.Task[None] | None = None
     made = 0
+    cancels = 0
     try:
         while True:
             while len(in_flight) < LANES and (batch := next(batches, None)) is not None:
                 front = in_flight[-1] if in_flight else None
                 in_flight.append(
-                    asyncio.create_task(_write_batch(tx, catalog, record, ctx, batch, front, now))
+                    budget.track(
+                        asyncio.create_task(_write_batch(tx, catalog, record, ctx, batch, front, now))
+                    )
                 )
                 await asyncio.sleep(0)  # it sends its first statement before the next batch is planned
             if analysing is None and statistics.reached(made_before + made):
@@ -183,7 +215,11 @@ async def write_in_lanes(
             if not in_flight:
                 return LanesResult(made, finished=False)
             # Waited for, not awaited: cancelling this call must not cancel it mid-statement.
-            await asyncio.wait({in_flight[0]})
+            try:
+                await asyncio.wait({in_flight[0]})
+            except asyncio.CancelledError:
+                cancels = 1
+                raise
             result = in_flight.popleft().result()
             if result is None:
                 return LanesResult(made, finished=False)
@@ -192,12 +228,50 @@ async def write_in_lanes(
                 return LanesResult(made, finished=True)
     finally:
         # A batch behind one that stopped finds the cursor elsewhere and rolls back: let
-        # it (cancelling it mid-statement would cost its connection).
-        await asyncio.gather(*in_flight, return_exceptions=True)
-        if analysing is not None:
-            (outcome,) = await asyncio.gather(analysing, return_exceptions=True)
-            if isinstance(outcome, Exception):
-                log.warning("backfill %s: analysing its tables failed: %s", backfill_id, outcome)
+        # it (cancelling it mid-statement would cost its connection), and the analysis too.
+        if await _drain(list(in_flight), analysing, cancels=cancels):
+            raise asyncio.CancelledError  # cancelled (again) while the batches in flight ended
+
+
+async def _drain(
+    batches: list[asyncio.Task[Any]], analysing: asyncio.Task[None] | None = None, *, cancels: int
+) -> bool:
+    """Let the tasks end, however often this call is cancelled; whether it was (``cancels``: before).
+
+    Not ``asyncio.gather``, which cancels what it waits for when it is cancelled: a second
+    cancel of the create (a shutdown after its client went) cut a lane's batch
+    mid-statement. Each batch ends at a statement boundary (its commit or its rollback)
+    within the lanes' ``lock_timeout``; so the wait is unbounded until a second cancel,
+    then bounded by :data:`DRAIN_BOUND`, after which the batches left are cancelled. The
+    analysis is cancelled at the second cancel (cutting an ANALYZE only rolls it back).
+    """
+    loop = asyncio.get_running_loop()
+    tasks = [*batches, *([analysing] if analysing else [])]
+    pending = set(tasks)
+    cancelled = False
+    deadline: float | None = None
+    cut = False
+    while pending:
+        if cancels >= 2 and deadline is None:
+            deadline = loop.time() + DRAIN_BOUND
+            if analysing is not None:
+                analysing.cancel()
+        if deadline is not None and not cut and loop.time() >= deadline:
+            log.warning("%d lane batches did not end within %g s: cancelled", len(pending), DRAIN_BOUND)
+            for task in pending:
+                task.cancel()
+            cut = True  # then they end at once
+        try:
+            _, pending = await asyncio.wait(
+                pending, timeout=None if deadline is None or cut else deadline - loop.time()
+            )
+        except asyncio.CancelledError:
+            cancels += 1
+            cancelled = True
+    for task in tasks:  # retrieved, as gather(return_exceptions=True) did
+        if not task.cancelled():
+            task.exception()
+    return cancelled
 
 
 def lane_batch_size(remaining: int | None, max_runs: int) -> int:

@@ -290,11 +290,15 @@ class TableStatistics:
     foreign-key checks that depend on them (``write_batch``'s ``statistics_growth``);
     ``task_instance`` and ``backfill_dag_run`` are analysed once, for the scheduler, when
     the backfill outgrows the runs they count (never, on a database with history larger
-    than the backfill). No batch waits for it or is cut short by it.
+    than the backfill, nor when its tables are another role's). No batch waits for it or is
+    cut short by it, and its failure fails no create (it is logged). A table another
+    session held then is analysed once more at the end (:meth:`retry_skipped`).
     """
 
     due: int | None
     """The runs made (the create's first batch included) after which to analyse; None: never (again)."""
+    skipped: tuple[str, ...] = ()
+    """The tables the analysis skipped (another session held them), not retried yet."""
 
     @classmethod
     async def start(
@@ -307,7 +311,8 @@ class TableStatistics:
         """
         bound = most if runs_wanted is None else runs_wanted
         if tx.db.dialect == "postgresql" and (bound is None or bound >= ANALYZE_FIRST):
-            return cls(max(ANALYZE_FIRST, await tx.read(counted_runs) + 1))
+            counted = await tx.read(counted_runs)
+            return cls(None if counted is None else max(ANALYZE_FIRST, counted + 1))
         return cls(None)
 
     def reached(self, runs_made: int) -> bool:
@@ -318,4 +323,23 @@ class TableStatistics:
         """Analyse (in a transaction of its own) if ``runs_made`` reached the point."""
         if self.reached(runs_made):
             self.due = None
-            await tx.write(partial(analyze_written_tables, everything=True, runs_written=runs_made))
+            self.skipped = await self._analyse(tx, runs_made, None)
+
+    async def retry_skipped(self, tx: Transactions, runs_made: int) -> None:
+        """Analyse once more the tables the analysis skipped (never waiting for them either)."""
+        if self.skipped:
+            tables, self.skipped = self.skipped, ()
+            if left := await self._analyse(tx, runs_made, tables):
+                log.info("tables %s are held by another session again: left to autovacuum", left)
+
+    @staticmethod
+    async def _analyse(tx: Transactions, runs_made: int, only: tuple[str, ...] | None) -> tuple[str, ...]:
+        """The tables skipped; none when the analysis failed (the runs it was for are committed)."""
+        try:
+            analysis = await tx.write(
+                partial(analyze_written_tables, everything=True, runs_written=runs_made, only=only)
+            )
+        except Exception as exc:  # never a CancelledError: a cancel of the create goes on
+            log.warning("analysing the tables of %s runs failed: %s", runs_made, exc)
+            return ()
+        return analysis.skipped

@@ -90,6 +90,7 @@ from sidecar.store._rows import RunContext
 from sidecar.store._runs import (
     UNFINISHED_RUN_STATES,
     Slot,
+    TableAnalysis,
     analyze_runs_if_outgrown,
     analyze_written_tables,
     count_failed_runs,
@@ -143,6 +144,7 @@ __all__ = [
     "RetryPolicy",
     "RunContext",
     "Slot",
+    "TableAnalysis",
     "TickEntry",
     "Transactions",
     "WebhookStatus",

@@ -8,14 +8,17 @@ batch boundaries, and a one-shot fault is a real database error raised by a trig
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import logging
+from collections.abc import AsyncIterator
 
 import psycopg2
 import psycopg2.extensions
 import pytest
+import sqlalchemy as sa
 
-from sidecar.engine import BackfillEngine, DryRun, EngineConfig, Mode
+from sidecar.engine import BackfillEngine, BackfillSpec, DryRun, EngineConfig, Mode, _lanes
 from sidecar.engine._lanes import _Batch, _write_batch
 from sidecar.engine._materialize import load_pinned, materialize_batch, plan_of, run_context
 from sidecar.engine._plans import cursor_of
@@ -24,16 +27,25 @@ from sidecar.store import (
     Database,
     PlanRecord,
     RunContext,
+    TableAnalysis,
+    _runs,
+    analyze_written_tables,
+    connect,
+    counted_runs,
     latest_log_template_id,
     lock_writers,
     plan_record,
+    prepare,
 )
 from sidecar.vocabulary import ReprocessBehavior
 from tests.resilience.test_engine_faults import ONE_TASK, THREE, _check_intact, _insert_only, _spec
+from tests.support.fixtures import AirflowDatabase
+from tests.support.postgres import PG_USER, asyncpg_url, drop_database, fresh_airflow_database
 
 pytestmark = [pytest.mark.postgres, pytest.mark.airflow]
 
 UTC = dt.UTC
+HOURLY = "sidecar_it_hourly_utc"  # one task
 #: The columns two writers of the same plan must agree on (ids, uuids and clocks differ).
 _RUN_COLUMNS = (
     "dag_id, run_id, logical_date, data_interval_start, data_interval_end, run_after, state, run_type,"
@@ -307,3 +319,309 @@ async def test_an_eager_create_of_2000_runs_has_its_tables_analysed_when_it_answ
     assert not isinstance(view, DryRun)
     _check_intact(sql, view.id, 2100, 1)
     assert analyses() == before + 1
+
+
+@pytest.fixture
+async def never_analysed(
+    airflow_dags_template: tuple[str, tuple[str, ...]], clean_db: AirflowDatabase
+) -> AsyncIterator[tuple[Database, psycopg2.extensions.cursor]]:
+    """A database of its own no ANALYZE ever ran on (the module's has statistics by now), and a cursor."""
+    name = f"{clean_db.name}_fresh"
+    asyncpg_url, psycopg2_url = fresh_airflow_database(name, template=airflow_dags_template[0])
+    db = connect(asyncpg_url)
+    conn = psycopg2.connect(psycopg2_url.replace("postgresql+psycopg2://", "postgresql://"))
+    conn.autocommit = True
+    try:
+        await prepare(db)
+        with conn.cursor() as cur:
+            # Autovacuum's visits would race the states the tests make (it lags on a busy server).
+            for table in ("dag_run", "task_instance", "backfill_dag_run"):
+                cur.execute(f"ALTER TABLE {table} SET (autovacuum_enabled = false)")
+            yield db, cur
+    finally:
+        conn.close()
+        await db.dispose()
+        drop_database(name)
+
+
+def _statistics(sql: psycopg2.extensions.cursor, table: str) -> tuple[float, int, int]:
+    """A table's ``reltuples``, its ``pg_stats`` rows and its (manual) analyses."""
+    sql.execute(
+        "SELECT c.reltuples, (SELECT count(*) FROM pg_stats s WHERE s.tablename = c.relname),"
+        " t.analyze_count FROM pg_class c JOIN pg_stat_user_tables t ON t.relid = c.oid WHERE c.relname = %s",
+        (table,),
+    )
+    reltuples, stats, analyses = sql.fetchone()
+    return float(reltuples), int(stats), int(analyses)
+
+
+async def _a_failed_create_of_1000_runs(db: Database, sql: psycopg2.extensions.cursor) -> None:
+    """A create whose first batch (of 1,000 runs, one batch at a time) analyses ``dag_run``,
+    then fails (a trigger on ``task_instance``) and rolls back."""
+    sql.execute(
+        "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$"
+        " BEGIN RAISE EXCEPTION 'injected' USING ERRCODE = 'XX000'; END $$;"
+        " CREATE TRIGGER refuse AFTER INSERT ON task_instance FOR EACH STATEMENT EXECUTE FUNCTION refuse()"
+    )
+    with pytest.raises(sa.exc.DBAPIError):
+        await BackfillEngine(db, EngineConfig(lane_creates=0)).create(_spec(ONE_TASK, 1000, mode=Mode.EAGER))
+    sql.execute("DROP TRIGGER refuse ON task_instance; DROP FUNCTION refuse()")
+
+
+async def test_a_create_after_a_failed_one_is_analysed_on_its_statistics_not_reltuples(
+    never_analysed: tuple[Database, psycopg2.extensions.cursor],
+) -> None:
+    # Review finding: the failed create's first batch analysed dag_run, then rolled back.
+    # pg_class.reltuples (written in place) outlived the rollback, the column statistics did
+    # not: deciding on reltuples, the next create (1,500 runs <= 4 x 1,000, and < the 2,000
+    # of the scheduler's analysis) never analysed anything.
+    db, sql = never_analysed
+    await _a_failed_create_of_1000_runs(db, sql)
+    sql.execute("SELECT count(*) FROM dag_run")
+    assert sql.fetchone() == (0,)
+    assert _statistics(sql, "dag_run")[:2] == (1000, 0)  # the state: rows counted, no statistics
+    async with db.engine.connect() as conn:
+        assert await counted_runs(conn) == 0
+
+    view = await BackfillEngine(db, EngineConfig()).create(_spec(ONE_TASK, 1500, mode=Mode.EAGER))
+    assert not isinstance(view, DryRun)
+    _check_intact(sql, view.id, 1500, 1)
+    sql.execute(
+        "SELECT attname FROM pg_stats WHERE tablename = 'dag_run' AND attname IN ('dag_id', 'run_id')"
+    )
+    assert sorted(row[0] for row in sql.fetchall()) == ["dag_id", "run_id"]
+
+
+async def test_a_table_held_during_the_analysis_is_analysed_once_more_at_the_end(
+    never_analysed: tuple[Database, psycopg2.extensions.cursor],
+) -> None:
+    # ANALYZE (SKIP_LOCKED) skips a table another session holds (autovacuum, a manual
+    # VACUUM): the create notices (last_analyze unchanged) and tries it once more at its end.
+    db, sql = never_analysed
+    holder = psycopg2.connect(sql.connection.dsn)
+    try:
+        with holder.cursor() as held:
+            held.execute("LOCK TABLE task_instance IN SHARE UPDATE EXCLUSIVE MODE")  # what ANALYZE takes
+            start = dt.datetime(2024, 1, 1, tzinfo=UTC)
+            hourly = BackfillSpec(  # 6,000 runs: the analysis at 2,000 leaves the lanes writing
+                dag_id=HOURLY,
+                from_date=start,
+                to_date=start + dt.timedelta(hours=5999),
+                mode=Mode.EAGER,
+            )
+            create = asyncio.create_task(BackfillEngine(db, EngineConfig(batch_size=500)).create(hourly))
+            # The analysis at 2,000 runs, while the lanes write: backfill_dag_run analysed,
+            # task_instance skipped.
+            while _statistics(sql, "backfill_dag_run")[2] == 0:
+                assert not create.done()
+                await asyncio.sleep(0.01)
+            assert _statistics(sql, "task_instance")[1:] == (0, 0)
+        holder.rollback()
+    finally:
+        holder.close()
+    view = await create
+    assert not isinstance(view, DryRun)
+    _check_intact(sql, view.id, 6000, 1)
+    _, stats, analyses = _statistics(sql, "task_instance")
+    assert stats > 0 and analyses == 1
+    assert _statistics(sql, "backfill_dag_run")[2] == 1  # the retry was only of the table skipped
+
+
+async def _ten_runs(db: Database) -> None:
+    """A backfill of 10 runs (of another DAG than :data:`ONE_TASK`)."""
+    start = dt.datetime(2024, 1, 1, tzinfo=UTC)
+    hours = BackfillSpec(
+        dag_id=HOURLY, from_date=start, to_date=start + dt.timedelta(hours=9), mode=Mode.EAGER
+    )
+    await BackfillEngine(db, EngineConfig()).create(hours)
+
+
+async def test_a_rolled_back_analysis_that_grew_reltuples_does_not_hide_a_create(
+    never_analysed: tuple[Database, psycopg2.extensions.cursor],
+) -> None:
+    # Review finding: 10 runs analysed, then a failed create's ANALYZE of its 1,000 runs,
+    # rolled back: reltuples 1,010 (written in place), the statistics of the 10 in place.
+    # Counted on reltuples, the next create of 1,500 runs was never analysed (its FK checks
+    # planned on idx_dag_run_dag_id); n_live_tup was put back by the rollback.
+    db, sql = never_analysed
+    await _ten_runs(db)
+    sql.execute("ANALYZE dag_run")
+    await _a_failed_create_of_1000_runs(db, sql)
+    reltuples, stats, analyses = _statistics(sql, "dag_run")
+    assert reltuples == 1010 and stats > 0  # the state the review found
+    async with db.engine.connect() as conn:
+        assert (await counted_runs(conn) or 0) < 100
+    async with db.engine.begin() as conn:  # without track_counts, n_live_tup is 0: reltuples alone
+        await conn.execute(sa.text("SET LOCAL track_counts = off"))
+        assert await counted_runs(conn) == 1010
+
+    view = await BackfillEngine(db, EngineConfig()).create(_spec(ONE_TASK, 1500, mode=Mode.EAGER))
+    assert not isinstance(view, DryRun)
+    _check_intact(sql, view.id, 1500, 1)
+    assert _statistics(sql, "dag_run")[2] > analyses
+
+
+async def test_a_column_without_statistics_does_not_make_a_table_unanalysed(
+    never_analysed: tuple[Database, psycopg2.extensions.cursor],
+) -> None:
+    # Review finding: a column with SET STATISTICS 0 (or hidden by column grants) has no
+    # pg_stats row; asking for the planned columns' made every batch ANALYZE dag_run.
+    db, sql = never_analysed
+    sql.execute("ALTER TABLE dag_run ALTER COLUMN dag_id SET STATISTICS 0")
+    await _ten_runs(db)
+    sql.execute("ANALYZE dag_run")
+    sql.execute("SELECT count(*) FROM pg_stats WHERE tablename = 'dag_run' AND attname = 'dag_id'")
+    assert sql.fetchone() == (0,)
+    async with db.engine.begin() as conn:
+        assert await counted_runs(conn) == 10
+        assert await analyze_written_tables(conn, everything=False, runs_written=10) == TableAnalysis()
+
+
+async def test_tables_of_another_role_are_neither_analysed_nor_skipped(
+    never_analysed: tuple[Database, psycopg2.extensions.cursor],
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Review finding: ANALYZE by a role that does not own the table only warns, and its
+    # last_analyze unchanged made it "skipped" (and retried). Now: not analysable, said once.
+    db, sql = never_analysed
+    monkeypatch.setattr(_runs, "_NOT_OWNED_TOLD", set())
+    await _ten_runs(db)
+    name = sql.connection.info.dbname
+    role = f"{name}_writer"
+    sql.execute(f'CREATE ROLE "{role}" LOGIN; GRANT ALL ON ALL TABLES IN SCHEMA public TO "{role}"')
+    other = connect(asyncpg_url(name).replace(f"{PG_USER}@", f"{role}@"))
+    try:
+        caplog.set_level(logging.INFO, logger="sidecar.store._runs")
+        for _ in range(2):
+            async with other.engine.begin() as conn:
+                assert await counted_runs(conn) is None
+                analysis = await analyze_written_tables(conn, everything=True, runs_written=1000)
+                assert analysis == TableAnalysis()
+        told = [r.args[0] for r in caplog.records if "belong to another role" in r.msg and r.args]
+        assert sorted(", ".join(told).split(", ")) == ["backfill_dag_run", "dag_run", "task_instance"]
+    finally:
+        await other.dispose()
+        sql.execute(f'DROP OWNED BY "{role}"; DROP ROLE "{role}"')
+    assert _statistics(sql, "task_instance")[1:] == (0, 0)
+
+
+async def test_a_failed_analysis_fails_no_create(
+    never_analysed: tuple[Database, psycopg2.extensions.cursor], caplog: pytest.LogCaptureFixture
+) -> None:
+    # Review finding: the analysis (or its retry at the end) failing failed a create whose
+    # runs were committed. An expression index whose function refuses to run under ANALYZE.
+    db, sql = never_analysed
+    sql.execute(
+        "CREATE FUNCTION refuse_analyze(text) RETURNS text LANGUAGE plpgsql IMMUTABLE AS $$ BEGIN"
+        " IF current_query() ILIKE 'ANALYZE%%' THEN RAISE EXCEPTION 'injected' USING ERRCODE = 'XX000';"
+        " END IF; RETURN $1; END $$; CREATE INDEX refuse_analyze ON task_instance (refuse_analyze(task_id))"
+    )
+    view = await BackfillEngine(db, EngineConfig(lane_creates=0)).create(
+        _spec(ONE_TASK, 2100, mode=Mode.EAGER)
+    )
+    assert not isinstance(view, DryRun)
+    _check_intact(sql, view.id, 2100, 1)
+    assert [r for r in caplog.records if "analysing the tables" in r.getMessage()]
+
+
+@contextlib.asynccontextmanager
+async def _lanes_held_at_their_claim(
+    database: Database, sql: psycopg2.extensions.cursor
+) -> AsyncIterator[tuple[BackfillEngine, asyncio.Task[object], list[asyncio.Task[object]], int]]:
+    """A create writing in lanes whose batches in flight all wait at their claim (another
+    session holds the backfill's claim row) until the block ends: the engine, the create,
+    those batches and the backfill."""
+    engine = BackfillEngine(database, EngineConfig(batch_size=50))
+    create: asyncio.Task[object] = asyncio.create_task(engine.create(_spec(ONE_TASK, 1000, mode=Mode.EAGER)))
+
+    def lane_batches() -> list[asyncio.Task[object]]:
+        return [t for t in asyncio.all_tasks() if getattr(t.get_coro(), "__qualname__", "") == "_write_batch"]
+
+    while not lane_batches():
+        assert not create.done()
+        await asyncio.sleep(0.01)
+    sql.execute("SELECT max(id) FROM backfill")  # this create's (the tests before left theirs)
+    (backfill_id,) = sql.fetchone()
+    async with database.engine.begin() as holder:
+        await holder.execute(
+            sa.text("SELECT 1 FROM airflow_sidecar.sidecar_backfill WHERE backfill_id = :id FOR UPDATE"),
+            {"id": backfill_id},
+        )
+        # Once a batch waits at its claim, the one in front of it (which may have claimed
+        # before this lock: it waited for its commit) has ended: what is left is held.
+        while not await holder.scalar(
+            sa.text(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                " AND wait_event_type = 'Lock'"
+            )
+        ):
+            assert not create.done()
+            await asyncio.sleep(0.01)
+        in_flight = [t for t in lane_batches() if not t.done()]
+        assert in_flight
+        yield engine, create, in_flight, backfill_id
+
+
+def _check_written(sql: psycopg2.extensions.cursor, backfill_id: int) -> None:
+    """The backfill's cursor counts exactly the runs committed (no batch was cut half-way)."""
+    sql.execute(
+        "SELECT written_count, (SELECT count(*) FROM dag_run WHERE backfill_id = %s)"
+        " FROM airflow_sidecar.sidecar_backfill WHERE backfill_id = %s",
+        (backfill_id, backfill_id),
+    )
+    written, runs = sql.fetchone()
+    assert written == runs and runs < 1000
+
+
+async def _cancel_twice(create: asyncio.Task[object]) -> None:
+    for _ in range(2):
+        create.cancel()
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert not create.done()  # draining
+
+
+async def test_a_second_cancel_lets_the_lane_batches_in_flight_end(
+    database: Database, sql: psycopg2.extensions.cursor
+) -> None:
+    # A client gone (the first cancel), then a shutdown (the second) while the lanes drain:
+    # each batch in flight must still end at its commit or rollback, not mid-statement.
+    async with _lanes_held_at_their_claim(database, sql) as (_, create, in_flight, backfill_id):
+        await _cancel_twice(create)
+    with pytest.raises(asyncio.CancelledError):
+        await create
+    assert all(t.done() and not t.cancelled() for t in in_flight)
+    _check_written(sql, backfill_id)
+
+
+async def test_after_a_second_cancel_the_drain_is_bounded(
+    database: Database, sql: psycopg2.extensions.cursor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Review finding: a batch that cannot end (a lock held, the database gone) held the
+    # second cancel (a shutdown) for ever; now for DRAIN_BOUND (20 s), then it is cancelled.
+    monkeypatch.setattr(_lanes, "DRAIN_BOUND", 0.2)
+    async with _lanes_held_at_their_claim(database, sql) as (_, create, in_flight, backfill_id):
+        await _cancel_twice(create)
+        with pytest.raises(asyncio.CancelledError):
+            await create  # while the claim row is still held: the batches cannot have ended
+        assert all(t.cancelled() for t in in_flight)
+    _check_written(sql, backfill_id)
+
+
+async def test_closing_the_engine_lets_the_lane_batches_in_flight_end(
+    database: Database, sql: psycopg2.extensions.cursor
+) -> None:
+    # Review finding: a shutdown (SidecarServer.stop: the handlers cancelled, engine.close,
+    # then the pool disposed and asyncio.run cancelling what is left) cut the lanes'
+    # batches in flight: engine.close now waits for them (at most DRAIN_BOUND).
+    async with _lanes_held_at_their_claim(database, sql) as (engine, create, in_flight, backfill_id):
+        create.cancel()
+        closing = asyncio.create_task(engine.close())
+        await asyncio.sleep(0.2)
+        assert not closing.done()  # waiting for the batches, held at their claim
+    await closing
+    assert all(t.done() and not t.cancelled() for t in in_flight)
+    with pytest.raises(asyncio.CancelledError):
+        await create
+    _check_written(sql, backfill_id)
