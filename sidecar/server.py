@@ -98,7 +98,6 @@ class SidecarServer:
             await self.engine.warm_up()
         except Exception:  # best effort: a create still works, only slower the first time
             log.warning("warming up the create path failed; the first create pays for it", exc_info=True)
-        settle_heap()
         tracer_provider = setup_tracing()
         instrument_database(self.db.engine, tracer_provider)
         options = [
@@ -280,6 +279,7 @@ async def serve(config: ServerSettings) -> None:
     except BaseException:
         await server.stop()
         raise
+    settle_heap()  # the process's own server, warmed up: what start-up made stays (not in start(): tests)
     if config.port_file is not None:  # written once serving, atomically: a reader never sees half
         partial = config.port_file.with_name(config.port_file.name + ".partial")
         partial.write_text(f"{server.port}\n")

@@ -215,17 +215,16 @@ async def write_in_lanes(
             if not in_flight:
                 return LanesResult(made, finished=False)
             # Waited for, not awaited: cancelling this call must not cancel it mid-statement.
-            try:
-                await asyncio.wait({in_flight[0]})
-            except asyncio.CancelledError:
-                cancels = 1
-                raise
+            await asyncio.wait({in_flight[0]})
             result = in_flight.popleft().result()
             if result is None:
                 return LanesResult(made, finished=False)
             made += result.runs_created
             if result.exhausted:
                 return LanesResult(made, finished=True)
+    except asyncio.CancelledError:  # wherever it lands (a wait, or the yield after a launch)
+        cancels = 1
+        raise
     finally:
         # A batch behind one that stopped finds the cursor elsewhere and rolls back: let
         # it (cancelling it mid-statement would cost its connection), and the analysis too.

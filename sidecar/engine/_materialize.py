@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from functools import partial
 
+import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from sidecar.engine._plans import build_plan, cursor_of, run_of
@@ -35,6 +36,7 @@ from sidecar.store import (
     advance_cursor,
     analyze_written_tables,
     claim_batch,
+    classify,
     counted_runs,
     finish_writing,
     latest_log_template_id,
@@ -339,7 +341,10 @@ class TableStatistics:
             analysis = await tx.write(
                 partial(analyze_written_tables, everything=True, runs_written=runs_made, only=only)
             )
-        except Exception as exc:  # never a CancelledError: a cancel of the create goes on
-            log.warning("analysing the tables of %s runs failed: %s", runs_made, exc)
+        except sa.exc.DBAPIError as exc:  # never a CancelledError: a cancel of the create goes on
+            log.warning("analysing the tables of %s runs failed (%s)", runs_made, classify(exc).value)
+            return ()
+        except Exception:  # not a database failure: a bug, shown whole in the log
+            log.exception("analysing the tables of %s runs failed", runs_made)
             return ()
         return analysis.skipped

@@ -425,13 +425,19 @@ async def analyze_written_tables(
     skipped: list[str] = []
     for table in stale:
         try:
+            # One savepoint per table: a table held elsewhere, or one whose analysis fails (an
+            # expression index that raises, a statement_timeout), leaves the others analysed.
             async with conn.begin_nested():
                 await conn.execute(sa.text(f"LOCK TABLE {table} IN SHARE UPDATE EXCLUSIVE MODE NOWAIT"))
+                await conn.execute(sa.text(f"ANALYZE {table}"))  # the lock it takes is held already
         except sa.exc.DBAPIError as exc:
-            if classify(exc) is not Failure.LOCK_NOT_AVAILABLE:
+            failure = classify(exc)
+            if failure is Failure.LOCK_NOT_AVAILABLE:
+                skipped.append(table)
+            elif failure is Failure.CONNECTION:
                 raise
-            skipped.append(table)
+            else:
+                log.warning("analysing %s failed (%s): left to autovacuum", table, failure.value)
             continue
-        await conn.execute(sa.text(f"ANALYZE {table}"))  # the lock it takes is held already
         analysed.append(table)
     return TableAnalysis(tuple(analysed), tuple(skipped))
