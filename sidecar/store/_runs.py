@@ -283,16 +283,20 @@ async def written_slots(
 async def _counted_rows(conn: AsyncConnection, tables: Sequence[str]) -> dict[str, float]:
     """The rows each table's statistics count: -1 without statistics, infinite when not this role's.
 
-    The count is ``least(pg_class.reltuples, n_live_tup)``, and a table counts as analysed
-    only when ``pg_stats`` has any row for it. ANALYZE writes ``reltuples`` (and
-    ``last_analyze``) in place, so they outlive the rollback of the transaction that ran
-    it, while its column statistics go with it (a create whose first batch analysed
-    ``dag_run`` and then failed left no statistics and ``reltuples`` counting that batch:
-    the next create of 1,500 runs was never analysed), and its ``n_live_tup`` is corrected
-    at the rollback (a rolled-back ANALYZE of 1,000 more runs over 10 analysed ones left
-    ``reltuples`` at 1,010 and the statistics of 10; without ``track_counts``, ``n_live_tup``
-    stays 0: ``reltuples`` alone). Any ``pg_stats`` row, not the planned
-    columns': a column with ``SET STATISTICS 0`` or hidden by column grants has none.
+    The count is ``pg_class.reltuples``, and a table counts as analysed only when
+    ``pg_stats`` has any row for it. ANALYZE writes ``reltuples`` (and ``last_analyze``) in
+    place, so they outlive the rollback of the transaction that ran it, while its column
+    statistics go with it (a create whose first batch analysed ``dag_run`` and then failed
+    left no statistics and ``reltuples`` counting that batch: the next create of 1,500 runs
+    was never analysed). Any ``pg_stats`` row, not the planned columns': a column with
+    ``SET STATISTICS 0`` or hidden by column grants has none.
+
+    Not ``least(reltuples, n_live_tup)``, though it would also see a rolled-back ANALYZE
+    over earlier statistics (10 runs analysed, then 1,000 more rolled back: ``reltuples``
+    1,010 with the statistics of 10): ``n_live_tup`` is 0 after a statistics reset, a crash
+    or in a database made from a template, and lags commits by up to a second, so a database
+    with history then analysed ``task_instance`` on every large create (0.1-0.5 s: eager
+    1,000 x 10 over 20,000 runs of history went from 1.2x to 1.5x the ceiling).
 
     A table this role does not own (or is not a member of its owner) cannot be analysed
     (ANALYZE only warns): it counts as infinitely many rows, never outgrown.
@@ -302,8 +306,7 @@ async def _counted_rows(conn: AsyncConnection, tables: Sequence[str]) -> dict[st
             # Correlated, so that pg_stats is read by index (a join scans pg_attribute: 1.2 ms, not 0.1).
             "SELECT c.relname, CASE WHEN NOT pg_has_role(c.relowner, 'USAGE') THEN 'infinity'"
             " WHEN EXISTS(SELECT FROM pg_stats s WHERE s.schemaname = n.nspname AND s.tablename = c.relname)"
-            " THEN CASE WHEN current_setting('track_counts') = 'on'"
-            " THEN least(c.reltuples, pg_stat_get_live_tuples(c.oid)) ELSE c.reltuples END ELSE -1 END"
+            " THEN c.reltuples ELSE -1 END"
             " FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
             " WHERE c.oid = ANY(CAST(:tables AS regclass[]))"
         ),
